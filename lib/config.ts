@@ -1,0 +1,215 @@
+// Quire's configuration: every setting comes from an environment variable (or `.env`), is validated once at
+// start-up, and a bad value stops the process with one line per variable saying what is wrong.
+// `.env.example` documents each variable; keep the two in step (a test compares them).
+import { z } from "zod";
+import { readDevSecrets } from "./dev-secrets.ts";
+
+/** A problem with the environment, phrased for an operator: `NAME: what is wrong`. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(problems.map((p) => `Invalid configuration: ${p}`).join("\n"));
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+const identifier = /^[a-z_][a-z0-9_]{0,62}$/;
+
+const boolText = z
+  .enum(["true", "false", "1", "0", "yes", "no"], { message: "must be true or false" })
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const intText = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, { message: `must be a whole number from ${min} to ${max}` })
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, { message: `must be a whole number from ${min} to ${max}` });
+
+const postgresUrl = z.string().refine(
+  (v) => {
+    try {
+      const u = new URL(v);
+      return (u.protocol === "postgres:" || u.protocol === "postgresql:") && u.username !== "" && u.pathname.length > 1;
+    } catch {
+      return false;
+    }
+  },
+  { message: "must be a postgres://user:password@host:port/database URL" },
+);
+
+const roleName = z.string().regex(identifier, { message: "must be a lowercase SQL identifier" });
+
+/** The variables, their defaults and their shapes. Empty strings count as unset. */
+const envSchema = z.object({
+  NODE_ENV: z.enum(["development", "production", "test"], { message: "must be development, production or test" }).default("development"),
+  HOST: z.string().min(1).default("127.0.0.1"),
+  PORT: intText(1, 65535).default(5678),
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], {
+      message: "must be one of fatal, error, warn, info, debug, trace, silent",
+    })
+    .default("info"),
+  LOG_PRETTY: boolText.optional(),
+  GRAPHIQL: boolText.optional(),
+  DATA_DIR: z.string().min(1).default(".data"),
+  DATABASE_URL: postgresUrl.optional(),
+  OWNER_DATABASE_URL: postgresUrl.optional(),
+  ROOT_DATABASE_URL: postgresUrl.optional(),
+  DATABASE_AUTHENTICATED_ROLE: roleName.default("quire_authenticated"),
+  DATABASE_ANONYMOUS_ROLE: roleName.default("quire_anonymous"),
+  DATABASE_POOL_MAX: intText(2, 1000).default(10),
+  EMBEDDED_POSTGRES_PORT: intText(1, 65535).default(54320),
+  JWT_SECRET: z.string().min(32, { message: "must be at least 32 characters" }).optional(),
+  WORKER_CONCURRENCY: intText(1, 100).default(4),
+  WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
+  READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
+  SHUTDOWN_TIMEOUT_SECONDS: intText(1, 600).default(10),
+});
+
+/** Every variable Quire reads (`.env.example` must document each one). */
+export const configVariables: readonly string[] = Object.keys(envSchema.shape);
+
+export type RuntimeEnv = "development" | "production" | "test";
+
+export interface DatabaseConfig {
+  /** Set when Quire runs its own PostgreSQL (no `DATABASE_URL`): where and on which port. */
+  readonly embedded: { readonly dataDir: string; readonly port: number; readonly superuserPassword: string } | null;
+  /** The authenticator login the server and worker connect as. */
+  readonly url: string;
+  /** The owner login that runs migrations; null when only the runtime URL is known. */
+  readonly ownerUrl: string | null;
+  /** A superuser used only to create the roles and the database; null when they already exist. */
+  readonly rootUrl: string | null;
+  readonly name: string;
+  readonly authenticatorRole: string;
+  readonly authenticatedRole: string;
+  readonly anonymousRole: string;
+  readonly poolMax: number;
+}
+
+export interface Config {
+  readonly env: RuntimeEnv;
+  readonly dataDir: string;
+  readonly http: { readonly host: string; readonly port: number; readonly graphiql: boolean };
+  readonly log: { readonly level: string; readonly pretty: boolean };
+  readonly database: DatabaseConfig;
+  readonly jwt: { readonly secret: string };
+  readonly worker: {
+    readonly concurrency: number;
+    readonly heartbeatSeconds: number;
+    readonly readyMaxAgeSeconds: number;
+  };
+  readonly shutdownTimeoutMs: number;
+}
+
+const urlParts = (url: string) => {
+  const u = new URL(url);
+  return { user: decodeURIComponent(u.username), database: decodeURIComponent(u.pathname.slice(1)) };
+};
+
+/** URL for `user` on the embedded server. */
+const embeddedUrl = (port: number, user: string, password: string, database: string) =>
+  `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+
+/**
+ * Validates `env` and derives the configuration. Outside production, missing secrets are generated once and kept
+ * in `<DATA_DIR>/secrets.json`; in production they must be given. Throws {@link ConfigError}.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const name = String(issue.path[0]);
+        const got = present[name];
+        const shown = name.endsWith("_SECRET") || name.endsWith("_URL") ? "" : ` (got ${JSON.stringify(got)})`;
+        return `${name} ${issue.message}${got === undefined ? "" : shown}`;
+      }),
+    );
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === "production";
+  const problems: string[] = [];
+  if (production && !e.DATABASE_URL) {
+    problems.push("DATABASE_URL is required when NODE_ENV=production (the embedded PostgreSQL is for development)");
+  }
+  if (production && !e.JWT_SECRET) problems.push("JWT_SECRET is required when NODE_ENV=production (at least 32 characters)");
+  if (!e.DATABASE_URL) {
+    for (const name of ["OWNER_DATABASE_URL", "ROOT_DATABASE_URL"] as const) {
+      if (e[name]) problems.push(`${name} only applies with DATABASE_URL (without it Quire runs an embedded PostgreSQL)`);
+    }
+  } else if (e.OWNER_DATABASE_URL && urlParts(e.OWNER_DATABASE_URL).database !== urlParts(e.DATABASE_URL).database) {
+    problems.push("OWNER_DATABASE_URL must name the same database as DATABASE_URL");
+  }
+  if (e.DATABASE_AUTHENTICATED_ROLE === e.DATABASE_ANONYMOUS_ROLE) {
+    problems.push("DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const devSecrets = production || (e.DATABASE_URL && e.JWT_SECRET) ? null : readDevSecrets(e.DATA_DIR);
+  const jwtSecret = e.JWT_SECRET ?? devSecrets?.jwtSecret;
+  if (!jwtSecret) throw new ConfigError(["JWT_SECRET is missing"]);
+
+  let database: DatabaseConfig;
+  const roles = {
+    authenticatedRole: e.DATABASE_AUTHENTICATED_ROLE,
+    anonymousRole: e.DATABASE_ANONYMOUS_ROLE,
+    poolMax: e.DATABASE_POOL_MAX,
+  };
+  if (e.DATABASE_URL) {
+    const runtime = urlParts(e.DATABASE_URL);
+    database = {
+      embedded: null,
+      url: e.DATABASE_URL,
+      ownerUrl: e.OWNER_DATABASE_URL ?? null,
+      rootUrl: e.ROOT_DATABASE_URL ?? null,
+      name: runtime.database,
+      authenticatorRole: runtime.user,
+      ...roles,
+    };
+  } else {
+    // devSecrets is non-null here: production without DATABASE_URL was refused above.
+    const s = devSecrets!;
+    const port = e.EMBEDDED_POSTGRES_PORT;
+    database = {
+      embedded: { dataDir: `${e.DATA_DIR}/postgres`, port, superuserPassword: s.postgresPassword },
+      url: embeddedUrl(port, "quire_authenticator", s.authenticatorPassword, "quire"),
+      ownerUrl: embeddedUrl(port, "quire_owner", s.ownerPassword, "quire"),
+      rootUrl: embeddedUrl(port, "postgres", s.postgresPassword, "postgres"),
+      name: "quire",
+      authenticatorRole: "quire_authenticator",
+      ...roles,
+    };
+  }
+  if (!identifier.test(database.authenticatorRole)) {
+    throw new ConfigError(["DATABASE_URL must name a user that is a lowercase SQL identifier"]);
+  }
+
+  return {
+    env: e.NODE_ENV,
+    dataDir: e.DATA_DIR,
+    http: { host: e.HOST, port: e.PORT, graphiql: e.GRAPHIQL ?? !production },
+    log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY ?? !production },
+    database,
+    jwt: { secret: jwtSecret },
+    worker: {
+      concurrency: e.WORKER_CONCURRENCY,
+      heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,
+      readyMaxAgeSeconds: e.READY_WORKER_MAX_AGE_SECONDS,
+    },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
+  };
+}
+
+/** Reads `.env` when present (real environment variables win), then {@link loadConfig}. */
+export function loadConfigFromProcess(): Config {
+  try {
+    process.loadEnvFile(".env");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  return loadConfig(process.env);
+}

@@ -1,0 +1,59 @@
+// The one list of error codes clients can rely on. A PostgreSQL error reaches a client only through this table:
+// Quire's own SQL raises the five-letter custom SQLSTATEs below (`raise exception '...' using errcode = 'NTFND'`)
+// with a message written for the user; a few standard SQLSTATEs map to a code with a fixed message (PostgreSQL's
+// own text can name constraints and values, so it is never passed on). Anything else is masked as INTERNAL with an
+// id that is logged beside the real error. The README's error table is checked against this list by a test.
+
+export type ErrorCode =
+  | "BAD_REQUEST" // the GraphQL document itself is malformed or invalid against the schema
+  | "BAD_INPUT"
+  | "NOT_FOUND"
+  | "FORBIDDEN"
+  | "UNAUTHENTICATED"
+  | "CONFLICT"
+  | "TOO_LARGE"
+  | "RATE_LIMITED"
+  | "TRY_AGAIN"
+  | "TIMEOUT"
+  | "UNAVAILABLE"
+  | "INTERNAL";
+
+/** Quire's custom SQLSTATEs. The SQL's message is shown to the client as written. */
+export const customSqlStates: Readonly<Record<string, ErrorCode>> = {
+  BADIN: "BAD_INPUT", // the input is malformed or out of range; the message says which field and why
+  NTFND: "NOT_FOUND", // the row does not exist, or belongs to another organization (the two are indistinguishable)
+  DNIED: "FORBIDDEN", // the caller's role in the organization does not allow this
+  LOGIN: "UNAUTHENTICATED", // the request needs a valid, live session
+  TAKEN: "CONFLICT", // a unique value (slug, email, name) is already in use
+  TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
+  RLIMT: "RATE_LIMITED", // too many requests; retry later
+};
+
+/** Standard SQLSTATEs with a stable meaning for clients, and the fixed message they get. */
+export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
+  "22001": { code: "BAD_INPUT", message: "A value is too long." },
+  "22003": { code: "BAD_INPUT", message: "A number is out of range." },
+  "22007": { code: "BAD_INPUT", message: "A date or time is malformed." },
+  "22008": { code: "BAD_INPUT", message: "A date or time is out of range." },
+  "22021": { code: "BAD_INPUT", message: "Text contains a byte sequence that is not valid UTF-8 or a NUL byte." },
+  "22023": { code: "BAD_INPUT", message: "A value is invalid." },
+  "22P02": { code: "BAD_INPUT", message: "A value is malformed." },
+  "22P05": { code: "BAD_INPUT", message: "Text contains a character that cannot be stored." },
+  "23502": { code: "BAD_INPUT", message: "A required value is missing." },
+  "23503": { code: "CONFLICT", message: "The change refers to a row that does not exist, or one still referred to." },
+  "23505": { code: "CONFLICT", message: "A value that must be unique is already in use." },
+  "23514": { code: "BAD_INPUT", message: "A value is not allowed." },
+  "42501": { code: "FORBIDDEN", message: "You are not allowed to do this." },
+  "40001": { code: "TRY_AGAIN", message: "The change conflicted with another one; try again." },
+  "40P01": { code: "TRY_AGAIN", message: "The change conflicted with another one; try again." },
+  "57014": { code: "TIMEOUT", message: "The request took too long and was cancelled." },
+  "53300": { code: "UNAVAILABLE", message: "The service is busy; try again shortly." },
+  "57P01": { code: "UNAVAILABLE", message: "The database is restarting; try again shortly." },
+};
+
+/** What a client is told about a PostgreSQL error, or null when it must be masked. */
+export function publicDatabaseError(sqlState: string, message: string): { code: ErrorCode; message: string } | null {
+  const custom = customSqlStates[sqlState];
+  if (custom) return { code: custom, message };
+  return standardSqlStates[sqlState] ?? null;
+}

@@ -1,0 +1,115 @@
+// The HTTP server: Express with request logging, the health routes, and PostGraphile (GraphQL over HTTP at
+// /graphql, graphql-ws subscriptions on the same path, Ruru at /graphiql in development).
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import express, { type ErrorRequestHandler } from "express";
+import type pg from "pg";
+import { pinoHttp } from "pino-http";
+import { postgraphile, type PostGraphileInstance } from "postgraphile";
+import { grafserv } from "postgraphile/grafserv/express/v4";
+import type { Config } from "../lib/config.ts";
+import type { Logger } from "../lib/logger.ts";
+import { healthRouter } from "./health.ts";
+import { makePreset } from "./preset.ts";
+
+export interface QuireServer {
+  readonly httpServer: Server;
+  readonly pgl: PostGraphileInstance;
+  /** Starts listening on HOST:PORT (port 0 picks a free one) and resolves with the bound address. */
+  listen(port?: number): Promise<AddressInfo>;
+  /**
+   * Stops accepting connections, reports not-ready, lets in-flight requests finish within `timeoutMs`, closes
+   * WebSockets, then releases PostGraphile. The pool is the caller's to end.
+   */
+  close(timeoutMs: number): Promise<void>;
+}
+
+export interface ServerOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly pool: pg.Pool;
+}
+
+/** A client's x-request-id is reused when it is a sane token; anything else gets a fresh UUID. */
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function requestLogger(logger: Logger) {
+  return pinoHttp({
+    logger,
+    genReqId(req: IncomingMessage, res: ServerResponse) {
+      const given = req.headers["x-request-id"];
+      const id = typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
+      res.setHeader("x-request-id", id);
+      return id;
+    },
+    serializers: {
+      req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split("?")[0] }),
+      res: (res: { statusCode: number }) => ({ status: res.statusCode }),
+    },
+    customAttributeKeys: { responseTime: "durationMs" },
+    customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? "error" : "info"),
+    customSuccessMessage: (req, res) => `${req.method} ${res.statusCode}`,
+    customErrorMessage: (req, res) => `${req.method} ${res.statusCode}`,
+  });
+}
+
+export async function createQuireServer({ config, logger, pool }: ServerOptions): Promise<QuireServer> {
+  let stopping = false;
+  const app = express();
+  app.disable("x-powered-by");
+  app.use(requestLogger(logger));
+  app.use(healthRouter({ pool, workerMaxAgeSeconds: config.worker.readyMaxAgeSeconds, stopping: () => stopping }));
+
+  const httpServer = createServer(app);
+  // Upgraded (WebSocket) sockets leave the HTTP server's bookkeeping, so track them to close them on shutdown.
+  const upgraded = new Set<Socket>();
+  httpServer.on("upgrade", (_req, socket: Socket) => {
+    upgraded.add(socket);
+    socket.once("close", () => upgraded.delete(socket));
+  });
+
+  const pgl = postgraphile(makePreset({ config, logger, pool }));
+  const serv = pgl.createServ(grafserv);
+  await serv.addTo(app, httpServer);
+
+  app.use((_req, res) => {
+    res.status(404).json({ error: { code: "NOT_FOUND", message: "No such route." } });
+  });
+  const onError: ErrorRequestHandler = (error, req, res, _next) => {
+    const status = typeof error?.status === "number" && error.status >= 400 && error.status < 500 ? error.status : 500;
+    if (status === 500) (req as { log?: Logger }).log?.error({ err: error }, "unhandled route error");
+    res.status(status).json({
+      error: status === 500 ? { code: "INTERNAL", message: "An internal error occurred." } : { code: "BAD_REQUEST", message: "The request is malformed." },
+    });
+  };
+  app.use(onError);
+
+  return {
+    httpServer,
+    pgl,
+    listen(port = config.http.port) {
+      return new Promise((resolve, reject) => {
+        httpServer.once("error", reject);
+        httpServer.listen(port, config.http.host, () => {
+          httpServer.off("error", reject);
+          resolve(httpServer.address() as AddressInfo);
+        });
+      });
+    },
+    async close(timeoutMs) {
+      stopping = true;
+      const drained = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      httpServer.closeIdleConnections();
+      const timer = setTimeout(() => {
+        logger.warn({ timeoutMs }, "in-flight requests did not finish in time: closing their connections");
+        httpServer.closeAllConnections();
+      }, timeoutMs);
+      for (const socket of upgraded) socket.end();
+      await drained;
+      clearTimeout(timer);
+      for (const socket of upgraded) socket.destroy();
+      await pgl.release();
+    },
+  };
+}

@@ -1,0 +1,30 @@
+// How GraphQL errors reach clients (grafserv's maskError hook). Errors GraphQL itself raises (parse, validation)
+// are about the request and pass through as BAD_REQUEST. Errors from PostgreSQL pass only as lib/errors.ts allows.
+// Everything else is masked: the client gets INTERNAL and an id, the log gets the id and the real error.
+import { randomUUID } from "node:crypto";
+import { GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
+import { publicDatabaseError } from "../lib/errors.ts";
+import type { Logger } from "../lib/logger.ts";
+
+type MaskErrorFn = (error: GraphQLError) => GraphQLError | GraphQLFormattedError;
+
+const sqlStateOf = (error: unknown): string | null => {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : null;
+};
+
+export function makeMaskError(logger: Logger): MaskErrorFn {
+  return (error) => {
+    const original = error.originalError;
+    const where = { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path };
+    if (!original || original instanceof GraphQLError) {
+      return new GraphQLError(error.message, { ...where, extensions: { code: "BAD_REQUEST", ...error.extensions } });
+    }
+    const sqlState = sqlStateOf(original);
+    const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
+    if (known) return new GraphQLError(known.message, { ...where, extensions: { code: known.code } });
+    const errorId = randomUUID();
+    logger.error({ err: original, errorId, path: error.path }, "masked GraphQL error");
+    return new GraphQLError("An internal error occurred.", { ...where, extensions: { code: "INTERNAL", errorId } });
+  };
+}

@@ -1,0 +1,17 @@
+// `npm run server`: the API alone, as production runs it (workers run separately with `npm run worker`,
+// migrations with `npm run migrate`). Needs DATABASE_URL: the embedded database belongs to `npm start`.
+import { createPool } from "../db/pool.ts";
+import { runService } from "../lib/process.ts";
+import { createQuireServer } from "./app.ts";
+
+await runService("server", async (config, logger) => {
+  if (config.database.embedded) throw new Error("DATABASE_URL is required for `npm run server` (use `npm start` for the embedded setup)");
+  const pool = createPool({ url: config.database.url, max: config.database.poolMax, applicationName: "quire-server" }, logger);
+  const server = await createQuireServer({ config, logger, pool });
+  const address = await server.listen();
+  logger.info({ graphql: `http://${address.address}:${address.port}/graphql` }, "server listening");
+  return async () => {
+    await server.close(config.shutdownTimeoutMs);
+    await pool.end();
+  };
+});

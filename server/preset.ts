@@ -1,0 +1,34 @@
+// The PostGraphile preset: the GraphQL API generated from the app_public schema, served by grafserv with
+// graphql-ws subscriptions. Amber is V5's recommended base; simplified inflection gives `documents` rather than
+// `allDocuments`.
+import type pg from "pg";
+import { PgSimplifyInflectionPreset } from "@graphile/simplify-inflection";
+import { makePgService } from "postgraphile/adaptors/pg";
+import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
+import type { Config } from "../lib/config.ts";
+import type { Logger } from "../lib/logger.ts";
+import { makeContext } from "./context.ts";
+import { makeMaskError } from "./errors.ts";
+
+export interface PresetOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** The authenticator pool the API runs its queries on (owned by the caller, who ends it). */
+  readonly pool: pg.Pool;
+}
+
+export function makePreset({ config, logger, pool }: PresetOptions): GraphileConfig.Preset {
+  return {
+    extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
+    pgServices: [makePgService({ pool, schemas: ["app_public"] })],
+    grafast: { context: makeContext(config) },
+    grafserv: {
+      graphqlPath: "/graphql",
+      graphiql: config.http.graphiql,
+      graphiqlPath: "/graphiql",
+      websockets: true,
+      maxRequestLength: 100_000,
+      maskError: makeMaskError(logger),
+    },
+  };
+}

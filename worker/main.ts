@@ -1,0 +1,14 @@
+// `npm run worker`: the job runner alone, as production runs it. Needs DATABASE_URL (see server/main.ts).
+import { createPool } from "../db/pool.ts";
+import { runService } from "../lib/process.ts";
+import { startQuireWorker } from "./runner.ts";
+
+await runService("worker", async (config, logger) => {
+  if (config.database.embedded) throw new Error("DATABASE_URL is required for `npm run worker` (use `npm start` for the embedded setup)");
+  const pool = createPool({ url: config.database.url, max: config.worker.concurrency + 2, applicationName: "quire-worker" }, logger);
+  const worker = await startQuireWorker({ config, logger, pool });
+  return async () => {
+    await worker.stop();
+    await pool.end();
+  };
+});
