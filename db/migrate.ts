@@ -63,8 +63,10 @@ export function workerLogger(logger: Logger): WorkerLogger {
 /**
  * What the authenticator (the worker's login; never the API roles, which it is NOINHERIT of) may do in the
  * worker's schema: run jobs. graphile-worker's functions are security invoker, so table rights are needed too.
+ * Its functions are created EXECUTE-able by PUBLIC; that is revoked so only the grants here apply.
  */
 const workerGrants = (authenticator: string) => `
+  revoke all on all functions in schema graphile_worker from public;
   grant usage on schema graphile_worker to ${authenticator};
   grant select, insert, update, delete on all tables in schema graphile_worker to ${authenticator};
   grant usage, select, update on all sequences in schema graphile_worker to ${authenticator};

@@ -37,7 +37,7 @@ describe("the migrated schema", () => {
     expect(await definerFunctionsWithoutSearchPath(db.name)).toEqual([]);
   });
 
-  test("no function in Quire's schemas is executable by PUBLIC", async () => {
+  test("no function in Quire's or graphile-worker's schemas is executable by PUBLIC", async () => {
     expect(await functionsExecutableByPublic(db.name)).toEqual([]);
   });
 

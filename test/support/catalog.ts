@@ -40,7 +40,7 @@ export const definerFunctionsWithoutSearchPath = (database: string) =>
     [],
   );
 
-/** Functions in Quire's schemas that PUBLIC may execute (including by default, when proacl is null). */
+/** Functions in Quire's and the worker's schemas that PUBLIC may execute (also by default: proacl null). */
 export const functionsExecutableByPublic = (database: string) =>
   names(
     database,
@@ -50,7 +50,7 @@ export const functionsExecutableByPublic = (database: string) =>
         and (p.proacl is null
              or exists (select 1 from aclexplode(p.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE'))
       order by 1`,
-    [ownSchemas],
+    [[...ownSchemas, "graphile_worker"]],
   );
 
 /** API roles holding a power that would defeat RLS or grants, or with the wrong login/inherit shape. */

@@ -1,0 +1,116 @@
+// /health and /health/ready: liveness without I/O; readiness naming exactly which check failed.
+import { createPool } from "../../db/pool.ts";
+import { checkReadiness } from "../../server/health.ts";
+import { createTestDatabase, query, silentLogger, type TestDatabase } from "../support/database.ts";
+import { startTestServer, type TestServer } from "../support/server.ts";
+
+let db: TestDatabase;
+let app: TestServer;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  app = await startTestServer(db.config);
+});
+afterAll(async () => {
+  await app?.close();
+  await db?.drop();
+});
+
+const beat = (seconds_ago: number) =>
+  query(
+    db.name,
+    `insert into app_private.worker_heartbeats (worker_id, hostname, pid, last_seen_at)
+     values ('test-worker', 'test', 1, now() - make_interval(secs => $1))
+     on conflict (worker_id) do update set last_seen_at = excluded.last_seen_at`,
+    [seconds_ago],
+  );
+
+describe("GET /health", () => {
+  test("answers 200 with a small JSON body", async () => {
+    const response = await fetch(`${app.url}/health`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: "ok" });
+  });
+
+  test("echoes a sane x-request-id and replaces a hostile one", async () => {
+    const given = await fetch(`${app.url}/health`, { headers: { "x-request-id": "req-123" } });
+    expect(given.headers.get("x-request-id")).toBe("req-123");
+    const hostile = await fetch(`${app.url}/health`, { headers: { "x-request-id": "<script>alert(1)</script> and a long tail ".padEnd(200, "x") } });
+    expect(hostile.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    const none = await fetch(`${app.url}/health`);
+    expect(none.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});
+
+describe("GET /health/ready", () => {
+  test("503 naming the worker when no worker has reported in", async () => {
+    await query(db.name, "delete from app_private.worker_heartbeats");
+    const response = await fetch(`${app.url}/health/ready`);
+    expect(response.status).toBe(503);
+    expect(await response.json()).toEqual({
+      status: "not_ready",
+      checks: {
+        database: { ok: true },
+        migrations: { ok: true },
+        worker: { ok: false, reason: "no worker has reported in" },
+      },
+    });
+  });
+
+  test("200 once a worker reported in recently", async () => {
+    await beat(1);
+    const response = await fetch(`${app.url}/health/ready`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({
+      status: "ready",
+      checks: { database: { ok: true }, migrations: { ok: true }, worker: { ok: true } },
+    });
+  });
+
+  test("503 when the newest heartbeat is older than READY_WORKER_MAX_AGE_SECONDS", async () => {
+    await beat(31);
+    const response = await fetch(`${app.url}/health/ready`);
+    expect(response.status).toBe(503);
+    const body = (await response.json()) as { checks: { worker: { ok: boolean; reason: string } } };
+    expect(body.checks.worker).toEqual({ ok: false, reason: "last worker heartbeat 31 s ago" });
+  });
+
+  test("503 naming the migrations when the database is behind the code", async () => {
+    await beat(1);
+    const [latest] = await query<{ filename: string }>(db.name, "select max(filename) as filename from graphile_migrate.migrations");
+    await query(db.name, "delete from graphile_migrate.migrations where filename = $1", [latest!.filename], "root");
+    try {
+      const response = await fetch(`${app.url}/health/ready`);
+      expect(response.status).toBe(503);
+      const body = (await response.json()) as { checks: Record<string, unknown> };
+      expect(body.checks.migrations).toEqual({ ok: false, reason: `database has no migrations, code expects ${latest!.filename}` });
+      expect(body.checks.worker).toEqual({ ok: true });
+    } finally {
+      await query(db.name, "insert into graphile_migrate.migrations (filename, hash, previous_hash) values ($1, 'restored', null)", [latest!.filename], "root");
+    }
+  });
+
+  test("503 naming the database when it cannot be reached", async () => {
+    const pool = createPool({ url: "postgres://nobody:x@127.0.0.1:1/nowhere", max: 1, applicationName: "quire-test" }, silentLogger);
+    try {
+      const readiness = await checkReadiness({ pool, workerMaxAgeSeconds: 30, stopping: () => false });
+      expect(readiness).toEqual({
+        ready: false,
+        checks: {
+          database: { ok: false, reason: "database unreachable (ECONNREFUSED)" },
+          migrations: { ok: false, reason: "database unreachable" },
+          worker: { ok: false, reason: "database unreachable" },
+        },
+      });
+    } finally {
+      await pool.end();
+    }
+  });
+});
+
+describe("other routes", () => {
+  test("an unknown path gets a JSON 404 with a stable code", async () => {
+    const response = await fetch(`${app.url}/no/such/route`);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toEqual({ error: { code: "NOT_FOUND", message: "No such route." } });
+  });
+});

@@ -1,0 +1,45 @@
+// An in-process Quire HTTP server on a free port, backed by a test database.
+import type { AddressInfo } from "node:net";
+import type pg from "pg";
+import { createPool } from "../../db/pool.ts";
+import type { Config } from "../../lib/config.ts";
+import { createQuireServer, type QuireServer } from "../../server/app.ts";
+import { silentLogger } from "./database.ts";
+
+export interface TestServer {
+  readonly url: string;
+  readonly server: QuireServer;
+  readonly pool: pg.Pool;
+  /** POSTs a GraphQL document and returns the HTTP status and parsed body. */
+  graphql(query: string, variables?: Record<string, unknown>): Promise<{ status: number; body: GraphQLBody }>;
+  close(): Promise<void>;
+}
+
+export interface GraphQLBody {
+  data?: Record<string, unknown> | null;
+  errors?: Array<{ message: string; extensions?: Record<string, unknown> }>;
+}
+
+export async function startTestServer(config: Config): Promise<TestServer> {
+  const pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-server" }, silentLogger);
+  const server = await createQuireServer({ config, logger: silentLogger, pool });
+  const address: AddressInfo = await server.listen(0);
+  const url = `http://127.0.0.1:${address.port}`;
+  return {
+    url,
+    server,
+    pool,
+    async graphql(query, variables) {
+      const response = await fetch(`${url}/graphql`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ query, variables }),
+      });
+      return { status: response.status, body: (await response.json()) as GraphQLBody };
+    },
+    async close() {
+      await server.close(1_000);
+      await pool.end();
+    },
+  };
+}
