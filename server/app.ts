@@ -100,13 +100,16 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
     async close(timeoutMs) {
       stopping = true;
       const drained = new Promise<void>((resolve) => httpServer.close(() => resolve()));
-      httpServer.closeIdleConnections();
+      // close() only closes connections idle at that moment; a keep-alive connection whose request finishes later
+      // would hold shutdown open until its client hangs up, so keep closing the ones that become idle.
+      const sweep = setInterval(() => httpServer.closeIdleConnections(), 50);
       const timer = setTimeout(() => {
         logger.warn({ timeoutMs }, "in-flight requests did not finish in time: closing their connections");
         httpServer.closeAllConnections();
       }, timeoutMs);
       for (const socket of upgraded) socket.end();
       await drained;
+      clearInterval(sweep);
       clearTimeout(timer);
       for (const socket of upgraded) socket.destroy();
       await pgl.release();

@@ -12,7 +12,8 @@ export interface TestServer {
   readonly pool: pg.Pool;
   /** POSTs a GraphQL document and returns the HTTP status and parsed body. */
   graphql(query: string, variables?: Record<string, unknown>): Promise<{ status: number; body: GraphQLBody }>;
-  close(): Promise<void>;
+  /** Shuts down as SIGTERM would, giving in-flight requests `timeoutMs` (default 5 s). */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 export interface GraphQLBody {
@@ -37,8 +38,8 @@ export async function startTestServer(config: Config): Promise<TestServer> {
       });
       return { status: response.status, body: (await response.json()) as GraphQLBody };
     },
-    async close() {
-      await server.close(1_000);
+    async close(timeoutMs = 5_000) {
+      await server.close(timeoutMs);
       await pool.end();
     },
   };

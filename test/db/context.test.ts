@@ -1,0 +1,121 @@
+// The request-context helpers every policy will use, and the timestamps trigger every table will use.
+import pg from "pg";
+import { createTestDatabase, query, roles, urlFor, type TestDatabase } from "../support/database.ts";
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+/** Runs `sql` in one transaction as the authenticator switched to `role`, with `settings` applied as PostGraphile does. */
+async function asApiRole<R extends pg.QueryResultRow>(role: string, settings: Record<string, string>, sql: string): Promise<R[]> {
+  const client = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
+  await client.connect();
+  try {
+    await client.query("begin");
+    await client.query("select set_config('role', $1, true)", [role]);
+    for (const [key, value] of Object.entries(settings)) await client.query("select set_config($1, $2, true)", [key, value]);
+    const { rows } = await client.query<R>(sql);
+    await client.query("commit");
+    return rows;
+  } finally {
+    await client.end();
+  }
+}
+
+const orgId = "0b0e1c6a-7c4d-4f43-9a53-1d7f1e9f2a10";
+
+describe("current_org_id() / current_user_id()", () => {
+  test.each([
+    ["unset", {}],
+    ["empty (a pooled connection's leftover)", { "jwt.claims.org_id": "", "jwt.claims.user_id": "" }],
+    ["garbage", { "jwt.claims.org_id": "'; drop table x; --", "jwt.claims.user_id": "not-a-uuid" }],
+  ])("%s claims read as NULL, never an error", async (_label, settings) => {
+    const rows = await asApiRole(roles.anonymous, settings, "select app_public.current_org_id() as org, app_public.current_user_id() as usr");
+    expect(rows).toEqual([{ org: null, usr: null }]);
+  });
+
+  test("a well-formed claim reads back as a uuid", async () => {
+    const rows = await asApiRole(
+      roles.authenticated,
+      { "jwt.claims.org_id": orgId, "jwt.claims.user_id": orgId.toUpperCase() },
+      "select app_public.current_org_id() as org, app_public.current_user_id() as usr",
+    );
+    expect(rows).toEqual([{ org: orgId, usr: orgId }]);
+  });
+
+  test("they are declared stable, so a policy's (select …) runs them once per statement", async () => {
+    const rows = await query<{ proname: string; provolatile: string }>(
+      db.name,
+      "select proname, provolatile from pg_proc where pronamespace = 'app_public'::regnamespace order by 1",
+    );
+    expect(rows).toEqual([
+      { proname: "current_org_id", provolatile: "s" },
+      { proname: "current_user_id", provolatile: "s" },
+    ]);
+  });
+});
+
+describe("the authenticator and the API roles", () => {
+  test("API roles cannot call the app_private functions the authenticator may", async () => {
+    await expect(asApiRole(roles.anonymous, {}, "select app_private.readiness()")).rejects.toMatchObject({ code: "42501" });
+    await expect(asApiRole(roles.authenticated, {}, "select app_private.record_worker_heartbeat('x', 'h', 1)")).rejects.toMatchObject({
+      code: "42501",
+    });
+  });
+
+  test("the authenticator cannot become the owner or a superuser", async () => {
+    await expect(asApiRole(roles.owner, {}, "select 1")).rejects.toMatchObject({ code: "42501" });
+    await expect(asApiRole("postgres", {}, "select 1")).rejects.toMatchObject({ code: "42501" });
+  });
+
+  test("the authenticator reads nothing of app_private directly", async () => {
+    await expect(query(db.name, "select * from app_private.worker_heartbeats", [], roles.authenticator)).rejects.toMatchObject({
+      code: "42501",
+    });
+  });
+});
+
+describe("tg__timestamps", () => {
+  beforeAll(async () => {
+    await query(
+      db.name,
+      `create table app_hidden.stamped (id int primary key, note text,
+         created_at timestamptz not null default now(), updated_at timestamptz not null default now());
+       create trigger _100_timestamps before insert or update on app_hidden.stamped
+         for each row execute procedure app_private.tg__timestamps();`,
+    );
+  });
+
+  test("ignores client-sent values: created_at is the insert time and never changes", async () => {
+    const [row] = await query<{ created_at: Date; updated_at: Date }>(
+      db.name,
+      "insert into app_hidden.stamped values (1, 'a', '2000-01-01', '2000-01-01') returning created_at, updated_at",
+    );
+    expect(row!.created_at.getUTCFullYear()).toBeGreaterThan(2000);
+    const [updated] = await query<{ created_at: Date }>(
+      db.name,
+      "update app_hidden.stamped set note = 'b', created_at = '2000-01-01' where id = 1 returning created_at",
+    );
+    expect(updated!.created_at.getTime()).toBe(row!.created_at.getTime());
+  });
+
+  test("updated_at moves forward on every update, even twice in one transaction", async () => {
+    const [row] = await query<{ updated_at: Date }>(db.name, "select updated_at from app_hidden.stamped where id = 1");
+    const client = new pg.Client({ connectionString: urlFor(roles.owner, db.name) });
+    await client.connect();
+    try {
+      await client.query("begin");
+      const a = await client.query<{ t: Date }>("update app_hidden.stamped set note = 'c' where id = 1 returning updated_at as t");
+      const b = await client.query<{ t: Date }>("update app_hidden.stamped set note = 'd' where id = 1 returning updated_at as t");
+      await client.query("commit");
+      expect(a.rows[0]!.t.getTime()).toBeGreaterThan(row!.updated_at.getTime());
+      expect(b.rows[0]!.t.getTime()).toBeGreaterThan(a.rows[0]!.t.getTime());
+    } finally {
+      await client.end();
+    }
+  });
+});
