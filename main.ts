@@ -1,6 +1,7 @@
 // `npm start`: the whole of Quire in one process. With no DATABASE_URL it runs an embedded PostgreSQL under
 // DATA_DIR (created on first start, reused after), creates the roles and database, applies the migrations, then
 // serves the API and runs the worker. Ctrl-C or SIGTERM stops them in reverse order, the database last.
+import "./lib/graphile-env.ts";
 import { startEmbeddedPostgres } from "./db/embedded.ts";
 import { prepareDatabase } from "./db/migrate.ts";
 import { createPool } from "./db/pool.ts";

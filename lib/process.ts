@@ -81,6 +81,10 @@ export async function runService(name: string, start: Body<() => Promise<void>>)
   try {
     stop = await start(config, logger);
   } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(error.message + "\n");
+      process.exit(1);
+    }
     logger.fatal({ err: error }, `${name} failed to start`);
     await shutdown("start-up failed", 1);
   }

@@ -1,11 +1,15 @@
 // `npm run server`: the API alone, as production runs it (workers run separately with `npm run worker`,
 // migrations with `npm run migrate`). Needs DATABASE_URL: the embedded database belongs to `npm start`.
+import "../lib/graphile-env.ts";
 import { createPool } from "../db/pool.ts";
+import { ConfigError } from "../lib/config.ts";
 import { runService } from "../lib/process.ts";
 import { createQuireServer } from "./app.ts";
 
 await runService("server", async (config, logger) => {
-  if (config.database.embedded) throw new Error("DATABASE_URL is required for `npm run server` (use `npm start` for the embedded setup)");
+  if (config.database.embedded) {
+    throw new ConfigError(["DATABASE_URL is required for `npm run server` (`npm start` runs the embedded setup)"]);
+  }
   const pool = createPool({ url: config.database.url, max: config.database.poolMax, applicationName: "quire-server" }, logger);
   const server = await createQuireServer({ config, logger, pool });
   const address = await server.listen();

@@ -1,5 +1,6 @@
 // `npm run schema`: writes schema.graphql, the GraphQL schema as PostGraphile generates it from the migrated
 // database. It is committed so API changes show up in review; test/server/schema.test.ts fails when it is stale.
+import "../lib/graphile-env.ts";
 import { writeFile } from "node:fs/promises";
 import { startEmbeddedPostgres } from "../db/embedded.ts";
 import { prepareDatabase } from "../db/migrate.ts";

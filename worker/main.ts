@@ -1,10 +1,14 @@
 // `npm run worker`: the job runner alone, as production runs it. Needs DATABASE_URL (see server/main.ts).
+import "../lib/graphile-env.ts";
 import { createPool } from "../db/pool.ts";
+import { ConfigError } from "../lib/config.ts";
 import { runService } from "../lib/process.ts";
 import { startQuireWorker } from "./runner.ts";
 
 await runService("worker", async (config, logger) => {
-  if (config.database.embedded) throw new Error("DATABASE_URL is required for `npm run worker` (use `npm start` for the embedded setup)");
+  if (config.database.embedded) {
+    throw new ConfigError(["DATABASE_URL is required for `npm run worker` (`npm start` runs the embedded setup)"]);
+  }
   const pool = createPool({ url: config.database.url, max: config.worker.concurrency + 2, applicationName: "quire-worker" }, logger);
   const worker = await startQuireWorker({ config, logger, pool });
   return async () => {

@@ -27,8 +27,8 @@ export async function startQuireWorker({ config, logger, pool }: WorkerOptions):
   const runner = await run({
     pgPool: pool,
     taskList,
-    // Scheduled tasks, when there are any, will be declared here in code rather than in a ./crontab file.
-    crontab: "",
+    // No schedules yet; without this graphile-worker looks for a ./crontab file. Schedules will be declared in code.
+    parsedCronItems: [],
     concurrency: config.worker.concurrency,
     noHandleSignals: true,
     logger: workerLogger(logger.child({ workerId })),
