@@ -13,6 +13,8 @@ declare global {
 const embeddedPort = 54330;
 
 export default async function globalSetup(): Promise<void> {
+  // Grafast's development mode (extra checks, readable errors); the workers inherit the environment.
+  process.env.GRAPHILE_ENV ??= "development";
   let root = process.env.TEST_DATABASE_URL;
   if (!root) {
     const superuserPassword = readDevSecrets(".data/test").postgresPassword;
