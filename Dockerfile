@@ -5,7 +5,9 @@
 FROM node:24-slim AS dependencies
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev && npm cache clean --force
+# npm install (not npm ci) with the lockfile: npm 11's npm ci rejects lockfiles lacking other platforms'
+# optional binaries (see .ci/run).
+RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
 
 FROM node:24-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=5678

@@ -204,10 +204,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-/** Reads `.env` when present (real environment variables win), then {@link loadConfig}. */
-export function loadConfigFromProcess(): Config {
+/** Reads `envFile` into process.env when present (variables already set win), then {@link loadConfig}. */
+export function loadConfigFromProcess(envFile = ".env"): Config {
   try {
-    process.loadEnvFile(".env");
+    process.loadEnvFile(envFile);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }

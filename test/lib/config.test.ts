@@ -1,9 +1,9 @@
 // Configuration: defaults, one clear line per bad variable, production's stricter rules, and .env.example kept
 // in step with what the code reads.
-import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, configVariables, loadConfig } from "../../lib/config.ts";
+import { ConfigError, configVariables, loadConfig, loadConfigFromProcess } from "../../lib/config.ts";
 
 const dataDir = () => mkdtempSync(join(tmpdir(), "quire-config-"));
 const external = {
@@ -96,6 +96,32 @@ describe("loadConfig", () => {
 
   test("empty variables count as unset", () => {
     expect(loadConfig({ ...external, JWT_SECRET: secret, PORT: "" }).http.port).toBe(5678);
+  });
+});
+
+describe("loadConfigFromProcess", () => {
+  const saved = { ...process.env };
+  afterEach(() => {
+    for (const key of ["PORT", "LOG_LEVEL", "DATA_DIR"]) {
+      if (saved[key] === undefined) delete process.env[key];
+      else process.env[key] = saved[key];
+    }
+  });
+
+  test("reads .env, with variables already in the environment taking precedence", () => {
+    const dir = dataDir();
+    const file = join(dir, ".env");
+    writeFileSync(file, `PORT=6001\nLOG_LEVEL=debug\nDATA_DIR=${dir}\n`);
+    delete process.env.PORT;
+    process.env.LOG_LEVEL = "warn";
+    const config = loadConfigFromProcess(file);
+    expect(config.http.port).toBe(6001);
+    expect(config.log.level).toBe("warn");
+  });
+
+  test("a missing .env is fine", () => {
+    process.env.DATA_DIR = dataDir();
+    expect(loadConfigFromProcess(join(dataDir(), "absent.env")).http.port).toBe(Number(process.env.PORT ?? 5678));
   });
 });
 
