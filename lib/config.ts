@@ -1,6 +1,8 @@
 // Quire's configuration: every setting comes from an environment variable (or `.env`), is validated once at
 // start-up, and a bad value stops the process with one line per variable saying what is wrong.
 // `.env.example` documents each variable; keep the two in step (a test compares them).
+import { readFileSync } from "node:fs";
+import { parseEnv } from "node:util";
 import { z } from "zod";
 import { readDevSecrets } from "./dev-secrets.ts";
 
@@ -204,12 +206,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-/** Reads `envFile` into process.env when present (variables already set win), then {@link loadConfig}. */
+/** Loads {@link loadConfig} from the process environment over `envFile`, when present (variables already set win). */
 export function loadConfigFromProcess(envFile = ".env"): Config {
+  let fromFile: NodeJS.ProcessEnv = {};
   try {
-    process.loadEnvFile(envFile);
+    fromFile = parseEnv(readFileSync(envFile, "utf8"));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }
-  return loadConfig(process.env);
+  return loadConfig({ ...fromFile, ...process.env });
 }
