@@ -50,6 +50,9 @@ export async function bootstrapDatabase(plan: BootstrapPlan, logger: Logger): Pr
       "login noinherit nosuperuser nocreatedb nocreaterole nobypassrls",
       plan.authenticator.password,
     );
+    // Security definer functions declare `set quire.definer = 'on'` (the owner's RLS policy admits that), and a
+    // function may only SET a custom parameter its owner was granted (PostgreSQL 15+).
+    await root.query(`grant set on parameter "quire.definer" to ${id(plan.owner.role)}`);
     for (const role of [plan.authenticatedRole, plan.anonymousRole]) {
       await ensureRole(root, role, "nologin noinherit nosuperuser nocreatedb nocreaterole nobypassrls", null);
       await root.query(`grant ${id(role)} to ${id(plan.authenticator.role)}`);

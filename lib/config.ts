@@ -2,6 +2,7 @@
 // start-up, and a bad value stops the process with one line per variable saying what is wrong.
 // `.env.example` documents each variable; keep the two in step (a test compares them).
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { readDevSecrets } from "./dev-secrets.ts";
@@ -64,6 +65,13 @@ const envSchema = z.object({
   DATABASE_POOL_MAX: intText(2, 1000).default(10),
   EMBEDDED_POSTGRES_PORT: intText(1, 65535).default(54320),
   JWT_SECRET: z.string().min(32, { message: "must be at least 32 characters" }).optional(),
+  JWT_ISSUER: z.string().min(1).max(200).default("quire"),
+  JWT_AUDIENCE: z.string().min(1).max(200).default("quire"),
+  ACCESS_TOKEN_TTL_SECONDS: intText(60, 86400).default(900),
+  REFRESH_TOKEN_TTL_SECONDS: intText(300, 31_536_000).default(604_800),
+  REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
+  BCRYPT_COST: intText(10, 15).default(12),
+  PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
   WORKER_CONCURRENCY: intText(1, 100).default(4),
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
@@ -97,7 +105,15 @@ export interface Config {
   readonly http: { readonly host: string; readonly port: number; readonly graphiql: boolean };
   readonly log: { readonly level: string; readonly pretty: boolean };
   readonly database: DatabaseConfig;
-  readonly jwt: { readonly secret: string };
+  readonly jwt: { readonly secret: string; readonly issuer: string; readonly audience: string };
+  readonly auth: {
+    readonly accessTokenTtlSeconds: number;
+    readonly refreshTokenTtlSeconds: number;
+    readonly refreshGraceSeconds: number;
+    readonly bcryptCost: number;
+    /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
+    readonly passwordHashConcurrency: number;
+  };
   readonly worker: {
     readonly concurrency: number;
     readonly heartbeatSeconds: number;
@@ -196,7 +212,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     http: { host: e.HOST, port: e.PORT, graphiql: e.GRAPHIQL ?? !production },
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY ?? !production },
     database,
-    jwt: { secret: jwtSecret },
+    jwt: { secret: jwtSecret, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
+    auth: {
+      accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+      refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+      refreshGraceSeconds: e.REFRESH_GRACE_SECONDS,
+      bcryptCost: e.BCRYPT_COST,
+      passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
+    },
     worker: {
       concurrency: e.WORKER_CONCURRENCY,
       heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,

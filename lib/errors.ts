@@ -10,6 +10,7 @@ export type ErrorCode =
   | "NOT_FOUND"
   | "FORBIDDEN"
   | "UNAUTHENTICATED"
+  | "INVALID_CREDENTIALS"
   | "CONFLICT"
   | "TOO_LARGE"
   | "RATE_LIMITED"
@@ -19,15 +20,16 @@ export type ErrorCode =
   | "INTERNAL";
 
 /** Quire's custom SQLSTATEs. The SQL's message is shown to the client as written. */
-export const customSqlStates: Readonly<Record<string, ErrorCode>> = {
+export const customSqlStates = {
   BADIN: "BAD_INPUT", // the input is malformed or out of range; the message says which field and why
   NTFND: "NOT_FOUND", // the row does not exist, or belongs to another organization (the two are indistinguishable)
   DNIED: "FORBIDDEN", // the caller's role in the organization does not allow this
   LOGIN: "UNAUTHENTICATED", // the request needs a valid, live session
+  CREDS: "INVALID_CREDENTIALS", // sign-in failed: unknown email and wrong password answer alike
   TAKEN: "CONFLICT", // a unique value (slug, email, name) is already in use
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
   RLIMT: "RATE_LIMITED", // too many requests; retry later
-};
+} as const satisfies Record<string, ErrorCode>;
 
 /** Standard SQLSTATEs with a stable meaning for clients, and the fixed message they get. */
 export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
@@ -53,7 +55,7 @@ export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; messa
 
 /** What a client is told about a PostgreSQL error, or null when it must be masked. */
 export function publicDatabaseError(sqlState: string, message: string): { code: ErrorCode; message: string } | null {
-  const custom = customSqlStates[sqlState];
+  const custom = (customSqlStates as Record<string, ErrorCode>)[sqlState];
   if (custom) return { code: custom, message };
   return standardSqlStates[sqlState] ?? null;
 }

@@ -10,6 +10,8 @@ import { postgraphile, type PostGraphileInstance } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/express/v4";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { createTokenService } from "../lib/tokens.ts";
+import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
 import { makePreset } from "./preset.ts";
 
@@ -69,7 +71,9 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
     socket.once("close", () => upgraded.delete(socket));
   });
 
-  const pgl = postgraphile(makePreset({ config, logger, pool }));
+  const tokens = createTokenService(config);
+  app.use("/graphql", authenticateHttp(tokens));
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens }));
   const serv = pgl.createServ(grafserv);
   await serv.addTo(app, httpServer);
 

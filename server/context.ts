@@ -1,12 +1,28 @@
-// The per-request GraphQL context: the PostgreSQL settings every transaction of the request runs with. The role is
-// always one of the two API roles chosen here, never a value a client supplies. Until sign-in exists every request
-// runs as the anonymous role; the verified access token's claims will add jwt.claims.* and the authenticated role.
+// The per-request GraphQL context: the PostgreSQL settings every transaction of the request runs with, from a
+// verified access token. The role is always one of the two API roles chosen here, never a value from the token or
+// the client. The same check runs for HTTP (Authorization header) and graphql-ws (connectionParams.authorization).
+// A request without a token is anonymous; a request with a bad one (malformed, unsigned, wrongly signed, expired,
+// wrong issuer or audience) is refused with UNAUTHENTICATED and nothing else: HTTP 401 for HTTP requests.
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
+import { SafeError } from "postgraphile/grafast";
 import type { Config } from "../lib/config.ts";
+import type { RequestHandler } from "express";
+import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
 
 /** The settings PostGraphile applies with set_config(…, true) at the start of each transaction. */
 export type PgSettings = Record<string, string>;
+
+declare global {
+  namespace Grafast {
+    interface Context {
+      /** The verified access token's claims, or null for an anonymous request. */
+      quireAuth?: AccessClaims | null;
+      /** The client's address as the server saw it. */
+      quireClientIp?: string | null;
+    }
+  }
+}
 
 /** A request id set by the HTTP logging middleware (server/app.ts), if the request went through it. */
 const requestIdOf = (req: IncomingMessage | undefined): string => {
@@ -14,15 +30,62 @@ const requestIdOf = (req: IncomingMessage | undefined): string => {
   return typeof id === "string" ? id : randomUUID();
 };
 
-export function makeContext(config: Config) {
-  return (requestContext: Partial<Grafast.RequestContext>): { pgSettings: PgSettings } => {
+/** The message and code every bad token gets, over HTTP (401) and WebSockets alike. */
+export const unauthenticatedMessage = "The access token is missing, malformed, expired or invalid.";
+
+/** The claims of `authorization` ("Bearer <jwt>"); null when absent; InvalidTokenError when present but bad. */
+export function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
+  if (authorization === undefined || authorization === null || authorization === "") return null;
+  const match = typeof authorization === "string" ? /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/.exec(authorization) : null;
+  if (!match) throw new InvalidTokenError("not a Bearer token");
+  return tokens.verifyAccessToken(match[1]!);
+}
+
+/**
+ * Express middleware for HTTP GraphQL requests: verifies the bearer token before PostGraphile sees the request,
+ * answering 401 UNAUTHENTICATED for a bad one; the claims ride on the request to the context below.
+ */
+export function authenticateHttp(tokens: TokenService): RequestHandler {
+  return (req, res, next) => {
+    try {
+      (req as AuthenticatedRequest).quireAuth = claimsOf(req.headers.authorization, tokens);
+      next();
+    } catch {
+      res.status(401).json({ errors: [{ message: unauthenticatedMessage, extensions: { code: "UNAUTHENTICATED" } }] });
+    }
+  };
+}
+
+type AuthenticatedRequest = IncomingMessage & { quireAuth?: AccessClaims | null };
+
+/** The settings for a request made with `claims` (or anonymously). */
+export function pgSettingsFor(config: Config, claims: AccessClaims | null, requestId: string, ip: string | null): PgSettings {
+  const common = { "quire.request_id": requestId, "quire.client_ip": ip ?? "" };
+  if (!claims) return { role: config.database.anonymousRole, ...common };
+  return {
+    role: config.database.authenticatedRole,
+    "jwt.claims.user_id": claims.userId,
+    "jwt.claims.org_id": claims.orgId,
+    "jwt.claims.session_id": claims.sessionId,
+    "jwt.claims.role": claims.role,
+    ...common,
+  };
+}
+
+export function makeContext(config: Config, tokens: TokenService) {
+  return (requestContext: Partial<Grafast.RequestContext>) => {
     const req = requestContext.node?.req ?? requestContext.ws?.request;
-    return {
-      pgSettings: {
-        role: config.database.anonymousRole,
-        "quire.request_id": requestIdOf(req),
-        "quire.client_ip": req?.socket.remoteAddress ?? "",
-      },
-    };
+    let claims: AccessClaims | null;
+    if (requestContext.node) {
+      claims = (requestContext.node.req as AuthenticatedRequest).quireAuth ?? null;
+    } else {
+      try {
+        claims = claimsOf(requestContext.ws?.normalizedConnectionParams?.["authorization"], tokens);
+      } catch {
+        throw new SafeError(unauthenticatedMessage, { code: "UNAUTHENTICATED" });
+      }
+    }
+    const ip = req?.socket.remoteAddress ?? null;
+    return { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };
   };
 }

@@ -4,6 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
 import { publicDatabaseError } from "../lib/errors.ts";
+import { QuireError } from "../lib/quire-error.ts";
 import type { Logger } from "../lib/logger.ts";
 
 type MaskErrorFn = (error: GraphQLError) => GraphQLError | GraphQLFormattedError;
@@ -22,7 +23,10 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
     }
     const sqlState = sqlStateOf(original);
     const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
-    if (known) return new GraphQLError(known.message, { ...where, extensions: { code: known.code } });
+    if (known) {
+      const extra = original instanceof QuireError ? original.extensions : {};
+      return new GraphQLError(known.message, { ...where, extensions: { ...extra, code: known.code } });
+    }
     const errorId = randomUUID();
     logger.error({ err: original, errorId, path: error.path }, "masked GraphQL error");
     return new GraphQLError("An internal error occurred.", { ...where, extensions: { code: "INTERNAL", errorId } });

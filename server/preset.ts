@@ -7,21 +7,30 @@ import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { createPasswordHasher } from "../lib/passwords.ts";
+import { createTokenService, type TokenService } from "../lib/tokens.ts";
+import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import { makeMaskError } from "./errors.ts";
+import { createSessions } from "./sessions.ts";
 
 export interface PresetOptions {
   readonly config: Config;
   readonly logger: Logger;
   /** The authenticator pool the API runs its queries on (owned by the caller, who ends it). */
   readonly pool: pg.Pool;
+  /** Shared with the HTTP middleware that verifies bearer tokens (default: made from config). */
+  readonly tokens?: TokenService;
 }
 
-export function makePreset({ config, logger, pool }: PresetOptions): GraphileConfig.Preset {
+export function makePreset({ config, logger, pool, tokens = createTokenService(config) }: PresetOptions): GraphileConfig.Preset {
+  const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
+  const sessions = createSessions({ config, logger, pool, hasher, tokens });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
+    plugins: [makeAuthPlugin(config, sessions)],
     pgServices: [makePgService({ pool, schemas: ["app_public"] })],
-    grafast: { context: makeContext(config) },
+    grafast: { context: makeContext(config, tokens) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,

@@ -1,6 +1,7 @@
 // The request-context helpers every policy will use, and the timestamps trigger every table will use.
 import pg from "pg";
 import { createTestDatabase, query, roles, urlFor, type TestDatabase } from "../support/database.ts";
+import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -28,23 +29,40 @@ async function asApiRole<R extends pg.QueryResultRow>(role: string, settings: Re
 
 const orgId = "0b0e1c6a-7c4d-4f43-9a53-1d7f1e9f2a10";
 
-describe("current_org_id() / current_user_id()", () => {
+describe("current_org_id() / current_user_id() / current_member_role()", () => {
+  let tenant: Tenant;
+  beforeAll(async () => {
+    tenant = await createTenant(db, "Context");
+  });
+  const read = "select app_public.current_org_id() as org, app_public.current_user_id() as usr, app_public.current_member_role() as role";
+
   test.each([
     ["unset", {}],
-    ["empty (a pooled connection's leftover)", { "jwt.claims.org_id": "", "jwt.claims.user_id": "" }],
-    ["garbage", { "jwt.claims.org_id": "'; drop table x; --", "jwt.claims.user_id": "not-a-uuid" }],
+    ["empty (a pooled connection's leftover)", { "jwt.claims.session_id": "", "jwt.claims.org_id": "" }],
+    ["garbage", { "jwt.claims.session_id": "'; drop table x; --", "jwt.claims.org_id": "not-a-uuid" }],
   ])("%s claims read as NULL, never an error", async (_label, settings) => {
-    const rows = await asApiRole(roles.anonymous, settings, "select app_public.current_org_id() as org, app_public.current_user_id() as usr");
-    expect(rows).toEqual([{ org: null, usr: null }]);
+    expect(await asApiRole(roles.anonymous, settings, read)).toEqual([{ org: null, usr: null, role: null }]);
   });
 
-  test("a well-formed claim reads back as a uuid", async () => {
+  test("a live session reads back its organization, user and role (from the database, not the claims)", async () => {
+    const owner = tenant.members.owner;
     const rows = await asApiRole(
       roles.authenticated,
-      { "jwt.claims.org_id": orgId, "jwt.claims.user_id": orgId.toUpperCase() },
-      "select app_public.current_org_id() as org, app_public.current_user_id() as usr",
+      { "jwt.claims.session_id": owner.sessionId, "jwt.claims.org_id": tenant.orgId, "jwt.claims.role": "viewer" },
+      read,
     );
-    expect(rows).toEqual([{ org: orgId, usr: orgId }]);
+    expect(rows).toEqual([{ org: tenant.orgId, usr: owner.userId, role: "owner" }]);
+  });
+
+  test("a session that is unknown, revoked, or claimed for another organization fails with LOGIN", async () => {
+    const viewer = tenant.members.viewer;
+    const unknown = { "jwt.claims.session_id": orgId, "jwt.claims.org_id": tenant.orgId };
+    await expect(asApiRole(roles.authenticated, unknown, read)).rejects.toMatchObject({ code: "LOGIN" });
+    const otherOrg = { "jwt.claims.session_id": viewer.sessionId, "jwt.claims.org_id": orgId };
+    await expect(asApiRole(roles.authenticated, otherOrg, read)).rejects.toMatchObject({ code: "LOGIN" });
+    await query(db.name, "update app_private.sessions set revoked_at = now() where id = $1", [viewer.sessionId], "root");
+    const revoked = { "jwt.claims.session_id": viewer.sessionId, "jwt.claims.org_id": tenant.orgId };
+    await expect(asApiRole(roles.authenticated, revoked, read)).rejects.toMatchObject({ code: "LOGIN" });
   });
 
   test("they are declared stable, so a policy's (select …) runs them once per statement", async () => {
@@ -53,6 +71,7 @@ describe("current_org_id() / current_user_id()", () => {
       "select proname, provolatile from pg_proc where pronamespace = 'app_public'::regnamespace order by 1",
     );
     expect(rows).toEqual([
+      { proname: "current_member_role", provolatile: "s" },
       { proname: "current_org_id", provolatile: "s" },
       { proname: "current_user_id", provolatile: "s" },
     ]);

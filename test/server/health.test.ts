@@ -82,7 +82,8 @@ describe("GET /health/ready", () => {
       const response = await fetch(`${app.url}/health/ready`);
       expect(response.status).toBe(503);
       const body = (await response.json()) as { checks: Record<string, unknown> };
-      expect(body.checks.migrations).toEqual({ ok: false, reason: `database has no migrations, code expects ${latest!.filename}` });
+      const previous = `${String(Number(latest!.filename.slice(0, 6)) - 1).padStart(6, "0")}.sql`;
+      expect(body.checks.migrations).toEqual({ ok: false, reason: `database has ${previous}, code expects ${latest!.filename}` });
       expect(body.checks.worker).toEqual({ ok: true });
     } finally {
       await query(db.name, "insert into graphile_migrate.migrations (filename, hash, previous_hash) values ($1, 'restored', null)", [latest!.filename], "root");

@@ -1,0 +1,106 @@
+// Access and refresh tokens.
+// - Access token: a JWT, HS256 pinned on verify, with issuer and audience checked. Its claims name the user, the
+//   organization and the session; the database re-reads the session on every request (see 000002's
+//   session_context), so the token alone never carries rights.
+// - Refresh token: `<session>.<generation>.<mac>`, the MAC an HMAC-SHA256 under a key derived from JWT_SECRET.
+//   It is unguessable without the key, the database keeps only its SHA-256, and because the server can recompute
+//   the token of any generation, concurrent refreshes inside the grace window get the very same new token.
+import { createHash, createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
+import jwt from "jsonwebtoken";
+import type { Config } from "./config.ts";
+
+export const memberRoles = ["viewer", "member", "admin", "owner"] as const;
+export type MemberRole = (typeof memberRoles)[number];
+
+/** What an access token asserts, after verification. */
+export interface AccessClaims {
+  readonly userId: string;
+  readonly orgId: string;
+  readonly sessionId: string;
+  readonly role: MemberRole;
+  readonly expiresAt: Date;
+}
+
+export interface SessionGrant {
+  readonly sessionId: string;
+  readonly userId: string;
+  readonly orgId: string;
+  readonly role: MemberRole;
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const algorithm = "HS256";
+
+export class InvalidTokenError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = "InvalidTokenError";
+  }
+}
+
+export interface TokenService {
+  signAccessToken(grant: SessionGrant): { token: string; expiresAt: Date };
+  /** Verifies signature, algorithm, issuer, audience, expiry and claim shapes; throws InvalidTokenError. */
+  verifyAccessToken(token: string): AccessClaims;
+  refreshToken(sessionId: string, generation: number): string;
+  /** The session and generation a refresh token names, or null when it is malformed or its MAC is wrong. */
+  parseRefreshToken(token: string): { sessionId: string; generation: number } | null;
+  /** SHA-256 of a token: what the database stores and compares. */
+  digest(token: string): Buffer;
+}
+
+export function createTokenService(config: Pick<Config, "jwt" | "auth">): TokenService {
+  const { secret, issuer, audience } = config.jwt;
+  const refreshKey = Buffer.from(hkdfSync("sha256", secret, "quire", "refresh-token", 32));
+  const mac = (sessionId: string, generation: number) =>
+    createHmac("sha256", refreshKey).update(`${sessionId}.${generation}`).digest("base64url");
+
+  return {
+    signAccessToken({ sessionId, userId, orgId, role }) {
+      const token = jwt.sign({ org_id: orgId, role, sid: sessionId }, secret, {
+        algorithm,
+        subject: userId,
+        issuer,
+        audience,
+        expiresIn: config.auth.accessTokenTtlSeconds,
+      });
+      const { exp } = jwt.decode(token) as { exp: number };
+      return { token, expiresAt: new Date(exp * 1000) };
+    },
+
+    verifyAccessToken(token) {
+      let payload: jwt.JwtPayload | string;
+      try {
+        payload = jwt.verify(token, secret, { algorithms: [algorithm], issuer, audience });
+      } catch (error) {
+        throw new InvalidTokenError((error as Error).message);
+      }
+      if (typeof payload === "string") throw new InvalidTokenError("payload is not an object");
+      const { sub, org_id: orgId, sid, role, exp } = payload as jwt.JwtPayload & Record<string, unknown>;
+      if (typeof sub !== "string" || !uuidPattern.test(sub)) throw new InvalidTokenError("bad sub");
+      if (typeof orgId !== "string" || !uuidPattern.test(orgId)) throw new InvalidTokenError("bad org_id");
+      if (typeof sid !== "string" || !uuidPattern.test(sid)) throw new InvalidTokenError("bad sid");
+      if (typeof role !== "string" || !(memberRoles as readonly string[]).includes(role)) throw new InvalidTokenError("bad role");
+      if (typeof exp !== "number") throw new InvalidTokenError("no exp");
+      return { userId: sub, orgId, sessionId: sid, role: role as MemberRole, expiresAt: new Date(exp * 1000) };
+    },
+
+    refreshToken(sessionId, generation) {
+      return `${sessionId}.${generation}.${mac(sessionId, generation)}`;
+    },
+
+    parseRefreshToken(token) {
+      const match = /^([0-9a-f-]{36})\.([1-9]\d{0,8})\.([A-Za-z0-9_-]{43})$/.exec(token);
+      if (!match || !uuidPattern.test(match[1]!)) return null;
+      const [, sessionId, generationText, given] = match as unknown as [string, string, string, string];
+      const generation = Number(generationText);
+      const expected = Buffer.from(mac(sessionId, generation));
+      const actual = Buffer.from(given);
+      return expected.length === actual.length && timingSafeEqual(expected, actual) ? { sessionId, generation } : null;
+    },
+
+    digest(token) {
+      return createHash("sha256").update(token).digest();
+    },
+  };
+}

@@ -1,0 +1,185 @@
+// The session life cycle: register, sign in, refresh, switch organization, sign out. The database decides
+// (app_private functions, called as the authenticator); this module does what the database should not: bcrypt
+// (off the event loop, never while holding a connection) and signing tokens.
+import { randomUUID } from "node:crypto";
+import type pg from "pg";
+import type { Config } from "../lib/config.ts";
+import type { Logger } from "../lib/logger.ts";
+import { assertAcceptablePassword, type PasswordHasher } from "../lib/passwords.ts";
+import { QuireError } from "../lib/quire-error.ts";
+import type { MemberRole, SessionGrant, TokenService } from "../lib/tokens.ts";
+
+/** What a successful sign-in (or refresh, or switch) returns to the client. */
+export interface SignedIn extends SessionGrant {
+  readonly accessToken: string;
+  readonly refreshToken: string;
+  /** When the access token expires. */
+  readonly expiresAt: Date;
+}
+
+export interface RegisterInput {
+  readonly organizationName: string;
+  readonly email: string;
+  readonly password: string;
+  readonly fullName: string;
+}
+
+export interface LoginInput {
+  readonly email: string;
+  readonly password: string;
+  readonly organizationSlug?: string | null;
+}
+
+export interface Sessions {
+  register(input: RegisterInput, ip: string | null): Promise<SignedIn>;
+  login(input: LoginInput, ip: string | null): Promise<SignedIn>;
+  refresh(refreshToken: string): Promise<SignedIn>;
+  switchOrganization(currentSessionId: string, organizationSlug: string): Promise<SignedIn>;
+  logout(sessionId: string): Promise<boolean>;
+  logoutEverywhere(userId: string): Promise<number>;
+}
+
+export interface SessionsOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Authenticator pool: the app_private sign-in functions are granted to that login only. */
+  readonly pool: pg.Pool;
+  readonly hasher: PasswordHasher;
+  readonly tokens: TokenService;
+}
+
+const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
+const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
+
+interface GrantRow {
+  session_id: string;
+  user_id: string;
+  org_id: string;
+  role: MemberRole;
+}
+
+const emailPattern = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+
+function normalizedEmail(email: string): string {
+  const normalized = email.trim().toLowerCase();
+  if (normalized.length > 320 || !emailPattern.test(normalized)) {
+    throw new QuireError("BADIN", "Enter a valid email address.", { field: "email" });
+  }
+  return normalized;
+}
+
+function requiredText(value: string, field: string, max: number): string {
+  const trimmed = value.trim();
+  if (trimmed.length === 0 || [...trimmed].length > max) {
+    throw new QuireError("BADIN", `${field} must be between 1 and ${max} characters.`, { field });
+  }
+  return trimmed;
+}
+
+export function createSessions({ config, logger, pool, hasher, tokens }: SessionsOptions): Sessions {
+  const expiresAt = () => new Date(Date.now() + config.auth.refreshTokenTtlSeconds * 1000);
+
+  /** A fresh session id and the first refresh token derived from it. */
+  const newSession = () => {
+    const sessionId = randomUUID();
+    const refreshToken = tokens.refreshToken(sessionId, 1);
+    return { sessionId, refreshToken, refreshHash: tokens.digest(refreshToken) };
+  };
+
+  const signedIn = (row: GrantRow, refreshToken: string): SignedIn => {
+    const grant: SessionGrant = { sessionId: row.session_id, userId: row.user_id, orgId: row.org_id, role: row.role };
+    const access = tokens.signAccessToken(grant);
+    return { ...grant, accessToken: access.token, refreshToken, expiresAt: access.expiresAt };
+  };
+
+  return {
+    async register(input, ip) {
+      const organizationName = requiredText(input.organizationName, "organizationName", 200);
+      const fullName = requiredText(input.fullName, "fullName", 200);
+      const email = normalizedEmail(input.email);
+      assertAcceptablePassword(input.password);
+      const passwordHash = await hasher.hash(input.password);
+      const session = newSession();
+      const { rows } = await pool.query<GrantRow>(
+        "select * from app_private.register($1, $2, $3, $4, $5, $6, $7)",
+        [organizationName, email, fullName, passwordHash, session.sessionId, session.refreshHash, expiresAt()],
+      );
+      logger.info({ userId: rows[0]!.user_id, orgId: rows[0]!.org_id, ip }, "registered");
+      return signedIn(rows[0]!, session.refreshToken);
+    },
+
+    async login(input, ip) {
+      // A malformed email can match no account: it answers like a wrong password, after the same work.
+      const email = input.email.trim().toLowerCase();
+      const { rows } = await pool.query<{ user_id: string | null; password_hash: string | null; retry_after_seconds: number }>(
+        "select * from app_private.login_lookup($1, $2)",
+        [email, ip],
+      );
+      const lookup = rows[0]!;
+      if (lookup.retry_after_seconds > 0) {
+        throw new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", {
+          retryAfterSeconds: lookup.retry_after_seconds,
+        });
+      }
+      const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, lookup.password_hash));
+      if (!ok || !lookup.user_id) {
+        await pool.query("select app_private.record_login_failure($1, $2)", [email, ip]);
+        logger.info({ ip }, "sign-in failed");
+        throw invalidCredentials();
+      }
+      const session = newSession();
+      const result = await pool.query<GrantRow>("select * from app_private.complete_login($1, $2, $3, $4, $5, $6, $7)", [
+        lookup.user_id,
+        email,
+        ip,
+        input.organizationSlug ?? null,
+        session.sessionId,
+        session.refreshHash,
+        expiresAt(),
+      ]);
+      logger.info({ userId: lookup.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
+      return signedIn(result.rows[0]!, session.refreshToken);
+    },
+
+    async refresh(refreshToken) {
+      const parsed = tokens.parseRefreshToken(refreshToken);
+      if (!parsed) throw sessionEnded();
+      const next = tokens.refreshToken(parsed.sessionId, parsed.generation + 1);
+      const { rows } = await pool.query<GrantRow & { outcome: string; generation: number }>(
+        "select outcome, $1::uuid as session_id, user_id, org_id, role, generation from app_private.refresh_session($1, $2, $3, $4, $5)",
+        [parsed.sessionId, parsed.generation, tokens.digest(refreshToken), tokens.digest(next), config.auth.refreshGraceSeconds],
+      );
+      const row = rows[0]!;
+      if (row.outcome === "reused") {
+        logger.warn({ sessionId: parsed.sessionId }, "refresh token reused: session revoked");
+      }
+      if (row.outcome !== "rotated" && row.outcome !== "grace") throw sessionEnded();
+      return signedIn(row, tokens.refreshToken(parsed.sessionId, row.generation));
+    },
+
+    async switchOrganization(currentSessionId, organizationSlug) {
+      const session = newSession();
+      const { rows } = await pool.query<GrantRow>("select * from app_private.switch_organization($1, $2, $3, $4, $5)", [
+        currentSessionId,
+        organizationSlug,
+        session.sessionId,
+        session.refreshHash,
+        expiresAt(),
+      ]);
+      return signedIn(rows[0]!, session.refreshToken);
+    },
+
+    async logout(sessionId) {
+      const { rows } = await pool.query<{ ended: boolean }>("select app_private.revoke_session($1, 'logout') as ended", [sessionId]);
+      return rows[0]!.ended;
+    },
+
+    async logoutEverywhere(userId) {
+      const { rows } = await pool.query<{ ended: number }>(
+        "select app_private.revoke_user_sessions($1, 'logout everywhere') as ended",
+        [userId],
+      );
+      return rows[0]!.ended;
+    },
+  };
+}
