@@ -3,6 +3,12 @@
 // own database, so none of them can pass vacuously.
 import {
   apiRoleProblems,
+  crossTenantForeignKeys,
+  indexesNotLeadingWithOrgId,
+  tenantOrgIdProblems,
+  tenantPolicyProblems,
+  tenantTables,
+  tenantTablesWithoutOrgIdUnique,
   definerFunctionsWithoutSearchPath,
   functionsExecutableByPublic,
   objectsOwnedByApiRoles,
@@ -71,7 +77,64 @@ describe("the migrated schema", () => {
   });
 });
 
+/** Indexes on tenant tables allowed not to lead with org_id, each for a documented reason. */
+const byPersonIndexes = ["app_public.memberships_user_id_idx"]; // sign-in finds a person's memberships
+
+describe("tenancy invariants", () => {
+  test("the tenant tables are found (so the rules below are not vacuous)", async () => {
+    expect(await tenantTables(db.name)).toEqual(expect.arrayContaining(["app_public.memberships"]));
+  });
+
+  test("1: org_id is uuid not null, defaults to current_org_id(), cascades from organizations", async () => {
+    expect(await tenantOrgIdProblems(db.name)).toEqual([]);
+  });
+
+  test("2: every granted command has a policy, and policies sub-select current_org_id()", async () => {
+    expect(await tenantPolicyProblems(db.name, roles)).toEqual([]);
+  });
+
+  test("3: foreign keys between tenant tables include org_id", async () => {
+    expect(await crossTenantForeignKeys(db.name)).toEqual([]);
+  });
+
+  test("4: indexes on tenant tables lead with org_id", async () => {
+    expect(await indexesNotLeadingWithOrgId(db.name, byPersonIndexes)).toEqual([]);
+  });
+
+  test("7: tenant tables have unique (org_id, id)", async () => {
+    expect(await tenantTablesWithoutOrgIdUnique(db.name)).toEqual([]);
+  });
+});
+
 describe("each rule catches a planted violation", () => {
+  test("a tenant table breaking invariants 1, 2, 3, 4 and 7", async () => {
+    await query(
+      db.name,
+      `create table app_hidden.planted_notes (
+         id uuid primary key default gen_random_uuid(),
+         org_id uuid,
+         membership_id uuid references app_public.memberships (id),
+         body text);
+       create index planted_notes_body_idx on app_hidden.planted_notes (body);
+       alter table app_hidden.planted_notes enable row level security;
+       alter table app_hidden.planted_notes force row level security;
+       create policy per_row on app_hidden.planted_notes for select to ${roles.authenticated}
+         using (org_id = app_public.current_org_id());
+       grant select, insert on app_hidden.planted_notes to ${roles.authenticated};`,
+    );
+    expect(await tenantOrgIdProblems(db.name)).toEqual([
+      "app_hidden.planted_notes: org_id is nullable, org_id does not default to app_public.current_org_id(), org_id does not reference organizations on delete cascade",
+    ]);
+    expect(await tenantPolicyProblems(db.name, roles)).toEqual([
+      "app_hidden.planted_notes: insert is granted but has no policy",
+      "app_hidden.planted_notes: policy per_row calls current_org_id() outside a sub-select",
+    ]);
+    expect(await crossTenantForeignKeys(db.name)).toEqual(["app_hidden.planted_notes planted_notes_membership_id_fkey"]);
+    expect(await indexesNotLeadingWithOrgId(db.name, byPersonIndexes)).toEqual(["app_hidden.planted_notes_body_idx"]);
+    expect(await tenantTablesWithoutOrgIdUnique(db.name)).toEqual(["app_hidden.planted_notes"]);
+    await query(db.name, "drop table app_hidden.planted_notes");
+  });
+
   test("a table without RLS, then with RLS not forced", async () => {
     await query(db.name, "create table app_public.planted_no_rls (id int primary key)");
     expect(await tablesWithoutForcedRls(db.name)).toEqual(["app_public.planted_no_rls"]);

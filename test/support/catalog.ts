@@ -117,3 +117,119 @@ export const privateTablesReachableByApiRoles = (database: string, roles: ApiRol
       [roles.authenticated, roles.anonymous],
     ],
   );
+
+// Tenancy invariants (DESIGN.md). A tenant table is a table in app_public/app_hidden with an org_id column.
+const tenantTablesSql = `
+  select c.oid, format('%I.%I', n.nspname, c.relname) as name
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+   where n.nspname = any(array['app_public', 'app_hidden']) and c.relkind in ('r', 'p')
+     and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)`;
+
+/** Tenant tables, by name. */
+export const tenantTables = (database: string) => names(database, `select name from (${tenantTablesSql}) t order by 1`, []);
+
+/** Invariant 1: org_id is `uuid not null default app_public.current_org_id()` and cascades from organizations. */
+export const tenantOrgIdProblems = (database: string) =>
+  names(
+    database,
+    `select t.name || ': ' || concat_ws(', ',
+              case when a.atttypid <> 'uuid'::regtype then 'org_id is not uuid' end,
+              case when not a.attnotnull then 'org_id is nullable' end,
+              case when coalesce(pg_get_expr(d.adbin, d.adrelid), '') <> 'app_public.current_org_id()'
+                   then 'org_id does not default to app_public.current_org_id()' end,
+              case when not exists (
+                     select 1 from pg_constraint f
+                      where f.conrelid = t.oid and f.contype = 'f' and f.confrelid = 'app_public.organizations'::regclass
+                        and f.conkey = array[a.attnum] and f.confdeltype = 'c')
+                   then 'org_id does not reference organizations on delete cascade' end) as name
+       from (${tenantTablesSql}) t
+       join pg_attribute a on a.attrelid = t.oid and a.attname = 'org_id'
+       left join pg_attrdef d on d.adrelid = t.oid and d.adnum = a.attnum
+      where a.atttypid <> 'uuid'::regtype or not a.attnotnull
+         or coalesce(pg_get_expr(d.adbin, d.adrelid), '') <> 'app_public.current_org_id()'
+         or not exists (select 1 from pg_constraint f
+                         where f.conrelid = t.oid and f.contype = 'f' and f.confrelid = 'app_public.organizations'::regclass
+                           and f.conkey = array[a.attnum] and f.confdeltype = 'c')
+      order by 1`,
+    [],
+  );
+
+/**
+ * Invariant 2: every command an API role is granted on a tenant table has a policy for it (or for ALL), and no
+ * policy calls current_org_id() other than as a sub-select (which runs once per statement instead of per row).
+ */
+export const tenantPolicyProblems = (database: string, roles: ApiRoles) =>
+  names(
+    database,
+    `with grants as (
+       select t.oid, t.name, cmd
+         from (${tenantTablesSql}) t
+         cross join unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE']) as cmd
+        where has_table_privilege($1, t.oid, cmd) or has_table_privilege($2, t.oid, cmd)
+           or (cmd = 'UPDATE' and has_any_column_privilege($1, t.oid, 'UPDATE'))
+     )
+     select g.name || ': ' || lower(g.cmd) || ' is granted but has no policy' as name
+       from grants g
+      where not exists (
+        select 1 from pg_policy p
+         where p.polrelid = g.oid
+           and p.polcmd in ('*', (case g.cmd when 'SELECT' then 'r' when 'INSERT' then 'a' when 'UPDATE' then 'w' else 'd' end)::"char"))
+     union all
+     select format('%s: policy %s calls current_org_id() outside a sub-select', p.polrelid::regclass, p.polname)
+       from pg_policy p
+      where p.polrelid in (select oid from (${tenantTablesSql}) t)
+        and (select count(*) from regexp_matches(coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
+                                                 coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+                                                 'current_org_id\\(\\)', 'g'))
+            <> (select count(*) from regexp_matches(coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
+                                                    coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+                                                    'SELECT app_public\\.current_org_id\\(\\)', 'g'))
+      order by 1`,
+    [roles.authenticated, roles.anonymous],
+  );
+
+/** Invariant 3: a foreign key from one tenant table to another includes org_id on both sides. */
+export const crossTenantForeignKeys = (database: string) =>
+  names(
+    database,
+    `select f.conrelid::regclass::text || ' ' || f.conname as name
+       from pg_constraint f
+      where f.contype = 'f'
+        and f.conrelid in (select oid from (${tenantTablesSql}) t)
+        and f.confrelid in (select oid from (${tenantTablesSql}) t)
+        and not exists (
+          select 1 from unnest(f.conkey, f.confkey) as k(src, dst)
+           where (select attname from pg_attribute where attrelid = f.conrelid and attnum = k.src) = 'org_id'
+             and (select attname from pg_attribute where attrelid = f.confrelid and attnum = k.dst) = 'org_id')
+      order by 1`,
+    [],
+  );
+
+/** Invariant 4: every index on a tenant table leads with org_id, except the ones named in `allowed`. */
+export const indexesNotLeadingWithOrgId = (database: string, allowed: readonly string[]) =>
+  names(
+    database,
+    `select i.indexrelid::regclass::text as name
+       from pg_index i
+      where i.indrelid in (select oid from (${tenantTablesSql}) t)
+        and (i.indkey[0] = 0
+             or (select attname from pg_attribute where attrelid = i.indrelid and attnum = i.indkey[0]) <> 'org_id')
+        and i.indexrelid::regclass::text <> all($1)
+        and not (i.indisprimary and i.indnatts = 1)
+      order by 1`,
+    [allowed],
+  );
+
+/** Invariant 7: every tenant table has unique (org_id, id). */
+export const tenantTablesWithoutOrgIdUnique = (database: string) =>
+  names(
+    database,
+    `select t.name from (${tenantTablesSql}) t
+      where not exists (
+        select 1 from pg_constraint u
+         where u.conrelid = t.oid and u.contype in ('u', 'p')
+           and (select array_agg(attname::text order by attname)
+                  from pg_attribute where attrelid = t.oid and attnum = any(u.conkey)) = array['id', 'org_id'])
+      order by 1`,
+    [],
+  );
