@@ -78,7 +78,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions, logger: Lo
     // PostgreSQL refuses to run as root; the package then runs it as a `postgres` system user it creates if needed.
     createPostgresUser: process.getuid?.() === 0,
     initdbFlags: ["--encoding=UTF8", "--locale=C.UTF-8"],
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+    // TCP on loopback only; no Unix socket (nothing here uses one, and its lock file in /tmp could clash).
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
     onLog: (message: string) => logger.debug({ postgres: message.trim() }, "embedded postgres"),
     onError: (message: unknown) => logger.warn({ postgres: String(message).trim() }, "embedded postgres"),
   });

@@ -1,7 +1,7 @@
 // The sign-in part of the GraphQL API (names are the frontend's contract): register, login, refreshToken,
 // switchOrganization, logout, logoutEverywhere, currentUser, currentOrganization. Each mutation runs in
 // server/sessions.ts; the payload's user and organization are then read through RLS as the new session.
-import { access, context, lambda, sideEffect, type Step } from "postgraphile/grafast";
+import { access, context, inhibitOnNull, lambda, sideEffect, type Step } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
 import { QuireError } from "../lib/quire-error.ts";
 import { pgSettingsFor } from "./context.ts";
@@ -116,8 +116,10 @@ export function makeAuthPlugin(config: Config, sessions: Sessions) {
         },
         Query: {
           plans: {
-            currentUser: () => users.get({ id: lambda(context(), (ctx) => ctx.quireAuth?.userId ?? null) }),
-            currentOrganization: () => organizations.get({ id: lambda(context(), (ctx) => ctx.quireAuth?.orgId ?? null) }),
+            // Anonymous: null without a query (the anonymous role may not read these tables at all).
+            currentUser: () => users.get({ id: inhibitOnNull(lambda(context(), (ctx) => ctx.quireAuth?.userId ?? null)) }),
+            currentOrganization: () =>
+              organizations.get({ id: inhibitOnNull(lambda(context(), (ctx) => ctx.quireAuth?.orgId ?? null)) }),
           },
         },
         AuthPayload: {

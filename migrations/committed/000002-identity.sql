@@ -1,5 +1,5 @@
 --! Previous: sha1:08aa23fde9f6ee1bb246fbd0fc28566f38c34c04
---! Hash: sha1:9296a2f3a86b1ec2a5ba91299a0802b82747d66d
+--! Hash: sha1:e908f3184ea9e065898961354868a20db20bbe76
 --! Message: identity
 
 -- Roles within an organization, weakest first, so `role >= 'admin'` reads as "admin or above".
@@ -56,6 +56,8 @@ create function app_private.valid_org_settings(settings jsonb) returns boolean
 comment on function app_private.valid_org_settings(jsonb) is
   'Organization settings: an object with optional string keys timezone, locale, summaryLanguage (1–64 characters) and defaultTemplateId.';
 alter table app_public.organizations add constraint organizations_settings_valid check (app_private.valid_org_settings(settings));
+-- A check constraint calls its function with the privileges of whoever writes the row.
+grant execute on function app_private.valid_org_settings(jsonb) to :DATABASE_AUTHENTICATED;
 
 -- A person. Emails are stored trimmed and lowercased so uniqueness is case-insensitive; secrets live apart in
 -- app_private.user_secrets.
