@@ -68,7 +68,7 @@ describe("current_org_id() / current_user_id() / current_member_role()", () => {
   test("they are declared stable, so a policy's (select …) runs them once per statement", async () => {
     const rows = await query<{ proname: string; provolatile: string }>(
       db.name,
-      "select proname, provolatile from pg_proc where pronamespace = 'app_public'::regnamespace order by 1",
+      "select proname, provolatile from pg_proc where pronamespace = 'app_public'::regnamespace and proname like 'current\\_%' order by 1",
     );
     expect(rows).toEqual([
       { proname: "current_member_role", provolatile: "s" },

@@ -1,0 +1,44 @@
+// `npm run seed` (development only): three demo organizations, each with one person of every role, created
+// through the operator functions of app_admin, then their credentials printed. Safe to run again: existing
+// organizations and people are left as they are.
+import pg from "pg";
+import { ConfigError } from "../lib/config.ts";
+import { runOnce } from "../lib/process.ts";
+import { startEmbeddedPostgres } from "./embedded.ts";
+import { prepareDatabase } from "./migrate.ts";
+
+/** Every demo account's password. Development data only: `npm run seed` refuses to run in production. */
+const demoPassword = "quire demo passphrase";
+const organizations = ["Acme Corporation", "Globex", "Initech"];
+const roles = ["owner", "admin", "member", "viewer"] as const;
+
+await runOnce("seed", async (config, logger) => {
+  if (config.env === "production") throw new ConfigError(["NODE_ENV=production: `npm run seed` creates demo accounts and only runs in development"]);
+  if (!config.database.ownerUrl) throw new ConfigError(["OWNER_DATABASE_URL is required for `npm run seed`"]);
+  const embedded = config.database.embedded ? await startEmbeddedPostgres(config.database.embedded, logger) : null;
+  try {
+    await prepareDatabase(config.database, logger);
+    const owner = new pg.Client({ connectionString: config.database.ownerUrl });
+    await owner.connect();
+    const lines: string[] = [];
+    try {
+      for (const name of organizations) {
+        const slug = name.toLowerCase().split(" ")[0]!;
+        const domain = `${slug}.example`;
+        const existing = await owner.query("select 1 from app_admin.list_organizations() where slug = $1", [slug]);
+        if (existing.rowCount === 0) {
+          await owner.query("select app_admin.create_organization($1, $2, $3, $4, $5)", [name, `owner@${domain}`, `${name} Owner`, demoPassword, slug]);
+        }
+        for (const role of roles.slice(1)) {
+          await owner.query("select app_admin.add_user($1, $2, $3, $4, $5)", [slug, `${role}@${domain}`, `${name} ${role}`, role, demoPassword]);
+        }
+        lines.push(`  ${name} (organizationSlug "${slug}"): ${roles.map((r) => `${r}@${domain}`).join(", ")}`);
+      }
+    } finally {
+      await owner.end();
+    }
+    process.stdout.write(`Demo organizations and people (password for every account: "${demoPassword}"):\n${lines.join("\n")}\n`);
+  } finally {
+    await embedded?.stop();
+  }
+});
