@@ -2,6 +2,7 @@
 // are about the request and pass through as BAD_REQUEST. Errors from PostgreSQL pass only as lib/errors.ts allows.
 // Everything else is masked: the client gets INTERNAL and an id, the log gets the id and the real error.
 import { randomUUID } from "node:crypto";
+import { isSafeError } from "postgraphile/grafast";
 import { GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
 import { publicDatabaseError } from "../lib/errors.ts";
 import { QuireError } from "../lib/quire-error.ts";
@@ -20,6 +21,11 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
     const where = { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path };
     if (!original || original instanceof GraphQLError) {
       return new GraphQLError(error.message, { ...where, extensions: { code: "BAD_REQUEST", ...error.extensions } });
+    }
+    // Errors Quire raised on purpose with a code (e.g. UNAUTHENTICATED from the request context) pass as they are.
+    if (isSafeError(original)) {
+      const { statusCode: _status, ...extensions } = (original.extensions ?? {}) as Record<string, unknown>;
+      return new GraphQLError(original.message, { ...where, extensions });
     }
     const sqlState = sqlStateOf(original);
     const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
