@@ -71,6 +71,20 @@ const workerGrants = (authenticator: string) => `
   grant select, insert, update, delete on all tables in schema graphile_worker to ${authenticator};
   grant usage, select, update on all sequences in schema graphile_worker to ${authenticator};
   grant execute on all functions in schema graphile_worker to ${authenticator};
+  -- graphile-worker enables RLS, without policies, on its private tables: only their owner may use them. The
+  -- worker logs in as the authenticator, so it gets a policy of its own on each (and no other role does).
+  do $$
+  declare t regclass;
+  begin
+    for t in
+      select c.oid::regclass from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = 'graphile_worker' and c.relkind in ('r', 'p') and c.relrowsecurity
+         and not exists (select 1 from pg_policy p where p.polrelid = c.oid and p.polname = 'quire_worker')
+    loop
+      execute format('create policy quire_worker on %s to ${authenticator} using (true) with check (true)', t);
+    end loop;
+  end
+  $$;
 `;
 
 /** Brings the database schema up to date. Needs the owner's URL. */

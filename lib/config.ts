@@ -72,6 +72,15 @@ const envSchema = z.object({
   REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
+  APP_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .default("http://localhost:3000"),
+  SMTP_URL: z
+    .string()
+    .refine((v) => /^smtps?:\/\/\S+$/.test(v), { message: "must be an smtp:// or smtps:// URL" })
+    .optional(),
+  MAIL_FROM: z.string().min(3).max(320).default("Quire <no-reply@localhost>"),
   WORKER_CONCURRENCY: intText(1, 100).default(4),
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
@@ -113,6 +122,13 @@ export interface Config {
     readonly bcryptCost: number;
     /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
     readonly passwordHashConcurrency: number;
+  };
+  readonly mail: {
+    /** The frontend's base URL, for links in emails (invitations, password resets). */
+    readonly appUrl: string;
+    /** SMTP server; null: emails are logged (outside production with their text) instead of sent. */
+    readonly smtpUrl: string | null;
+    readonly from: string;
   };
   readonly worker: {
     readonly concurrency: number;
@@ -220,6 +236,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       bcryptCost: e.BCRYPT_COST,
       passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
     },
+    mail: { appUrl: e.APP_URL.replace(/\/+$/, ""), smtpUrl: e.SMTP_URL ?? null, from: e.MAIL_FROM },
     worker: {
       concurrency: e.WORKER_CONCURRENCY,
       heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,

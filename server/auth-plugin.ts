@@ -1,12 +1,15 @@
 // The sign-in part of the GraphQL API (names are the frontend's contract): register, login, refreshToken,
-// switchOrganization, logout, logoutEverywhere, currentUser, currentOrganization. Each mutation runs in
+// switchOrganization, logout, logoutEverywhere, changePassword, requestPasswordReset, resetPassword,
+// inviteMember, acceptInvitation, currentUser, currentOrganization. Each mutation runs in
 // server/sessions.ts; the payload's user and organization are then read through RLS as the new session.
 import { access, context, inhibitOnNull, lambda, sideEffect, type Step } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
 import { QuireError } from "../lib/quire-error.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { Config } from "../lib/config.ts";
-import type { Sessions, SignedIn } from "./sessions.ts";
+import { oneTimeToken, type Sessions, type SignedIn } from "./sessions.ts";
+import type { TokenService } from "../lib/tokens.ts";
+import { sideEffectWithPgClient } from "postgraphile/@dataplan/pg";
 
 type Ctx = Grafast.Context;
 
@@ -29,10 +32,10 @@ function claimsOf(ctx: Ctx) {
   return ctx.quireAuth;
 }
 
-export function makeAuthPlugin(config: Config, sessions: Sessions) {
+export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: TokenService) {
   return extendSchema((build) => {
-    const { users, organizations } = build.pgResources;
-    if (!users || !organizations) throw new Error("the users and organizations tables are not exposed");
+    const { users, organizations, invitations } = build.pgResources;
+    if (!users || !organizations || !invitations) throw new Error("the users, organizations and invitations tables are not exposed");
     const signIn = ($input: Step, run: (input: Record<string, unknown>, ctx: Ctx) => Promise<SignedIn>) =>
       sideEffect([$input, context()], async ([input, ctx]) => actAs(ctx, config, await run(input as Record<string, unknown>, ctx)));
 
@@ -74,7 +77,55 @@ export function makeAuthPlugin(config: Config, sessions: Sessions) {
         type LogoutEverywherePayload {
           sessionsEnded: Int!
         }
+        input ChangePasswordInput {
+          currentPassword: String!
+          newPassword: String!
+        }
+        type ChangePasswordPayload {
+          """How many of your other sessions ended (this one stays)."""
+          otherSessionsEnded: Int!
+        }
+        input RequestPasswordResetInput {
+          email: String!
+        }
+        type RequestPasswordResetPayload {
+          """Always true: the answer never reveals whether the address has an account."""
+          success: Boolean!
+        }
+        input ResetPasswordInput {
+          token: String!
+          newPassword: String!
+        }
+        type ResetPasswordPayload {
+          success: Boolean!
+        }
+        input InviteMemberInput {
+          email: String!
+          role: MembershipRole! = member
+        }
+        type InviteMemberPayload {
+          invitation: Invitation
+          """The link to hand to the invitee when this deployment sends no email (SMTP_URL unset); null when emailed."""
+          inviteLink: String
+        }
+        input AcceptInvitationInput {
+          token: String!
+          """The existing account's password (unless signed in as it), or the new account's."""
+          password: String
+          """For a new account."""
+          fullName: String
+        }
         extend type Mutation {
+          """Changes your password and ends your other sessions."""
+          changePassword(input: ChangePasswordInput!): ChangePasswordPayload
+          """Emails a one-hour reset link if the address has an account."""
+          requestPasswordReset(input: RequestPasswordResetInput!): RequestPasswordResetPayload
+          """Sets a new password with a reset link's token; every session of the account ends."""
+          resetPassword(input: ResetPasswordInput!): ResetPasswordPayload
+          """Invites someone to the current organization (admins; owners to invite owners). Valid for 7 days."""
+          inviteMember(input: InviteMemberInput!): InviteMemberPayload
+          """Accepts an invitation and signs in to its organization."""
+          acceptInvitation(input: AcceptInvitationInput!): AuthPayload
           """Creates an organization with you as its owner, and signs you in."""
           register(input: RegisterInput!): AuthPayload
           login(input: LoginInput!): AuthPayload
@@ -108,6 +159,37 @@ export function makeAuthPlugin(config: Config, sessions: Sessions) {
               signIn(args.getRaw("input"), (input, ctx) =>
                 sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug)),
               ),
+            changePassword: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
+                const { currentPassword, newPassword } = input as { currentPassword: string; newPassword: string };
+                return { otherSessionsEnded: await sessions.changePassword(claimsOf(ctx).sessionId, currentPassword, newPassword) };
+              }),
+            requestPasswordReset: (_$root, args) =>
+              sideEffect(args.getRaw("input"), async (input) => {
+                await sessions.requestPasswordReset(String((input as { email: string }).email));
+                return { success: true };
+              }),
+            resetPassword: (_$root, args) =>
+              sideEffect(args.getRaw("input"), async (input) => {
+                const { token, newPassword } = input as { token: string; newPassword: string };
+                await sessions.resetPassword(token, newPassword);
+                return { success: true };
+              }),
+            inviteMember: (_$root, args) =>
+              // Runs in the request's own transaction and settings: the database checks the inviter's role.
+              sideEffectWithPgClient(build.pgExecutor, args.getRaw("input"), async (client, input) => {
+                const { email, role } = input as { email: string; role: string };
+                const token = oneTimeToken();
+                const link = `${config.mail.appUrl}/accept-invitation?token=${token}`;
+                const body = `You are invited to join an organization on Quire.\n\nAccept within 7 days: ${link}\n`;
+                const { rows } = await client.query<{ id: string }>({
+                  text: "select id from app_hidden.create_invitation($1, $2, $3, interval '7 days', $4, $5)",
+                  values: [email, role, tokens.digest(token), "You are invited to Quire", config.mail.smtpUrl ? body : null],
+                });
+                return { invitationId: rows[0]!.id, inviteLink: config.mail.smtpUrl ? null : link };
+              }),
+            acceptInvitation: (_$root, args) =>
+              signIn(args.getRaw("input"), (input, ctx) => sessions.acceptInvitation(input as never, ctx.quireAuth?.userId ?? null)),
             logout: () =>
               sideEffect(context(), async (ctx) => ({ success: await sessions.logout(claimsOf(ctx).sessionId) })),
             logoutEverywhere: () =>
@@ -132,6 +214,15 @@ export function makeAuthPlugin(config: Config, sessions: Sessions) {
           },
         },
         LogoutPayload: { plans: { success: ($r) => access($r, "success") } },
+        ChangePasswordPayload: { plans: { otherSessionsEnded: ($r) => access($r, "otherSessionsEnded") } },
+        RequestPasswordResetPayload: { plans: { success: ($r) => access($r, "success") } },
+        ResetPasswordPayload: { plans: { success: ($r) => access($r, "success") } },
+        InviteMemberPayload: {
+          plans: {
+            invitation: ($r) => invitations.get({ id: access($r, "invitationId") }),
+            inviteLink: ($r) => access($r, "inviteLink"),
+          },
+        },
         LogoutEverywherePayload: { plans: { sessionsEnded: ($r) => access($r, "sessionsEnded") } },
       },
     };

@@ -27,6 +27,10 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
       const { statusCode: _status, ...extensions } = (original.extensions ?? {}) as Record<string, unknown>;
       return new GraphQLError(original.message, { ...where, extensions });
     }
+    // PostGraphile's generated delete finds nothing to delete (absent, or hidden by RLS: indistinguishable).
+    if (/^No values were deleted in collection '[a-z_]+' because no values you can delete were found/.test(original.message)) {
+      return new GraphQLError("No such row, or you may not delete it.", { ...where, extensions: { code: "NOT_FOUND" } });
+    }
     const sqlState = sqlStateOf(original);
     const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
     if (known) {

@@ -28,7 +28,7 @@ export function makePreset({ config, logger, pool, tokens = createTokenService(c
   const sessions = createSessions({ config, logger, pool, hasher, tokens });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
-    plugins: [makeAuthPlugin(config, sessions)],
+    plugins: [makeAuthPlugin(config, sessions, tokens)],
     pgServices: [makePgService({ pool, schemas: ["app_public"] })],
     grafast: { context: makeContext(config, tokens) },
     grafserv: {

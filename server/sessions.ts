@@ -1,7 +1,7 @@
 // The session life cycle: register, sign in, refresh, switch organization, sign out. The database decides
 // (app_private functions, called as the authenticator); this module does what the database should not: bcrypt
 // (off the event loop, never while holding a connection) and signing tokens.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
@@ -30,8 +30,24 @@ export interface LoginInput {
   readonly organizationSlug?: string | null;
 }
 
+export interface AcceptInvitationInput {
+  readonly token: string;
+  /** The existing account's password, or the new account's. */
+  readonly password?: string | null;
+  /** For a new account. */
+  readonly fullName?: string | null;
+}
+
 export interface Sessions {
   register(input: RegisterInput, ip: string | null): Promise<SignedIn>;
+  /** Verifies the current password, sets the new one, ends the person's other sessions; returns how many ended. */
+  changePassword(sessionId: string, currentPassword: string, newPassword: string): Promise<number>;
+  /** Queues a reset email when the address has an account; says nothing either way. */
+  requestPasswordReset(email: string): Promise<void>;
+  /** Spends a reset token and sets the new password; every session of the person ends. */
+  resetPassword(token: string, newPassword: string): Promise<void>;
+  /** Joins the invitation's organization (creating the account when needed) and signs in there. */
+  acceptInvitation(input: AcceptInvitationInput, signedInUserId: string | null): Promise<SignedIn>;
   login(input: LoginInput, ip: string | null): Promise<SignedIn>;
   refresh(refreshToken: string): Promise<SignedIn>;
   switchOrganization(currentSessionId: string, organizationSlug: string): Promise<SignedIn>;
@@ -47,6 +63,9 @@ export interface SessionsOptions {
   readonly hasher: PasswordHasher;
   readonly tokens: TokenService;
 }
+
+/** A one-time token for an emailed link: 256 random bits; only its SHA-256 is stored. */
+export const oneTimeToken = () => randomBytes(32).toString("base64url");
 
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
@@ -167,6 +186,65 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         expiresAt(),
       ]);
       return signedIn(rows[0]!, session.refreshToken);
+    },
+
+    async changePassword(sessionId, currentPassword, newPassword) {
+      assertAcceptablePassword(newPassword);
+      const { rows } = await pool.query<{ hash: string | null }>("select app_private.session_password_hash($1) as hash", [sessionId]);
+      if (rows[0]!.hash === null) throw sessionEnded();
+      if (!(await hasher.verify(currentPassword, rows[0]!.hash))) throw invalidCredentials();
+      const newHash = await hasher.hash(newPassword);
+      const ended = await pool.query<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
+      return ended.rows[0]!.ended;
+    },
+
+    async requestPasswordReset(email) {
+      const normalized = email.trim().toLowerCase();
+      if (!emailPattern.test(normalized) || normalized.length > 320) return;
+      const token = oneTimeToken();
+      const link = `${config.mail.appUrl}/reset-password?token=${token}`;
+      const body = `Someone (hopefully you) asked to reset the password of your Quire account.\n\nChoose a new password within an hour: ${link}\n\nIf this was not you, ignore this email: your password stays as it is.\n`;
+      await pool.query("select app_private.request_password_reset($1, $2, $3, $4)", [normalized, tokens.digest(token), "Reset your Quire password", body]);
+    },
+
+    async resetPassword(token, newPassword) {
+      assertAcceptablePassword(newPassword);
+      const newHash = await hasher.hash(newPassword);
+      await pool.query("select app_private.reset_password($1, $2)", [tokens.digest(token), newHash]);
+    },
+
+    async acceptInvitation(input, signedInUserId) {
+      const digest = tokens.digest(input.token);
+      const { rows } = await pool.query<{ email: string; user_id: string | null; password_hash: string | null }>(
+        "select * from app_private.invitation_by_token($1)",
+        [digest],
+      );
+      const invitation = rows[0];
+      if (!invitation) throw new QuireError("NTFND", "This invitation is invalid or has expired.");
+      let passwordHash: string | null = null;
+      let fullName: string | null = null;
+      if (invitation.user_id) {
+        // Joining with an existing account takes that account: signed in as it, or its password.
+        if (invitation.user_id !== signedInUserId) {
+          const ok = typeof input.password === "string" && (await hasher.verify(input.password, invitation.password_hash));
+          if (!ok) throw invalidCredentials();
+        }
+      } else {
+        fullName = requiredText(input.fullName ?? "", "fullName", 200);
+        assertAcceptablePassword(input.password ?? "");
+        passwordHash = await hasher.hash(input.password!);
+      }
+      const session = newSession();
+      const accepted = await pool.query<GrantRow>("select * from app_private.accept_invitation($1, $2, $3, $4, $5, $6)", [
+        digest,
+        fullName,
+        passwordHash,
+        session.sessionId,
+        session.refreshHash,
+        expiresAt(),
+      ]);
+      logger.info({ userId: accepted.rows[0]!.user_id, orgId: accepted.rows[0]!.org_id }, "invitation accepted");
+      return signedIn(accepted.rows[0]!, session.refreshToken);
     },
 
     async logout(sessionId) {

@@ -8,7 +8,8 @@ import { workerLogger } from "../db/migrate.ts";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { startHeartbeat } from "./heartbeat.ts";
-import { taskList } from "./task-list.ts";
+import { createMailer } from "../lib/mailer.ts";
+import { makeTaskList } from "./task-list.ts";
 
 export interface QuireWorker {
   readonly workerId: string;
@@ -26,7 +27,7 @@ export async function startQuireWorker({ config, logger, pool }: WorkerOptions):
   const workerId = `quire-${randomUUID()}`;
   const runner = await run({
     pgPool: pool,
-    taskList,
+    taskList: makeTaskList({ mailer: createMailer(config, logger) }),
     // No schedules yet; without this graphile-worker looks for a ./crontab file. Schedules will be declared in code.
     parsedCronItems: [],
     concurrency: config.worker.concurrency,

@@ -45,5 +45,13 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     const { token } = tokens.signAccessToken({ sessionId, userId: user!.id, orgId: org!.id, role });
     members[role] = { userId: user!.id, email, role, sessionId, accessToken: token };
   }
+  // A pending invitation, so every tenant table has rows for the isolation suites to aim at.
+  const [invitation] = await query<{ id: string }>(
+    db.name,
+    "insert into app_public.invitations (org_id, email, role, invited_by, expires_at) values ($1, $2, 'member', $3, now() + interval '7 days') returning id",
+    [org!.id, `invitee@${slug}.example`, members.owner.userId],
+    "root",
+  );
+  await query(db.name, "insert into app_private.invitation_tokens (invitation_id, token_hash) values ($1, sha256($2::bytea))", [invitation!.id, Buffer.from(invitation!.id)], "root");
   return { orgId: org!.id, slug, members };
 }
