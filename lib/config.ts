@@ -6,6 +6,7 @@ import { availableParallelism } from "node:os";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { readDevSecrets } from "./dev-secrets.ts";
+import { parseSigningKey, type SigningKey } from "./signing-key.ts";
 
 /** A problem with the environment, phrased for an operator: `NAME: what is wrong`. */
 export class ConfigError extends Error {
@@ -65,6 +66,8 @@ const envSchema = z.object({
   DATABASE_POOL_MAX: intText(2, 1000).default(10),
   EMBEDDED_POSTGRES_PORT: intText(1, 65535).default(54320),
   JWT_SECRET: z.string().min(32, { message: "must be at least 32 characters" }).optional(),
+  JWT_PRIVATE_KEY: z.string().optional(),
+  JWT_KEY_ID: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, { message: "must be 1–128 characters of A-Z a-z 0-9 . _ -" }).optional(),
   JWT_ISSUER: z.string().min(1).max(200).default("quire"),
   JWT_AUDIENCE: z.string().min(1).max(200).default("quire"),
   ACCESS_TOKEN_TTL_SECONDS: intText(60, 86400).default(900),
@@ -114,7 +117,14 @@ export interface Config {
   readonly http: { readonly host: string; readonly port: number; readonly graphiql: boolean };
   readonly log: { readonly level: string; readonly pretty: boolean };
   readonly database: DatabaseConfig;
-  readonly jwt: { readonly secret: string; readonly issuer: string; readonly audience: string };
+  readonly jwt: {
+    /** HS256 key (unless signingKey is set) and the root of the refresh-token MAC key. */
+    readonly secret: string;
+    /** When JWT_PRIVATE_KEY is set: access tokens are signed with it (RS256/ES256) and it is published as a JWK. */
+    readonly signingKey: SigningKey | null;
+    readonly issuer: string;
+    readonly audience: string;
+  };
   readonly auth: {
     readonly accessTokenTtlSeconds: number;
     readonly refreshTokenTtlSeconds: number;
@@ -159,7 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       parsed.error.issues.map((issue) => {
         const name = String(issue.path[0]);
         const got = present[name];
-        const shown = name.endsWith("_SECRET") || name.endsWith("_URL") ? "" : ` (got ${JSON.stringify(got)})`;
+        const shown = /_(SECRET|URL|KEY)$/.test(name) ? "" : ` (got ${JSON.stringify(got)})`;
         return `${name} ${issue.message}${got === undefined ? "" : shown}`;
       }),
     );
@@ -180,6 +190,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.DATABASE_AUTHENTICATED_ROLE === e.DATABASE_ANONYMOUS_ROLE) {
     problems.push("DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE");
+  }
+  let signingKey: SigningKey | null = null;
+  if (e.JWT_PRIVATE_KEY) {
+    try {
+      signingKey = parseSigningKey(e.JWT_PRIVATE_KEY, e.JWT_KEY_ID);
+    } catch (error) {
+      problems.push(`JWT_PRIVATE_KEY ${(error as Error).message}`);
+    }
+  } else if (e.JWT_KEY_ID) {
+    problems.push("JWT_KEY_ID only applies with JWT_PRIVATE_KEY");
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -228,7 +248,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     http: { host: e.HOST, port: e.PORT, graphiql: e.GRAPHIQL ?? !production },
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY ?? !production },
     database,
-    jwt: { secret: jwtSecret, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
+    jwt: { secret: jwtSecret, signingKey, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
     auth: {
       accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
       refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,

@@ -1,5 +1,5 @@
 // Access and refresh tokens.
-// - Access token: a JWT, HS256 pinned on verify, with issuer and audience checked. Its claims name the user, the
+// - Access token: a JWT, HS256 (or RS256/ES256 with JWT_PRIVATE_KEY) pinned on verify, issuer and audience checked. Its claims name the user, the
 //   organization and the session; the database re-reads the session on every request (see 000002's
 //   session_context), so the token alone never carries rights.
 // - Refresh token: `<session>.<generation>.<mac>`, the MAC an HMAC-SHA256 under a key derived from JWT_SECRET.
@@ -29,7 +29,6 @@ export interface SessionGrant {
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const algorithm = "HS256";
 
 export class InvalidTokenError extends Error {
   constructor(reason: string) {
@@ -50,15 +49,20 @@ export interface TokenService {
 }
 
 export function createTokenService(config: Pick<Config, "jwt" | "auth">): TokenService {
-  const { secret, issuer, audience } = config.jwt;
+  const { secret, issuer, audience, signingKey } = config.jwt;
+  // One algorithm, pinned: with a configured key an HS256 token (say, one forged with JWT_SECRET) is refused.
+  const algorithm = signingKey?.algorithm ?? "HS256";
+  const signWith = signingKey?.privateKey ?? secret;
+  const verifyWith = signingKey?.publicKey ?? secret;
   const refreshKey = Buffer.from(hkdfSync("sha256", secret, "quire", "refresh-token", 32));
   const mac = (sessionId: string, generation: number) =>
     createHmac("sha256", refreshKey).update(`${sessionId}.${generation}`).digest("base64url");
 
   return {
     signAccessToken({ sessionId, userId, orgId, role }) {
-      const token = jwt.sign({ org_id: orgId, role, sid: sessionId }, secret, {
+      const token = jwt.sign({ org_id: orgId, role, sid: sessionId }, signWith, {
         algorithm,
+        ...(signingKey ? { keyid: signingKey.keyId } : {}),
         subject: userId,
         issuer,
         audience,
@@ -71,7 +75,9 @@ export function createTokenService(config: Pick<Config, "jwt" | "auth">): TokenS
     verifyAccessToken(token) {
       let payload: jwt.JwtPayload | string;
       try {
-        payload = jwt.verify(token, secret, { algorithms: [algorithm], issuer, audience });
+        const verified = jwt.verify(token, verifyWith, { algorithms: [algorithm], issuer, audience, complete: true });
+        if (signingKey && verified.header.kid !== signingKey.keyId) throw new Error("unknown key id");
+        payload = verified.payload;
       } catch (error) {
         throw new InvalidTokenError((error as Error).message);
       }

@@ -72,6 +72,11 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   });
 
   const tokens = createTokenService(config);
+  // Public keys that verify Quire's access tokens: empty with HS256 (a shared secret is never published).
+  const jwks = { keys: config.jwt.signingKey ? [config.jwt.signingKey.jwk] : [] };
+  app.get("/.well-known/jwks.json", (_req, res) => {
+    res.set("cache-control", "public, max-age=300").json(jwks);
+  });
   app.use("/graphql", authenticateHttp(tokens));
   const pgl = postgraphile(makePreset({ config, logger, pool, tokens }));
   const serv = pgl.createServ(grafserv);
