@@ -13,6 +13,7 @@ import type { Logger } from "../lib/logger.ts";
 import { createTokenService } from "../lib/tokens.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
+import { createLiveSockets } from "./live-sockets.ts";
 import { makePreset } from "./preset.ts";
 
 export interface QuireServer {
@@ -78,7 +79,8 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
     res.set("cache-control", "public, max-age=300").json(jwks);
   });
   app.use("/graphql", authenticateHttp(tokens));
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens }));
+  const liveSockets = createLiveSockets(config.database.url, logger);
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets }));
   const serv = pgl.createServ(grafserv);
   await serv.addTo(app, httpServer);
 
@@ -121,6 +123,7 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
       clearInterval(sweep);
       clearTimeout(timer);
       for (const socket of upgraded) socket.destroy();
+      await liveSockets.close();
       await pgl.release();
     },
   };

@@ -9,6 +9,7 @@ import { SafeError } from "postgraphile/grafast";
 import type { Config } from "../lib/config.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
+import type { LiveSockets } from "./live-sockets.ts";
 
 /** The settings PostGraphile applies with set_config(…, true) at the start of each transaction. */
 export type PgSettings = Record<string, string>;
@@ -72,7 +73,7 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
   };
 }
 
-export function makeContext(config: Config, tokens: TokenService) {
+export function makeContext(config: Config, tokens: TokenService, liveSockets?: LiveSockets) {
   return (requestContext: Partial<Grafast.RequestContext>) => {
     const req = requestContext.node?.req ?? requestContext.ws?.request;
     let claims: AccessClaims | null;
@@ -84,6 +85,9 @@ export function makeContext(config: Config, tokens: TokenService) {
       } catch {
         throw new SafeError(unauthenticatedMessage, { code: "UNAUTHENTICATED" });
       }
+      // The connection lives on after this operation: it is closed when its session ends or its token expires.
+      const socket = requestContext.ws?.socket;
+      if (claims && socket) liveSockets?.track(socket, claims);
     }
     const ip = req?.socket.remoteAddress ?? null;
     return { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };

@@ -11,6 +11,7 @@ import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
+import type { LiveSockets } from "./live-sockets.ts";
 import { makeMaskError } from "./errors.ts";
 import { createSessions } from "./sessions.ts";
 
@@ -21,16 +22,18 @@ export interface PresetOptions {
   readonly pool: pg.Pool;
   /** Shared with the HTTP middleware that verifies bearer tokens (default: made from config). */
   readonly tokens?: TokenService;
+  /** Where WebSocket connections are tracked so a session's end closes them (none when only printing the schema). */
+  readonly liveSockets?: LiveSockets;
 }
 
-export function makePreset({ config, logger, pool, tokens = createTokenService(config) }: PresetOptions): GraphileConfig.Preset {
+export function makePreset({ config, logger, pool, tokens = createTokenService(config), liveSockets }: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
   const sessions = createSessions({ config, logger, pool, hasher, tokens });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [makeAuthPlugin(config, sessions, tokens)],
     pgServices: [makePgService({ pool, schemas: ["app_public"] })],
-    grafast: { context: makeContext(config, tokens) },
+    grafast: { context: makeContext(config, tokens, liveSockets) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,

@@ -1,5 +1,6 @@
 // Once per `npm test`: pick the server (TEST_DATABASE_URL, or an embedded PostgreSQL under .data/test), drop what
 // an earlier run left behind, then create the roles and migrate the template database every test file clones.
+import { createServer } from "node:net";
 import pg from "pg";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../db/embedded.ts";
 import { prepareDatabase } from "../db/migrate.ts";
@@ -10,13 +11,22 @@ declare global {
   var quireTestEmbedded: EmbeddedPostgres | undefined;
 }
 
-const embeddedPort = 54330;
+/** A free loopback port: the test cluster's data directory is this checkout's own, its port need not be fixed. */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
 
 export default async function globalSetup(): Promise<void> {
   // Grafast's development mode (extra checks, readable errors); the workers inherit the environment.
   process.env.GRAPHILE_ENV ??= "development";
   let root = process.env.TEST_DATABASE_URL;
   if (!root) {
+    const embeddedPort = await freePort();
     const superuserPassword = readDevSecrets(".data/test").postgresPassword;
     globalThis.quireTestEmbedded = await startEmbeddedPostgres(
       { dataDir: ".data/test/postgres", port: embeddedPort, superuserPassword },

@@ -1,0 +1,93 @@
+// Open WebSocket connections, by the session their token names, so that a session's end closes them: logout,
+// reuse detection, removal from the organization or deactivation on any instance (the database NOTIFYs
+// quire_session_ended, and every instance LISTENs), and the token's own expiry. A client whose connection closes
+// with 4401 reconnects with a fresh token.
+import pg from "pg";
+import type { WebSocket } from "ws";
+import type { Logger } from "../lib/logger.ts";
+import type { AccessClaims } from "../lib/tokens.ts";
+
+/** graphql-ws's code for "unauthorized"; clients treat it as "authenticate again". */
+export const sessionEndedCloseCode = 4401;
+
+export interface LiveSockets {
+  /** Remembers `socket` as belonging to the token's session, and closes it when the token expires. */
+  track(socket: WebSocket, claims: AccessClaims): void;
+  /** Closes every tracked connection of a session. */
+  endSession(sessionId: string, reason: string): void;
+  /** Stops listening and forgets every connection (their timers included). */
+  close(): Promise<void>;
+}
+
+type Tracked = WebSocket & { quireSessionId?: string };
+
+export function createLiveSockets(listenUrl: string, logger: Logger): LiveSockets {
+  const bySession = new Map<string, Set<Tracked>>();
+  const timers = new Map<Tracked, NodeJS.Timeout>();
+
+  const forget = (socket: Tracked) => {
+    clearTimeout(timers.get(socket));
+    timers.delete(socket);
+    const sockets = socket.quireSessionId ? bySession.get(socket.quireSessionId) : undefined;
+    sockets?.delete(socket);
+    if (sockets?.size === 0) bySession.delete(socket.quireSessionId!);
+  };
+  const end = (socket: Tracked, reason: string) => {
+    forget(socket);
+    socket.close(sessionEndedCloseCode, reason);
+  };
+
+  // One connection LISTENs for sessions ended anywhere; it reconnects when PostgreSQL drops it.
+  let listener: pg.Client | null = null;
+  let stopped = false;
+  const listen = async (delayMs: number): Promise<void> => {
+    if (stopped) return;
+    const client = new pg.Client({ connectionString: listenUrl, application_name: "quire-session-listener" });
+    client.on("notification", (message) => {
+      if (message.channel === "quire_session_ended" && message.payload) api.endSession(message.payload, "Session ended");
+    });
+    client.on("error", (error) => {
+      if (stopped) return;
+      logger.warn({ err: error }, "session listener lost its connection; reconnecting");
+      listener = null;
+      void client.end().catch(() => undefined);
+      setTimeout(() => void listen(Math.min(delayMs * 2, 30_000)), delayMs).unref();
+    });
+    listener = client;
+    try {
+      await client.connect();
+      await client.query("listen quire_session_ended");
+      if (stopped) await client.end();
+    } catch (error) {
+      listener = null;
+      logger.warn({ err: error }, "session listener could not connect; retrying");
+      void client.end().catch(() => undefined);
+      setTimeout(() => void listen(Math.min(delayMs * 2, 30_000)), delayMs).unref();
+    }
+  };
+  void listen(500);
+
+  const api: LiveSockets = {
+    track(socket: Tracked, claims) {
+      if (socket.quireSessionId === claims.sessionId) return;
+      if (socket.quireSessionId) forget(socket);
+      socket.quireSessionId = claims.sessionId;
+      let sockets = bySession.get(claims.sessionId);
+      if (!sockets) bySession.set(claims.sessionId, (sockets = new Set()));
+      sockets.add(socket);
+      const timer = setTimeout(() => end(socket, "Access token expired"), Math.max(0, claims.expiresAt.getTime() - Date.now()));
+      timer.unref();
+      timers.set(socket, timer);
+      socket.once("close", () => forget(socket));
+    },
+    endSession(sessionId, reason) {
+      for (const socket of [...(bySession.get(sessionId) ?? [])]) end(socket, reason);
+    },
+    async close() {
+      stopped = true;
+      for (const socket of [...timers.keys()]) forget(socket);
+      await listener?.end().catch(() => undefined);
+    },
+  };
+  return api;
+}
