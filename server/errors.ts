@@ -42,3 +42,30 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
     return new GraphQLError("An internal error occurred.", { ...where, extensions: { code: "INTERNAL", errorId } });
   };
 }
+
+/**
+ * GraphQL's own request errors (a document that does not parse or validate, HTTP 400) skip maskError; this grafserv
+ * middleware gives them the same shape as every other error: `extensions.code` BAD_REQUEST.
+ */
+export const RequestErrorCodesPlugin: GraphileConfig.Plugin = {
+  name: "QuireRequestErrorCodesPlugin",
+  version: "1.0.0",
+  grafserv: {
+    middleware: {
+      async processRequest(next) {
+        const result = await next();
+        if (result?.type !== "buffer" || result.statusCode !== 400 || !/json/.test(result.headers["content-type"] ?? "")) return result;
+        let body: { errors?: Array<{ extensions?: Record<string, unknown> }> };
+        try {
+          body = JSON.parse(result.buffer.toString("utf8")) as typeof body;
+        } catch {
+          return result;
+        }
+        if (!Array.isArray(body.errors)) return result;
+        for (const error of body.errors) error.extensions = { code: "BAD_REQUEST", ...error.extensions };
+        const buffer = Buffer.from(JSON.stringify(body));
+        return { ...result, buffer, headers: { ...result.headers, "content-length": String(buffer.length) } };
+      },
+    },
+  },
+};

@@ -12,7 +12,7 @@ import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import type { LiveSockets } from "./live-sockets.ts";
-import { makeMaskError } from "./errors.ts";
+import { makeMaskError, RequestErrorCodesPlugin } from "./errors.ts";
 import { createSessions } from "./sessions.ts";
 
 export interface PresetOptions {
@@ -31,7 +31,7 @@ export function makePreset({ config, logger, pool, tokens = createTokenService(c
   const sessions = createSessions({ config, logger, pool, hasher, tokens });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
-    plugins: [makeAuthPlugin(config, sessions, tokens)],
+    plugins: [makeAuthPlugin(config, sessions, tokens), RequestErrorCodesPlugin],
     pgServices: [makePgService({ pool, schemas: ["app_public"] })],
     grafast: { context: makeContext(config, tokens, liveSockets) },
     grafserv: {

@@ -54,6 +54,13 @@ describe("malformed requests", () => {
     expect(status).toBe(400);
     expect(body.data).toBeUndefined();
     expect(body.errors![0]!.message).toMatch(/Cannot query field "noSuchField"/);
+    expect(body.errors![0]!.extensions).toEqual({ code: "BAD_REQUEST" });
+  });
+
+  test("a document that does not parse is a 400 with BAD_REQUEST", async () => {
+    const { status, body } = await app.graphql("{ unclosed");
+    expect(status).toBe(400);
+    expect(body.errors![0]!.extensions).toEqual({ code: "BAD_REQUEST" });
   });
 
   test("a body that is not JSON is refused with a 4xx", async () => {
