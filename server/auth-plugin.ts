@@ -20,7 +20,8 @@ const signInRequired = () => new QuireError("LOGIN", "Sign in first.");
  * the context's settings are replaced, which PostGraphile applies to the transactions that follow.
  */
 function actAs(ctx: Ctx, config: Config, result: SignedIn): SignedIn {
-  const claims = { ...result, expiresAt: result.expiresAt };
+  const { userId, orgId, sessionId, role, expiresAt } = result;
+  const claims = { userId, orgId, sessionId, role, expiresAt };
   const requestId = ctx.pgSettings?.["quire.request_id"] ?? "";
   ctx.pgSettings = pgSettingsFor(config, claims, requestId, ctx.quireClientIp ?? null);
   ctx.quireAuth = claims;
