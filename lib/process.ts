@@ -27,6 +27,10 @@ export async function runOnce(name: string, body: Body<void>): Promise<void> {
     logger.flush();
     process.exit(0);
   } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(error.message + "\n");
+      process.exit(1);
+    }
     logger.fatal({ err: error }, `${name} failed`);
     logger.flush();
     process.exit(1);
