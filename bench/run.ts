@@ -13,13 +13,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import autocannon, { type Instance, type Options, type Result } from "autocannon";
+import { envInt, freePort, log, running, whole } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const resultsFile = path.join(root, "bench", "results", "latest.md");
@@ -30,16 +30,7 @@ const STOP_TIMEOUT_MS = 45_000; // Quire gives itself SHUTDOWN_TIMEOUT_SECONDS (
 const PREFERRED_QUIRE_PORT = 56780;
 const PREFERRED_POSTGRES_PORT = 54390;
 
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    process.stderr.write(`${name} must be a whole number from ${min} to ${max} (got ${JSON.stringify(raw)})\n`);
-    process.exit(2);
-  }
-  return value;
-}
+
 
 const durationSeconds = envInt("BENCH_DURATION", 10, 1, 3600);
 const connections = envInt("BENCH_CONNECTIONS", 10, 1, 1000);
@@ -47,30 +38,9 @@ const connections = envInt("BENCH_CONNECTIONS", 10, 1, 1000);
 // planning slower, so the bench pins production mode, what a deployment runs, unless told otherwise.
 const graphileEnv = process.env["GRAPHILE_ENV"] || "production";
 
-const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
 
 // --- ports, processes, memory -------------------------------------------------------------------------------
 
-function listenOnce(port: number): Promise<number | null> {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.once("error", () => resolve(null));
-    probe.listen(port, "127.0.0.1", () => {
-      const bound = (probe.address() as AddressInfo).port;
-      probe.close(() => resolve(bound));
-    });
-  });
-}
-
-/** `preferred` if nothing listens on it on 127.0.0.1, else a port the OS reports free. */
-async function freePort(preferred: number, avoid: readonly number[]): Promise<number> {
-  if (!avoid.includes(preferred) && (await listenOnce(preferred)) !== null) return preferred;
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const port = await listenOnce(0);
-    if (port !== null && !avoid.includes(port)) return port;
-  }
-  throw new Error("could not find a free port on 127.0.0.1");
-}
 
 interface Baseline {
   readonly port: number;
@@ -145,7 +115,6 @@ function startQuire(port: number, postgresPort: number, dataDir: string): Quire 
   return { child, pid: child.pid, exited, tail };
 }
 
-const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 
 /** Polls GET /health/ready until it answers 200; resolves with how long that took. */
 async function waitUntilReady(quire: Quire, url: string): Promise<number> {
@@ -266,7 +235,6 @@ async function measure(target: Target): Promise<Row> {
 
 // --- report ---------------------------------------------------------------------------------------------------
 
-const whole = (n: number) => Math.round(n).toLocaleString("en-US");
 const mib = (n: number) => `${n.toFixed(0)} MiB`;
 
 function table(rows: readonly Row[]): string {
