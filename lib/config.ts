@@ -75,6 +75,7 @@ const envSchema = z.object({
   REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
+  DOCUMENT_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(5 * 1024 * 1024),
   APP_URL: z
     .string()
     .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
@@ -132,6 +133,10 @@ export interface Config {
     readonly bcryptCost: number;
     /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
     readonly passwordHashConcurrency: number;
+  };
+  readonly documents: {
+    /** Largest document content, in bytes of UTF-8; bigger ones are refused with TOO_LARGE. */
+    readonly maxBytes: number;
   };
   readonly mail: {
     /** The frontend's base URL, for links in emails (invitations, password resets). */
@@ -256,6 +261,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       bcryptCost: e.BCRYPT_COST,
       passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
     },
+    documents: { maxBytes: e.DOCUMENT_MAX_BYTES },
     mail: { appUrl: e.APP_URL.replace(/\/+$/, ""), smtpUrl: e.SMTP_URL ?? null, from: e.MAIL_FROM },
     worker: {
       concurrency: e.WORKER_CONCURRENCY,

@@ -61,7 +61,11 @@ type AuthenticatedRequest = IncomingMessage & { quireAuth?: AccessClaims | null 
 
 /** The settings for a request made with `claims` (or anonymously). */
 export function pgSettingsFor(config: Config, claims: AccessClaims | null, requestId: string, ip: string | null): PgSettings {
-  const common = { "quire.request_id": requestId, "quire.client_ip": ip ?? "" };
+  const common = {
+    "quire.request_id": requestId,
+    "quire.client_ip": ip ?? "",
+    "quire.max_document_bytes": String(config.documents.maxBytes),
+  };
   if (!claims) return { role: config.database.anonymousRole, ...common };
   return {
     role: config.database.authenticatedRole,

@@ -39,7 +39,8 @@ export function makePreset({ config, logger, pool, tokens = createTokenService(c
       graphiql: config.http.graphiql,
       graphiqlPath: "/graphiql",
       websockets: true,
-      maxRequestLength: 100_000,
+      // Room for the largest document, JSON-escaped (up to 2× for quotes and control characters), and the query.
+      maxRequestLength: config.documents.maxBytes * 2 + 64 * 1024,
       maskError: makeMaskError(logger),
     },
   };

@@ -53,5 +53,11 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     "root",
   );
   await query(db.name, "insert into app_private.invitation_tokens (invitation_id, token_hash) values ($1, sha256($2::bytea))", [invitation!.id, Buffer.from(invitation!.id)], "root");
+  await query(
+    db.name,
+    "insert into app_public.documents (org_id, title, content, author_id) values ($1, $2, $3, $4)",
+    [org!.id, `${name} handbook`, `How ${name} works.`, members.member.userId],
+    "root",
+  );
   return { orgId: org!.id, slug, members };
 }

@@ -1,0 +1,117 @@
+// Documents through GraphQL: Unicode round trips, refused bytes and sizes, revision and hash kept by the database,
+// the role matrix, and filtered, ranked full-text search that never leaves the organization.
+import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
+import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { createTenant, type Tenant } from "../support/tenants.ts";
+
+let db: TestDatabase;
+let app: TestServer;
+let t: Tenant;
+const maxBytes = 4096;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  app = await startTestServer(testConfig(db.name, { DOCUMENT_MAX_BYTES: String(maxBytes) }));
+  t = await createTenant(db, "Docs");
+});
+afterAll(async () => {
+  await app?.close();
+  await db?.drop();
+});
+
+async function gql(token: string, text: string, variables: Record<string, unknown> = {}): Promise<GraphQLBody> {
+  const response = await fetch(`${app.url}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query: text, variables }),
+  });
+  return (await response.json()) as GraphQLBody;
+}
+const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
+interface Doc {
+  rowId: string;
+  title: string;
+  content: string;
+  revision: number;
+  contentHash: string;
+}
+const fields = "rowId title content revision contentHash";
+const create = (token: string, document: Record<string, unknown>) =>
+  gql(token, `mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { document { ${fields} } } }`, { d: document });
+const update = (token: string, rowId: string, patch: Record<string, unknown>) =>
+  gql(token, `mutation ($id: UUID!, $p: DocumentPatch!) { updateDocument(input: { rowId: $id, patch: $p }) { document { ${fields} } } }`, { id: rowId, p: patch });
+
+describe("content", () => {
+  test("any Unicode round-trips byte for byte", async () => {
+    const text = "emoji 👩🏽‍💻🇫🇷, RTL שלום مرحبا, CJK 漢字かなカナ한국어, combining é ñ̃ Z̤͔ͧ̑̓, astral 𝕳𝖊𝖑𝖑𝖔 𓀀 🀄, tab\tand\nnewline";
+    const body = await create(t.members.member.accessToken, { title: "Ünïcødé 😀", content: text });
+    const doc = (body.data!.createDocument as { document: Doc }).document;
+    expect(doc.content).toBe(text);
+    expect(Buffer.from(doc.content, "utf8").equals(Buffer.from(text, "utf8"))).toBe(true);
+    const [stored] = await query<{ content: string; hash: string }>(db.name, "select content, content_hash as hash from app_public.documents where id = $1", [doc.rowId], "root");
+    expect(stored!.content).toBe(text);
+    expect(doc.contentHash).toBe(stored!.hash);
+  });
+
+  test("a NUL byte is BAD_INPUT and stores nothing", async () => {
+    const [before] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents", [], "root");
+    const body = await create(t.members.member.accessToken, { title: "nul", content: "a\u0000b" });
+    expect(codeOf(body)).toBe("BAD_INPUT");
+    expect(body.data?.createDocument).toBeNull();
+    expect(await query(db.name, "select count(*)::int as n from app_public.documents", [], "root")).toEqual([before]);
+  });
+
+  test("content over DOCUMENT_MAX_BYTES (counted in UTF-8 bytes) is TOO_LARGE", async () => {
+    expect(codeOf(await create(t.members.member.accessToken, { title: "big", content: "é".repeat(maxBytes / 2 + 1) }))).toBe("TOO_LARGE");
+    expect(codeOf(await create(t.members.member.accessToken, { title: "fits", content: "é".repeat(maxBytes / 2) }))).toBeNull();
+  });
+
+  test("revision counts content changes; the hash follows the content; clients set neither", async () => {
+    const created = (await create(t.members.member.accessToken, { title: "Rev", content: "one" })).data!.createDocument as { document: Doc };
+    expect(created.document.revision).toBe(1);
+    const retitled = (await update(t.members.member.accessToken, created.document.rowId, { title: "Rev 2" })).data!.updateDocument as { document: Doc };
+    expect(retitled.document).toMatchObject({ revision: 1, contentHash: created.document.contentHash });
+    const edited = (await update(t.members.member.accessToken, created.document.rowId, { content: "two" })).data!.updateDocument as { document: Doc };
+    expect(edited.document.revision).toBe(2);
+    expect(edited.document.contentHash).not.toBe(created.document.contentHash);
+    expect(codeOf(await update(t.members.member.accessToken, created.document.rowId, { revision: 99 }))).toBe("BAD_REQUEST");
+  });
+});
+
+describe("roles", () => {
+  test("a viewer reads but cannot create, edit or delete; a member can", async () => {
+    const viewer = t.members.viewer.accessToken;
+    expect(codeOf(await create(viewer, { title: "nope" }))).toBe("FORBIDDEN");
+    const doc = ((await create(t.members.member.accessToken, { title: "Shared" })).data!.createDocument as { document: Doc }).document;
+    expect((await gql(viewer, "query ($id: UUID!) { document(rowId: $id) { title } }", { id: doc.rowId })).data).toEqual({ document: { title: "Shared" } });
+    expect(await update(viewer, doc.rowId, { title: "Hacked" })).toEqual({ data: { updateDocument: { document: null } } });
+    expect(codeOf(await gql(viewer, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }", { id: doc.rowId }))).toBe("NOT_FOUND");
+    expect((await gql(t.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { document { rowId } } }", { id: doc.rowId })).errors).toBeUndefined();
+  });
+});
+
+describe("findDocuments", () => {
+  const find = (token: string, args: string) => gql(token, `{ findDocuments(${args}) { nodes { title } } }`);
+  const titles = (body: GraphQLBody) => (body.data!.findDocuments as { nodes: Array<{ title: string }> }).nodes.map((n) => n.title);
+
+  test("ranks title matches above content matches, filters, and never returns another organization's documents", async () => {
+    const other = await createTenant(db, "Other Docs");
+    const member = t.members.member.accessToken;
+    await create(member, { title: "Quarterly planning", content: "Budget and hiring." });
+    await create(member, { title: "Meeting notes", content: "We discussed quarterly planning at length.", format: "plain" });
+    await create(other.members.member.accessToken, { title: "Quarterly planning of the other org", content: "secret" });
+
+    expect(titles(await find(member, 'search: "quarterly planning"'))).toEqual(["Quarterly planning", "Meeting notes"]);
+    expect(titles(await find(member, 'search: "quarterly -budget"'))).toEqual(["Meeting notes"]);
+    expect(titles(await find(member, 'search: "planning", format: plain'))).toEqual(["Meeting notes"]);
+    expect(titles(await find(member, 'titleContains: "MEETING"'))).toEqual(["Meeting notes"]);
+    expect(titles(await find(member, 'search: "secret"'))).toEqual([]);
+    expect(titles(await find(member, 'titleContains: "50%_\\\\"'))).toEqual([]);
+    const future = new Date(Date.now() + 86_400_000).toISOString();
+    expect(titles(await find(member, `createdAfter: "${future}"`))).toEqual([]);
+  });
+
+  test("the search index leads with org_id", async () => {
+    const [index] = await query<{ def: string }>(db.name, "select indexdef as def from pg_indexes where indexname = 'documents_org_id_search_idx'", [], "root");
+    expect(index!.def).toMatch(/USING gin \(org_id, search\)/);
+  });
+});
