@@ -13,6 +13,7 @@ export type ErrorCode =
   | "INVALID_CREDENTIALS"
   | "CONFLICT"
   | "TOO_LARGE"
+  | "BAD_TEMPLATE"
   | "RATE_LIMITED"
   | "TRY_AGAIN"
   | "TIMEOUT"
@@ -28,6 +29,7 @@ export const customSqlStates = {
   CREDS: "INVALID_CREDENTIALS", // sign-in failed: unknown email and wrong password answer alike
   TAKEN: "CONFLICT", // a unique value (slug, email, name) is already in use
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
+  BADTM: "BAD_TEMPLATE", // a template body uses an unknown placeholder or stray braces; the message says which
   RLIMT: "RATE_LIMITED", // too many requests; retry later
 } as const satisfies Record<string, ErrorCode>;
 

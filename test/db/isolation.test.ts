@@ -20,6 +20,8 @@ const globalScopes: Record<string, string> = {
   "app_public.organizations": "id = $1",
   "app_public.users": "id in (select m.user_id from app_public.memberships m where m.org_id = $1)",
 };
+/** Tables every organization reads by design (no organization owns their rows); API roles must not write them. */
+const sharedTables = ["app_public.global_templates", "app_public.global_template_versions"];
 const scopeOf = (table: string, tenantTableNames: readonly string[]) => {
   if (tenantTableNames.includes(table)) return "org_id = $1";
   const scope = globalScopes[table];
@@ -97,7 +99,7 @@ beforeAll(async () => {
       `select format('%I.%I', n.nspname, c.relname) as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where n.nspname in ('app_public', 'app_hidden') and c.relkind in ('r', 'p') order by 1`,
     )
-  ).map((r) => r.name);
+  ).map((r) => r.name).filter((name) => !sharedTables.includes(name));
   for (const table of tables) digestsBefore.set(table, await digestOf(table, b.orgId));
 }, 60_000);
 afterAll(async () => {
@@ -203,6 +205,16 @@ describe("own organization, per the role matrix", () => {
       await asActor(actor, "insert into app_public.memberships (user_id, role) values ($1, 'owner')", [b.members.viewer.userId]),
     ).toEqual({ error: "42501" });
   });
+});
+
+test.each(actors)("shared tables: %s reads them (anonymous: not even that) and writes none", async (actor) => {
+  for (const table of sharedTables) {
+    const [{ n }] = (await query<{ n: number }>(db.name, `select count(*)::int as n from ${table}`, [], "root")) as [{ n: number }];
+    expect(n).toBeGreaterThanOrEqual(3); // the global templates the migrations ship
+    expect(await asActor(actor, `select count(*) from ${table}`, [])).toEqual(actor === "anonymous" ? { error: "42501" } : { rows: n });
+    expect(await asActor(actor, `update ${table} set name = name`, [])).toEqual({ error: "42501" });
+    expect(await asActor(actor, `delete from ${table}`, [])).toEqual({ error: "42501" });
+  }
 });
 
 test("a role change or removal applies to the very next statement, whatever the token says", async () => {

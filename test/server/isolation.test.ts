@@ -33,6 +33,8 @@ interface Lookup {
 let lookups: Lookup[];
 
 type Actor = MemberRole | "anonymous";
+/** Types every organization reads by design (global templates); the rules for them are in the SQL suite. */
+const sharedTypes = ["GlobalTemplate", "GlobalTemplateVersion"];
 const actors: readonly Actor[] = ["owner", "admin", "member", "viewer", "anonymous"];
 
 async function gql(actor: Actor | "b-owner", text: string, variables: Record<string, unknown> = {}): Promise<GraphQLBody> {
@@ -79,7 +81,7 @@ beforeAll(async () => {
     const [arg] = field.args;
     if (field.args.length !== 1 || arg!.name !== "rowId" || !isNonNullType(arg!.type)) continue;
     const type = getNamedType(field.type);
-    if (!isObjectType(type)) continue;
+    if (!isObjectType(type) || sharedTypes.includes(type.name)) continue;
     const list = Object.entries(queryFields).find(([, f]) => getNamedType(f.type).name === `${type.name}Connection`)?.[0];
     if (!list) throw new Error(`no connection field lists ${type.name}`);
     lookups.push({ type: type.name, field: name, list, ...mutationsFor(type) });

@@ -59,5 +59,11 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, `${name} handbook`, `How ${name} works.`, members.member.userId],
     "root",
   );
+  await query(
+    db.name,
+    "insert into app_public.templates (org_id, name, body, created_by) values ($1, $2, $3, $4)",
+    [org!.id, `${name} digest`, "Summarize {{document.title}} for {{organization.name}}:\n{{document.content}}", members.admin.userId],
+    "root",
+  );
   return { orgId: org!.id, slug, members };
 }
