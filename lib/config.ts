@@ -115,7 +115,13 @@ export interface DatabaseConfig {
 export interface Config {
   readonly env: RuntimeEnv;
   readonly dataDir: string;
-  readonly http: { readonly host: string; readonly port: number; readonly graphiql: boolean };
+  readonly http: {
+    readonly host: string;
+    readonly port: number;
+    readonly graphiql: boolean;
+    /** Largest request body: room for the largest document, JSON-escaped (up to 2×), and the query. */
+    readonly maxRequestBytes: number;
+  };
   readonly log: { readonly level: string; readonly pretty: boolean };
   readonly database: DatabaseConfig;
   readonly jwt: {
@@ -250,7 +256,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     env: e.NODE_ENV,
     dataDir: e.DATA_DIR,
-    http: { host: e.HOST, port: e.PORT, graphiql: e.GRAPHIQL ?? !production },
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      graphiql: e.GRAPHIQL ?? !production,
+      maxRequestBytes: e.DOCUMENT_MAX_BYTES * 2 + 64 * 1024,
+    },
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY ?? !production },
     database,
     jwt: { secret: jwtSecret, signingKey, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },

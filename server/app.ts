@@ -3,7 +3,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import express, { type ErrorRequestHandler } from "express";
+import express, { type ErrorRequestHandler, type RequestHandler } from "express";
 import type pg from "pg";
 import { pinoHttp } from "pino-http";
 import { postgraphile, type PostGraphileInstance } from "postgraphile";
@@ -57,6 +57,29 @@ function requestLogger(logger: Logger) {
   });
 }
 
+/**
+ * Reads request bodies whole (up to `limit` bytes, else 413 TOO_LARGE) and refuses bytes that are not valid
+ * UTF-8 with 400 BAD_INPUT. Without this, invalid sequences would be decoded to U+FFFD and stored silently.
+ * grafserv then uses the buffered body as it is.
+ */
+function strictUtf8Body(limit: number): RequestHandler[] {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  return [
+    express.raw({ type: () => true, limit }),
+    (req, res, next) => {
+      if (Buffer.isBuffer(req.body)) {
+        try {
+          decoder.decode(req.body);
+        } catch {
+          res.status(400).json({ errors: [{ message: "The request body is not valid UTF-8.", extensions: { code: "BAD_INPUT" } }] });
+          return;
+        }
+      }
+      next();
+    },
+  ];
+}
+
 export async function createQuireServer({ config, logger, pool }: ServerOptions): Promise<QuireServer> {
   let stopping = false;
   const app = express();
@@ -78,7 +101,7 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   app.get("/.well-known/jwks.json", (_req, res) => {
     res.set("cache-control", "public, max-age=300").json(jwks);
   });
-  app.use("/graphql", authenticateHttp(tokens));
+  app.use("/graphql", authenticateHttp(tokens), ...strictUtf8Body(config.http.maxRequestBytes));
   const liveSockets = createLiveSockets(config.database.url, logger);
   const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets }));
   const serv = pgl.createServ(grafserv);
@@ -90,9 +113,14 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   const onError: ErrorRequestHandler = (error, req, res, _next) => {
     const status = typeof error?.status === "number" && error.status >= 400 && error.status < 500 ? error.status : 500;
     if (status === 500) (req as { log?: Logger }).log?.error({ err: error }, "unhandled route error");
-    res.status(status).json({
-      error: status === 500 ? { code: "INTERNAL", message: "An internal error occurred." } : { code: "BAD_REQUEST", message: "The request is malformed." },
-    });
+    const body =
+      status === 500
+        ? { code: "INTERNAL", message: "An internal error occurred." }
+        : status === 413
+          ? { code: "TOO_LARGE", message: "The request body is too large." }
+          : { code: "BAD_REQUEST", message: "The request is malformed." };
+    // GraphQL clients read `errors`; other routes answer in the same shape as the 404 above.
+    res.status(status).json(req.path.startsWith("/graphql") ? { errors: [{ message: body.message, extensions: { code: body.code } }] } : { error: body });
   };
   app.use(onError);
 

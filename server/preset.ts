@@ -39,8 +39,8 @@ export function makePreset({ config, logger, pool, tokens = createTokenService(c
       graphiql: config.http.graphiql,
       graphiqlPath: "/graphiql",
       websockets: true,
-      // Room for the largest document, JSON-escaped (up to 2× for quotes and control characters), and the query.
-      maxRequestLength: config.documents.maxBytes * 2 + 64 * 1024,
+      // Bodies are buffered (and checked) before grafserv, with this same limit (server/app.ts).
+      maxRequestLength: config.http.maxRequestBytes,
       maskError: makeMaskError(logger),
     },
   };

@@ -77,6 +77,21 @@ describe("content", () => {
   });
 });
 
+test("a request body that is not valid UTF-8 is BAD_INPUT and stores nothing", async () => {
+  const [before] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents", [], "root");
+  const json = Buffer.from(JSON.stringify({ query: 'mutation { createDocument(input: { document: { title: "BADBYTES" } }) { document { rowId } } }' }));
+  const at = json.indexOf("BADBYTES");
+  const body = Buffer.concat([json.subarray(0, at), Buffer.from([0xc3, 0x28, 0xff]), json.subarray(at + 3)]);
+  const response = await fetch(`${app.url}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${t.members.member.accessToken}` },
+    body,
+  });
+  expect(response.status).toBe(400);
+  expect(await response.json()).toEqual({ errors: [{ message: "The request body is not valid UTF-8.", extensions: { code: "BAD_INPUT" } }] });
+  expect(await query(db.name, "select count(*)::int as n from app_public.documents", [], "root")).toEqual([before]);
+});
+
 describe("roles", () => {
   test("a viewer reads but cannot create, edit or delete; a member can", async () => {
     const viewer = t.members.viewer.accessToken;

@@ -73,5 +73,6 @@ describe("malformed requests", () => {
     const big = JSON.stringify({ query: `{ __typename } #${"x".repeat(2 * db.config.documents.maxBytes + 100_000)}` });
     const response = await fetch(`${app.url}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body: big });
     expect(response.status).toBe(413);
+    expect(await response.json()).toEqual({ errors: [{ message: "The request body is too large.", extensions: { code: "TOO_LARGE" } }] });
   });
 });
