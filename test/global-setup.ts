@@ -1,25 +1,15 @@
 // Once per `npm test`: pick the server (TEST_DATABASE_URL, or an embedded PostgreSQL under .data/test), drop what
 // an earlier run left behind, then create the roles and migrate the template database every test file clones.
-import { createServer } from "node:net";
 import pg from "pg";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../db/embedded.ts";
 import { prepareDatabase } from "../db/migrate.ts";
 import { readDevSecrets } from "../lib/dev-secrets.ts";
+import { freePort } from "./support/ports.ts";
 import { silentLogger, templateDatabase, testConfig, testDatabasePrefix } from "./support/database.ts";
 
 declare global {
   var quireTestEmbedded: EmbeddedPostgres | undefined;
 }
-
-/** A free loopback port: the test cluster's data directory is this checkout's own, its port need not be fixed. */
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
 
 export default async function globalSetup(): Promise<void> {
   // Grafast's development mode (extra checks, readable errors); the workers inherit the environment.

@@ -3,10 +3,10 @@
 // behind, reusing its data on the next start, and recovering the database a killed run left running.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../support/ports.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 let dataDir: string;
@@ -18,14 +18,6 @@ beforeAll(() => {
 afterAll(() => {
   rmSync(dataDir, { recursive: true, force: true });
 });
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 interface Started {
   readonly child: ChildProcess;

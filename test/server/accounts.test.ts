@@ -1,7 +1,7 @@
 // Passwords and invitations through GraphQL: changing a password, resetting it by emailed token, inviting someone
 // and accepting with a new or an existing account.
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -16,15 +16,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function gql(text: string, variables: Record<string, unknown> = {}, token?: string): Promise<GraphQLBody> {
-  const response = await fetch(`${app.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query: text, variables }),
-  });
-  return (await response.json()) as GraphQLBody;
-}
-const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
+const gql = async (text: string, variables: Record<string, unknown> = {}, token?: string) => (await app.graphql(text, variables, token)).body;
 const login = async (email: string, password: string) =>
   gql("mutation ($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken organization { slug } } }", { e: email, p: password });
 const whoAmI = (token: string) => gql("{ currentUser { email } }", {}, token);

@@ -1,7 +1,7 @@
 // Documents through GraphQL: Unicode round trips, refused bytes and sizes, revision and hash kept by the database,
 // the role matrix, and filtered, ranked full-text search that never leaves the organization.
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { codeOf, startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -18,15 +18,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function gql(token: string, text: string, variables: Record<string, unknown> = {}): Promise<GraphQLBody> {
-  const response = await fetch(`${app.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query: text, variables }),
-  });
-  return (await response.json()) as GraphQLBody;
-}
-const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
+const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
 interface Doc {
   rowId: string;
   title: string;

@@ -39,12 +39,7 @@ const actors: readonly Actor[] = ["owner", "admin", "member", "viewer", "anonymo
 
 async function gql(actor: Actor | "b-owner", text: string, variables: Record<string, unknown> = {}): Promise<GraphQLBody> {
   const token = actor === "anonymous" ? null : actor === "b-owner" ? b.members.owner.accessToken : a.members[actor].accessToken;
-  const response = await fetch(`${app.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query: text, variables }),
-  });
-  return (await response.json()) as GraphQLBody;
+  return (await app.graphql(text, variables, token)).body;
 }
 
 /** The mutation fields of a type, found by their inputs: `{rowId, patch}` for update, `{rowId}` for delete. */

@@ -2,7 +2,7 @@
 // like nonexistent ones, and changes applying to the member's very next request.
 import { randomUUID } from "node:crypto";
 import { createTestDatabase, query, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 import type { MemberRole } from "../../lib/tokens.ts";
 
@@ -17,21 +17,13 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function gql(token: string, text: string, variables: Record<string, unknown> = {}) {
-  const response = await fetch(`${app.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query: text, variables }),
-  });
-  return (await response.json()) as GraphQLBody;
-}
+const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
 const membershipOf = async (t: Tenant, role: MemberRole) =>
   (await query<{ id: string }>(db.name, "select id from app_public.memberships where org_id = $1 and user_id = $2", [t.orgId, t.members[role].userId], "root"))[0]!.id;
 const changeRole = (token: string, membershipId: string, role: string) =>
   gql(token, "mutation ($id: UUID!, $role: MembershipRole!) { changeMemberRole(input: { membershipId: $id, role: $role }) { result { role } } }", { id: membershipId, role });
 const remove = (token: string, membershipId: string) =>
   gql(token, "mutation ($id: UUID!) { removeMember(input: { membershipId: $id }) { result { rowId } } }", { id: membershipId });
-const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
 const roleIs = async (t: Tenant, role: MemberRole) =>
   (await query<{ role: string }>(db.name, "select role from app_public.memberships where id = $1", [await membershipOf(t, role)], "root"))[0]?.role;
 

@@ -2,7 +2,7 @@
 // admins, placeholder validation (BAD_TEMPLATE), immutable versions that outlive edits and deletion, and previews
 // that replace placeholders as plain text.
 import { createTestDatabase, query, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -18,15 +18,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function gql(token: string, text: string, variables: Record<string, unknown> = {}): Promise<GraphQLBody> {
-  const response = await fetch(`${app.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query: text, variables }),
-  });
-  return (await response.json()) as GraphQLBody;
-}
-const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
+const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
 const create = (token: string, template: Record<string, unknown>) =>
   gql(token, "mutation ($t: TemplateInput!) { createTemplate(input: { template: $t }) { template { rowId name version } } }", { t: template });
 

@@ -2,7 +2,7 @@
 // (RATE_LIMITED with a retry time) across every account, including a right password; the count lives in
 // PostgreSQL, so a second server instance enforces it too.
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { startTestServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -20,14 +20,8 @@ afterAll(async () => {
   await db?.drop();
 });
 
-const login = async (server: TestServer, email: string, password: string) => {
-  const response = await fetch(`${server.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ query: "mutation ($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken } }", variables: { e: email, p: password } }),
-  });
-  return (await response.json()) as GraphQLBody;
-};
+const login = async (server: TestServer, email: string, password: string) =>
+  (await server.graphql("mutation ($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken } }", { e: email, p: password })).body;
 
 test("30 failures from one address lock it out on every instance, until the window passes", async () => {
   const t = await createTenant(db, "Address");

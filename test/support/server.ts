@@ -10,8 +10,8 @@ export interface TestServer {
   readonly url: string;
   readonly server: QuireServer;
   readonly pool: pg.Pool;
-  /** POSTs a GraphQL document and returns the HTTP status and parsed body. */
-  graphql(query: string, variables?: Record<string, unknown>): Promise<{ status: number; body: GraphQLBody }>;
+  /** POSTs a GraphQL document (with `token` as the bearer, if given) and returns the HTTP status and parsed body. */
+  graphql(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ status: number; body: GraphQLBody }>;
   /** Shuts down as SIGTERM would, giving in-flight requests `timeoutMs` (default 5 s). */
   close(timeoutMs?: number): Promise<void>;
 }
@@ -20,6 +20,9 @@ export interface GraphQLBody {
   data?: Record<string, unknown> | null;
   errors?: Array<{ message: string; extensions?: Record<string, unknown> }>;
 }
+
+/** The stable code of a response's first error, or null when there is none. */
+export const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
 
 export async function startTestServer(config: Config): Promise<TestServer> {
   const pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-server" }, silentLogger);
@@ -30,10 +33,10 @@ export async function startTestServer(config: Config): Promise<TestServer> {
     url,
     server,
     pool,
-    async graphql(query, variables) {
+    async graphql(query, variables, token) {
       const response = await fetch(`${url}/graphql`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
         body: JSON.stringify({ query, variables }),
       });
       return { status: response.status, body: (await response.json()) as GraphQLBody };
