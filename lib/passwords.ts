@@ -60,6 +60,8 @@ export function createPasswordHasher({ cost, concurrency, maxQueue = 200 }: Hash
     }
   };
   // A real hash of a random value at the same cost: verifying against it costs what a real verification costs.
+  // Made at once (off the event loop), not on first use: otherwise the first unknown-email sign-in would pay a hash
+  // and a verification, answering measurably slower than a wrong password.
   const dummy = bcrypt.hash(crypto.randomUUID(), cost);
   return {
     hash: (password) => limited(() => bcrypt.hash(password, cost)),
