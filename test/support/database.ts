@@ -13,8 +13,12 @@ export const roles = {
   anonymous: "quire_test_anonymous",
 } as const;
 const password = "quire-test-password";
-export const templateDatabase = "quire_test_template";
-export const testDatabasePrefix = "quire_test_";
+/**
+ * Databases of one run share this prefix (QUIRE_TEST_DB_PREFIX, default `quire_test_`), and a run drops what an
+ * earlier run with the same prefix left behind; a different prefix lets two runs share one server.
+ */
+export const testDatabasePrefix = process.env.QUIRE_TEST_DB_PREFIX ?? "quire_test_";
+export const templateDatabase = `${testDatabasePrefix}template`;
 
 /** A logger that prints nothing (tests assert on behaviour, not on log lines). */
 export const silentLogger = pino({ level: "silent" });
