@@ -76,6 +76,11 @@ const envSchema = z.object({
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
   DOCUMENT_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(5 * 1024 * 1024),
+  UPLOAD_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
+  UPLOAD_MAX_PDF_PAGES: intText(1, 100_000).default(500),
+  UPLOAD_MAX_DOCX_UNCOMPRESSED_BYTES: intText(1024, 1024 * 1024 * 1024).default(50 * 1024 * 1024),
+  UPLOAD_MAX_DOCX_ENTRIES: intText(10, 100_000).default(2000),
+  UPLOAD_EXTRACT_TIMEOUT_SECONDS: intText(1, 600).default(30),
   APP_URL: z
     .string()
     .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
@@ -89,6 +94,19 @@ const envSchema = z.object({
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
   SHUTDOWN_TIMEOUT_SECONDS: intText(1, 600).default(10),
+  LLM_PROVIDER: z.enum(["extractive", "openai", "anthropic"], { message: "must be extractive, openai or anthropic" }).default("extractive"),
+  LLM_BASE_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .optional(),
+  LLM_API_KEY: z.string().min(1).optional(),
+  LLM_MODEL: z.string().min(1).max(200).optional(),
+  LLM_TIMEOUT_SECONDS: intText(1, 3600).default(120),
+  LLM_CONTEXT_TOKENS: intText(512, 10_000_000).optional(),
+  LLM_MAX_OUTPUT_TOKENS: intText(16, 100_000).default(1024),
+  LLM_MAX_RETRIES: intText(0, 10).default(3),
+  JOB_MAX_ATTEMPTS: intText(1, 25).default(3),
+  LIVE_EVENT_RETENTION_HOURS: intText(1, 24 * 90).default(24),
 });
 
 /** Every variable Quire reads (`.env.example` must document each one). */
@@ -144,6 +162,16 @@ export interface Config {
     /** Largest document content, in bytes of UTF-8; bigger ones are refused with TOO_LARGE. */
     readonly maxBytes: number;
   };
+  /** POST /api/v1/documents/upload: what an uploaded file may be, and how long extracting its text may take. */
+  readonly uploads: {
+    /** Largest file accepted, in bytes; more answers TOO_LARGE as soon as the limit is crossed. */
+    readonly maxBytes: number;
+    readonly maxPdfPages: number;
+    /** Largest total uncompressed size of a DOCX's ZIP entries (zip bombs), and largest number of entries. */
+    readonly maxDocxUncompressedBytes: number;
+    readonly maxDocxEntries: number;
+    readonly extractTimeoutMs: number;
+  };
   readonly mail: {
     /** The frontend's base URL, for links in emails (invitations, password resets). */
     readonly appUrl: string;
@@ -155,6 +183,26 @@ export interface Config {
     readonly concurrency: number;
     readonly heartbeatSeconds: number;
     readonly readyMaxAgeSeconds: number;
+  };
+  readonly llm: {
+    readonly provider: "extractive" | "openai" | "anthropic";
+    /** The provider's API base URL; null: the provider's public endpoint. */
+    readonly baseUrl: string | null;
+    readonly apiKey: string | null;
+    /** null: the provider's default model. */
+    readonly model: string | null;
+    readonly timeoutMs: number;
+    /** The model's context window in tokens; null: the provider's default. Longer documents are summarized in stages. */
+    readonly contextTokens: number | null;
+    readonly maxOutputTokens: number;
+    /** Retries of one LLM call on timeouts, 429 and 5xx, with backoff (Retry-After honoured). */
+    readonly maxRetries: number;
+  };
+  readonly jobs: {
+    /** Runs of a job before it fails for good (a worker crash or an exhausted LLM retry each use one). */
+    readonly maxAttempts: number;
+    /** How long live events are kept for clients to replay with `since`. */
+    readonly liveEventRetentionHours: number;
   };
   readonly shutdownTimeoutMs: number;
 }
@@ -199,6 +247,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   } else if (e.OWNER_DATABASE_URL && urlParts(e.OWNER_DATABASE_URL).database !== urlParts(e.DATABASE_URL).database) {
     problems.push("OWNER_DATABASE_URL must name the same database as DATABASE_URL");
   }
+  if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
   if (e.DATABASE_AUTHENTICATED_ROLE === e.DATABASE_ANONYMOUS_ROLE) {
     problems.push("DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE");
   }
@@ -273,12 +322,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
     },
     documents: { maxBytes: e.DOCUMENT_MAX_BYTES },
+    uploads: {
+      maxBytes: e.UPLOAD_MAX_BYTES,
+      maxPdfPages: e.UPLOAD_MAX_PDF_PAGES,
+      maxDocxUncompressedBytes: e.UPLOAD_MAX_DOCX_UNCOMPRESSED_BYTES,
+      maxDocxEntries: e.UPLOAD_MAX_DOCX_ENTRIES,
+      extractTimeoutMs: e.UPLOAD_EXTRACT_TIMEOUT_SECONDS * 1000,
+    },
     mail: { appUrl: e.APP_URL.replace(/\/+$/, ""), smtpUrl: e.SMTP_URL ?? null, from: e.MAIL_FROM },
     worker: {
       concurrency: e.WORKER_CONCURRENCY,
       heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,
       readyMaxAgeSeconds: e.READY_WORKER_MAX_AGE_SECONDS,
     },
+    llm: {
+      provider: e.LLM_PROVIDER,
+      baseUrl: e.LLM_BASE_URL?.replace(/\/+$/, "") ?? null,
+      apiKey: e.LLM_API_KEY ?? null,
+      model: e.LLM_MODEL ?? null,
+      timeoutMs: e.LLM_TIMEOUT_SECONDS * 1000,
+      contextTokens: e.LLM_CONTEXT_TOKENS ?? null,
+      maxOutputTokens: e.LLM_MAX_OUTPUT_TOKENS,
+      maxRetries: e.LLM_MAX_RETRIES,
+    },
+    jobs: { maxAttempts: e.JOB_MAX_ATTEMPTS, liveEventRetentionHours: e.LIVE_EVENT_RETENTION_HOURS },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
   };
 }

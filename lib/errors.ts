@@ -13,8 +13,10 @@ export type ErrorCode =
   | "INVALID_CREDENTIALS"
   | "CONFLICT"
   | "TOO_LARGE"
+  | "UNSUPPORTED_TYPE" // an uploaded file's bytes are not a type Quire extracts text from (decided from the bytes)
   | "BAD_TEMPLATE"
   | "RATE_LIMITED"
+  | "QUOTA_EXCEEDED"
   | "TRY_AGAIN"
   | "TIMEOUT"
   | "UNAVAILABLE"
@@ -31,6 +33,7 @@ export const customSqlStates = {
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
   BADTM: "BAD_TEMPLATE", // a template body uses an unknown placeholder or stray braces; the message says which
   RLIMT: "RATE_LIMITED", // too many requests; retry later
+  QUOTA: "QUOTA_EXCEEDED", // the organization's monthly allowance (summaries or LLM tokens) is used up
 } as const satisfies Record<string, ErrorCode>;
 
 /** Standard SQLSTATEs with a stable meaning for clients, and the fixed message they get. */

@@ -15,6 +15,7 @@ import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveSockets } from "./live-sockets.ts";
 import { makePreset } from "./preset.ts";
+import { uploadPath, uploadRoute } from "./upload.ts";
 
 export interface QuireServer {
   readonly httpServer: Server;
@@ -101,6 +102,8 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   app.get("/.well-known/jwks.json", (_req, res) => {
     res.set("cache-control", "public, max-age=300").json(jwks);
   });
+  // Multipart uploads: before GraphQL and its body parser; same bearer token check (claimsOf), REST error shape.
+  app.post(uploadPath, uploadRoute({ config, pool, tokens }));
   app.use("/graphql", authenticateHttp(tokens), ...strictUtf8Body(config.http.maxRequestBytes));
   const liveSockets = createLiveSockets(config.database.url, logger);
   const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets }));

@@ -1,0 +1,324 @@
+// POST /api/v1/documents/upload: a file in, a document out.
+//
+// multipart/form-data with one file in the field `file` and an optional `title` field, authenticated with the same
+// bearer token as GraphQL. The file is streamed into memory with a hard cap (UPLOAD_MAX_BYTES: the request is
+// refused with 413 the moment it is crossed, and nothing more is buffered), never written to disk. Its type is
+// decided from its bytes (lib/extract/sniff.ts), its text extracted in a worker thread with time and memory
+// bounds (lib/extract/isolated.ts), and the document inserted as the caller, in one transaction that applies
+// exactly the PostgreSQL settings a GraphQL request would get (pgSettingsFor): RLS decides who may insert, the
+// size trigger decides how large the content may be, and session_context() whether the session is still live.
+// Nothing is left behind on any failure: no row (the transaction rolls back or never starts), no file.
+//
+// 201 {"document": {"id", "title", "format", "bytes"}}: `bytes` is the size of the stored text in UTF-8 (the
+// uploaded file's own size is in the document's metadata.upload.bytes). Errors are {"error": {"code", "message"}}:
+//   400 BAD_INPUT         not multipart; no file, or a second one; corrupt or encrypted file; text not UTF-8 or with
+//                         NUL; nothing to extract; a title over 500 characters
+//   401 UNAUTHENTICATED   no token, a bad one, or a session that has ended
+//   403 FORBIDDEN         the caller's role may not write documents (a viewer)
+//   413 TOO_LARGE         file over UPLOAD_MAX_BYTES; too many PDF pages; DOCX over its entry or size limits;
+//                         extraction over its time or memory bound; text over DOCUMENT_MAX_BYTES
+//   415 UNSUPPORTED_TYPE  the bytes are not UTF-8 text, Markdown, HTML, PDF or DOCX (whatever the name says)
+//   500 INTERNAL          anything else; logged, never described
+// HTML is stored as `plain`: the stored text is html-to-text's rendering, not Markdown.
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import busboy from "busboy";
+import type { Request, RequestHandler, Response } from "express";
+import type pg from "pg";
+import type { Config } from "../lib/config.ts";
+import { publicDatabaseError, type ErrorCode } from "../lib/errors.ts";
+import { ExtractError } from "../lib/extract/errors.ts";
+import { extractTextIsolated } from "../lib/extract/isolated.ts";
+import type { Extracted } from "../lib/extract/index.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { AccessClaims, TokenService } from "../lib/tokens.ts";
+import { claimsOf, pgSettingsFor, unauthenticatedMessage } from "./context.ts";
+
+export const uploadPath = "/api/v1/documents/upload";
+
+export interface UploadRouteOptions {
+  readonly config: Config;
+  readonly pool: pg.Pool;
+  readonly tokens: TokenService;
+}
+
+/** The HTTP status of each error code this route can answer with; codes not listed answer 400. */
+const statusByCode: Partial<Record<ErrorCode, number>> = {
+  BAD_REQUEST: 400,
+  BAD_INPUT: 400,
+  BAD_TEMPLATE: 400,
+  UNAUTHENTICATED: 401,
+  INVALID_CREDENTIALS: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  TRY_AGAIN: 409,
+  TOO_LARGE: 413,
+  UNSUPPORTED_TYPE: 415,
+  RATE_LIMITED: 429,
+  INTERNAL: 500,
+  TIMEOUT: 503,
+  UNAVAILABLE: 503,
+};
+
+/** An error this route answers with as it is. */
+class UploadError extends Error {
+  readonly code: ErrorCode;
+  /** Set when the request body was not read to its end: the connection is closed after the answer. */
+  closeConnection = false;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UploadError";
+    this.code = code;
+  }
+}
+
+/** The client went away mid-request: there is nobody to answer. */
+class ClientGone extends Error {}
+
+const maxTitleLength = 500;
+/** Room for the multipart framing and the title around the file, when judging a request by its Content-Length. */
+const multipartOverhead = 64 * 1024;
+
+interface Upload {
+  readonly bytes: Buffer;
+  readonly filename: string | null;
+  readonly title: string | null;
+}
+
+/** Reads the multipart body: the file (at most `maxBytes`, else TOO_LARGE at once) and the title field. */
+function readUpload(req: IncomingMessage, maxBytes: number): Promise<Upload> {
+  return new Promise((resolve, reject) => {
+    let parser: busboy.Busboy;
+    try {
+      parser = busboy({
+        headers: req.headers,
+        defParamCharset: "utf8",
+        limits: { files: 1, fields: 8, parts: 10, fieldNameSize: 100, fieldSize: 8 * 1024, headerPairs: 20, fileSize: maxBytes + 1 },
+      });
+    } catch (error) {
+      reject(new UploadError("BAD_INPUT", "Send the file as multipart/form-data, in a field named `file`.", { cause: error }));
+      return;
+    }
+    let done = false;
+    let file: { chunks: Buffer[]; size: number; filename: string | null } | null = null;
+    let title: string | null = null;
+    const tooLarge = () => new UploadError("TOO_LARGE", `The file is larger than the limit of ${maxBytes} bytes.`);
+    // After a refusal the rest of the body is read and dropped, never buffered. A body over the limit is answered at
+    // once and its connection closed; any other is answered once it has been read (so the client is not cut off
+    // mid-send), unless it too runs past the limit.
+    const fail = (error: Error) => {
+      if (done) return;
+      done = true;
+      req.unpipe(parser);
+      parser.on("error", () => undefined); // late complaints about the abandoned body
+      const cutOff = () => {
+        if (error instanceof UploadError) error.closeConnection = true;
+        reject(error);
+      };
+      if (error instanceof ClientGone || req.complete) {
+        req.resume();
+        reject(error);
+      } else if (error instanceof UploadError && error.code === "TOO_LARGE") {
+        req.resume();
+        cutOff();
+      } else {
+        let drained = 0;
+        const onData = (chunk: Buffer) => {
+          drained += chunk.length;
+          if (drained > maxBytes + multipartOverhead) {
+            req.off("data", onData);
+            req.off("end", onEnd);
+            cutOff();
+          }
+        };
+        const onEnd = () => reject(error);
+        req.on("data", onData);
+        req.once("end", onEnd);
+        req.resume(); // unpipe() paused the request
+      }
+    };
+    parser.on("file", (name, stream, info) => {
+      stream.on("error", (error: Error) => fail(new UploadError("BAD_INPUT", "The multipart body is malformed.", { cause: error })));
+      if (done || name !== "file") {
+        stream.resume();
+        if (!done) fail(new UploadError("BAD_INPUT", `Unexpected file field "${name.slice(0, 100)}": send the file in a field named \`file\`.`));
+        return;
+      }
+      const current = { chunks: [] as Buffer[], size: 0, filename: info.filename ?? null };
+      file = current;
+      stream.on("data", (chunk: Buffer) => {
+        if (done) return;
+        current.size += chunk.length;
+        if (current.size > maxBytes) fail(tooLarge());
+        else current.chunks.push(chunk);
+      });
+      stream.on("limit", () => fail(tooLarge()));
+    });
+    parser.on("field", (name, value, info) => {
+      if (name !== "title" || done) return;
+      if (info.valueTruncated) fail(new UploadError("BAD_INPUT", `The title must be at most ${maxTitleLength} characters.`));
+      else title = value;
+    });
+    parser.on("filesLimit", () => fail(new UploadError("BAD_INPUT", "Send one file per upload.")));
+    parser.on("fieldsLimit", () => fail(new UploadError("BAD_INPUT", "The form has too many fields.")));
+    parser.on("partsLimit", () => fail(new UploadError("BAD_INPUT", "The form has too many parts.")));
+    parser.on("error", (error: Error) => fail(new UploadError("BAD_INPUT", "The multipart body is malformed.", { cause: error })));
+    parser.on("close", () => {
+      if (done) return;
+      done = true;
+      const got = file;
+      if (!got) reject(new UploadError("BAD_INPUT", "No file was sent: put it in a field named `file`."));
+      else resolve({ bytes: Buffer.concat(got.chunks, got.size), filename: got.filename, title });
+    });
+    req.on("close", () => {
+      if (!req.complete) fail(new ClientGone("the client went away mid-upload"));
+    });
+    req.on("error", (error) => fail(new ClientGone(error.message)));
+    req.pipe(parser);
+  });
+}
+
+/** C0 control characters and DEL. */
+const controls = /[\u0000-\u001f\u007f]+/g;
+
+/** The file's own name, without any path, control characters or surrounding blanks; null when there is none. */
+function cleanFilename(filename: string | null): string | null {
+  const base = (filename ?? "").split(/[/\\]/).pop() ?? "";
+  const cleaned = base.normalize("NFC").replace(controls, " ").replace(/\s+/g, " ").trim();
+  return cleaned === "" ? null : [...cleaned].slice(0, 255).join("");
+}
+
+/** The `title` field, trimmed; null when absent or blank; BAD_INPUT when longer than a document title may be. */
+function givenTitle(field: string | null): string | null {
+  const title = (field ?? "").trim();
+  if (title === "") return null;
+  if ([...title].length > maxTitleLength) throw new UploadError("BAD_INPUT", `The title must be at most ${maxTitleLength} characters.`);
+  return title;
+}
+
+/** The title given, else the file's own (PDF, HTML), else its name without extension, else "Untitled upload". */
+function chooseTitle(given: string | null, extracted: Extracted, filename: string | null): string {
+  if (given !== null) return given;
+  if (extracted.title) return extracted.title;
+  const stem = (filename ?? "").replace(/\.[A-Za-z0-9]{1,10}$/, "").trim();
+  if (stem !== "") return [...stem].slice(0, maxTitleLength).join("");
+  return "Untitled upload";
+}
+
+const requestIdOf = (req: IncomingMessage): string => {
+  const id = (req as IncomingMessage & { id?: unknown }).id;
+  return typeof id === "string" ? id : randomUUID();
+};
+
+const sqlStateOf = (error: unknown): string | null => {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : null;
+};
+
+interface Inserted {
+  readonly id: string;
+  readonly title: string;
+  readonly format: string;
+  readonly bytes: number;
+}
+
+/** Inserts the document as the caller: one transaction with the request's settings, so RLS and triggers apply. */
+async function insertDocument(pool: pg.Pool, settings: Record<string, string>, values: { title: string; extracted: Extracted; metadata: object }): Promise<Inserted> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query("begin");
+    try {
+      await client.query("select set_config(key, value, true) from json_each_text($1::json)", [JSON.stringify(settings)]);
+      const { rows } = await client.query<Inserted>(
+        `insert into app_public.documents (title, content, format, source, metadata)
+         values ($1, $2, $3, 'upload', $4)
+         returning id, title, format::text as format, octet_length(content) as bytes`,
+        [values.title, values.extracted.text, values.extracted.format, JSON.stringify(values.metadata)],
+      );
+      await client.query("commit");
+      return rows[0]!;
+    } catch (error) {
+      await client.query("rollback").catch((rollbackError: Error) => {
+        broken = rollbackError;
+      });
+      throw error;
+    }
+  } finally {
+    // A connection whose rollback failed is in an unknown state: it is closed rather than reused.
+    client.release(broken);
+  }
+}
+
+export function uploadRoute({ config, pool, tokens }: UploadRouteOptions): RequestHandler {
+  const limits = {
+    maxPdfPages: config.uploads.maxPdfPages,
+    maxDocxUncompressedBytes: config.uploads.maxDocxUncompressedBytes,
+    maxDocxEntries: config.uploads.maxDocxEntries,
+  };
+  const maxBytes = config.uploads.maxBytes;
+
+  const answerError = (req: Request, res: Response, error: unknown) => {
+    if (error instanceof ClientGone || res.headersSent || res.destroyed) return;
+    let code: ErrorCode;
+    let message: string;
+    const sqlState = sqlStateOf(error);
+    const known = sqlState ? publicDatabaseError(sqlState, (error as Error).message) : null;
+    if (error instanceof UploadError || error instanceof ExtractError) {
+      ({ code, message } = error);
+    } else if (known) {
+      ({ code, message } = known);
+    } else {
+      const errorId = randomUUID();
+      (req as { log?: Logger }).log?.error({ err: error, errorId }, "document upload failed");
+      res.status(500).json({ error: { code: "INTERNAL", message: "An internal error occurred.", errorId } });
+      return;
+    }
+    const status = statusByCode[code] ?? 400;
+    if (error instanceof UploadError && error.closeConnection) res.setHeader("connection", "close");
+    res.status(status).json({ error: { code, message } });
+  };
+
+  return async (req, res) => {
+    try {
+      let claims: AccessClaims | null;
+      try {
+        claims = claimsOf(req.headers.authorization, tokens);
+      } catch {
+        claims = null;
+      }
+      if (!claims) throw new UploadError("UNAUTHENTICATED", unauthenticatedMessage);
+      if (!/^multipart\/form-data\s*;/i.test(req.headers["content-type"] ?? "")) {
+        throw new UploadError("BAD_INPUT", "Send the file as multipart/form-data, in a field named `file`.");
+      }
+      const declaredLength = Number(req.headers["content-length"] ?? NaN);
+      if (declaredLength > maxBytes + multipartOverhead) {
+        const error = new UploadError("TOO_LARGE", `The file is larger than the limit of ${maxBytes} bytes.`);
+        error.closeConnection = true;
+        throw error;
+      }
+
+      const upload = await readUpload(req, maxBytes);
+      const filename = cleanFilename(upload.filename);
+      const given = givenTitle(upload.title);
+      const extracted = await extractTextIsolated(upload.bytes, { filename, limits, timeoutMs: config.uploads.extractTimeoutMs });
+      // A client that hung up during extraction gets no document it would never hear about.
+      if (req.socket.destroyed) return;
+      const title = chooseTitle(given, extracted, filename);
+      const metadata = {
+        upload: {
+          filename,
+          detectedType: extracted.detectedType,
+          bytes: upload.bytes.length,
+          ...(extracted.pages === undefined ? {} : { pages: extracted.pages }),
+        },
+      };
+      const settings = pgSettingsFor(config, claims, requestIdOf(req), req.socket.remoteAddress ?? null);
+      const document = await insertDocument(pool, settings, { title, extracted, metadata });
+      res.status(201).json({ document: { id: document.id, title: document.title, format: document.format, bytes: Number(document.bytes) } });
+    } catch (error) {
+      answerError(req, res, error);
+    }
+  };
+}
