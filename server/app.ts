@@ -13,7 +13,9 @@ import type { Logger } from "../lib/logger.ts";
 import { createTokenService } from "../lib/tokens.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
+import { createLiveEvents } from "./live-events.ts";
 import { createLiveSockets } from "./live-sockets.ts";
+import { createNotificationListener } from "./notifications.ts";
 import { makePreset } from "./preset.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
 
@@ -105,8 +107,12 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   // Multipart uploads: before GraphQL and its body parser; same bearer token check (claimsOf), REST error shape.
   app.post(uploadPath, uploadRoute({ config, pool, tokens }));
   app.use("/graphql", authenticateHttp(tokens), ...strictUtf8Body(config.http.maxRequestBytes));
-  const liveSockets = createLiveSockets(config.database.url, logger);
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets }));
+  const listener = createNotificationListener({ url: config.database.url, logger });
+  const liveSockets = createLiveSockets(listener);
+  const liveEvents = createLiveEvents(listener, logger);
+  // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
+  await listener.start().catch(() => undefined);
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets, liveEvents }));
   const serv = pgl.createServ(grafserv);
   await serv.addTo(app, httpServer);
 
@@ -154,7 +160,9 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
       clearInterval(sweep);
       clearTimeout(timer);
       for (const socket of upgraded) socket.destroy();
+      liveEvents.close();
       await liveSockets.close();
+      await listener.close();
       await pgl.release();
     },
   };

@@ -65,6 +65,7 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
     "quire.request_id": requestId,
     "quire.client_ip": ip ?? "",
     "quire.max_document_bytes": String(config.documents.maxBytes),
+    "quire.job_max_attempts": String(config.jobs.maxAttempts),
   };
   if (!claims) return { role: config.database.anonymousRole, ...common };
   return {

@@ -2,9 +2,8 @@
 // reuse detection, removal from the organization or deactivation on any instance (the database NOTIFYs
 // quire_session_ended, and every instance LISTENs), and the token's own expiry. A client whose connection closes
 // with 4401 reconnects with a fresh token.
-import pg from "pg";
 import type { WebSocket } from "ws";
-import type { Logger } from "../lib/logger.ts";
+import type { NotificationListener } from "./notifications.ts";
 import type { AccessClaims } from "../lib/tokens.ts";
 
 /** graphql-ws's code for "unauthorized"; clients treat it as "authenticate again". */
@@ -15,13 +14,13 @@ export interface LiveSockets {
   track(socket: WebSocket, claims: AccessClaims): void;
   /** Closes every tracked connection of a session. */
   endSession(sessionId: string, reason: string): void;
-  /** Stops listening and forgets every connection (their timers included). */
+  /** Forgets every connection (their timers included). */
   close(): Promise<void>;
 }
 
 type Tracked = WebSocket & { quireSessionId?: string };
 
-export function createLiveSockets(listenUrl: string, logger: Logger): LiveSockets {
+export function createLiveSockets(listener: NotificationListener): LiveSockets {
   const bySession = new Map<string, Set<Tracked>>();
   const timers = new Map<Tracked, NodeJS.Timeout>();
 
@@ -37,35 +36,10 @@ export function createLiveSockets(listenUrl: string, logger: Logger): LiveSocket
     socket.close(sessionEndedCloseCode, reason);
   };
 
-  // One connection LISTENs for sessions ended anywhere; it reconnects when PostgreSQL drops it.
-  let listener: pg.Client | null = null;
-  let stopped = false;
-  const listen = async (delayMs: number): Promise<void> => {
-    if (stopped) return;
-    const client = new pg.Client({ connectionString: listenUrl, application_name: "quire-session-listener" });
-    client.on("notification", (message) => {
-      if (message.channel === "quire_session_ended" && message.payload) api.endSession(message.payload, "Session ended");
-    });
-    client.on("error", (error) => {
-      if (stopped) return;
-      logger.warn({ err: error }, "session listener lost its connection; reconnecting");
-      listener = null;
-      void client.end().catch(() => undefined);
-      setTimeout(() => void listen(Math.min(delayMs * 2, 30_000)), delayMs).unref();
-    });
-    listener = client;
-    try {
-      await client.connect();
-      await client.query("listen quire_session_ended");
-      if (stopped) await client.end();
-    } catch (error) {
-      listener = null;
-      logger.warn({ err: error }, "session listener could not connect; retrying");
-      void client.end().catch(() => undefined);
-      setTimeout(() => void listen(Math.min(delayMs * 2, 30_000)), delayMs).unref();
-    }
-  };
-  void listen(500);
+  // Sessions ended on any instance arrive on the server's one LISTEN connection.
+  listener.on("quire_session_ended", (sessionId) => {
+    if (sessionId) api.endSession(sessionId, "Session ended");
+  });
 
   const api: LiveSockets = {
     track(socket: Tracked, claims) {
@@ -84,9 +58,7 @@ export function createLiveSockets(listenUrl: string, logger: Logger): LiveSocket
       for (const socket of [...(bySession.get(sessionId) ?? [])]) end(socket, reason);
     },
     async close() {
-      stopped = true;
       for (const socket of [...timers.keys()]) forget(socket);
-      await listener?.end().catch(() => undefined);
     },
   };
   return api;

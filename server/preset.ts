@@ -11,6 +11,8 @@ import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
+import type { LiveEvents } from "./live-events.ts";
+import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 import { makeMaskError, RequestErrorCodesPlugin } from "./errors.ts";
 import { createSessions } from "./sessions.ts";
@@ -24,15 +26,27 @@ export interface PresetOptions {
   readonly tokens?: TokenService;
   /** Where WebSocket connections are tracked so a session's end closes them (none when only printing the schema). */
   readonly liveSockets?: LiveSockets;
+  /** Where subscriptions get their organization's events (none when only printing the schema). */
+  readonly liveEvents?: LiveEvents;
 }
 
-export function makePreset({ config, logger, pool, tokens = createTokenService(config), liveSockets }: PresetOptions): GraphileConfig.Preset {
+/** For a preset that never serves (printing the schema): subscriptions there have nothing to hear. */
+const idleLiveEvents: LiveEvents = {
+  subscribe: () => {
+    throw new Error("this server does not serve subscriptions");
+  },
+  size: 0,
+  close: () => undefined,
+};
+
+export function makePreset({ config, logger, pool, tokens = createTokenService(config), liveSockets, liveEvents = idleLiveEvents }: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
   const sessions = createSessions({ config, logger, pool, hasher, tokens });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
-    plugins: [makeAuthPlugin(config, sessions, tokens), RequestErrorCodesPlugin],
-    pgServices: [makePgService({ pool, schemas: ["app_public"] })],
+    plugins: [makeAuthPlugin(config, sessions, tokens), makeLivePlugin(liveEvents), RequestErrorCodesPlugin],
+    // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
+    pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
     grafast: { context: makeContext(config, tokens, liveSockets) },
     grafserv: {
       graphqlPath: "/graphql",

@@ -9,7 +9,8 @@ import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { startHeartbeat } from "./heartbeat.ts";
 import { createMailer } from "../lib/mailer.ts";
-import { makeTaskList } from "./task-list.ts";
+import { createLlmProvider } from "../lib/llm/index.ts";
+import { makeTaskList, schedules } from "./task-list.ts";
 
 export interface QuireWorker {
   readonly workerId: string;
@@ -27,14 +28,21 @@ export async function startQuireWorker({ config, logger, pool }: WorkerOptions):
   const workerId = `quire-${randomUUID()}`;
   const runner = await run({
     pgPool: pool,
-    taskList: makeTaskList({ mailer: createMailer(config, logger) }),
-    // No schedules yet; without this graphile-worker looks for a ./crontab file. Schedules will be declared in code.
-    parsedCronItems: [],
+    taskList: makeTaskList({
+      mailer: createMailer(config, logger),
+      llm: createLlmProvider(config.llm),
+      role: config.database.authenticatedRole,
+      runnerId: workerId,
+      maxOutputTokens: config.llm.maxOutputTokens,
+      liveEventRetentionHours: config.jobs.liveEventRetentionHours,
+    }),
+    // Declared in code; without this graphile-worker would look for a ./crontab file.
+    parsedCronItems: schedules,
     concurrency: config.worker.concurrency,
     noHandleSignals: true,
     logger: workerLogger(logger.child({ workerId })),
   });
-  const heartbeat = await startHeartbeat(pool, workerId, config.worker.heartbeatSeconds, logger).catch(async (error: unknown) => {
+  const heartbeat = await startHeartbeat(pool, workerId, config.worker, logger).catch(async (error: unknown) => {
     await runner.stop();
     throw error;
   });

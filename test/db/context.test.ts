@@ -71,6 +71,7 @@ describe("current_org_id() / current_user_id() / current_member_role()", () => {
       "select proname, provolatile from pg_proc where pronamespace = 'app_public'::regnamespace and proname like 'current\\_%' order by 1",
     );
     expect(rows).toEqual([
+      { proname: "current_job_id", provolatile: "s" },
       { proname: "current_member_role", provolatile: "s" },
       { proname: "current_org_id", provolatile: "s" },
       { proname: "current_user_id", provolatile: "s" },

@@ -3,7 +3,7 @@
 import { createAnthropicProvider, type AnthropicOptions } from "../../lib/llm/anthropic.ts";
 import { LlmError } from "../../lib/llm/provider.ts";
 import { withRetries } from "../../lib/llm/retry.ts";
-import { anthropicAnswer, anthropicError, startFakeLlmServer, type FakeLlmServer, type RecordedRequest, type Reply } from "./fake-llm-server.ts";
+import { anthropicAnswer, anthropicError, startFakeLlmServer, type FakeLlmServer, type RecordedRequest, type Reply } from "../support/fake-llm-server.ts";
 
 const servers: FakeLlmServer[] = [];
 afterEach(async () => {

@@ -1,7 +1,7 @@
 // createLlmProvider: the configured provider with its defaults (model, context window), wrapped in retries, and a
 // clear error for a configuration that cannot work.
 import { createLlmProvider, type LlmOptions } from "../../lib/llm/index.ts";
-import { openAiAnswer, startFakeLlmServer } from "./fake-llm-server.ts";
+import { openAiAnswer, startFakeLlmServer } from "../support/fake-llm-server.ts";
 
 const options: LlmOptions = { provider: "extractive", baseUrl: null, apiKey: null, model: null, timeoutMs: 1_000, contextTokens: null, maxRetries: 2 };
 

@@ -5,7 +5,7 @@ import { splitText, summarizeInStages } from "../../lib/llm/map-reduce.ts";
 import { createExtractiveProvider } from "../../lib/llm/extractive.ts";
 import { createOpenAiProvider } from "../../lib/llm/openai.ts";
 import { estimateTokens, type Completion, type CompletionRequest, type LlmProvider } from "../../lib/llm/provider.ts";
-import { openAiAnswer, startFakeLlmServer } from "./fake-llm-server.ts";
+import { openAiAnswer, startFakeLlmServer } from "../support/fake-llm-server.ts";
 
 /** The invariant splitText promises, checked on one input. */
 function expectValidSplit(text: string, maxChars: number): string[] {

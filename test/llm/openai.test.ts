@@ -5,7 +5,7 @@ import { LlmError } from "../../lib/llm/provider.ts";
 import { createOpenAiProvider, type OpenAiOptions } from "../../lib/llm/openai.ts";
 import { withRetries } from "../../lib/llm/retry.ts";
 import { freePort } from "../support/ports.ts";
-import { openAiAnswer, openAiError, startFakeLlmServer, type FakeLlmServer, type RecordedRequest, type Reply } from "./fake-llm-server.ts";
+import { openAiAnswer, openAiError, startFakeLlmServer, type FakeLlmServer, type RecordedRequest, type Reply } from "../support/fake-llm-server.ts";
 
 const servers: FakeLlmServer[] = [];
 afterEach(async () => {

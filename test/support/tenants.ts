@@ -53,10 +53,24 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     "root",
   );
   await query(db.name, "insert into app_private.invitation_tokens (invitation_id, token_hash) values ($1, sha256($2::bytea))", [invitation!.id, Buffer.from(invitation!.id)], "root");
+  const [document] = await query<{ id: string }>(
+    db.name,
+    "insert into app_public.documents (org_id, title, content, author_id) values ($1, $2, $3, $4) returning id",
+    [org!.id, `${name} handbook`, `How ${name} works.`, members.member.userId],
+    "root",
+  );
+  // A finished summary job with its summary and usage (the document's insert already wrote live events).
   await query(
     db.name,
-    "insert into app_public.documents (org_id, title, content, author_id) values ($1, $2, $3, $4)",
-    [org!.id, `${name} handbook`, `How ${name} works.`, members.member.userId],
+    `with v as (select id from app_public.global_template_versions order by created_at limit 1),
+          j as (insert into app_public.jobs (org_id, kind, status, document_id, global_template_version_id, requested_by, attempts, finished_at)
+                select $1, 'summarize', 'succeeded', $2, v.id, $3, 1, now() from v returning id, global_template_version_id),
+          s as (insert into app_public.summaries (org_id, document_id, job_id, global_template_version_id, content, provider, model,
+                                                  prompt_tokens, completion_tokens, latency_ms, document_revision)
+                select $1, $2, j.id, j.global_template_version_id, $4, 'extractive', 'extractive-v1', 10, 5, 1, 1 from j returning id, job_id)
+     insert into app_public.usage_records (org_id, job_id, summary_id, provider, model, prompt_tokens, completion_tokens)
+     select $1, s.job_id, s.id, 'extractive', 'extractive-v1', 10, 5 from s`,
+    [org!.id, document!.id, members.member.userId, `${name} works.`],
     "root",
   );
   await query(

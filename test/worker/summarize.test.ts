@@ -1,0 +1,117 @@
+// The summarize task with the offline default (extractive) and with a long document split to fit a small context
+// window (map, then reduce), each through a real worker and a real database.
+import pg from "pg";
+import { createPool } from "../../db/pool.ts";
+import { startQuireWorker } from "../../worker/runner.ts";
+import { startFakeLlmServer } from "../support/fake-llm-server.ts";
+import { createTestDatabase, query, roles, silentLogger, testConfig, urlFor, type TestDatabase } from "../support/database.ts";
+import { createTenant, type Tenant } from "../support/tenants.ts";
+
+let db: TestDatabase;
+let t: Tenant;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  t = await createTenant(db, "Worker");
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+/** Creates a document and queues its summary through summarize_document, as the tenant's member would. */
+async function queue(title: string, content: string): Promise<string> {
+  const [doc] = await query<{ id: string }>(db.name, "insert into app_public.documents (org_id, title, content) values ($1, $2, $3) returning id", [t.orgId, title, content], "root");
+  const client = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
+  await client.connect();
+  try {
+    await client.query("begin");
+    await client.query("select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true)", [
+      roles.authenticated,
+      t.members.member.sessionId,
+      t.orgId,
+    ]);
+    const { rows } = await client.query<{ id: string }>("select (app_public.summarize_document($1)).id", [doc!.id]);
+    await client.query("commit");
+    return rows[0]!.id;
+  } finally {
+    await client.end();
+  }
+}
+
+async function runUntilSettled<T>(env: NodeJS.ProcessEnv, jobId: string, then: () => Promise<T>): Promise<T> {
+  const config = testConfig(db.name, env);
+  const pool: pg.Pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-worker" }, silentLogger);
+  const worker = await startQuireWorker({ config, logger: silentLogger, pool });
+  try {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const [row] = await query<{ status: string }>(db.name, "select status from app_public.jobs where id = $1", [jobId], "root");
+      if (row!.status !== "queued" && row!.status !== "running") break;
+      if (Date.now() > deadline) throw new Error(`job still ${row!.status}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return await then();
+  } finally {
+    await worker.stop();
+    await pool.end();
+  }
+}
+
+const report = [
+  "Revenue grew by twelve percent in the third quarter.",
+  "The board approved the new budget for engineering.",
+  "Customer churn fell to its lowest level in three years.",
+  "The team must ship the mobile app before the end of March.",
+  "Office plants were watered on Tuesday.",
+  "Hiring will focus on support engineers in Lisbon.",
+  "Revenue from enterprise customers grew faster than revenue from small businesses.",
+].join(" ");
+
+test("the offline default writes an extractive summary from the document's own sentences", async () => {
+  const jobId = await queue("Q3 report", report);
+  await runUntilSettled({}, jobId, async () => {
+    const [summary] = await query<{ content: string; provider: string; model: string; status: string }>(
+      db.name,
+      "select s.content, s.provider, s.model, j.status from app_public.summaries s join app_public.jobs j on j.id = s.job_id where s.job_id = $1",
+      [jobId],
+      "root",
+    );
+    expect(summary).toEqual(expect.objectContaining({ provider: "extractive", model: "extractive-v1", status: "succeeded" }));
+    const sentences = summary!.content.split(/(?<=\.)\s+/).filter(Boolean);
+    expect(sentences.length).toBeGreaterThan(0);
+    expect(sentences.length).toBeLessThanOrEqual(5); // "at most five sentences" in the Executive summary template
+    for (const sentence of sentences) expect(report).toContain(sentence);
+  });
+});
+
+test("a document longer than the context window is summarized in stages, each call fitting the window", async () => {
+  const fake = await startFakeLlmServer((request) => {
+    const prompt = (request.body as { messages: Array<{ content: string }> }).messages[0]!.content;
+    return {
+      json: { choices: [{ message: { content: `part of ${prompt.length}` } }], usage: { prompt_tokens: 100, completion_tokens: 10 }, model: "m" },
+    };
+  });
+  try {
+    const long = Array.from({ length: 400 }, (_, i) => `Paragraph ${i} says something specific about topic ${i}.`).join("\n\n");
+    const jobId = await queue("Long", long);
+    await runUntilSettled(
+      { LLM_PROVIDER: "openai", LLM_BASE_URL: fake.url, LLM_CONTEXT_TOKENS: "2000", LLM_MAX_OUTPUT_TOKENS: "200" },
+      jobId,
+      async () => {
+        expect(fake.requests.length).toBeGreaterThan(2);
+        for (const request of fake.requests) {
+          const prompt = (request.body as { messages: Array<{ content: string }> }).messages[0]!.content;
+          expect(Math.ceil(prompt.length / 4) + 200).toBeLessThanOrEqual(2000);
+        }
+        const [usage] = await query<{ prompt_tokens: number; completion_tokens: number }>(
+          db.name,
+          "select prompt_tokens, completion_tokens from app_public.usage_records where job_id = $1",
+          [jobId],
+          "root",
+        );
+        expect(usage).toEqual({ prompt_tokens: 100 * fake.requests.length, completion_tokens: 10 * fake.requests.length });
+      },
+    );
+  } finally {
+    await fake.close();
+  }
+});

@@ -1,0 +1,194 @@
+// summarize: makes the summary a `jobs` row asks for (queued by app_public.summarize_document).
+//
+// Three steps, so no transaction stays open while the LLM thinks: (1) in the job's RLS context, mark it running and
+// read the document and the pinned template version; (2) call the LLM, splitting long documents (map, then
+// reduce), with the worker's abort signal; (3) in the job's context again, lock the job and, only if it is still
+// running, write the summary, the usage row and the job's success together. Delivery is at least once: a second
+// delivery finds the job finished (its token no longer opens a context) or meets the unique job_id of summaries
+// and usage_records, so there is never a second summary or a second charge. A cancelled job's result is dropped.
+//
+// Failures: LLM errors that will not change (auth, rejected, bad response) fail the job at once with their code;
+// passing ones (timeouts, 429, 5xx), after the provider's own retries, put the job back in the queue and let
+// graphile-worker retry it with backoff until max_attempts, then fail it.
+import { randomUUID } from "node:crypto";
+import type { JobHelpers, Task } from "graphile-worker";
+import type { PoolClient } from "pg";
+import { LlmError, type LlmProvider } from "../../lib/llm/provider.ts";
+import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
+import { inJobContext, isJobTicket, type JobTicket } from "../job-context.ts";
+
+declare global {
+  namespace GraphileWorker {
+    interface Tasks {
+      summarize: JobTicket;
+    }
+  }
+}
+
+export interface SummarizeDependencies {
+  readonly llm: LlmProvider;
+  /** DATABASE_AUTHENTICATED_ROLE. */
+  readonly role: string;
+  /** This process's heartbeat id, recorded on the job so a dead process's jobs can be released. */
+  readonly runnerId: string;
+  /** LLM_MAX_OUTPUT_TOKENS. */
+  readonly maxOutputTokens: number;
+}
+
+interface Work {
+  readonly documentId: string;
+  readonly templateVersionId: string | null;
+  readonly globalTemplateVersionId: string | null;
+  readonly revision: number;
+  readonly content: string;
+  /** The rendered prompt with `marker` where the document's content goes. */
+  readonly prompt: string;
+  readonly marker: string;
+}
+
+/** Marks the job running and reads what it needs; null when the job is no longer to be run. */
+async function start(client: PoolClient): Promise<Work | null | "document-gone"> {
+  const job = await client.query<{ document_id: string | null; template_version_id: string | null; global_template_version_id: string | null }>(
+    `update app_public.jobs j
+        set status = 'running', attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
+      where j.id = app_public.current_job_id()
+  returning j.document_id, j.template_version_id, j.global_template_version_id`,
+  );
+  const row = job.rows[0];
+  if (!row) return null;
+  // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
+  const marker = `\u0001content-${randomUUID()}\u0001`;
+  const read = await client.query<{ revision: number; content: string; prompt: string }>(
+    `select d.revision, d.content,
+            app_public.render_template(coalesce(tv.body, gv.body), d.title, $4, o.name) as prompt
+       from app_public.documents d
+       join app_public.organizations o on o.id = d.org_id
+       left join app_public.template_versions tv on tv.id = $2
+       left join app_public.global_template_versions gv on gv.id = $3
+      where d.id = $1 and (tv.id is not null or gv.id is not null)`,
+    [row.document_id, row.template_version_id, row.global_template_version_id, marker],
+  );
+  const doc = read.rows[0];
+  if (!row.document_id || !doc) return "document-gone";
+  return {
+    documentId: row.document_id,
+    templateVersionId: row.template_version_id,
+    globalTemplateVersionId: row.global_template_version_id,
+    revision: doc.revision,
+    content: doc.content,
+    prompt: doc.prompt,
+    marker,
+  };
+}
+
+/** Sets the job's outcome while it is this task's to set; `queued` means a retry follows. */
+async function settle(client: PoolClient, status: "failed" | "queued", code: string, message: string): Promise<void> {
+  await client.query(
+    `update app_public.jobs j
+        set status = $1::app_public.job_status, error_code = $2, error_message = left($3, 1000),
+            finished_at = case when $1 = 'failed' then now() end
+      where j.id = app_public.current_job_id()`,
+    [status, code, message],
+  );
+}
+
+const isLastAttempt = (helpers: JobHelpers) => helpers.job.attempts >= helpers.job.max_attempts;
+
+export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: SummarizeDependencies): Task<"summarize"> {
+  return async (payload, helpers) => {
+    if (!isJobTicket(payload)) {
+      helpers.logger.error("summarize: malformed payload, dropped");
+      return;
+    }
+    const context = (before?: (client: PoolClient) => Promise<void>) => ({ role, ...(before ? { before } : {}) });
+    const noteRunner = async (client: PoolClient) => {
+      await client.query("select app_private.note_job_runner($1, $2, $3)", [payload.jobId, runnerId, helpers.job.locked_by ?? null]);
+    };
+    let work: Work | null | "document-gone";
+    try {
+      work = await inJobContext(helpers, payload, context(noteRunner), start);
+    } catch (error) {
+      if (isLastAttempt(helpers)) await failQuietly(helpers, payload, role, "INTERNAL", "The job could not be started.");
+      throw error;
+    }
+    if (work === null) {
+      helpers.logger.info(`summarize: job ${payload.jobId} is no longer queued or running; nothing to do`);
+      return;
+    }
+    if (work === "document-gone") {
+      await inJobContext(helpers, payload, context(), (client) => settle(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
+      return;
+    }
+    const { prompt, marker } = work;
+    let completion;
+    try {
+      completion = await summarizeInStages({
+        provider: llm,
+        content: work.content,
+        render: (content) => prompt.split(marker).join(content),
+        maxOutputTokens,
+        ...(helpers.abortSignal ? { signal: helpers.abortSignal } : {}),
+      });
+    } catch (error) {
+      if (!(error instanceof LlmError)) {
+        if (isLastAttempt(helpers)) await failQuietly(helpers, payload, role, "INTERNAL", "The summary could not be made.");
+        throw error;
+      }
+      const retry = (error.retryable || error.code === "LLM_CANCELLED") && !isLastAttempt(helpers);
+      await inJobContext(helpers, payload, context(), (client) => settle(client, retry ? "queued" : "failed", error.code, error.message));
+      if (retry) throw error;
+      helpers.logger.warn(`summarize: job ${payload.jobId} failed: ${error.code}`);
+      return;
+    }
+    const done = await inJobContext(helpers, payload, context(), async (client) => {
+      const locked = await client.query("select 1 from app_public.jobs j where j.id = app_public.current_job_id() and j.status = 'running' for update");
+      if (locked.rowCount === 0) return false;
+      const summary = await client.query<{ id: string }>(
+        `insert into app_public.summaries (org_id, document_id, job_id, template_version_id, global_template_version_id, content,
+                                           provider, model, prompt_tokens, completion_tokens, latency_ms, document_revision)
+         values (app_public.current_org_id(), $1, app_public.current_job_id(), $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         on conflict (org_id, job_id) do nothing
+         returning id`,
+        [
+          work.documentId,
+          work.templateVersionId,
+          work.globalTemplateVersionId,
+          completion.text,
+          completion.provider,
+          completion.model,
+          completion.promptTokens,
+          completion.completionTokens,
+          Math.round(completion.latencyMs),
+          work.revision,
+        ],
+      );
+      const summaryId = summary.rows[0]?.id ?? null;
+      if (summaryId) {
+        await client.query(
+          `insert into app_public.usage_records (org_id, job_id, summary_id, provider, model, prompt_tokens, completion_tokens)
+           values (app_public.current_org_id(), app_public.current_job_id(), $1, $2, $3, $4, $5)
+           on conflict (org_id, job_id) do nothing`,
+          [summaryId, completion.provider, completion.model, completion.promptTokens, completion.completionTokens],
+        );
+      }
+      await client.query(
+        `update app_public.jobs j
+            set status = 'succeeded', finished_at = now(), error_code = null, error_message = null,
+                summary_id = coalesce($1, (select s.id from app_public.summaries s where s.job_id = j.id))
+          where j.id = app_public.current_job_id()`,
+        [summaryId],
+      );
+      return true;
+    });
+    helpers.logger.info(
+      done ? `summarize: job ${payload.jobId} succeeded (${completion.calls} LLM calls)` : `summarize: job ${payload.jobId} was cancelled; result dropped`,
+    );
+  };
+}
+
+/** Marks the job failed on its last attempt, when even that fails (the original error is what gets rethrown). */
+async function failQuietly(helpers: JobHelpers, ticket: JobTicket, role: string, code: string, message: string): Promise<void> {
+  await inJobContext(helpers, ticket, { role }, (client) => settle(client, "failed", code, message)).catch((error: unknown) => {
+    helpers.logger.error(`summarize: could not mark job ${ticket.jobId} failed: ${String(error)}`);
+  });
+}
