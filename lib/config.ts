@@ -6,6 +6,7 @@ import { availableParallelism } from "node:os";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { readDevSecrets } from "./dev-secrets.ts";
+import { parseSealingKeys, type SealingKeys } from "./sealing.ts";
 import { parseSigningKey, type SigningKey } from "./signing-key.ts";
 
 /** A problem with the environment, phrased for an operator: `NAME: what is wrong`. */
@@ -106,6 +107,26 @@ const envSchema = z.object({
   LLM_MAX_OUTPUT_TOKENS: intText(16, 100_000).default(1024),
   LLM_MAX_RETRIES: intText(0, 10).default(3),
   JOB_MAX_ATTEMPTS: intText(1, 25).default(3),
+  SEALING_KEYS: z.string().min(1).optional(),
+  PUBLIC_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+\/?$/.test(v), { message: "must be an http(s) origin such as https://quire.example.com" })
+    .optional(),
+  FRONTEND_ORIGINS: z
+    .string()
+    .refine((v) => v.split(",").every((o) => /^https?:\/\/[^\s/,]+$/.test(o.trim())), {
+      message: "must be comma-separated http(s) origins without paths",
+    })
+    .optional(),
+  NOTION_CLIENT_ID: z.string().min(1).max(200).optional(),
+  NOTION_CLIENT_SECRET: z.string().min(1).max(500).optional(),
+  NOTION_API_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).default("https://api.notion.com"),
+  ATLASSIAN_CLIENT_ID: z.string().min(1).max(200).optional(),
+  ATLASSIAN_CLIENT_SECRET: z.string().min(1).max(500).optional(),
+  ATLASSIAN_AUTH_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).default("https://auth.atlassian.com"),
+  ATLASSIAN_API_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).default("https://api.atlassian.com"),
+  INTEGRATION_TIMEOUT_SECONDS: intText(1, 600).default(30),
+  INTEGRATION_MAX_RETRIES: intText(0, 10).default(4),
   LIVE_EVENT_RETENTION_HOURS: intText(1, 24 * 90).default(24),
 });
 
@@ -204,6 +225,20 @@ export interface Config {
     /** How long live events are kept for clients to replay with `since`. */
     readonly liveEventRetentionHours: number;
   };
+  readonly integrations: {
+    /** SEALING_KEYS (first seals, all open); null: integrations cannot be connected (no key to seal tokens with). */
+    readonly sealingKeys: SealingKeys | null;
+    /** This server's public origin: OAuth providers redirect the browser to `<publicUrl>/oauth/<provider>/callback`. */
+    readonly publicUrl: string;
+    /** Origins `returnTo` may point at (besides relative paths); default APP_URL's. */
+    readonly frontendOrigins: readonly string[];
+    /** null: not configured (startIntegration answers BAD_INPUT). */
+    readonly notion: { readonly clientId: string; readonly clientSecret: string; readonly apiUrl: string } | null;
+    readonly atlassian: { readonly clientId: string; readonly clientSecret: string; readonly authUrl: string; readonly apiUrl: string } | null;
+    readonly timeoutMs: number;
+    /** Retries of one provider call on 429 (Retry-After honoured), 5xx and timeouts, with backoff and jitter. */
+    readonly maxRetries: number;
+  };
   readonly shutdownTimeoutMs: number;
 }
 
@@ -248,6 +283,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push("OWNER_DATABASE_URL must name the same database as DATABASE_URL");
   }
   if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
+  for (const [id, secret, name] of [
+    [e.NOTION_CLIENT_ID, e.NOTION_CLIENT_SECRET, "NOTION"],
+    [e.ATLASSIAN_CLIENT_ID, e.ATLASSIAN_CLIENT_SECRET, "ATLASSIAN"],
+  ] as const) {
+    if (Boolean(id) !== Boolean(secret)) problems.push(`${name}_CLIENT_ID and ${name}_CLIENT_SECRET go together`);
+  }
+  if (production && (e.NOTION_CLIENT_ID || e.ATLASSIAN_CLIENT_ID) && !e.SEALING_KEYS) {
+    problems.push("SEALING_KEYS is required when NOTION_CLIENT_ID or ATLASSIAN_CLIENT_ID is set in production");
+  }
+  let sealingKeys: SealingKeys | null = null;
+  if (e.SEALING_KEYS) {
+    try {
+      sealingKeys = parseSealingKeys(e.SEALING_KEYS);
+    } catch (error) {
+      problems.push(`SEALING_KEYS ${(error as Error).message}`);
+    }
+  }
   if (e.DATABASE_AUTHENTICATED_ROLE === e.DATABASE_ANONYMOUS_ROLE) {
     problems.push("DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE");
   }
@@ -346,6 +398,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxRetries: e.LLM_MAX_RETRIES,
     },
     jobs: { maxAttempts: e.JOB_MAX_ATTEMPTS, liveEventRetentionHours: e.LIVE_EVENT_RETENTION_HOURS },
+    integrations: {
+      sealingKeys: sealingKeys ?? (devSecrets ? parseSealingKeys(`dev:${devSecrets.sealingKey}`) : null),
+      publicUrl: (e.PUBLIC_URL ?? `http://${e.HOST === "0.0.0.0" ? "localhost" : e.HOST}:${e.PORT}`).replace(/\/+$/, ""),
+      frontendOrigins: e.FRONTEND_ORIGINS ? e.FRONTEND_ORIGINS.split(",").map((o) => o.trim()) : [new URL(e.APP_URL).origin],
+      notion:
+        e.NOTION_CLIENT_ID && e.NOTION_CLIENT_SECRET
+          ? { clientId: e.NOTION_CLIENT_ID, clientSecret: e.NOTION_CLIENT_SECRET, apiUrl: e.NOTION_API_URL.replace(/\/+$/, "") }
+          : null,
+      atlassian:
+        e.ATLASSIAN_CLIENT_ID && e.ATLASSIAN_CLIENT_SECRET
+          ? {
+              clientId: e.ATLASSIAN_CLIENT_ID,
+              clientSecret: e.ATLASSIAN_CLIENT_SECRET,
+              authUrl: e.ATLASSIAN_AUTH_URL.replace(/\/+$/, ""),
+              apiUrl: e.ATLASSIAN_API_URL.replace(/\/+$/, ""),
+            }
+          : null,
+      timeoutMs: e.INTEGRATION_TIMEOUT_SECONDS * 1000,
+      maxRetries: e.INTEGRATION_MAX_RETRIES,
+    },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
   };
 }

@@ -17,6 +17,7 @@ export type ErrorCode =
   | "BAD_TEMPLATE"
   | "RATE_LIMITED"
   | "QUOTA_EXCEEDED"
+  | "UPSTREAM_ERROR" // Notion or Confluence failed a request made for the client; extensions.reason says how
   | "TRY_AGAIN"
   | "TIMEOUT"
   | "UNAVAILABLE"

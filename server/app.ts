@@ -10,12 +10,14 @@ import { postgraphile, type PostGraphileInstance } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/express/v4";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { createConnectors } from "../lib/connectors.ts";
 import { createTokenService } from "../lib/tokens.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
 import { createLiveSockets } from "./live-sockets.ts";
 import { createNotificationListener } from "./notifications.ts";
+import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
 import { makePreset } from "./preset.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
 
@@ -112,7 +114,9 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   const liveEvents = createLiveEvents(listener, logger);
   // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
   await listener.start().catch(() => undefined);
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets, liveEvents }));
+  const connectors = createConnectors(config);
+  app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets, liveEvents, connectors }));
   const serv = pgl.createServ(grafserv);
   await serv.addTo(app, httpServer);
 

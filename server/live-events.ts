@@ -9,7 +9,7 @@ import { SafeError } from "postgraphile/grafast";
 import type { Logger } from "../lib/logger.ts";
 import type { NotificationListener } from "./notifications.ts";
 
-export type LiveEntity = "job" | "document" | "summary";
+export type LiveEntity = "job" | "document" | "summary" | "integration";
 
 export interface LiveEvent {
   readonly orgId: string;
@@ -48,7 +48,7 @@ function parseEvent(payload: string): LiveEvent | null {
   try {
     const e = JSON.parse(payload) as Record<string, unknown>;
     if (!isUuid(e.orgId) || !isUuid(e.entityId) || typeof e.seq !== "number") return null;
-    if (e.entity !== "job" && e.entity !== "document" && e.entity !== "summary") return null;
+    if (e.entity !== "job" && e.entity !== "document" && e.entity !== "summary" && e.entity !== "integration") return null;
     if (e.op !== "insert" && e.op !== "update" && e.op !== "delete") return null;
     return {
       orgId: e.orgId,

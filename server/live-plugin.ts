@@ -1,4 +1,4 @@
-// The live part of the GraphQL API: jobUpdated and documentChanged subscriptions over graphql-ws.
+// The live part of the GraphQL API: jobUpdated, documentChanged and integrationChanged subscriptions over graphql-ws.
 //
 // Which organization a subscription hears is decided here from the verified token (the context's claims), never
 // from an argument; the arguments only narrow it (one job, one document) and choose where to resume (`since`).
@@ -58,8 +58,8 @@ function sinceOf(since: string | null): number | null {
 
 export function makeLivePlugin(live: LiveEvents) {
   return extendSchema((build) => {
-    const { jobs, documents, summaries } = build.pgResources;
-    if (!jobs || !documents || !summaries) throw new Error("the jobs, documents and summaries tables are not exposed");
+    const { jobs, documents, summaries, integrations } = build.pgResources;
+    if (!jobs || !documents || !summaries || !integrations) throw new Error("the jobs, documents, summaries and integrations tables are not exposed");
 
     /** A subscribe plan: the caller's organization's events, narrowed by `accept`. */
     const subscribePlan =
@@ -88,6 +88,7 @@ export function makeLivePlugin(live: LiveEvents) {
           job
           document
           summary
+          integration
         }
         enum LiveOperation {
           insert
@@ -109,12 +110,15 @@ export function makeLivePlugin(live: LiveEvents) {
           job: Job
           document: Document
           summary: Summary
+          integration: Integration
         }
         extend type Subscription {
           "Every change of the organization's jobs, or of one job."
           jobUpdated(jobId: UUID, since: BigInt): LiveEvent
           "Every change of the organization's documents and summaries, or of one document's."
           documentChanged(documentId: UUID, since: BigInt): LiveEvent
+          "Every change of the organization's integrations (connected, needs re-auth, sync finished, disconnected), or of one."
+          integrationChanged(integrationId: UUID, since: BigInt): LiveEvent
         }
       `,
       objects: {
@@ -125,7 +129,11 @@ export function makeLivePlugin(live: LiveEvents) {
               plan: ($event: Step) => $event,
             },
             documentChanged: {
-              subscribePlan: subscribePlan("documentId", (e, id) => e.entity !== "job" && (id === null || e.documentId === id)),
+              subscribePlan: subscribePlan("documentId", (e, id) => (e.entity === "document" || e.entity === "summary") && (id === null || e.documentId === id)),
+              plan: ($event: Step) => $event,
+            },
+            integrationChanged: {
+              subscribePlan: subscribePlan("integrationId", (e, id) => e.entity === "integration" && (id === null || e.entityId === id)),
               plan: ($event: Step) => $event,
             },
           },
@@ -136,6 +144,7 @@ export function makeLivePlugin(live: LiveEvents) {
             job: ($e: Step<LiveEvent>) => jobs.get({ id: idFor($e, "job") }),
             document: ($e: Step<LiveEvent>) => documents.get({ id: idFor($e, "document") }),
             summary: ($e: Step<LiveEvent>) => summaries.get({ id: idFor($e, "summary") }),
+            integration: ($e: Step<LiveEvent>) => integrations.get({ id: idFor($e, "integration") }),
           },
         },
       },

@@ -6,12 +6,14 @@ import { PgSimplifyInflectionPreset } from "@graphile/simplify-inflection";
 import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import type { Config } from "../lib/config.ts";
+import { createConnectors, type Connectors } from "../lib/connectors.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import type { LiveEvents } from "./live-events.ts";
+import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 import { makeMaskError, RequestErrorCodesPlugin } from "./errors.ts";
@@ -28,6 +30,8 @@ export interface PresetOptions {
   readonly liveSockets?: LiveSockets;
   /** Where subscriptions get their organization's events (none when only printing the schema). */
   readonly liveEvents?: LiveEvents;
+  /** The Notion and Confluence clients (default: made from config). */
+  readonly connectors?: Connectors;
 }
 
 /** For a preset that never serves (printing the schema): subscriptions there have nothing to hear. */
@@ -39,12 +43,25 @@ const idleLiveEvents: LiveEvents = {
   close: () => undefined,
 };
 
-export function makePreset({ config, logger, pool, tokens = createTokenService(config), liveSockets, liveEvents = idleLiveEvents }: PresetOptions): GraphileConfig.Preset {
+export function makePreset({
+  config,
+  logger,
+  pool,
+  tokens = createTokenService(config),
+  liveSockets,
+  liveEvents = idleLiveEvents,
+  connectors = createConnectors(config),
+}: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
   const sessions = createSessions({ config, logger, pool, hasher, tokens });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
-    plugins: [makeAuthPlugin(config, sessions, tokens), makeLivePlugin(liveEvents), RequestErrorCodesPlugin],
+    plugins: [
+      makeAuthPlugin(config, sessions, tokens),
+      makeLivePlugin(liveEvents),
+      makeIntegrationsPlugin({ config, pool, connectors }),
+      RequestErrorCodesPlugin,
+    ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
     grafast: { context: makeContext(config, tokens, liveSockets) },

@@ -25,6 +25,7 @@ import type { IncomingMessage } from "node:http";
 import busboy from "busboy";
 import type { Request, RequestHandler, Response } from "express";
 import type pg from "pg";
+import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
 import { publicDatabaseError, type ErrorCode } from "../lib/errors.ts";
 import { ExtractError } from "../lib/extract/errors.ts";
@@ -224,31 +225,16 @@ interface Inserted {
 }
 
 /** Inserts the document as the caller: one transaction with the request's settings, so RLS and triggers apply. */
-async function insertDocument(pool: pg.Pool, settings: Record<string, string>, values: { title: string; extracted: Extracted; metadata: object }): Promise<Inserted> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query("begin");
-    try {
-      await client.query("select set_config(key, value, true) from json_each_text($1::json)", [JSON.stringify(settings)]);
-      const { rows } = await client.query<Inserted>(
-        `insert into app_public.documents (title, content, format, source, metadata)
-         values ($1, $2, $3, 'upload', $4)
-         returning id, title, format::text as format, octet_length(content) as bytes`,
-        [values.title, values.extracted.text, values.extracted.format, JSON.stringify(values.metadata)],
-      );
-      await client.query("commit");
-      return rows[0]!;
-    } catch (error) {
-      await client.query("rollback").catch((rollbackError: Error) => {
-        broken = rollbackError;
-      });
-      throw error;
-    }
-  } finally {
-    // A connection whose rollback failed is in an unknown state: it is closed rather than reused.
-    client.release(broken);
-  }
+function insertDocument(pool: pg.Pool, settings: Record<string, string>, values: { title: string; extracted: Extracted; metadata: object }): Promise<Inserted> {
+  return asCaller(pool, settings, async (client) => {
+    const { rows } = await client.query<Inserted>(
+      `insert into app_public.documents (title, content, format, source, metadata)
+       values ($1, $2, $3, 'upload', $4)
+       returning id, title, format::text as format, octet_length(content) as bytes`,
+      [values.title, values.extracted.text, values.extracted.format, JSON.stringify(values.metadata)],
+    );
+    return rows[0]!;
+  });
 }
 
 export function uploadRoute({ config, pool, tokens }: UploadRouteOptions): RequestHandler {

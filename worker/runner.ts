@@ -9,6 +9,7 @@ import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { startHeartbeat } from "./heartbeat.ts";
 import { createMailer } from "../lib/mailer.ts";
+import { createConnectors } from "../lib/connectors.ts";
 import { createLlmProvider } from "../lib/llm/index.ts";
 import { makeTaskList, schedules } from "./task-list.ts";
 
@@ -35,6 +36,8 @@ export async function startQuireWorker({ config, logger, pool }: WorkerOptions):
       runnerId: workerId,
       maxOutputTokens: config.llm.maxOutputTokens,
       liveEventRetentionHours: config.jobs.liveEventRetentionHours,
+      connectors: createConnectors(config),
+      keys: config.integrations.sealingKeys,
     }),
     // Declared in code; without this graphile-worker would look for a ./crontab file.
     parsedCronItems: schedules,

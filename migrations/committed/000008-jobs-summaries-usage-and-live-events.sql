@@ -1,10 +1,10 @@
 --! Previous: sha1:c17a14e8ca81a333d6f35b1ab2e20b8b9c29d2a3
---! Hash: sha1:0f22fddf96f702b06b3bc4b119b16c6a97d60bb8
+--! Hash: sha1:e888d97d24fe9a2e63dfeb8bb8c5f1cf60550325
 --! Message: jobs, summaries, usage and live events
 
 -- Background work an organization asked for. A job row is the user-facing record (status, error, result); the
 -- graphile-worker job that runs it is keyed by the same id and is never visible to the API.
-create type app_public.job_kind as enum ('summarize');
+create type app_public.job_kind as enum ('summarize', 'import', 'sync', 'publish');
 create type app_public.job_status as enum ('queued', 'running', 'succeeded', 'failed', 'cancelled');
 
 create table app_public.jobs (
@@ -31,7 +31,7 @@ create table app_public.jobs (
   check ((status in ('succeeded', 'failed', 'cancelled')) = (finished_at is not null))
 );
 comment on table app_public.jobs is
-  E'@behavior -insert -update -delete\nBackground work of the organization (summaries now; imports and publishing later). Created by mutations such as summarizeDocument, run by the worker, visible to everyone in the organization.';
+  E'@behavior -insert -update -delete\nBackground work of the organization: summaries, imports and syncs from Notion and Confluence, publishing. Created by mutations such as summarizeDocument, run by the worker, visible to everyone in the organization.';
 comment on column app_public.jobs.status is E'@behavior +attribute:filterBy\nqueued, running, succeeded, failed or cancelled; clients filter by it.';
 comment on column app_public.jobs.kind is E'@behavior +attribute:filterBy\nWhat the job does.';
 comment on column app_public.jobs.attempts is 'Runs started so far (a run interrupted by a dead worker counts).';
@@ -542,7 +542,7 @@ create table app_public.live_events (
   id uuid primary key default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   seq bigint not null,
-  entity text not null check (entity in ('job', 'document', 'summary')),
+  entity text not null check (entity in ('job', 'document', 'summary', 'integration')),
   op text not null check (op in ('insert', 'update', 'delete')),
   entity_id uuid not null,
   document_id uuid,

@@ -72,6 +72,7 @@ describe("current_org_id() / current_user_id() / current_member_role()", () => {
     );
     expect(rows).toEqual([
       { proname: "current_job_id", provolatile: "s" },
+      { proname: "current_job_kind", provolatile: "s" },
       { proname: "current_member_role", provolatile: "s" },
       { proname: "current_org_id", provolatile: "s" },
       { proname: "current_user_id", provolatile: "s" },

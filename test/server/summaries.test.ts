@@ -247,7 +247,7 @@ describe("who may ask, and how much", () => {
     const graphileJobs = await count("graphile_worker._private_jobs", []);
     const refused = await summarize(q.members.member.accessToken, documentId);
     expect(codeOf(refused)).toBe("QUOTA_EXCEEDED");
-    expect(await count("app_public.jobs where org_id = $1", [q.orgId])).toBe(2); // the fixture's and the first
+    expect(await count("app_public.jobs where org_id = $1 and kind = 'summarize'", [q.orgId])).toBe(2); // the fixture's and the first
     expect(await count("graphile_worker._private_jobs", [])).toBe(graphileJobs);
     const usage = await gql(q.members.viewer.accessToken, "{ organizationUsage { tier summaries jobsInFlight promptTokens completionTokens summaryAllowance tokenAllowance } }");
     expect(usage.data!.organizationUsage).toEqual({

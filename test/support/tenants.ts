@@ -73,6 +73,22 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, document!.id, members.member.userId, `${name} works.`],
     "root",
   );
+  // A connected Notion workspace with one finished import run and the summary published there (no secrets: the
+  // isolation suites only need rows).
+  await query(
+    db.name,
+    `with i as (insert into app_public.integrations (org_id, provider, external_id, external_name, connected_by)
+                values ($1, 'notion', $2, $3, $4) returning id),
+          j as (insert into app_public.jobs (org_id, kind, status, integration_id, requested_by, attempts, finished_at)
+                select $1, 'import', 'succeeded', i.id, $4, 1, now() from i returning id, integration_id),
+          r as (insert into app_public.integration_sync_runs (org_id, integration_id, job_id, kind, status, seen, imported, finished_at)
+                select $1, j.integration_id, j.id, 'import', 'finished', 1, 1, now() from j returning integration_id)
+     insert into app_public.summary_publications (org_id, summary_id, integration_id, target_key, external_id, url)
+     select $1, s.id, r.integration_id, 'notion:parent', 'page-' || s.id, 'https://www.notion.so/page'
+       from r, app_public.summaries s where s.org_id = $1`,
+    [org!.id, `workspace-${slug}`, `${name} workspace`, members.admin.userId],
+    "root",
+  );
   await query(
     db.name,
     "insert into app_public.templates (org_id, name, body, created_by) values ($1, $2, $3, $4)",

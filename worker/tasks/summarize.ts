@@ -11,11 +11,12 @@
 // passing ones (timeouts, 429, 5xx), after the provider's own retries, put the job back in the queue and let
 // graphile-worker retry it with backoff until max_attempts, then fail it.
 import { randomUUID } from "node:crypto";
-import type { JobHelpers, Task } from "graphile-worker";
+import type { Task } from "graphile-worker";
 import type { PoolClient } from "pg";
 import { LlmError, type LlmProvider } from "../../lib/llm/provider.ts";
 import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
 import { inJobContext, isJobTicket, type JobTicket } from "../job-context.ts";
+import { failQuietly, isLastAttempt, lockRunningJob, settleJob, startJob, succeedJob } from "../job-lifecycle.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -48,13 +49,7 @@ interface Work {
 
 /** Marks the job running and reads what it needs; null when the job is no longer to be run. */
 async function start(client: PoolClient): Promise<Work | null | "document-gone"> {
-  const job = await client.query<{ document_id: string | null; template_version_id: string | null; global_template_version_id: string | null }>(
-    `update app_public.jobs j
-        set status = 'running', attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
-      where j.id = app_public.current_job_id()
-  returning j.document_id, j.template_version_id, j.global_template_version_id`,
-  );
-  const row = job.rows[0];
+  const row = await startJob(client);
   if (!row) return null;
   // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
   const marker = `\u0001content-${randomUUID()}\u0001`;
@@ -81,19 +76,6 @@ async function start(client: PoolClient): Promise<Work | null | "document-gone">
   };
 }
 
-/** Sets the job's outcome while it is this task's to set; `queued` means a retry follows. */
-async function settle(client: PoolClient, status: "failed" | "queued", code: string, message: string): Promise<void> {
-  await client.query(
-    `update app_public.jobs j
-        set status = $1::app_public.job_status, error_code = $2, error_message = left($3, 1000),
-            finished_at = case when $1 = 'failed' then now() end
-      where j.id = app_public.current_job_id()`,
-    [status, code, message],
-  );
-}
-
-const isLastAttempt = (helpers: JobHelpers) => helpers.job.attempts >= helpers.job.max_attempts;
-
 export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: SummarizeDependencies): Task<"summarize"> {
   return async (payload, helpers) => {
     if (!isJobTicket(payload)) {
@@ -116,7 +98,7 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: Summariz
       return;
     }
     if (work === "document-gone") {
-      await inJobContext(helpers, payload, context(), (client) => settle(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
+      await inJobContext(helpers, payload, context(), (client) => settleJob(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
       return;
     }
     const { prompt, marker } = work;
@@ -135,14 +117,13 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: Summariz
         throw error;
       }
       const retry = (error.retryable || error.code === "LLM_CANCELLED") && !isLastAttempt(helpers);
-      await inJobContext(helpers, payload, context(), (client) => settle(client, retry ? "queued" : "failed", error.code, error.message));
+      await inJobContext(helpers, payload, context(), (client) => settleJob(client, retry ? "queued" : "failed", error.code, error.message));
       if (retry) throw error;
       helpers.logger.warn(`summarize: job ${payload.jobId} failed: ${error.code}`);
       return;
     }
     const done = await inJobContext(helpers, payload, context(), async (client) => {
-      const locked = await client.query("select 1 from app_public.jobs j where j.id = app_public.current_job_id() and j.status = 'running' for update");
-      if (locked.rowCount === 0) return false;
+      if (!(await lockRunningJob(client))) return false;
       const summary = await client.query<{ id: string }>(
         `insert into app_public.summaries (org_id, document_id, job_id, template_version_id, global_template_version_id, content,
                                            provider, model, prompt_tokens, completion_tokens, latency_ms, document_revision)
@@ -171,24 +152,11 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: Summariz
           [summaryId, completion.provider, completion.model, completion.promptTokens, completion.completionTokens],
         );
       }
-      await client.query(
-        `update app_public.jobs j
-            set status = 'succeeded', finished_at = now(), error_code = null, error_message = null,
-                summary_id = coalesce($1, (select s.id from app_public.summaries s where s.job_id = j.id))
-          where j.id = app_public.current_job_id()`,
-        [summaryId],
-      );
+      await succeedJob(client, summaryId);
       return true;
     });
     helpers.logger.info(
       done ? `summarize: job ${payload.jobId} succeeded (${completion.calls} LLM calls)` : `summarize: job ${payload.jobId} was cancelled; result dropped`,
     );
   };
-}
-
-/** Marks the job failed on its last attempt, when even that fails (the original error is what gets rethrown). */
-async function failQuietly(helpers: JobHelpers, ticket: JobTicket, role: string, code: string, message: string): Promise<void> {
-  await inJobContext(helpers, ticket, { role }, (client) => settle(client, "failed", code, message)).catch((error: unknown) => {
-    helpers.logger.error(`summarize: could not mark job ${ticket.jobId} failed: ${String(error)}`);
-  });
 }
