@@ -2,6 +2,9 @@
 // OAuth (authorization URL, code exchange, refresh, revocation), browsing, reading a page as Markdown and
 // publishing one. The provider clients under lib/integrations/ speak each API; this adapts them.
 import type { Config } from "./config.ts";
+import { createConfluenceClient } from "./integrations/confluence.ts";
+import { IntegrationError } from "./integrations/errors.ts";
+import { createNotionClient } from "./integrations/notion.ts";
 import type { TokenSet } from "./integrations/oauth.ts";
 
 export type IntegrationProvider = "notion" | "confluence";
@@ -58,9 +61,78 @@ export type Connectors = Readonly<Partial<Record<IntegrationProvider, Connector>
 
 export const redirectUri = (config: Config, provider: IntegrationProvider) => `${config.integrations.publicUrl}/oauth/${provider}/callback`;
 
+function notionConnector(config: Config, options: NonNullable<Config["integrations"]["notion"]>): Connector {
+  const client = createNotionClient({
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+    redirectUri: redirectUri(config, "notion"),
+    authBaseUrl: options.apiUrl,
+    apiBaseUrl: options.apiUrl,
+    timeoutMs: config.integrations.timeoutMs,
+    maxRetries: config.integrations.maxRetries,
+  });
+  return {
+    provider: "notion",
+    authorizationUrl: (state, codeChallenge) => client.authorizationUrl({ state, codeChallenge }),
+    async connect(code, codeVerifier) {
+      const connection = await client.exchangeCode({ code, codeVerifier });
+      // A workspace id is what a reconnection matches on; a grant without one is keyed by its bot.
+      const externalId = connection.workspaceId ?? connection.botId;
+      if (!externalId) throw new IntegrationError("BAD_RESPONSE", "The Notion authorization server named no workspace.");
+      return { tokens: connection.tokens, externalId, externalName: connection.workspaceName ?? "Notion", externalUrl: null };
+    },
+    refresh: (refreshToken) => client.refresh(refreshToken),
+    revoke: (accessToken) => client.revoke(accessToken),
+    async listPages(accessToken, _externalId, { cursor, query }) {
+      const list = await client.listPages(accessToken, { cursor, ...(query ? { query } : {}) });
+      return { pages: [...list.pages], nextCursor: list.nextCursor };
+    },
+    fetchPage: (accessToken, _externalId, pageId, signal) => client.fetchPage(accessToken, pageId, signal),
+    async publish(accessToken, _externalId, target, page, existingPageId) {
+      if (existingPageId) return client.replacePageContent(accessToken, existingPageId, page);
+      if (!target.parentPageId) throw new IntegrationError("REJECTED", "Publishing to Notion needs a parent page.");
+      return client.createPage(accessToken, { parentPageId: target.parentPageId, ...page });
+    },
+  };
+}
+
+function confluenceConnector(config: Config, options: NonNullable<Config["integrations"]["atlassian"]>): Connector {
+  const client = createConfluenceClient({
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+    redirectUri: redirectUri(config, "confluence"),
+    authBaseUrl: options.authUrl,
+    apiBaseUrl: options.apiUrl,
+    timeoutMs: config.integrations.timeoutMs,
+    maxRetries: config.integrations.maxRetries,
+  });
+  return {
+    provider: "confluence",
+    authorizationUrl: (state, codeChallenge) => client.authorizationUrl({ state, codeChallenge }),
+    async connect(code, codeVerifier) {
+      const { tokens, site } = await client.exchangeCode({ code, codeVerifier });
+      return { tokens, externalId: site.id, externalName: site.name, externalUrl: /^https:\/\//.test(site.url) ? site.url : null };
+    },
+    refresh: (refreshToken) => client.refresh(refreshToken),
+    revoke: (accessToken) => client.revoke(accessToken),
+    async listPages(accessToken, siteId, { cursor, query }) {
+      const list = await client.listPages(accessToken, siteId, { cursor, ...(query ? { query } : {}) });
+      return { pages: [...list.pages], nextCursor: list.nextCursor };
+    },
+    fetchPage: (accessToken, siteId, pageId, signal) => client.fetchPage(accessToken, siteId, pageId, signal),
+    async publish(accessToken, siteId, target, page, existingPageId) {
+      if (existingPageId) return client.updatePage(accessToken, siteId, existingPageId, page);
+      if (!target.spaceId) throw new IntegrationError("REJECTED", "Publishing to Confluence needs a space.");
+      return client.createPage(accessToken, siteId, { spaceId: target.spaceId, parentId: target.parentPageId, ...page });
+    },
+  };
+}
+
 /** The connectors this configuration enables (a provider without client credentials is absent). */
 export function createConnectors(config: Config): Connectors {
-  const connectors: Partial<Record<IntegrationProvider, Connector>> = {};
-  void config;
-  return connectors;
+  const { notion, atlassian } = config.integrations;
+  return {
+    ...(notion ? { notion: notionConnector(config, notion) } : {}),
+    ...(atlassian ? { confluence: confluenceConnector(config, atlassian) } : {}),
+  };
 }

@@ -145,6 +145,8 @@ export function parseInline(text: string): Span[] {
 
 function inline(source: string, allowLinks: boolean): Span[] {
   const pieces: Piece[] = [];
+  const findRun = backtickFinder(source);
+  const brackets = allowLinks ? matchBrackets(source, findRun) : new Map<number, number>();
   let buffer = "";
   let delimiters = 0;
   const flush = () => {
@@ -168,8 +170,8 @@ function inline(source: string, allowLinks: boolean): Span[] {
         i++;
       }
     } else if (c === "`") {
-      const run = /^`+/.exec(source.slice(i))![0].length;
-      const close = findBacktickRun(source, i + run, run);
+      const run = runLength(source, i);
+      const close = findRun(i + run, run);
       if (close < 0) {
         buffer += "`".repeat(run);
         i += run;
@@ -200,7 +202,9 @@ function inline(source: string, allowLinks: boolean): Span[] {
       i += run;
     } else if (c === "[" || (c === "!" && source[i + 1] === "[")) {
       const image = c === "!";
-      const link = allowLinks ? parseLink(source, image ? i + 1 : i) : null;
+      const open = image ? i + 1 : i;
+      const close = brackets.get(open);
+      const link = close === undefined ? null : parseLink(source, open, close);
       if (!link) {
         buffer += c;
         i++;
@@ -241,51 +245,77 @@ function inline(source: string, allowLinks: boolean): Span[] {
   return resolveEmphasis(pieces);
 }
 
-/** The index of the next run of exactly `length` backticks at or after `from`, or -1. */
-function findBacktickRun(source: string, from: number, length: number): number {
-  for (let i = source.indexOf("`", from); i >= 0; i = source.indexOf("`", i)) {
-    let run = 1;
-    while (source[i + run] === "`") run++;
-    if (run === length) return i;
-    i += run;
-  }
-  return -1;
+const runLength = (source: string, at: number) => {
+  let end = at;
+  while (source[end] === source[at]) end++;
+  return end - at;
+};
+
+/**
+ * Finds the next run of exactly `length` backticks at or after a position (-1 if none), remembering failures: once
+ * no run of some length follows a position, later searches from beyond it fail at once. That keeps a paragraph of
+ * unmatched backticks linear instead of quadratic.
+ */
+function backtickFinder(source: string): (from: number, length: number) => number {
+  const noneAfter = new Map<number, number>();
+  return (from, length) => {
+    const known = noneAfter.get(length);
+    if (known !== undefined && from >= known) return -1;
+    for (let i = source.indexOf("`", from); i >= 0; i = source.indexOf("`", i)) {
+      const run = runLength(source, i);
+      if (run === length) return i;
+      i += run;
+    }
+    noneAfter.set(length, Math.min(from, known ?? from));
+    return -1;
+  };
 }
 
-/** `[label](destination "title")` starting at `start` (the `[`), or null if it is not one. */
-function parseLink(source: string, start: number): { label: string; destination: string; end: number } | null {
-  let depth = 0;
-  let close = -1;
-  for (let i = start; i < source.length; i++) {
+/** Each `[`'s matching `]` (escapes and code spans skipped), found in one pass with a stack. */
+function matchBrackets(source: string, findRun: (from: number, length: number) => number): Map<number, number> {
+  const matches = new Map<number, number>();
+  const open: number[] = [];
+  for (let i = 0; i < source.length; i++) {
     const c = source[i];
     if (c === "\\") i++;
     else if (c === "`") {
-      const run = /^`+/.exec(source.slice(i))![0].length;
-      const end = findBacktickRun(source, i + run, run);
+      const run = runLength(source, i);
+      const end = findRun(i + run, run);
       i = end < 0 ? i + run - 1 : end + run - 1;
-    } else if (c === "[") depth++;
-    else if (c === "]" && --depth === 0) {
-      close = i;
-      break;
-    }
+    } else if (c === "[") open.push(i);
+    else if (c === "]" && open.length) matches.set(open.pop()!, i);
   }
-  if (close < 0 || source[close + 1] !== "(") return null;
+  return matches;
+}
+
+const maxDestination = 8192;
+
+/** The index of `char` within `maxDestination` characters after `from`, or -1: a bounded scan. */
+function indexWithin(source: string, char: string, from: number): number {
+  const at = source.slice(from, from + maxDestination).indexOf(char);
+  return at < 0 ? -1 : from + at;
+}
+
+/** `[label](destination "title")` with its `[` at `start` and `]` at `close`, or null if no destination follows. */
+function parseLink(source: string, start: number, close: number): { label: string; destination: string; end: number } | null {
+  if (source[close + 1] !== "(") return null;
   let i = close + 2;
   while (source[i] === " " || source[i] === "\n") i++;
   let destination = "";
   if (source[i] === "<") {
-    const end = source.indexOf(">", i);
+    const end = indexWithin(source, ">", i);
     if (end < 0 || source.slice(i, end).includes("\n")) return null;
     destination = source.slice(i + 1, end);
     i = end + 1;
   } else {
     let parens = 0;
     const from = i;
-    for (; i < source.length; i++) {
+    for (; i < source.length && i - from < maxDestination; i++) {
       const c = source[i]!;
       if (c === "\\" && i + 1 < source.length) i++;
-      else if (c === "(") parens++;
-      else if (c === ")") {
+      else if (c === "(") {
+        if (++parens > 32) return null;
+      } else if (c === ")") {
         if (parens === 0) break;
         parens--;
       } else if (/\s/.test(c)) break;
@@ -295,7 +325,7 @@ function parseLink(source: string, start: number): { label: string; destination:
   while (source[i] === " " || source[i] === "\n") i++;
   const quote = source[i];
   if (quote === '"' || quote === "'" || quote === "(") {
-    const end = source.indexOf(quote === "(" ? ")" : quote, i + 1);
+    const end = indexWithin(source, quote === "(" ? ")" : quote, i + 1);
     if (end < 0) return null;
     i = end + 1;
     while (source[i] === " " || source[i] === "\n") i++;
@@ -593,7 +623,7 @@ function listItem(content: string[], depth: number): ListItem {
 // ---------------------------------------------------------------------------------------------------------------
 // Rendering
 
-const markToken: Record<Mark, string> = { strike: "~~", bold: "**", italic: "*" };
+const markToken: Record<Mark, string> = { strike: "~~", bold: "**", italic: "_" };
 const markOrder: readonly Mark[] = ["strike", "bold", "italic"];
 
 function codeSpan(text: string): string {
@@ -620,38 +650,82 @@ function escapeText(text: string, inCell: boolean): string {
   return out;
 }
 
-/** Bold, italic and strikethrough cannot start or end on whitespace in Markdown: move it outside the marks. */
-function hugMarks(spans: readonly Span[]): Span[] {
-  const out: Span[] = [];
-  for (const s of spans) {
-    if (s.code || !(s.bold || s.italic || s.strike)) {
-      out.push(s);
-      continue;
-    }
-    const [, lead = "", core = "", tail = ""] = /^(\s*)([\s\S]*?)(\s*)$/.exec(s.text) ?? [];
-    const bare = { bold: false, italic: false, strike: false, code: false, href: s.href };
-    if (lead) out.push(span(lead, bare));
-    if (core) out.push({ ...s, text: core });
-    if (tail) out.push(span(tail, bare));
-  }
-  return normalizeSpans(out);
+/**
+ * A whitespace-only span keeps a mark only when both neighbours carry it too (then no delimiter touches it);
+ * otherwise `** **` would be emitted, which Markdown does not read as emphasis.
+ */
+function settleWhitespace(spans: readonly Span[]): Span[] {
+  return normalizeSpans(
+    spans.map((s, k) => {
+      if (s.code || s.text.trim()) return s;
+      const [before, after] = [spans[k - 1], spans[k + 1]];
+      const kept = (mark: Mark) => s[mark] && before?.[mark] === true && after?.[mark] === true;
+      return { ...s, bold: kept("bold"), italic: kept("italic"), strike: kept("strike") };
+    }),
+  );
 }
 
+// Whitespace, including a rendered hard break (backslash, newline), next to where delimiters go.
+const trailingSpace = /(?:[ \t]|\\\n)+$/;
+const leadingSpace = /^(?:[ \t]|\\\n)+/;
+
+/** The marks that close and open before a span (or after the last one). */
+interface Boundary {
+  readonly close: Mark[];
+  readonly open: Mark[];
+}
+
+/**
+ * Spans with their marks as delimiters, opened and closed as the marks change from span to span. Two CommonMark
+ * rules shape it. A delimiter may not sit on the inner side of whitespace (`** a**` is not bold), so whitespace at
+ * a boundary with delimiters moves outside them. And adjacent delimiter characters merge into one run (`*` + `**`
+ * reads as `***`), so italic is written `_`, which never merges with bold's `**` or strikethrough's `~~`, except
+ * inside a word, where only `*` works.
+ */
 function renderMarked(spans: readonly Span[], inCell: boolean): string {
-  let out = "";
-  const open: Mark[] = [];
-  for (const s of spans) {
-    const wanted = markOrder.filter((mark) => s[mark]);
-    while (open.some((mark) => !wanted.includes(mark))) out += markToken[open.pop()!];
-    for (const mark of wanted) {
-      if (!open.includes(mark)) {
-        out += markToken[mark];
-        open.push(mark);
-      }
-    }
-    out += s.code ? codeSpan(s.text) : escapeText(s.text, inCell);
+  const list = settleWhitespace(spans);
+  const boundaries: Boundary[] = [];
+  const stack: Mark[] = [];
+  for (const s of list) {
+    const close: Mark[] = [];
+    while (stack.some((mark) => !s[mark])) close.push(stack.pop()!);
+    const open = markOrder.filter((mark) => s[mark] && !stack.includes(mark));
+    stack.push(...open);
+    boundaries.push({ close, open });
   }
-  while (open.length) out += markToken[open.pop()!];
+  boundaries.push({ close: stack.reverse(), open: [] });
+  const texts = list.map((s) => (s.code ? codeSpan(s.text) : escapeText(s.text, inCell)));
+  // Whitespace moved out of the texts to the delimiters' outer side: [trailing of the text before, leading of the one after].
+  const moved = boundaries.map(({ close, open }, k) => {
+    const before = close.length && k > 0 && !list[k - 1]!.code ? (trailingSpace.exec(texts[k - 1]!)?.[0] ?? "") : "";
+    const after = open.length && k < list.length && !list[k]!.code ? (leadingSpace.exec(texts[k]!)?.[0] ?? "") : "";
+    return before + after;
+  });
+  const word = (c: string | undefined) => isAlphanumeric(c);
+  // An italic run whose delimiter group touches a letter or digit on its outer side (no other delimiter or space in
+  // between) is inside a word, where `_` cannot open or close: it needs `*`.
+  const starItalic = new Set<number>();
+  let openedAt = -1;
+  boundaries.forEach(({ close, open }, k) => {
+    if (close.includes("italic") && openedAt >= 0) {
+      const outerAfter = !moved[k] && !open.length ? texts[k]?.[0] : undefined;
+      const outerBefore = !boundaries[openedAt]!.close.length && !moved[openedAt] ? texts[openedAt - 1]?.at(-1) : undefined;
+      if (word(outerAfter) || word(outerBefore)) starItalic.add(openedAt);
+    }
+    if (open.includes("italic")) openedAt = k;
+  });
+  let out = "";
+  let italicToken = "_";
+  boundaries.forEach(({ close, open }, k) => {
+    const token = (mark: Mark) => (mark === "italic" ? italicToken : markToken[mark]);
+    const closing = close.map(token).join("");
+    if (open.includes("italic")) italicToken = starItalic.has(k) ? "*" : "_";
+    const opening = open.map(token).join("");
+    const text = texts[k] ?? "";
+    const lead = opening && !list[k]?.code ? (leadingSpace.exec(text)?.[0] ?? "") : "";
+    if (closing) out = out.slice(0, out.length - (moved[k]!.length - lead.length)) + closing + moved[k]!.slice(0, moved[k]!.length - lead.length);
+    out += lead + opening + text.slice(lead.length);
+  });
   return out;
 }
 
@@ -659,7 +733,7 @@ const encodeHref = (href: string) => href.replace(/[ ()<>]/g, (c) => `%${c.charC
 
 /** Spans as Markdown inline text. In a table cell, `|` is escaped and line breaks become spaces. */
 export function renderInline(spans: readonly Span[], inCell = false): string {
-  const pieces = hugMarks(normalizeSpans(spans));
+  const pieces = normalizeSpans(spans);
   let out = "";
   for (let i = 0; i < pieces.length; ) {
     const href = pieces[i]!.href;

@@ -157,15 +157,13 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
       service: authService,
     });
 
-  const pageId = (id: string) => encodeURIComponent(id);
-
   /** Every child block of `blockId`, page by page, with their own children read to `maxDepth`. */
   async function readChildren(accessToken: string, blockId: string, depth: number, budget: { left: number }, signal?: AbortSignal) {
     const blocks: JsonRecord[] = [];
     let cursor: string | null = null;
     do {
       const query = new URLSearchParams({ page_size: "100", ...(cursor ? { start_cursor: cursor } : {}) });
-      const list = await api(accessToken, "GET", `/v1/blocks/${pageId(blockId)}/children?${query}`, { signal });
+      const list = await api(accessToken, "GET", `/v1/blocks/${encodeURIComponent(blockId)}/children?${query}`, { signal });
       for (const raw of array(list.results)) {
         if (budget.left <= 0) return { blocks, truncated: true };
         budget.left--;
@@ -188,11 +186,12 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
   async function appendChildren(accessToken: string, parentId: string, nodes: readonly BlockNode[], signal?: AbortSignal): Promise<void> {
     for (let start = 0; start < nodes.length; ) {
       const batch = takeBatch(nodes, start, false);
-      const answer = await api(accessToken, "PATCH", `/v1/blocks/${pageId(parentId)}/children`, {
+      const answer = await api(accessToken, "PATCH", `/v1/blocks/${encodeURIComponent(parentId)}/children`, {
         body: { children: batch.payload },
         signal,
         idempotent: false,
       });
+      // Notion answers with the created first-level blocks in order; a batch has at most 100, so all fit its one page.
       const created = array(answer.results);
       for (const { index, children } of batch.deferred) {
         const id = text(record(created[index]).id);
@@ -269,7 +268,7 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
     },
 
     async fetchPage(accessToken, id, signal) {
-      const page = await api(accessToken, "GET", `/v1/pages/${pageId(id)}`, { signal });
+      const page = await api(accessToken, "GET", `/v1/pages/${encodeURIComponent(id)}`, { signal });
       if (page.archived === true || page.in_trash === true) throw new IntegrationError("NOT_FOUND", "The Notion page is archived.");
       const ref = pageRefOf(page);
       const { blocks, truncated } = await readChildren(accessToken, ref.externalId, 1, { left: maxBlocks }, signal);
@@ -282,7 +281,11 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
       const nodes = markdownToNodes(markdown);
       const first = takeBatch(nodes, 0, true);
       const page = await api(accessToken, "POST", "/v1/pages", {
-        body: { parent: { page_id: parentPageId }, properties: { title: { title: titleRichText(title) } }, children: first.payload },
+        body: {
+          parent: { page_id: parentPageId },
+          properties: { title: { title: titleRichText(title) } },
+          ...(first.payload.length ? { children: first.payload } : {}),
+        },
         signal,
         idempotent: false,
       });
@@ -292,16 +295,16 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
         await appendChildren(accessToken, id, nodes.slice(first.count), signal);
       } catch (error) {
         // All or nothing: a half-written page would be mistaken for the document. Best effort, so no signal.
-        await api(accessToken, "PATCH", `/v1/pages/${pageId(id)}`, { body: { archived: true } }).catch(() => undefined);
+        await api(accessToken, "PATCH", `/v1/pages/${encodeURIComponent(id)}`, { body: { archived: true } }).catch(() => undefined);
         throw error;
       }
       return { externalId: id, url: text(page.url) ?? "" };
     },
 
     async replacePageContent(accessToken, id, { title, markdown, signal }) {
-      const page = await api(accessToken, "GET", `/v1/pages/${pageId(id)}`, { signal });
+      const page = await api(accessToken, "GET", `/v1/pages/${encodeURIComponent(id)}`, { signal });
       const titleKey = Object.entries(record(page.properties)).find(([, value]) => record(value).type === "title")?.[0] ?? "title";
-      await api(accessToken, "PATCH", `/v1/pages/${pageId(id)}`, {
+      await api(accessToken, "PATCH", `/v1/pages/${encodeURIComponent(id)}`, {
         body: { properties: { [titleKey]: { title: titleRichText(title) } } },
         signal,
         idempotent: true,
@@ -310,7 +313,7 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
       let cursor: string | null = null;
       do {
         const query = new URLSearchParams({ page_size: "100", ...(cursor ? { start_cursor: cursor } : {}) });
-        const list = await api(accessToken, "GET", `/v1/blocks/${pageId(id)}/children?${query}`, { signal });
+        const list = await api(accessToken, "GET", `/v1/blocks/${encodeURIComponent(id)}/children?${query}`, { signal });
         for (const block of array(list.results).map(record)) {
           const blockId = text(block.id);
           if (blockId && !separatePages.has(text(block.type) ?? "")) old.push(blockId);
@@ -320,7 +323,7 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
       await appendChildren(accessToken, id, markdownToNodes(markdown), signal);
       for (const blockId of old) {
         try {
-          await api(accessToken, "DELETE", `/v1/blocks/${pageId(blockId)}`, { signal });
+          await api(accessToken, "DELETE", `/v1/blocks/${encodeURIComponent(blockId)}`, { signal });
         } catch (error) {
           if (!(error instanceof IntegrationError && error.code === "NOT_FOUND")) throw error;
         }

@@ -1,5 +1,5 @@
 --! Previous: sha1:e888d97d24fe9a2e63dfeb8bb8c5f1cf60550325
---! Hash: sha1:ccf154c205056e934a6a3f888cdb33f260b05e11
+--! Hash: sha1:23f7298f73612fa542a3e8af0937a8f0ad52852d
 --! Message: integrations
 
 -- Notion workspaces and Confluence Cloud sites an organization connected. The row says what is connected and how
@@ -292,7 +292,7 @@ begin
   insert into app_public.integrations as i (id, org_id, provider, status, external_id, external_name, external_url, scopes, connected_by)
     values (complete_integration.integration_id, (grant_).org_id, complete_integration.provider, 'connected', complete_integration.external_id,
             coalesce(complete_integration.external_name, ''), complete_integration.external_url, coalesce(complete_integration.scopes, '{}'), (grant_).user_id)
-    on conflict (org_id, provider, external_id) do update
+    on conflict on constraint integrations_org_id_provider_external_id_key do update
       set status = 'connected', external_name = excluded.external_name, external_url = excluded.external_url,
           scopes = excluded.scopes, connected_by = excluded.connected_by, last_error_code = null
     returning * into v_integration;
@@ -302,7 +302,7 @@ begin
   insert into app_private.integration_secrets as s (integration_id, org_id, key_id, access_nonce, access_ciphertext, refresh_nonce, refresh_ciphertext, access_expires_at)
     values (v_integration.id, v_integration.org_id, complete_integration.key_id, complete_integration.access_nonce, complete_integration.access_ciphertext,
             complete_integration.refresh_nonce, complete_integration.refresh_ciphertext, complete_integration.access_expires_at)
-    on conflict (integration_id) do update
+    on conflict on constraint integration_secrets_pkey do update
       set key_id = excluded.key_id, access_nonce = excluded.access_nonce, access_ciphertext = excluded.access_ciphertext,
           refresh_nonce = excluded.refresh_nonce, refresh_ciphertext = excluded.refresh_ciphertext,
           access_expires_at = excluded.access_expires_at, updated_at = now();
@@ -346,6 +346,10 @@ declare
   v app_public.integration_credentials;
 begin
   if not app_private.may_use_integration(integration_credentials.integration_id) then
+    if app_public.current_member_role() = 'viewer'
+       and exists (select 1 from app_public.integrations i where i.id = integration_credentials.integration_id and i.org_id = app_public.current_org_id()) then
+      raise exception 'Viewers cannot browse or use integrations.' using errcode = 'DNIED';
+    end if;
     raise exception 'No such connected integration.' using errcode = 'NTFND';
   end if;
   if lock then

@@ -1,0 +1,893 @@
+// Confluence Cloud as a source and a destination of documents, through Atlassian's OAuth 2.0 (3LO): the consent
+// URL (audience api.atlassian.com, prompt=consent), code exchange and refresh at auth.atlassian.com (refresh tokens
+// ROTATE: every refresh returns a new one and invalidates the old), the sites the grant reaches (their id is the
+// cloud id in every API path), and REST v2 through the gateway at api.atlassian.com/ex/confluence/{cloudId}: spaces,
+// pages (cursor pagination via _links.next), page bodies in storage format, create, and update with the next
+// version number. A title search uses CQL (REST v1), which v2 lacks. Storage format (Confluence's XHTML with ac:
+// and ri: elements) is read by a small tolerant tokenizer of our own and converted to Markdown; nothing in a page
+// is ever executed, scripts are dropped, links keep only http(s)/mailto targets, and nesting depth is bounded.
+import { badResponse, IntegrationError } from "./errors.ts";
+import { createHttpClient, type Classification, type Failure, type HttpMethod } from "./http.ts";
+import {
+  decodeEntities,
+  normalizeSpans,
+  parseMarkdown,
+  renderMarkdown,
+  safeHref,
+  span,
+  trimSpans,
+  type ListItem,
+  type MdBlock,
+  type Span,
+} from "./markdown.ts";
+import { tokenEndpointMeaning, tokenSetFrom, type TokenSet } from "./oauth.ts";
+import { array, dateOf, record, text, type JsonRecord, type PageList, type PageRef, type PublishedPage } from "./types.ts";
+
+/**
+ * The default scopes: granular ones for the REST v2 calls (read:page, read:space, write:page), the classic
+ * search:confluence for the CQL title search, and offline_access for a refresh token.
+ */
+export const defaultConfluenceScopes: readonly string[] = [
+  "read:page:confluence",
+  "read:space:confluence",
+  "write:page:confluence",
+  "search:confluence",
+  "offline_access",
+];
+
+export interface ConfluenceClientOptions {
+  readonly clientId: string;
+  readonly clientSecret: string;
+  /** The callback URL registered for the app in the Atlassian developer console. */
+  readonly redirectUri: string;
+  /** The authorization server. Default "https://auth.atlassian.com". */
+  readonly authBaseUrl?: string;
+  /** The API gateway (accessible resources and /ex/confluence/{cloudId}/…). Default "https://api.atlassian.com". */
+  readonly apiBaseUrl?: string;
+  /** Scopes requested on the consent screen. Default defaultConfluenceScopes. */
+  readonly scopes?: readonly string[];
+  /** How long one request may take. Default 30_000. */
+  readonly timeoutMs?: number;
+  /** Retries of a failed request (429, 5xx, timeouts, unreachable). Default 4. */
+  readonly maxRetries?: number;
+  /** Requests per second per access token; null: unpaced (a Retry-After still pauses the token's requests). Default null. */
+  readonly requestsPerSecond?: number | null;
+  /**
+   * Send PKCE (code_challenge S256 / code_verifier). Default false: Atlassian's 3LO documentation describes no PKCE
+   * parameters; the client secret sent with the exchange and the caller's `state` check protect the flow.
+   */
+  readonly pkce?: boolean;
+  /** Injectable for tests. Default: the global fetch. */
+  readonly fetch?: typeof fetch;
+  /** Waits between retries and for pacing. Injectable for tests. Default: a real timer. */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** The clock pacing reads, in milliseconds. Injectable for tests. Default performance.now. */
+  readonly now?: () => number;
+}
+
+/** An Atlassian site the grant reaches (an entry of accessible-resources). */
+export interface ConfluenceSite {
+  /** The cloud id: the {cloudId} of API paths. */
+  readonly id: string;
+  readonly name: string;
+  /** e.g. https://example.atlassian.net */
+  readonly url: string;
+  readonly scopes: readonly string[];
+}
+
+export interface ConfluenceConnection {
+  readonly tokens: TokenSet;
+  /** The site to use: the first with Confluence scopes (else the first of all). */
+  readonly site: ConfluenceSite;
+  /** Every site the grant reaches, for a picker. */
+  readonly sites: readonly ConfluenceSite[];
+}
+
+export interface ConfluenceSpace {
+  readonly id: string;
+  readonly key: string;
+  readonly name: string;
+  readonly url: string;
+}
+
+export interface ConfluencePage {
+  readonly externalId: string;
+  readonly title: string;
+  readonly url: string;
+  readonly lastEditedAt: Date | null;
+  readonly markdown: string;
+  /** The current version number (updates must send this + 1). */
+  readonly version: number;
+}
+
+export interface PublishedConfluencePage extends PublishedPage {
+  readonly version: number;
+}
+
+export interface ConfluenceClient {
+  /** Where to send the user to grant access. `codeChallenge` is sent only with the `pkce` option. */
+  authorizationUrl(input: { readonly state: string; readonly codeChallenge: string }): string;
+  /** Exchanges the code, then reads which sites the grant reaches. INVALID_GRANT for a bad or used code. */
+  exchangeCode(input: { readonly code: string; readonly codeVerifier: string; readonly signal?: AbortSignal }): Promise<ConfluenceConnection>;
+  /**
+   * New tokens for a refresh token. Atlassian rotates refresh tokens: store the returned one at once, the one sent
+   * is dead. INVALID_GRANT when the refresh token is refused (rotated out, expired after 90 idle days, revoked).
+   */
+  refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenSet>;
+  /**
+   * Does nothing: Atlassian offers no token revocation endpoint for 3LO apps. The user removes the app under their
+   * Atlassian account's connected apps; the caller should also forget the tokens.
+   */
+  revoke(accessToken: string): Promise<void>;
+  /** The sites the access token reaches (GET /oauth/token/accessible-resources). */
+  accessibleResources(accessToken: string, signal?: AbortSignal): Promise<readonly ConfluenceSite[]>;
+  listSpaces(
+    accessToken: string,
+    siteId: string,
+    options?: { readonly cursor?: string | null; readonly limit?: number; readonly signal?: AbortSignal },
+  ): Promise<{ readonly spaces: readonly ConfluenceSpace[]; readonly nextCursor: string | null }>;
+  /** Current pages, most recently modified first; with `query`, pages whose title matches it (CQL). */
+  listPages(
+    accessToken: string,
+    siteId: string,
+    options?: {
+      readonly cursor?: string | null;
+      readonly query?: string;
+      readonly spaceId?: string;
+      readonly limit?: number;
+      readonly signal?: AbortSignal;
+    },
+  ): Promise<PageList>;
+  fetchPage(accessToken: string, siteId: string, pageId: string, signal?: AbortSignal): Promise<ConfluencePage>;
+  createPage(
+    accessToken: string,
+    siteId: string,
+    input: {
+      readonly spaceId: string;
+      readonly parentId?: string | null;
+      readonly title: string;
+      readonly markdown: string;
+      readonly signal?: AbortSignal;
+    },
+  ): Promise<PublishedConfluencePage>;
+  /** Replaces title and body: reads the current version and writes the next one. REJECTED (409) if someone saved in between. */
+  updatePage(
+    accessToken: string,
+    siteId: string,
+    pageId: string,
+    input: { readonly title: string; readonly markdown: string; readonly signal?: AbortSignal },
+  ): Promise<PublishedConfluencePage>;
+}
+
+const service = "Confluence API";
+const authService = "Atlassian authorization server";
+
+/** A 401 "scope does not match" is a missing scope, which no token refresh can cure. */
+function apiMeaning({ status, body }: Failure): Classification | undefined {
+  if (status === 401 && /scope does not match/i.test(JSON.stringify(body ?? ""))) {
+    return { code: "FORBIDDEN", what: "refused the request: the app lacks a scope it needs" };
+  }
+  return undefined;
+}
+
+/** The `cursor` parameter of a `_links.next` URL, or null. */
+function cursorOf(answer: JsonRecord): string | null {
+  const next = text(record(answer._links).next);
+  if (!next) return null;
+  try {
+    return new URL(next, "https://cursor.invalid").searchParams.get("cursor");
+  } catch {
+    return null;
+  }
+}
+
+const cqlString = (value: string) => `"${value.replace(/["\\]/g, "\\$&")}"`;
+
+export function createConfluenceClient(options: ConfluenceClientOptions): ConfluenceClient {
+  const authBase = (options.authBaseUrl ?? "https://auth.atlassian.com").replace(/\/+$/, "");
+  const apiBase = (options.apiBaseUrl ?? "https://api.atlassian.com").replace(/\/+$/, "");
+  const { clientId, clientSecret, redirectUri } = options;
+  const scopes = options.scopes ?? defaultConfluenceScopes;
+  const http = createHttpClient({
+    service,
+    requestsPerSecond: options.requestsPerSecond ?? null,
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    ...(options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }),
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+    ...(options.sleep ? { sleep: options.sleep } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
+
+  const call = async (
+    accessToken: string,
+    method: HttpMethod,
+    url: string,
+    request: { readonly body?: unknown; readonly signal?: AbortSignal | undefined; readonly idempotent?: boolean } = {},
+  ): Promise<unknown> =>
+    http.request({
+      method,
+      url,
+      headers: { authorization: `Bearer ${accessToken}` },
+      body: request.body,
+      signal: request.signal,
+      secrets: [accessToken],
+      paceKey: accessToken,
+      classify: apiMeaning,
+      ...(request.idempotent === undefined ? {} : { idempotent: request.idempotent }),
+    });
+
+  const wiki = (siteId: string) => `${apiBase}/ex/confluence/${encodeURIComponent(siteId)}/wiki`;
+  const v2 = (siteId: string, path: string) => `${wiki(siteId)}/api/v2${path}`;
+
+  const token = async (body: JsonRecord, secrets: readonly string[], signal: AbortSignal | undefined) =>
+    tokenSetFrom(
+      await http.request({
+        method: "POST",
+        url: `${authBase}/oauth/token`,
+        body: { ...body, client_id: clientId, client_secret: clientSecret },
+        signal,
+        secrets: [clientSecret, ...secrets],
+        idempotent: false,
+        classify: tokenEndpointMeaning,
+        service: authService,
+      }),
+      authService,
+    );
+
+  async function accessibleResources(accessToken: string, signal?: AbortSignal): Promise<readonly ConfluenceSite[]> {
+    const answer = await call(accessToken, "GET", `${apiBase}/oauth/token/accessible-resources`, { signal });
+    if (!Array.isArray(answer)) throw badResponse(service, "a list of accessible resources");
+    return answer.map(record).flatMap((site) => {
+      const id = text(site.id);
+      return id ? [{ id, name: text(site.name) ?? "", url: text(site.url) ?? "", scopes: array(site.scopes).filter((s) => typeof s === "string") }] : [];
+    });
+  }
+
+  /** Title, version and body of a page as the v2 API returns it. */
+  async function getPage(accessToken: string, siteId: string, pageId: string, withBody: boolean, signal?: AbortSignal) {
+    const query = withBody ? "?body-format=storage" : "";
+    const page = record(await call(accessToken, "GET", v2(siteId, `/pages/${encodeURIComponent(pageId)}${query}`), { signal }));
+    const id = text(page.id);
+    const version = record(page.version).number;
+    if (!id || typeof version !== "number") throw badResponse(service, "a page id and version");
+    return { page, id, version };
+  }
+
+  const published = (page: JsonRecord, fallbackId: string): PublishedConfluencePage => {
+    const version = record(page.version).number;
+    return { externalId: text(page.id) ?? fallbackId, url: pageUrl(page, undefined), version: typeof version === "number" ? version : 1 };
+  };
+
+  return {
+    authorizationUrl({ state, codeChallenge }) {
+      const url = new URL(`${authBase}/authorize`);
+      url.search = new URLSearchParams({
+        audience: "api.atlassian.com",
+        client_id: clientId,
+        scope: scopes.join(" "),
+        redirect_uri: redirectUri,
+        state,
+        response_type: "code",
+        prompt: "consent",
+        ...(options.pkce ? { code_challenge: codeChallenge, code_challenge_method: "S256" } : {}),
+      }).toString();
+      return url.toString();
+    },
+
+    async exchangeCode({ code, codeVerifier, signal }) {
+      const tokens = await token(
+        { grant_type: "authorization_code", code, redirect_uri: redirectUri, ...(options.pkce ? { code_verifier: codeVerifier } : {}) },
+        [code, codeVerifier],
+        signal,
+      );
+      const sites = await accessibleResources(tokens.accessToken, signal);
+      const site = sites.find((candidate) => candidate.scopes.some((scope) => scope.includes("confluence"))) ?? sites[0];
+      if (!site) throw new IntegrationError("FORBIDDEN", "The Atlassian authorization grants access to no site.");
+      return { tokens, site, sites };
+    },
+
+    async refresh(refreshToken, signal) {
+      return token({ grant_type: "refresh_token", refresh_token: refreshToken }, [refreshToken], signal);
+    },
+
+    async revoke() {},
+
+    accessibleResources,
+
+    async listSpaces(accessToken, siteId, { cursor, limit = 50, signal } = {}) {
+      const query = new URLSearchParams({ limit: String(Math.min(250, Math.max(1, Math.floor(limit)))), ...(cursor ? { cursor } : {}) });
+      const answer = record(await call(accessToken, "GET", v2(siteId, `/spaces?${query}`), { signal }));
+      const base = text(record(answer._links).base);
+      const spaces = array(answer.results)
+        .map(record)
+        .flatMap((space) => {
+          const id = text(space.id) ?? (typeof space.id === "number" ? String(space.id) : undefined);
+          const webui = text(record(space._links).webui) ?? "";
+          return id ? [{ id, key: text(space.key) ?? "", name: text(space.name) ?? "", url: base ? base + webui : webui }] : [];
+        });
+      return { spaces, nextCursor: cursorOf(answer) };
+    },
+
+    async listPages(accessToken, siteId, { cursor, query, spaceId, limit = 50, signal } = {}) {
+      const size = String(Math.min(250, Math.max(1, Math.floor(limit))));
+      if (!query) {
+        const params = new URLSearchParams({ limit: size, sort: "-modified-date", status: "current", ...(spaceId ? { "space-id": spaceId } : {}) });
+        if (cursor) params.set("cursor", cursor);
+        const answer = record(await call(accessToken, "GET", v2(siteId, `/pages?${params}`), { signal }));
+        const base = text(record(answer._links).base);
+        return { pages: array(answer.results).map((page) => pageRefOf(record(page), base)), nextCursor: cursorOf(answer) };
+      }
+      let cql = `type = page AND title ~ ${cqlString(query)}`;
+      if (spaceId) {
+        const space = record(await call(accessToken, "GET", v2(siteId, `/spaces/${encodeURIComponent(spaceId)}`), { signal }));
+        const key = text(space.key);
+        if (!key) throw badResponse(service, "the space's key");
+        cql += ` AND space = ${cqlString(key)}`;
+      }
+      const params = new URLSearchParams({ cql, limit: size, expand: "version,ancestors" });
+      if (cursor) params.set("cursor", cursor);
+      const answer = record(await call(accessToken, "GET", `${wiki(siteId)}/rest/api/content/search?${params}`, { signal }));
+      const base = text(record(answer._links).base);
+      const pages = array(answer.results)
+        .map(record)
+        .filter((content) => content.type === undefined || content.type === "page")
+        .map((content): PageRef => {
+          const id = text(content.id);
+          if (!id) throw badResponse(service, "a page id");
+          return {
+            externalId: id,
+            title: text(content.title) ?? "",
+            url: pageUrl(content, base),
+            lastEditedAt: dateOf(record(content.version).when),
+            parentId: text(record(array(content.ancestors).at(-1)).id) ?? null,
+          };
+        });
+      return { pages, nextCursor: cursorOf(answer) };
+    },
+
+    async fetchPage(accessToken, siteId, pageId, signal) {
+      const { page, id, version } = await getPage(accessToken, siteId, pageId, true, signal);
+      const storage = text(record(record(page.body).storage).value) ?? "";
+      return {
+        externalId: id,
+        title: text(page.title) ?? "",
+        url: pageUrl(page, undefined),
+        lastEditedAt: dateOf(record(page.version).createdAt),
+        markdown: storageToMarkdown(storage),
+        version,
+      };
+    },
+
+    async createPage(accessToken, siteId, { spaceId, parentId, title, markdown, signal }) {
+      const body = {
+        spaceId,
+        status: "current",
+        title,
+        ...(parentId ? { parentId } : {}),
+        body: { representation: "storage", value: markdownToStorage(markdown) },
+      };
+      const page = record(await call(accessToken, "POST", v2(siteId, "/pages"), { body, signal, idempotent: false }));
+      if (!text(page.id)) throw badResponse(service, "the id of the page it created");
+      return published(page, "");
+    },
+
+    async updatePage(accessToken, siteId, pageId, { title, markdown, signal }) {
+      const current = await getPage(accessToken, siteId, pageId, false, signal);
+      const body = {
+        id: current.id,
+        status: "current",
+        title,
+        body: { representation: "storage", value: markdownToStorage(markdown) },
+        version: { number: current.version + 1 },
+      };
+      const page = record(await call(accessToken, "PUT", v2(siteId, `/pages/${encodeURIComponent(current.id)}`), { body, signal }));
+      return published(page, current.id);
+    },
+  };
+}
+
+function pageRefOf(page: JsonRecord, base: string | undefined): PageRef {
+  const id = text(page.id);
+  if (!id) throw badResponse(service, "a page id");
+  return {
+    externalId: id,
+    title: text(page.title) ?? "",
+    url: pageUrl(page, base),
+    lastEditedAt: dateOf(record(page.version).createdAt),
+    parentId: text(page.parentId) ?? null,
+  };
+}
+
+/** The page's web URL: the site's wiki base (from the page or its list) and the page's webui path. */
+function pageUrl(page: JsonRecord, listBase: string | undefined): string {
+  const links = record(page._links);
+  const webui = text(links.webui) ?? "";
+  const base = text(links.base) ?? listBase;
+  return base && webui.startsWith("/") ? base.replace(/\/+$/, "") + webui : webui;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Storage format: a tolerant tokenizer into a small element tree
+
+interface XElement {
+  readonly kind: "element";
+  readonly name: string;
+  readonly attributes: ReadonlyMap<string, string>;
+  readonly children: XNode[];
+}
+interface XText {
+  readonly kind: "text";
+  readonly text: string;
+}
+type XNode = XElement | XText;
+
+/** Elements never given children. */
+const voidElements: ReadonlySet<string> = new Set(["br", "hr", "img", "col", "input", "meta", "link", "area", "base", "wbr", "source", "embed", "param", "track"]);
+/** Elements whose content is dropped unread (code, styles, embedded documents). */
+const droppedElements: ReadonlySet<string> = new Set(["script", "style", "textarea", "title", "iframe", "noscript", "template", "object", "svg", "math"]);
+
+/** Elements nest no deeper than this; deeper tags are ignored and their text joins the deepest element kept. */
+const maxElementDepth = 64;
+/** At most this many elements are built from one page; later tags are ignored (their text is kept). */
+const maxElements = 200_000;
+const maxAttributes = 64;
+
+/** Storage beyond this many characters is not read (a page body is rarely a tenth of it). */
+const maxStorageChars = 10_000_000;
+
+function parseStorage(storage: string): XElement {
+  const xml = storage.length > maxStorageChars ? storage.slice(0, maxStorageChars) : storage;
+  const root: XElement = { kind: "element", name: "#root", attributes: new Map(), children: [] };
+  const stack: XElement[] = [root];
+  let elements = 0;
+  const append = (value: string) => {
+    if (value) stack.at(-1)!.children.push({ kind: "text", text: value });
+  };
+  const nameAt = /<([A-Za-z][\w:.-]{0,255})/y;
+  // Bounded quantifiers: a stray quote or bracket costs a bounded scan, never one to the end of the page.
+  const attributeAt = /\s{0,256}([^\s=/>"']{1,256})(?:\s{0,256}=\s{0,256}(?:"([^"]{0,65536})"|'([^']{0,65536})'|([^\s>"']{1,65536})))?/y;
+  const tagEndAt = /\s{0,256}(\/?)>/y;
+  const closeAt = /<\/([A-Za-z][\w:.-]{0,255})[^>]{0,256}>/y;
+  let i = 0;
+  while (i < xml.length) {
+    const lt = xml.indexOf("<", i);
+    if (lt !== i) {
+      append(decodeEntities(xml.slice(i, lt < 0 ? xml.length : lt)));
+      if (lt < 0) break;
+      i = lt;
+    }
+    if (xml.startsWith("<!--", i)) {
+      const end = xml.indexOf("-->", i + 4);
+      i = end < 0 ? xml.length : end + 3;
+      continue;
+    }
+    if (xml.startsWith("<![CDATA[", i)) {
+      const end = xml.indexOf("]]>", i + 9);
+      append(xml.slice(i + 9, end < 0 ? xml.length : end));
+      i = end < 0 ? xml.length : end + 3;
+      continue;
+    }
+    if (xml[i + 1] === "!" || xml[i + 1] === "?") {
+      const end = xml.indexOf(">", i);
+      i = end < 0 ? xml.length : end + 1;
+      continue;
+    }
+    closeAt.lastIndex = i;
+    const close = closeAt.exec(xml);
+    if (close) {
+      const name = close[1]!.toLowerCase();
+      const at = stack.findLastIndex((element) => element.name === name);
+      if (at > 0) stack.length = at;
+      i = closeAt.lastIndex;
+      continue;
+    }
+    nameAt.lastIndex = i;
+    const open = nameAt.exec(xml);
+    let cursor = nameAt.lastIndex;
+    const attributes = new Map<string, string>();
+    let selfClosing: boolean | null = null;
+    while (open) {
+      tagEndAt.lastIndex = cursor;
+      const end = tagEndAt.exec(xml);
+      if (end) {
+        selfClosing = end[1] === "/";
+        cursor = tagEndAt.lastIndex;
+        break;
+      }
+      attributeAt.lastIndex = cursor;
+      const attribute = attributeAt.exec(xml);
+      if (!attribute) break;
+      if (attributes.size < maxAttributes) {
+        attributes.set(attribute[1]!.toLowerCase(), decodeEntities(attribute[2] ?? attribute[3] ?? attribute[4] ?? ""));
+      }
+      cursor = attributeAt.lastIndex;
+    }
+    if (!open) {
+      append("<");
+      i++;
+      continue;
+    }
+    if (selfClosing === null) {
+      // A malformed tag is text up to where reading it stopped. Never re-read: that keeps the tokenizer linear.
+      append(decodeEntities(xml.slice(i, cursor)));
+      i = cursor;
+      continue;
+    }
+    i = cursor;
+    const name = open[1]!.toLowerCase();
+    if (droppedElements.has(name)) {
+      if (!selfClosing) {
+        const end = new RegExp(`</${name}[^>]{0,256}>`, "gi");
+        end.lastIndex = i;
+        i = end.exec(xml) ? end.lastIndex : xml.length;
+      }
+      continue;
+    }
+    if (stack.length > maxElementDepth || elements >= maxElements) continue;
+    elements++;
+    const element: XElement = { kind: "element", name, attributes, children: [] };
+    stack.at(-1)!.children.push(element);
+    if (!selfClosing && !voidElements.has(name)) stack.push(element);
+  }
+  return root;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Storage format → Markdown
+
+interface Marks {
+  readonly bold: boolean;
+  readonly italic: boolean;
+  readonly strike: boolean;
+  readonly code: boolean;
+  readonly href: string | null;
+}
+const noMarks: Marks = { bold: false, italic: false, strike: false, code: false, href: null };
+
+const blockElements: ReadonlySet<string> = new Set([
+  "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "pre", "blockquote", "table", "thead", "tbody", "tfoot",
+  "tr", "td", "th", "hr", "div", "section", "article", "header", "footer", "aside", "nav", "main", "figure",
+  "center", "dl", "dt", "dd", "ac:task-list", "ac:layout", "ac:layout-section", "ac:layout-cell", "ac:rich-text-body",
+]);
+/** Macros that sit inside a line of text. */
+const inlineMacros: ReadonlySet<string> = new Set(["status", "anchor"]);
+/** Macros whose body is shown as a quote (panels) or as is (layout helpers). */
+const panelMacros: ReadonlySet<string> = new Set(["info", "note", "warning", "tip", "panel", "expand", "success", "error"]);
+const transparentMacros: ReadonlySet<string> = new Set(["section", "column", "details", "excerpt", "div"]);
+/** Nesting of lists and quotes kept in the Markdown; deeper content becomes paragraphs. */
+const maxBlockNesting = 16;
+
+const macroName = (element: XElement) => (element.attributes.get("ac:name") ?? "").toLowerCase();
+
+function isBlock(node: XNode): boolean {
+  if (node.kind === "text") return false;
+  if (node.name === "ac:structured-macro" || node.name === "ac:macro") return !inlineMacros.has(macroName(node));
+  if (node.name === "ac:image") return false;
+  if (blockElements.has(node.name)) return true;
+  return node.children.some(isBlock);
+}
+
+/** The text inside an element, markup removed, whitespace as written (for code). */
+function textContent(node: XNode): string {
+  if (node.kind === "text") return node.text;
+  if (node.name === "br") return "\n";
+  return node.children.map(textContent).join("");
+}
+
+const childElements = (element: XElement, name: string) =>
+  element.children.filter((child): child is XElement => child.kind === "element" && child.name === name);
+
+function macroParameter(element: XElement, name: string): string | undefined {
+  const parameter = childElements(element, "ac:parameter").find((p) => p.attributes.get("ac:name") === name);
+  return parameter ? textContent(parameter).trim() : undefined;
+}
+
+/** Whitespace collapsed as a browser would, across span boundaries; spaces around line breaks dropped. */
+function finishSpans(spans: readonly Span[]): Span[] {
+  const out: Span[] = [];
+  let previous = "\n";
+  for (const s of normalizeSpans(spans)) {
+    let value = s.text.replace(/[ \t\r\n\f\u00a0]+/g, " ").replace(/ ?\u2028 ?/g, "\n");
+    if (previous === " " || previous === "\n") value = value.replace(/^ /, "");
+    if (value) {
+      out.push({ ...s, text: value });
+      previous = value.at(-1)!;
+    }
+  }
+  return trimSpans(out.map((s) => ({ ...s, text: s.text.replace(/ +\n/g, "\n") })));
+}
+
+/** Inline content as spans. Line breaks are carried as U+2028 until finishSpans turns them into "\n". */
+function inlineSpans(nodes: readonly XNode[], marks: Marks, out: Span[]): Span[] {
+  for (const node of nodes) {
+    if (node.kind === "text") {
+      out.push(span(node.text, marks));
+      continue;
+    }
+    const style = node.attributes.get("style") ?? "";
+    switch (node.name) {
+      case "br":
+        out.push(span("\u2028", marks));
+        break;
+      case "strong":
+      case "b":
+        inlineSpans(node.children, { ...marks, bold: true }, out);
+        break;
+      case "em":
+      case "i":
+      case "cite":
+      case "dfn":
+        inlineSpans(node.children, { ...marks, italic: true }, out);
+        break;
+      case "code":
+      case "tt":
+      case "kbd":
+      case "samp":
+        inlineSpans(node.children, { ...marks, code: true }, out);
+        break;
+      case "s":
+      case "del":
+      case "strike":
+        inlineSpans(node.children, { ...marks, strike: true }, out);
+        break;
+      case "a": {
+        const href = safeHref(node.attributes.get("href") ?? "");
+        inlineSpans(node.children, { ...marks, href }, out);
+        break;
+      }
+      case "ac:link": {
+        const body = childElements(node, "ac:plain-text-link-body")[0] ?? childElements(node, "ac:link-body")[0];
+        const resource = node.children.find((child): child is XElement => child.kind === "element" && child.name.startsWith("ri:"));
+        const label = body ? textContent(body) : (resource?.attributes.get("ri:content-title") ?? resource?.attributes.get("ri:filename") ?? "");
+        const url = resource?.name === "ri:url" ? safeHref(resource.attributes.get("ri:value") ?? "") : null;
+        out.push(span(label, { ...marks, href: url ?? marks.href }));
+        break;
+      }
+      case "ac:emoticon":
+        out.push(span(node.attributes.get("ac:emoji-fallback") ?? "", marks));
+        break;
+      case "ac:structured-macro":
+      case "ac:macro":
+        if (macroName(node) === "status") out.push(span(macroParameter(node, "title") ?? "", { ...marks, bold: true }));
+        break;
+      case "ac:image":
+      case "img":
+        out.push(span(node.attributes.get("ac:alt") ?? node.attributes.get("alt") ?? "", marks));
+        break;
+      case "ac:parameter":
+      case "ac:task-id":
+      case "ac:placeholder":
+        break;
+      default: {
+        if (node.name.startsWith("ri:")) break;
+        const styled = {
+          ...marks,
+          strike: marks.strike || /line-through/i.test(style),
+          bold: marks.bold || /font-weight:\s*(bold|[6-9]00)/i.test(style),
+          italic: marks.italic || /font-style:\s*italic/i.test(style),
+        };
+        const block = blockElements.has(node.name);
+        if (block) out.push(span(" ", marks));
+        inlineSpans(node.children, styled, out);
+        if (block) out.push(span(" ", marks));
+      }
+    }
+  }
+  return out;
+}
+
+const inlineOf = (nodes: readonly XNode[]) => finishSpans(inlineSpans(nodes, noMarks, []));
+
+function listItemOf(nodes: readonly XNode[], checked: boolean | null, depth: number): ListItem {
+  const blocks = storageBlocks(nodes, depth + 1);
+  const [first, ...rest] = blocks;
+  return first?.type === "paragraph" ? { spans: first.spans, checked, blocks: rest } : { spans: [], checked, blocks };
+}
+
+function tableRows(table: XElement): Span[][][] {
+  const rows: Span[][][] = [];
+  const visit = (element: XElement) => {
+    for (const child of element.children) {
+      if (child.kind !== "element") continue;
+      if (child.name === "tr") {
+        rows.push(child.children.filter((cell): cell is XElement => cell.kind === "element" && (cell.name === "td" || cell.name === "th")).map((cell) => inlineOf(cell.children)));
+      } else if (child.name === "thead" || child.name === "tbody" || child.name === "tfoot") visit(child);
+    }
+  };
+  visit(table);
+  const width = Math.max(0, ...rows.map((row) => row.length));
+  return width ? rows.map((row) => Array.from({ length: width }, (_, k) => row[k] ?? [])) : [];
+}
+
+function macroBlocks(element: XElement, depth: number): MdBlock[] {
+  const name = macroName(element);
+  const body = childElements(element, "ac:rich-text-body")[0];
+  const inner = body ? storageBlocks(body.children, depth + 1) : [];
+  if (name === "code" || name === "noformat") {
+    const plain = childElements(element, "ac:plain-text-body")[0];
+    return [{ type: "code", language: (macroParameter(element, "language") ?? "").toLowerCase().replace(/[^\w#+.-]/g, ""), text: plain ? textContent(plain) : "" }];
+  }
+  if (panelMacros.has(name)) {
+    const title = macroParameter(element, "title");
+    return [{ type: "quote", blocks: [...(title ? [{ type: "paragraph", spans: [span(title, { bold: true })] } as const] : []), ...inner] }];
+  }
+  if (transparentMacros.has(name)) return inner;
+  return [{ type: "comment", text: `confluence: macro "${name.replace(/[^\w-]/g, "")}" not converted` }, ...inner];
+}
+
+function blockOf(element: XElement, depth: number): MdBlock[] {
+  if (depth > maxBlockNesting) {
+    const spans = finishSpans([span(textContent(element))]);
+    return spans.length ? [{ type: "paragraph", spans }] : [];
+  }
+  switch (element.name) {
+    case "h1":
+    case "h2":
+    case "h3":
+    case "h4":
+    case "h5":
+    case "h6": {
+      const spans = inlineOf(element.children);
+      return spans.length ? [{ type: "heading", level: Number(element.name[1]) as 1 | 2 | 3 | 4 | 5 | 6, spans }] : [];
+    }
+    case "ul":
+    case "ol": {
+      const items = childElements(element, "li").map((li) => listItemOf(li.children, null, depth));
+      return items.length ? [{ type: "list", ordered: element.name === "ol", items }] : [];
+    }
+    case "li":
+      return [{ type: "list", ordered: false, items: [listItemOf(element.children, null, depth)] }];
+    case "ac:task-list": {
+      const items = childElements(element, "ac:task").map((task) => {
+        const status = childElements(task, "ac:task-status")[0];
+        const body = childElements(task, "ac:task-body")[0];
+        return listItemOf(body?.children ?? [], status ? textContent(status).trim() === "complete" : false, depth);
+      });
+      return items.length ? [{ type: "list", ordered: false, items }] : [];
+    }
+    case "pre":
+      return [{ type: "code", language: "", text: textContent(element).replace(/^\n/, "").replace(/\n$/, "") }];
+    case "blockquote":
+      return [{ type: "quote", blocks: storageBlocks(element.children, depth + 1) }];
+    case "table": {
+      const rows = tableRows(element);
+      return rows.length ? [{ type: "table", rows }] : [];
+    }
+    case "hr":
+      return [{ type: "divider" }];
+    case "ac:structured-macro":
+    case "ac:macro":
+      return macroBlocks(element, depth);
+    default:
+      return storageBlocks(element.children, depth);
+  }
+}
+
+function storageBlocks(nodes: readonly XNode[], depth: number): MdBlock[] {
+  const out: MdBlock[] = [];
+  let line: XNode[] = [];
+  const flush = () => {
+    const spans = inlineOf(line);
+    if (spans.length) out.push({ type: "paragraph", spans });
+    line = [];
+  };
+  for (const node of nodes) {
+    if (node.kind === "element" && isBlock(node)) {
+      flush();
+      out.push(...blockOf(node, depth));
+    } else line.push(node);
+  }
+  flush();
+  return out;
+}
+
+/** Confluence storage format (XHTML with ac:/ri: elements) as Markdown. Never throws, never keeps markup. */
+export function storageToMarkdown(storage: string): string {
+  return renderMarkdown(storageBlocks(parseStorage(storage).children, 0));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Markdown → storage format
+
+/** Characters XML 1.0 forbids (most C0 controls, U+FFFE/FFFF, unpaired surrogates), which Confluence would refuse. */
+const invalidXml = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+const escapeXml = (value: string) =>
+  value.replace(invalidXml, "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+const cdata = (value: string) => `<![CDATA[${value.replace(invalidXml, "").replace(/]]>/g, "]]]]><![CDATA[>")}]]>`;
+
+const storageMarks: ReadonlyArray<{ readonly mark: "strike" | "bold" | "italic"; readonly open: string; readonly close: string }> = [
+  { mark: "strike", open: '<span style="text-decoration: line-through;">', close: "</span>" },
+  { mark: "bold", open: "<strong>", close: "</strong>" },
+  { mark: "italic", open: "<em>", close: "</em>" },
+];
+
+function markedStorage(spans: readonly Span[]): string {
+  let out = "";
+  const open: Array<(typeof storageMarks)[number]> = [];
+  for (const s of spans) {
+    while (open.some((tag) => !s[tag.mark])) out += open.pop()!.close;
+    for (const tag of storageMarks) {
+      if (s[tag.mark] && !open.includes(tag)) {
+        out += tag.open;
+        open.push(tag);
+      }
+    }
+    const value = escapeXml(s.text).replace(/\n/g, "<br />");
+    out += s.code ? `<code>${value}</code>` : value;
+  }
+  while (open.length) out += open.pop()!.close;
+  return out;
+}
+
+function inlineStorage(spans: readonly Span[]): string {
+  const pieces = normalizeSpans(spans);
+  let out = "";
+  for (let i = 0; i < pieces.length; ) {
+    const href = pieces[i]!.href;
+    let j = i + 1;
+    while (j < pieces.length && pieces[j]!.href === href) j++;
+    const group = markedStorage(pieces.slice(i, j));
+    out += href ? `<a href="${escapeXml(href)}">${group}</a>` : group;
+    i = j;
+  }
+  return out;
+}
+
+const confluenceLanguages: Readonly<Record<string, string>> = {
+  javascript: "js", node: "js", python: "py", sh: "bash", shell: "bash", zsh: "bash", yaml: "yml", "c#": "csharp",
+  cs: "csharp", "c++": "cpp", plaintext: "text", txt: "text", ts: "typescript",
+};
+
+function storageOf(blocks: readonly MdBlock[]): string {
+  return blocks
+    .map((block): string => {
+      switch (block.type) {
+        case "heading":
+          return `<h${block.level}>${inlineStorage(block.spans)}</h${block.level}>`;
+        case "paragraph":
+          return `<p>${inlineStorage(block.spans)}</p>`;
+        case "list": {
+          if (block.items.length && block.items.every((item) => item.checked !== null)) {
+            const tasks = block.items.map(
+              (item) =>
+                `<ac:task><ac:task-status>${item.checked ? "complete" : "incomplete"}</ac:task-status><ac:task-body>${inlineStorage(item.spans)}${storageOf(item.blocks)}</ac:task-body></ac:task>`,
+            );
+            return `<ac:task-list>${tasks.join("")}</ac:task-list>`;
+          }
+          const tag = block.ordered ? "ol" : "ul";
+          const items = block.items.map((item) => {
+            const box = item.checked === null ? [] : [span(item.checked ? "[x] " : "[ ] ")];
+            return `<li>${inlineStorage([...box, ...item.spans])}${storageOf(item.blocks)}</li>`;
+          });
+          return `<${tag}>${items.join("")}</${tag}>`;
+        }
+        case "code": {
+          const name = block.language.toLowerCase().replace(/[^\w#+.-]/g, "");
+          const language = confluenceLanguages[name] ?? name;
+          const parameter = language ? `<ac:parameter ac:name="language">${escapeXml(language)}</ac:parameter>` : "";
+          return `<ac:structured-macro ac:name="code" ac:schema-version="1">${parameter}<ac:plain-text-body>${cdata(block.text)}</ac:plain-text-body></ac:structured-macro>`;
+        }
+        case "quote":
+          return `<blockquote>${storageOf(block.blocks)}</blockquote>`;
+        case "divider":
+          return "<hr />";
+        case "table": {
+          const rows = block.rows.map((row, index) => {
+            const cell = index === 0 ? "th" : "td";
+            return `<tr>${row.map((spans) => `<${cell}>${inlineStorage(spans)}</${cell}>`).join("")}</tr>`;
+          });
+          return rows.length ? `<table><tbody>${rows.join("")}</tbody></table>` : "";
+        }
+        case "comment":
+          return "";
+      }
+    })
+    .join("");
+}
+
+/** Markdown as Confluence storage format: well-formed XHTML, every text and attribute escaped. */
+export function markdownToStorage(markdown: string): string {
+  return storageOf(parseMarkdown(markdown));
+}
