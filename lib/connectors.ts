@@ -26,6 +26,13 @@ export interface PageRef {
   readonly lastEditedAt: Date | null;
 }
 
+export interface SpaceRef {
+  readonly id: string;
+  readonly key: string;
+  readonly name: string;
+  readonly url: string;
+}
+
 export interface PageContent extends PageRef {
   readonly markdown: string;
 }
@@ -46,6 +53,10 @@ export interface Connector {
   /** Revokes at the provider where it offers revocation; a no-op where it does not. */
   revoke(accessToken: string): Promise<void>;
   listPages(accessToken: string, externalId: string, options: { cursor: string | null; query: string | null }): Promise<{ pages: PageRef[]; nextCursor: string | null }>;
+  /** Confluence spaces (publishing targets); null where the provider has none (Notion). */
+  listSpaces:
+    | ((accessToken: string, externalId: string, options: { cursor: string | null }) => Promise<{ spaces: SpaceRef[]; nextCursor: string | null }>)
+    | null;
   fetchPage(accessToken: string, externalId: string, pageId: string, signal?: AbortSignal): Promise<PageContent>;
   /** Creates the page, or replaces the content of `existingPageId` (re-publishing updates rather than duplicates). */
   publish(
@@ -87,6 +98,7 @@ function notionConnector(config: Config, options: NonNullable<Config["integratio
       const list = await client.listPages(accessToken, { cursor, ...(query ? { query } : {}) });
       return { pages: [...list.pages], nextCursor: list.nextCursor };
     },
+    listSpaces: null,
     fetchPage: (accessToken, _externalId, pageId, signal) => client.fetchPage(accessToken, pageId, signal),
     async publish(accessToken, _externalId, target, page, existingPageId) {
       if (existingPageId) return client.replacePageContent(accessToken, existingPageId, page);
@@ -118,6 +130,10 @@ function confluenceConnector(config: Config, options: NonNullable<Config["integr
     async listPages(accessToken, siteId, { cursor, query }) {
       const list = await client.listPages(accessToken, siteId, { cursor, ...(query ? { query } : {}) });
       return { pages: [...list.pages], nextCursor: list.nextCursor };
+    },
+    async listSpaces(accessToken, siteId, { cursor }) {
+      const list = await client.listSpaces(accessToken, siteId, { cursor });
+      return { spaces: [...list.spaces], nextCursor: list.nextCursor };
     },
     fetchPage: (accessToken, siteId, pageId, signal) => client.fetchPage(accessToken, siteId, pageId, signal),
     async publish(accessToken, siteId, target, page, existingPageId) {

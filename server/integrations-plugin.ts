@@ -9,7 +9,7 @@ import { extendSchema, gql } from "postgraphile/utils";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
 import type { Connector, Connectors, IntegrationProvider, PageRef } from "../lib/connectors.ts";
-import { openIntegration } from "../lib/integration-credentials.ts";
+import { openIntegration, type IntegrationSession } from "../lib/integration-credentials.ts";
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import { codeChallenge, codeVerifier, state as newState } from "../lib/integrations/oauth.ts";
 import { QuireError } from "../lib/quire-error.ts";
@@ -62,6 +62,19 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
       inTransaction: (fn) => asCaller(pool, settings, fn),
     });
 
+  /** Runs `fn` with the integration's connector and tokens, as the caller; provider failures become clear codes. */
+  const browse = async <T>(ctx: Ctx, integrationId: string, fn: (connector: Connector, session: IntegrationSession) => Promise<T>): Promise<T> => {
+    const settings = settingsOf(ctx);
+    const connector = connectorFor(await providerOf(settings, integrationId));
+    const session = await sessionFor(settings, integrationId, connector);
+    try {
+      return await fn(connector, session);
+    } catch (error) {
+      if (error instanceof IntegrationError) throw upstreamError(error);
+      throw error;
+    }
+  };
+
   return extendSchema((build) => {
     const { integrations } = build.pgResources;
     if (!integrations) throw new Error("the integrations table is not exposed");
@@ -89,6 +102,17 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
           url: String!
           lastEditedAt: Datetime
         }
+        "A Confluence space: where summaries can be published."
+        type IntegrationSpace {
+          id: String!
+          key: String!
+          name: String!
+          url: String!
+        }
+        type IntegrationSpaceList {
+          spaces: [IntegrationSpace!]!
+          nextCursor: String
+        }
         type IntegrationPageList {
           pages: [IntegrationPage!]!
           "Pass as cursor for the next page of results; null at the end."
@@ -103,6 +127,8 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
         extend type Query {
           "The pages a connected integration can see at the provider, searched by title (members and above)."
           integrationPages(integrationId: UUID!, query: String, cursor: String): IntegrationPageList
+          "The spaces of a connected Confluence site (members and above); Notion has none (BAD_INPUT)."
+          integrationSpaces(integrationId: UUID!, cursor: String): IntegrationSpaceList
         }
       `,
       objects: {
@@ -155,20 +181,24 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
                 query?: string | null;
                 cursor?: string | null;
               }>;
-              return lambda([$args, context()], async ([args, ctx]) => {
-                const settings = settingsOf(ctx);
-                const connector = connectorFor(await providerOf(settings, args.id));
-                const session = await sessionFor(settings, args.id, connector);
-                try {
+              return lambda([$args, context()], ([args, ctx]) =>
+                browse(ctx, args.id, async (connector, session) => {
                   const found = await session.use((token) =>
                     connector.listPages(token, session.externalId, { cursor: args.cursor ?? null, query: args.query ?? null }),
                   );
                   return { pages: found.pages.map((p: PageRef) => ({ ...p, lastEditedAt: p.lastEditedAt?.toISOString() ?? null })), nextCursor: found.nextCursor };
-                } catch (error) {
-                  if (error instanceof IntegrationError) throw upstreamError(error);
-                  throw error;
-                }
-              });
+                }),
+              );
+            },
+            integrationSpaces(_$root: Step, fieldArgs: { getRaw(name: string): Step }) {
+              const $args = object({ id: fieldArgs.getRaw("integrationId"), cursor: fieldArgs.getRaw("cursor") }) as Step<{ id: string; cursor?: string | null }>;
+              return lambda([$args, context()], ([args, ctx]) =>
+                browse(ctx, args.id, async (connector, session) => {
+                  const listSpaces = connector.listSpaces;
+                  if (!listSpaces) throw new QuireError("BADIN", `${connector.provider} has no spaces.`);
+                  return session.use((token) => listSpaces(token, session.externalId, { cursor: args.cursor ?? null }));
+                }),
+              );
             },
           },
         },

@@ -277,11 +277,12 @@ describe("browsing, importing, syncing and publishing with Notion", () => {
   });
 });
 
-describe("Confluence tokens", () => {
+describe("Confluence", () => {
   let integrationId: string;
+  let space: string;
   beforeAll(async () => {
     integrationId = await connect(b, "confluence");
-    const space = atlassian.addSpace({ key: "ENG", name: "Engineering" });
+    space = atlassian.addSpace({ key: "ENG", name: "Engineering" });
     atlassian.addPage({ spaceId: space, title: "Architecture", storage: "<h1>Overview</h1><p>Postgres <strong>first</strong>.</p>" });
   });
   const refreshes = () =>
@@ -296,6 +297,30 @@ describe("Confluence tokens", () => {
     expect(refreshes() - startRefreshes).toBe(1);
     const [after] = await query<{ refresh_ciphertext: Buffer }>(db.name, "select refresh_ciphertext from app_private.integration_secrets where integration_id = $1", [integrationId], "root");
     expect(after!.refresh_ciphertext.equals(before!.refresh_ciphertext)).toBe(false);
+  });
+
+  test("spaces are listed, and a summary is published into a space once, then updated", async () => {
+    const spaces = data<{ spaces: Array<{ id: string; key: string }> }>(
+      await gql(b.members.member.accessToken, "query ($i: UUID!) { integrationSpaces(integrationId: $i) { spaces { id key name url } nextCursor } }", { i: integrationId }),
+      "integrationSpaces",
+    );
+    expect(spaces.spaces).toEqual([expect.objectContaining({ id: space, key: "ENG" })]);
+    const [summary] = await query<{ id: string }>(db.name, "select id from app_public.summaries where org_id = $1 limit 1", [b.orgId], "root");
+    const publish = async () =>
+      data<{ job: { rowId: string } }>(
+        await gql(b.members.member.accessToken, "mutation ($s: UUID!, $i: UUID!, $sp: String) { publishSummary(input: { summaryId: $s, integrationId: $i, spaceId: $sp }) { job { rowId } } }", {
+          s: summary!.id,
+          i: integrationId,
+          sp: space,
+        }),
+        "publishSummary",
+      ).job.rowId;
+    const inSpace = () => [...atlassian.pages.values()].filter((p) => p.spaceId === space && p.title.startsWith("Summary:"));
+    expect(await settled(await publish())).toEqual({ status: "succeeded", error_code: null });
+    expect(inSpace()).toHaveLength(1);
+    expect(await settled(await publish())).toEqual({ status: "succeeded", error_code: null });
+    expect(inSpace()).toHaveLength(1);
+    expect(inSpace()[0]!.version).toBe(2);
   });
 
   test("a ciphertext moved to another organization's integration does not open", async () => {
