@@ -101,8 +101,8 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   // Errors of requests that cannot have reached the service (connection refused), so even a POST may be repeated.
   const unsent = new WeakSet<IntegrationError>();
 
+  /** Waits between attempts; called even for 0 ms (a jittered backoff can be 0), which only yields once. */
   async function pause(ms: number, signal: AbortSignal | undefined, service: string) {
-    if (ms <= 0) return;
     try {
       await sleep(ms, signal);
     } catch (error) {

@@ -168,15 +168,17 @@ test("property: any spans whose mark boundaries touch whitespace render to Markd
   }
 });
 
-test("hostile input: nesting is bounded and delimiter floods stay fast", () => {
+test("hostile input: nesting is bounded and delimiter floods stay linear", () => {
   const deep = Array.from({ length: 2_000 }, (_, i) => `${"  ".repeat(i)}- level ${i}`).join("\n");
   const quotes = `${">".repeat(5_000)} deep`;
-  const floods = ["[".repeat(100_000), "[a](".repeat(50_000), "*a ".repeat(100_000), "`a ``b ".repeat(40_000), "<a ".repeat(100_000)];
-  const started = performance.now();
   const depth = (blocks: readonly MdBlock[]): number =>
     Math.max(0, ...blocks.map((b) => (b.type === "list" ? 1 + Math.max(0, ...b.items.map((i) => depth(i.blocks))) : b.type === "quote" ? 1 + depth(b.blocks) : 0)));
   expect(depth(parseMarkdown(deep))).toBeLessThanOrEqual(18);
   expect(depth(parseMarkdown(quotes))).toBeLessThanOrEqual(18);
-  for (const flood of floods) expect(typeof roundTrip(flood)).toBe("string");
-  expect(performance.now() - started).toBeLessThan(5_000);
+  // Each takes milliseconds when parsing is linear and minutes when it is quadratic; the bound leaves room for a busy machine.
+  for (const flood of ["[".repeat(200_000), "[a](".repeat(100_000), "*a ".repeat(100_000), "`a ``b ".repeat(40_000), "<a ".repeat(100_000)]) {
+    const started = performance.now();
+    expect(typeof roundTrip(flood)).toBe("string");
+    expect(performance.now() - started).toBeLessThan(10_000);
+  }
 });

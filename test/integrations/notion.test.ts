@@ -246,8 +246,8 @@ test("500 then success: retried after a backoff", async () => {
 
 test("a Notion that never answers: TIMEOUT after maxRetries + 1 attempts", async () => {
   for (let i = 0; i < 3; i++) fake.fault({ reply: "hang" });
-  const { notion } = client({ timeoutMs: 100, maxRetries: 2 });
-  expect(await failure(notion.listPages(fake.accessToken))).toMatchObject({ code: "TIMEOUT", message: "The Notion API did not answer within 0.1 s." });
+  const { notion } = client({ timeoutMs: 300, maxRetries: 2 });
+  expect(await failure(notion.listPages(fake.accessToken))).toMatchObject({ code: "TIMEOUT", message: "The Notion API did not answer within 0.3 s." });
   expect(fake.requests).toHaveLength(3);
 });
 

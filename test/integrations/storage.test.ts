@@ -123,15 +123,16 @@ test("malformed storage is read tolerantly and never throws", () => {
   for (const [storage, markdown] of cases) expect(storageToMarkdown(storage)).toBe(markdown);
 });
 
-test("absurd nesting is bounded and floods of markup stay fast", () => {
-  const started = performance.now();
+test("absurd nesting is bounded and floods of markup stay linear", () => {
   const lists = `${"<ul><li>".repeat(10_000)}deep${"</li></ul>".repeat(10_000)}`;
   const markdown = storageToMarkdown(lists);
   expect(markdown).toContain("deep");
   expect(markdown.split("\n").length).toBeLessThan(40);
   expect(storageToMarkdown(`${"<div>".repeat(100_000)}x`)).toBe("x");
+  // Each takes milliseconds when the tokenizer is linear and minutes when it is quadratic; the bound leaves room for a busy machine.
   for (const flood of ['<a b="'.repeat(50_000), "<".repeat(200_000), "</a".repeat(100_000), "<script>".repeat(50_000), "<b>".repeat(100_000)]) {
+    const started = performance.now();
     expect(typeof storageToMarkdown(flood)).toBe("string");
+    expect(performance.now() - started).toBeLessThan(10_000);
   }
-  expect(performance.now() - started).toBeLessThan(5_000);
 });
