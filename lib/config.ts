@@ -65,6 +65,8 @@ const envSchema = z.object({
   DATABASE_AUTHENTICATED_ROLE: roleName.default("quire_authenticated"),
   DATABASE_ANONYMOUS_ROLE: roleName.default("quire_anonymous"),
   DATABASE_POOL_MAX: intText(2, 1000).default(10),
+  DATABASE_STATEMENT_TIMEOUT_MS: intText(100, 3_600_000).default(15_000),
+  DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: intText(100, 3_600_000).default(60_000),
   EMBEDDED_POSTGRES_PORT: intText(1, 65535).default(54320),
   JWT_SECRET: z.string().min(32, { message: "must be at least 32 characters" }).optional(),
   JWT_PRIVATE_KEY: z.string().optional(),
@@ -149,6 +151,10 @@ export interface DatabaseConfig {
   readonly authenticatedRole: string;
   readonly anonymousRole: string;
   readonly poolMax: number;
+  /** Longest one statement of an API request may run (57014, TIMEOUT). */
+  readonly statementTimeoutMs: number;
+  /** Longest an API request's transaction may sit idle before PostgreSQL ends its session. */
+  readonly idleInTransactionTimeoutMs: number;
 }
 
 export interface Config {
@@ -324,6 +330,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     authenticatedRole: e.DATABASE_AUTHENTICATED_ROLE,
     anonymousRole: e.DATABASE_ANONYMOUS_ROLE,
     poolMax: e.DATABASE_POOL_MAX,
+    statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+    idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   };
   if (e.DATABASE_URL) {
     const runtime = urlParts(e.DATABASE_URL);

@@ -66,6 +66,9 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
     "quire.client_ip": ip ?? "",
     "quire.max_document_bytes": String(config.documents.maxBytes),
     "quire.job_max_attempts": String(config.jobs.maxAttempts),
+    // Set per transaction (set_config(…, true)), so only API requests are bound by them, not migrations or jobs.
+    statement_timeout: String(config.database.statementTimeoutMs),
+    idle_in_transaction_session_timeout: String(config.database.idleInTransactionTimeoutMs),
   };
   if (!claims) return { role: config.database.anonymousRole, ...common };
   return {

@@ -31,6 +31,10 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
     if (/^No values were deleted in collection '[a-z_]+' because no values you can delete were found/.test(original.message)) {
       return new GraphQLError("No such row, or you may not delete it.", { ...where, extensions: { code: "NOT_FOUND" } });
     }
+    // The pool's wait for a free connection ran out (exhausted pool, or a database that does not answer).
+    if (/^timeout exceeded when trying to connect$|^Connection terminated due to connection timeout$/.test(original.message)) {
+      return new GraphQLError("The service is busy; try again shortly.", { ...where, extensions: { code: "UNAVAILABLE" } });
+    }
     const sqlState = sqlStateOf(original);
     const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
     if (known) {
