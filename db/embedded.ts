@@ -79,7 +79,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions, logger: Lo
     createPostgresUser: process.getuid?.() === 0,
     initdbFlags: ["--encoding=UTF8", "--locale=C.UTF-8"],
     // TCP on loopback only; no Unix socket (nothing here uses one, and its lock file in /tmp could clash).
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+    // random_page_cost 1.1: local SSD-like storage; with the default 4, an organization far larger than the average
+    // gets a sort of all its documents instead of an index walk for its first page (bench/README.md, RLS at scale).
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "random_page_cost=1.1"],
     onLog: (message: string) => logger.debug({ postgres: message.trim() }, "embedded postgres"),
     onError: (message: unknown) => logger.warn({ postgres: String(message).trim() }, "embedded postgres"),
   });
