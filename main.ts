@@ -5,6 +5,7 @@ import "./lib/graphile-env.ts";
 import { startEmbeddedPostgres } from "./db/embedded.ts";
 import { prepareDatabase } from "./db/migrate.ts";
 import { createPool } from "./db/pool.ts";
+import { createMetrics } from "./lib/metrics.ts";
 import { runService } from "./lib/process.ts";
 import { createQuireServer } from "./server/app.ts";
 import { startQuireWorker } from "./worker/runner.ts";
@@ -26,14 +27,16 @@ await runService("quire", async (config, logger) => {
       logger.warn("OWNER_DATABASE_URL is not set: not applying migrations (run `npm run migrate` as part of deploys)");
     }
 
+    // One set of metrics for the process: the worker records into the server's, which serves them.
+    const metrics = createMetrics();
     const workerPool = createPool({ url: database.url, max: config.worker.concurrency + 2, applicationName: "quire-worker" }, logger);
     stops.push(() => workerPool.end());
-    const worker = await startQuireWorker({ config, logger, pool: workerPool });
+    const worker = await startQuireWorker({ config, logger, pool: workerPool, metrics });
     stops.push(() => worker.stop());
 
     const serverPool = createPool({ url: database.url, max: database.poolMax, applicationName: "quire-server" }, logger);
     stops.push(() => serverPool.end());
-    const server = await createQuireServer({ config, logger, pool: serverPool });
+    const server = await createQuireServer({ config, logger, pool: serverPool, metrics });
     stops.push(() => server.close(config.shutdownTimeoutMs));
     const address = await server.listen();
 

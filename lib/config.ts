@@ -58,6 +58,12 @@ const envSchema = z.object({
     .default("info"),
   LOG_PRETTY: boolText.optional(),
   GRAPHIQL: boolText.optional(),
+  GRAPHQL_INTROSPECTION: boolText.optional(),
+  GRAPHQL_MAX_DEPTH: intText(1, 100).default(12),
+  GRAPHQL_MAX_ALIASES: intText(0, 1000).default(30),
+  GRAPHQL_MAX_FIELDS: intText(1, 100_000).default(500),
+  GRAPHQL_MAX_PAGE_SIZE: intText(1, 100_000).default(100),
+  GRAPHQL_TRUSTED_DOCUMENTS_FILE: z.string().min(1).optional(),
   DATA_DIR: z.string().min(1).default(".data"),
   DATABASE_URL: postgresUrl.optional(),
   OWNER_DATABASE_URL: postgresUrl.optional(),
@@ -97,6 +103,8 @@ const envSchema = z.object({
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
   SHUTDOWN_TIMEOUT_SECONDS: intText(1, 600).default(10),
+  METRICS_PORT: intText(1, 65535).optional(),
+  METRICS_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).max(500).optional(),
   LLM_PROVIDER: z.enum(["extractive", "openai", "anthropic"], { message: "must be extractive, openai or anthropic" }).default("extractive"),
   LLM_BASE_URL: z
     .string()
@@ -168,6 +176,19 @@ export interface Config {
     readonly maxRequestBytes: number;
   };
   readonly log: { readonly level: string; readonly pretty: boolean };
+  /** What every GraphQL operation is checked against before it runs, over HTTP and WebSockets alike. */
+  readonly graphql: {
+    /** Whether `__schema` and `__type` may be queried (GraphiQL and code generators need them). */
+    readonly introspection: boolean;
+    /** Deepest nesting of fields, most aliases and most field selections in one operation (QUERY_TOO_COMPLEX). */
+    readonly maxDepth: number;
+    readonly maxAliases: number;
+    readonly maxFields: number;
+    /** Largest `first` or `last` argument; more is refused with BAD_INPUT. */
+    readonly maxPageSize: number;
+    /** A JSON file of sha256 hash → document; when set, only those documents run. */
+    readonly trustedDocumentsFile: string | null;
+  };
   readonly database: DatabaseConfig;
   readonly jwt: {
     /** HS256 key (unless signingKey is set) and the root of the refresh-token MAC key. */
@@ -236,7 +257,7 @@ export interface Config {
     readonly sealingKeys: SealingKeys | null;
     /** This server's public origin: OAuth providers redirect the browser to `<publicUrl>/oauth/<provider>/callback`. */
     readonly publicUrl: string;
-    /** Origins `returnTo` may point at (besides relative paths); default APP_URL's. */
+    /** Origins browsers may call the API from (CORS, WebSocket Origin) and `returnTo` may point at; default APP_URL's. */
     readonly frontendOrigins: readonly string[];
     /** null: not configured (startIntegration answers BAD_INPUT). */
     readonly notion: { readonly clientId: string; readonly clientSecret: string; readonly apiUrl: string } | null;
@@ -244,6 +265,13 @@ export interface Config {
     readonly timeoutMs: number;
     /** Retries of one provider call on 429 (Retry-After honoured), 5xx and timeouts, with backoff and jitter. */
     readonly maxRetries: number;
+  };
+  /** GET /metrics (Prometheus): off the public port unless a token is set; neither set: not served. */
+  readonly metrics: {
+    /** A port of its own (on HOST) serving /metrics without a token; null: none. */
+    readonly port: number | null;
+    /** With it, /metrics on the public port answers callers sending `Authorization: Bearer <token>`; null: 404 there. */
+    readonly token: string | null;
   };
   readonly shutdownTimeoutMs: number;
 }
@@ -269,7 +297,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       parsed.error.issues.map((issue) => {
         const name = String(issue.path[0]);
         const got = present[name];
-        const shown = /_(SECRET|URL|KEY)$/.test(name) ? "" : ` (got ${JSON.stringify(got)})`;
+        const shown = /_(SECRET|URL|KEY|TOKEN)$/.test(name) ? "" : ` (got ${JSON.stringify(got)})`;
         return `${name} ${issue.message}${got === undefined ? "" : shown}`;
       }),
     );
@@ -289,6 +317,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push("OWNER_DATABASE_URL must name the same database as DATABASE_URL");
   }
   if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
+  if (e.METRICS_PORT === e.PORT) problems.push("METRICS_PORT must differ from PORT");
   for (const [id, secret, name] of [
     [e.NOTION_CLIENT_ID, e.NOTION_CLIENT_SECRET, "NOTION"],
     [e.ATLASSIAN_CLIENT_ID, e.ATLASSIAN_CLIENT_SECRET, "ATLASSIAN"],
@@ -372,6 +401,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxRequestBytes: e.DOCUMENT_MAX_BYTES * 2 + 64 * 1024,
     },
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY ?? !production },
+    graphql: {
+      introspection: e.GRAPHQL_INTROSPECTION ?? !production,
+      maxDepth: e.GRAPHQL_MAX_DEPTH,
+      maxAliases: e.GRAPHQL_MAX_ALIASES,
+      maxFields: e.GRAPHQL_MAX_FIELDS,
+      maxPageSize: e.GRAPHQL_MAX_PAGE_SIZE,
+      trustedDocumentsFile: e.GRAPHQL_TRUSTED_DOCUMENTS_FILE ?? null,
+    },
     database,
     jwt: { secret: jwtSecret, signingKey, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
     auth: {
@@ -426,6 +463,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: e.INTEGRATION_TIMEOUT_SECONDS * 1000,
       maxRetries: e.INTEGRATION_MAX_RETRIES,
     },
+    metrics: { port: e.METRICS_PORT ?? null, token: e.METRICS_TOKEN ?? null },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
   };
 }

@@ -6,6 +6,8 @@
 
 export type ErrorCode =
   | "BAD_REQUEST" // the GraphQL document itself is malformed or invalid against the schema
+  | "QUERY_TOO_COMPLEX" // the operation is nested too deeply, or has too many aliases or field selections
+  | "UNTRUSTED_DOCUMENT" // GRAPHQL_TRUSTED_DOCUMENTS_FILE is set and the request names no document in it
   | "BAD_INPUT"
   | "NOT_FOUND"
   | "FORBIDDEN"

@@ -1,5 +1,6 @@
-// The HTTP server: Express with request logging, the health routes, and PostGraphile (GraphQL over HTTP at
-// /graphql, graphql-ws subscriptions on the same path, Ruru at /graphiql in development).
+// The HTTP server: Express with request logging, security headers and CORS (server/security.ts), the health routes,
+// and PostGraphile (GraphQL over HTTP at /graphql, graphql-ws subscriptions on the same path behind an Origin check,
+// Ruru at /graphiql in development).
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -10,6 +11,7 @@ import { postgraphile, type PostGraphileInstance } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/express/v4";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from "../lib/metrics.ts";
 import { createConnectors } from "../lib/connectors.ts";
 import { createTokenService } from "../lib/tokens.ts";
 import { authenticateHttp } from "./context.ts";
@@ -18,13 +20,19 @@ import { createLiveEvents } from "./live-events.ts";
 import { createLiveSockets } from "./live-sockets.ts";
 import { createNotificationListener } from "./notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
-import { makePreset } from "./preset.ts";
+import { graphiqlPaths, makePreset } from "./preset.ts";
+import { checkUpgradeOrigin, corsPolicy, securityHeaders } from "./security.ts";
+import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
 
 export interface QuireServer {
   readonly httpServer: Server;
   readonly pgl: PostGraphileInstance;
-  /** Starts listening on HOST:PORT (port 0 picks a free one) and resolves with the bound address. */
+  readonly metrics: Metrics;
+  /**
+   * Starts listening on HOST:PORT (port 0 picks a free one) and resolves with the bound address; with METRICS_PORT,
+   * also serves /metrics there.
+   */
   listen(port?: number): Promise<AddressInfo>;
   /**
    * Stops accepting connections, reports not-ready, lets in-flight requests finish within `timeoutMs`, closes
@@ -37,6 +45,8 @@ export interface ServerOptions {
   readonly config: Config;
   readonly logger: Logger;
   readonly pool: pg.Pool;
+  /** Where this process's metrics are recorded (shared with its worker in `npm start`). Default: a new registry. */
+  readonly metrics?: Metrics;
 }
 
 /** A client's x-request-id is reused when it is a sane token; anything else gets a fresh UUID. */
@@ -85,12 +95,18 @@ function strictUtf8Body(limit: number): RequestHandler[] {
   ];
 }
 
-export async function createQuireServer({ config, logger, pool }: ServerOptions): Promise<QuireServer> {
+export async function createQuireServer({ config, logger, pool, metrics = createMetrics() }: ServerOptions): Promise<QuireServer> {
   let stopping = false;
   const app = express();
   app.disable("x-powered-by");
   app.use(requestLogger(logger));
+  app.use(measureHttp(metrics));
+  app.use(securityHeaders({ graphiqlPaths: config.http.graphiql ? [graphiqlPaths.page, graphiqlPaths.assets] : [] }));
+  app.use(corsPolicy(config.integrations.frontendOrigins));
+  metrics.observePool("server", pool);
   app.use(healthRouter({ pool, workerMaxAgeSeconds: config.worker.readyMaxAgeSeconds, stopping: () => stopping }));
+  // Without METRICS_TOKEN, /metrics is not served on this port (it falls through to the 404 below).
+  if (config.metrics.token) app.get("/metrics", metricsRoute(metrics, config.metrics.token));
 
   const httpServer = createServer(app);
   // Upgraded (WebSocket) sockets leave the HTTP server's bookkeeping, so track them to close them on shutdown.
@@ -112,13 +128,22 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   const listener = createNotificationListener({ url: config.database.url, logger });
   const liveSockets = createLiveSockets(listener);
   const liveEvents = createLiveEvents(listener, logger);
+  metrics.observeSubscriptions(() => liveEvents.size);
   // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
   await listener.start().catch(() => undefined);
   const connectors = createConnectors(config);
   app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets, liveEvents, connectors }));
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets, liveEvents, connectors, metrics }));
   const serv = pgl.createServ(grafserv);
-  await serv.addTo(app, httpServer);
+  // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page: Origin is checked first.
+  await serv.addTo(app, httpServer, false);
+  const graphqlUpgrade = await serv.getUpgradeHandler();
+  const onUpgrade = checkUpgradeOrigin(config.integrations.frontendOrigins, (req, socket, head) => {
+    if (graphqlUpgrade && serv.shouldHandleUpgrade(req, socket, head)) graphqlUpgrade(req, socket, head);
+    else socket.destroy();
+  });
+  httpServer.on("upgrade", onUpgrade);
+  serv.onRelease(() => void httpServer.off("upgrade", onUpgrade));
 
   app.use((_req, res) => {
     res.status(404).json({ error: { code: "NOT_FOUND", message: "No such route." } });
@@ -137,10 +162,15 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
   };
   app.use(onError);
 
+  let metricsServer: MetricsServer | null = null;
   return {
     httpServer,
     pgl,
-    listen(port = config.http.port) {
+    metrics,
+    async listen(port = config.http.port) {
+      if (config.metrics.port !== null) {
+        metricsServer = await startMetricsServer({ metrics, host: config.http.host, port: config.metrics.port, logger });
+      }
       return new Promise((resolve, reject) => {
         httpServer.once("error", reject);
         httpServer.listen(port, config.http.host, () => {
@@ -168,6 +198,7 @@ export async function createQuireServer({ config, logger, pool }: ServerOptions)
       await liveSockets.close();
       await listener.close();
       await pgl.release();
+      await metricsServer?.close();
     },
   };
 }

@@ -8,6 +8,7 @@ import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import type { Config } from "../lib/config.ts";
 import { createConnectors, type Connectors } from "../lib/connectors.ts";
 import type { Logger } from "../lib/logger.ts";
+import type { Metrics } from "../lib/metrics.ts";
 import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
@@ -17,6 +18,8 @@ import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 import { makeMaskError, RequestErrorCodesPlugin } from "./errors.ts";
+import { makeGraphQLLimitsPlugin } from "./graphql-limits.ts";
+import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
 import { createSessions } from "./sessions.ts";
 
 export interface PresetOptions {
@@ -32,7 +35,12 @@ export interface PresetOptions {
   readonly liveEvents?: LiveEvents;
   /** The Notion and Confluence clients (default: made from config). */
   readonly connectors?: Connectors;
+  /** Where GraphQL operations, their errors and sign-ins are counted (none when only printing the schema). */
+  readonly metrics?: Metrics;
 }
+
+/** Where GraphiQL (Ruru) and its assets are served when GRAPHIQL is on (server/security.ts relaxes their CSP). */
+export const graphiqlPaths = { page: "/graphiql", assets: "/ruru-static/" } as const;
 
 /** For a preset that never serves (printing the schema): subscriptions there have nothing to hear. */
 const idleLiveEvents: LiveEvents = {
@@ -51,9 +59,12 @@ export function makePreset({
   liveSockets,
   liveEvents = idleLiveEvents,
   connectors = createConnectors(config),
+  metrics,
 }: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
-  const sessions = createSessions({ config, logger, pool, hasher, tokens });
+  const created = createSessions({ config, logger, pool, hasher, tokens });
+  const sessions = metrics ? countSignIns(created, metrics) : created;
+  const graphqlMetrics = metrics ? makeGraphqlMetrics(metrics) : null;
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [
@@ -61,6 +72,8 @@ export function makePreset({
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),
       RequestErrorCodesPlugin,
+      makeGraphQLLimitsPlugin(config.graphql),
+      ...(graphqlMetrics ? [graphqlMetrics.plugin] : []),
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
@@ -68,11 +81,14 @@ export function makePreset({
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,
-      graphiqlPath: "/graphiql",
+      graphiqlPath: graphiqlPaths.page,
+      graphiqlStaticPath: graphiqlPaths.assets,
+      // Only at /graphiql: a browser opening /graphql gets the API's locked-down headers, under which Ruru cannot run.
+      graphiqlOnGraphQLGET: false,
       websockets: true,
       // Bodies are buffered (and checked) before grafserv, with this same limit (server/app.ts).
       maxRequestLength: config.http.maxRequestBytes,
-      maskError: makeMaskError(logger),
+      maskError: graphqlMetrics ? graphqlMetrics.countErrors(makeMaskError(logger)) : makeMaskError(logger),
     },
   };
 }

@@ -5,6 +5,7 @@ import { createExtractiveProvider } from "./extractive.ts";
 import { createOpenAiProvider } from "./openai.ts";
 import type { LlmProvider, ProviderName } from "./provider.ts";
 import { withRetries } from "./retry.ts";
+import type { Metrics } from "../metrics.ts";
 
 export { LlmError, estimateTokens, llmErrorCodes, providerNames } from "./provider.ts";
 export type { Completion, CompletionRequest, LlmErrorCode, LlmProvider, ProviderName } from "./provider.ts";
@@ -26,8 +27,11 @@ export interface LlmOptions {
   readonly maxRetries: number;
 }
 
-/** The configured provider, with retries; throws when the configuration cannot work (anthropic without a key). */
-export function createLlmProvider(options: LlmOptions): LlmProvider {
+/**
+ * The configured provider, with retries, and with each request (retries included) measured in `metrics` when given;
+ * throws when the configuration cannot work (anthropic without a key).
+ */
+export function createLlmProvider(options: LlmOptions, metrics?: Metrics): LlmProvider {
   const { timeoutMs } = options;
   const contextTokens = options.contextTokens ?? undefined;
   const baseUrl = options.baseUrl ?? undefined;
@@ -44,5 +48,5 @@ export function createLlmProvider(options: LlmOptions): LlmProvider {
       provider = createAnthropicProvider({ baseUrl, apiKey: options.apiKey, model: options.model ?? "claude-sonnet-4-5", timeoutMs, contextTokens });
       break;
   }
-  return withRetries(provider, { maxRetries: options.maxRetries });
+  return withRetries(metrics ? metrics.measureLlm(provider) : provider, { maxRetries: options.maxRetries });
 }
