@@ -1,4 +1,4 @@
-// The part of autocannon's API that bench/run.ts uses. autocannon 9 ships no type declarations (and
+// The part of autocannon's API that the benchmarks use. autocannon 9 ships no type declarations (and
 // @types/autocannon trails at 7.x), so this declares just what we call, from autocannon's README and lib/.
 declare module "autocannon" {
   export interface Options {
@@ -16,6 +16,17 @@ declare module "autocannon" {
     pipelining?: number;
     /** Each response whose body differs from this is counted in `mismatches`. */
     expectBody?: string;
+    /** Requests each connection sends in turn, starting over after the last (they override method, headers, body). */
+    requests?: RequestSpec[];
+  }
+
+  export interface RequestSpec {
+    method?: Options["method"];
+    path?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    /** Called with each response to this request, its body whole (autocannon collects it). */
+    onResponse?: (status: number, body: string, context: Record<string, unknown>, headers: Record<string, string | string[]>) => void;
   }
 
   /** hdr-histogram-percentiles-obj: every value in the histogram's unit (ms for latency, per second otherwise). */
