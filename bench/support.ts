@@ -1,5 +1,7 @@
 // What the benchmarks share: their knobs from the environment, progress on stderr, and free loopback ports.
+import { readFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
+import os from "node:os";
 import type { ChildProcess } from "node:child_process";
 
 /** A whole-number setting from the environment; a bad value stops the bench with the variable's name. */
@@ -41,3 +43,54 @@ export async function freePort(preferred: number, avoid: readonly number[]): Pro
 export const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 
 export const whole = (n: number) => Math.round(n).toLocaleString("en-US");
+
+// --- shared by the live benchmarks (job-pipeline.ts, subscriptions.ts) -----------------------------------------
+
+/** Milliseconds on a clock every thread of this process shares (performance.now() alone is per thread). */
+export const clock = () => performance.timeOrigin + performance.now();
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[Math.min(sorted.length, rank) - 1]!;
+}
+
+export interface LatencySummary {
+  readonly count: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly max: number;
+}
+
+export function summarise(values: readonly number[]): LatencySummary {
+  const sorted = Float64Array.from(values).sort();
+  const at = (p: number) => percentile(sorted, p);
+  return { count: sorted.length, p50: at(50), p90: at(90), p99: at(99), max: sorted.length > 0 ? sorted[sorted.length - 1]! : NaN };
+}
+
+export function fmtMs(value: number): string {
+  if (Number.isNaN(value)) return "–";
+  if (value < 10) return `${value.toFixed(2)} ms`;
+  if (value < 100) return `${value.toFixed(1)} ms`;
+  return `${whole(value)} ms`;
+}
+
+/** VmRSS of `pid` in bytes, from /proc; null where there is none. */
+export function rssOf(pid: number): number | null {
+  try {
+    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kib === undefined ? null : Number(kib) * 1024;
+  } catch {
+    return null;
+  }
+}
+
+export function machineFacts(): string {
+  const cpus = os.cpus();
+  return (
+    `${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ` +
+    `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, Node ${process.version}`
+  );
+}
