@@ -1,5 +1,5 @@
 --! Previous: sha1:c17a14e8ca81a333d6f35b1ab2e20b8b9c29d2a3
---! Hash: sha1:e888d97d24fe9a2e63dfeb8bb8c5f1cf60550325
+--! Hash: sha1:25e2edc813328f4492350a31b57c01eb32f5bb10
 --! Message: jobs, summaries, usage and live events
 
 -- Background work an organization asked for. A job row is the user-facing record (status, error, result); the
@@ -18,7 +18,8 @@ create table app_public.jobs (
   summary_id uuid,
   requested_by uuid references app_public.users on delete set null,
   attempts int not null default 0 check (attempts >= 0),
-  max_attempts int not null default 3 check (max_attempts between 1 and 25),
+  max_attempts int not null default coalesce(nullif(current_setting('quire.job_max_attempts', true), '')::int, 3)
+    check (max_attempts between 1 and 25),
   error_code text check (error_code ~ '^[A-Z][A-Z_]{1,39}$'),
   error_message text check (char_length(error_message) <= 1000),
   created_at timestamptz not null default now(),
@@ -34,6 +35,7 @@ comment on table app_public.jobs is
   E'@behavior -insert -update -delete\nBackground work of the organization: summaries, imports and syncs from Notion and Confluence, publishing. Created by mutations such as summarizeDocument, run by the worker, visible to everyone in the organization.';
 comment on column app_public.jobs.status is E'@behavior +attribute:filterBy\nqueued, running, succeeded, failed or cancelled; clients filter by it.';
 comment on column app_public.jobs.kind is E'@behavior +attribute:filterBy\nWhat the job does.';
+comment on column app_public.jobs.max_attempts is 'Runs allowed; defaults to the server''s JOB_MAX_ATTEMPTS (setting quire.job_max_attempts), else 3.';
 comment on column app_public.jobs.attempts is 'Runs started so far (a run interrupted by a dead worker counts).';
 comment on column app_public.jobs.error_code is 'For failed jobs: a stable code such as LLM_TIMEOUT, LLM_RATE_LIMITED, LLM_UNAVAILABLE, LLM_REJECTED, LLM_AUTH, LLM_BAD_RESPONSE, DOCUMENT_DELETED or INTERNAL. While a retry is pending, the last attempt''s error.';
 comment on column app_public.jobs.error_message is 'A message safe to show: never a secret or a stack.';
@@ -407,6 +409,23 @@ end;
 $$;
 comment on function app_private.check_allowance(uuid) is 'Raises QUOTA (QUOTA_EXCEEDED) when the organization''s monthly allowance is used up; holds a per-organization lock until commit.';
 
+-- Every kind of job is queued the same way once its row exists: a random token for the worker's RLS context
+-- (kept as its SHA-256), and the graphile-worker job keyed by the job's id, carrying only the id and the token.
+create function app_private.enqueue_job(job app_public.jobs, task text) returns void
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_token text := encode(public.gen_random_bytes(32), 'hex');
+begin
+  insert into app_private.job_tokens (job_id, token_hash) values ((job).id, sha256(convert_to(v_token, 'UTF8')));
+  perform graphile_worker.add_job(task, json_build_object('jobId', (job).id, 'token', v_token),
+    job_key => (job).id::text, max_attempts => (job).max_attempts);
+end;
+$$;
+comment on function app_private.enqueue_job(app_public.jobs, text) is 'Gives a new job its worker token and queues it for `task`.';
+
 create function app_public.summarize_document(document_id uuid, template_id uuid default null) returns app_public.jobs
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
@@ -416,7 +435,6 @@ declare
   v_org_id uuid := app_public.current_org_id();
   v_role app_public.membership_role := app_public.current_member_role();
   v_version record;
-  v_token text := encode(public.gen_random_bytes(32), 'hex');
   v_job app_public.jobs;
 begin
   if v_org_id is null or v_role is null then
@@ -434,13 +452,11 @@ begin
     raise exception 'No such template.' using errcode = 'NTFND';
   end if;
   perform app_private.check_allowance(v_org_id);
-  insert into app_public.jobs (org_id, kind, document_id, template_version_id, global_template_version_id, requested_by, max_attempts)
+  insert into app_public.jobs (org_id, kind, document_id, template_version_id, global_template_version_id, requested_by)
     values (v_org_id, 'summarize', summarize_document.document_id, v_version.template_version_id, v_version.global_template_version_id,
-            app_public.current_user_id(), coalesce(nullif(current_setting('quire.job_max_attempts', true), '')::int, 3))
+            app_public.current_user_id())
     returning * into v_job;
-  insert into app_private.job_tokens (job_id, token_hash) values (v_job.id, sha256(convert_to(v_token, 'UTF8')));
-  perform graphile_worker.add_job('summarize', json_build_object('jobId', v_job.id, 'token', v_token),
-    job_key => v_job.id::text, max_attempts => v_job.max_attempts);
+  perform app_private.enqueue_job(v_job, 'summarize');
   return v_job;
 end;
 $$;

@@ -1,5 +1,5 @@
---! Previous: sha1:e888d97d24fe9a2e63dfeb8bb8c5f1cf60550325
---! Hash: sha1:23f7298f73612fa542a3e8af0937a8f0ad52852d
+--! Previous: sha1:25e2edc813328f4492350a31b57c01eb32f5bb10
+--! Hash: sha1:af5816df20206a89ef500ce2967e05da4807b7ea
 --! Message: integrations
 
 -- Notion workspaces and Confluence Cloud sites an organization connected. The row says what is connected and how
@@ -472,7 +472,6 @@ create function app_private.queue_integration_job(kind app_public.job_kind, inte
 declare
   v_org_id uuid := app_public.current_org_id();
   v_role app_public.membership_role := app_public.current_member_role();
-  v_token text := encode(public.gen_random_bytes(32), 'hex');
   v_job app_public.jobs;
 begin
   if v_org_id is null or v_role is null then
@@ -487,18 +486,15 @@ begin
   if not exists (select 1 from app_public.integrations i where i.id = queue_integration_job.integration_id and i.status = 'connected') then
     raise exception 'The integration is not connected; an admin must connect it again.' using errcode = 'BADIN';
   end if;
-  insert into app_public.jobs (org_id, kind, integration_id, summary_id, params, requested_by, max_attempts)
+  insert into app_public.jobs (org_id, kind, integration_id, summary_id, params, requested_by)
     values (v_org_id, queue_integration_job.kind, queue_integration_job.integration_id, queue_integration_job.summary_id,
-            queue_integration_job.params, app_public.current_user_id(),
-            coalesce(nullif(current_setting('quire.job_max_attempts', true), '')::int, 3))
+            queue_integration_job.params, app_public.current_user_id())
     returning * into v_job;
-  insert into app_private.job_tokens (job_id, token_hash) values (v_job.id, sha256(convert_to(v_token, 'UTF8')));
   if queue_integration_job.kind in ('import', 'sync') then
     insert into app_public.integration_sync_runs (org_id, integration_id, job_id, kind)
       values (v_org_id, queue_integration_job.integration_id, v_job.id, queue_integration_job.kind);
   end if;
-  perform graphile_worker.add_job(queue_integration_job.kind::text || '_integration', json_build_object('jobId', v_job.id, 'token', v_token),
-    job_key => v_job.id::text, max_attempts => v_job.max_attempts);
+  perform app_private.enqueue_job(v_job, queue_integration_job.kind::text || '_integration');
   return v_job;
 end;
 $$;
