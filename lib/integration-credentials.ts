@@ -51,6 +51,16 @@ export async function sealTokens(keys: SealingKeys, tokens: TokenSet, where: Omi
   return { keyId: access.keyId, access, refresh, expiresAt: tokens.expiresAt };
 }
 
+/** A sealed token set as the database functions take it: key_id, access nonce and ciphertext, refresh nonce and ciphertext, access_expires_at. */
+export const sealedColumns = (sealed: Awaited<ReturnType<typeof sealTokens>>) => [
+  sealed.keyId,
+  sealed.access.nonce,
+  sealed.access.ciphertext,
+  sealed.refresh?.nonce ?? null,
+  sealed.refresh?.ciphertext ?? null,
+  sealed.expiresAt,
+];
+
 export interface CredentialOptions {
   readonly keys: SealingKeys;
   readonly connector: Connector;
@@ -95,15 +105,7 @@ export async function openIntegration(integrationId: string, { keys, connector, 
       // A provider that does not rotate refresh tokens answers without one: keep the one we have.
       const kept = { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken };
       const sealed = await sealTokens(keys, kept, { orgId: locked.org_id, integrationId, provider: locked.provider });
-      await client.query("select app_public.store_integration_tokens($1, $2, $3, $4, $5, $6, $7)", [
-        integrationId,
-        sealed.keyId,
-        sealed.access.nonce,
-        sealed.access.ciphertext,
-        sealed.refresh?.nonce ?? null,
-        sealed.refresh?.ciphertext ?? null,
-        sealed.expiresAt,
-      ]);
+      await client.query("select app_public.store_integration_tokens($1, $2, $3, $4, $5, $6, $7)", [integrationId, ...sealedColumns(sealed)]);
       return { accessToken: kept.accessToken, expiresAt: kept.expiresAt };
     });
     // invalid_grant is thrown only now, after its transaction committed the needs_reauth marking.

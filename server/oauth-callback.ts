@@ -11,7 +11,7 @@ import type { RequestHandler } from "express";
 import type pg from "pg";
 import type { Config } from "../lib/config.ts";
 import type { Connectors, IntegrationProvider } from "../lib/connectors.ts";
-import { sealTokens } from "../lib/integration-credentials.ts";
+import { sealedColumns, sealTokens } from "../lib/integration-credentials.ts";
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 
@@ -89,12 +89,7 @@ export function oauthCallback({ config, pool, connectors, logger }: OAuthCallbac
             account.externalName,
             account.externalUrl,
             [...account.tokens.scopes],
-            sealed.keyId,
-            sealed.access.nonce,
-            sealed.access.ciphertext,
-            sealed.refresh?.nonce ?? null,
-            sealed.refresh?.ciphertext ?? null,
-            sealed.expiresAt,
+            ...sealedColumns(sealed),
           ],
         );
         await client.query("commit");
