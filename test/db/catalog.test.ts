@@ -8,6 +8,7 @@ import {
   tenantOrgIdProblems,
   tenantPolicyProblems,
   tenantTables,
+  tenantTablesWithoutAudit,
   tenantTablesWithoutOrgIdUnique,
   definerFunctionsWithoutSearchPath,
   functionsExecutableByPublic,
@@ -79,6 +80,12 @@ describe("the migrated schema", () => {
 
 /** Indexes on tenant tables allowed not to lead with org_id, each for a documented reason. */
 const byPersonIndexes = ["app_public.memberships_user_id_idx"]; // sign-in finds a person's memberships
+/** Invariant 1's one exception: the audit log outlives its organization (no cascade); only triggers write it. */
+const orgIdExceptions = [
+  "app_public.audit_events: org_id does not default to app_public.current_org_id(), org_id does not reference organizations on delete cascade",
+];
+/** Tenant tables whose changes are not audited: the live-events outbox repeats audited changes; the log itself. */
+const unauditedTables = ["app_public.live_events", "app_public.audit_events"];
 
 describe("tenancy invariants", () => {
   test("the tenant tables are found (so the rules below are not vacuous)", async () => {
@@ -86,7 +93,7 @@ describe("tenancy invariants", () => {
   });
 
   test("1: org_id is uuid not null, defaults to current_org_id(), cascades from organizations", async () => {
-    expect(await tenantOrgIdProblems(db.name)).toEqual([]);
+    expect(await tenantOrgIdProblems(db.name)).toEqual(orgIdExceptions);
   });
 
   test("2: every granted command has a policy, and policies sub-select current_org_id()", async () => {
@@ -103,6 +110,10 @@ describe("tenancy invariants", () => {
 
   test("7: tenant tables have unique (org_id, id)", async () => {
     expect(await tenantTablesWithoutOrgIdUnique(db.name)).toEqual([]);
+  });
+
+  test("every tenant table's changes are audited (the outbox and the log itself aside)", async () => {
+    expect(await tenantTablesWithoutAudit(db.name, unauditedTables)).toEqual([]);
   });
 });
 
@@ -124,6 +135,7 @@ describe("each rule catches a planted violation", () => {
     );
     expect(await tenantOrgIdProblems(db.name)).toEqual([
       "app_hidden.planted_notes: org_id is nullable, org_id does not default to app_public.current_org_id(), org_id does not reference organizations on delete cascade",
+      ...orgIdExceptions,
     ]);
     expect(await tenantPolicyProblems(db.name, roles)).toEqual([
       "app_hidden.planted_notes: insert is granted but has no policy",
@@ -132,6 +144,7 @@ describe("each rule catches a planted violation", () => {
     expect(await crossTenantForeignKeys(db.name)).toEqual(["app_hidden.planted_notes planted_notes_membership_id_fkey"]);
     expect(await indexesNotLeadingWithOrgId(db.name, byPersonIndexes)).toEqual(["app_hidden.planted_notes_body_idx"]);
     expect(await tenantTablesWithoutOrgIdUnique(db.name)).toEqual(["app_hidden.planted_notes"]);
+    expect(await tenantTablesWithoutAudit(db.name, unauditedTables)).toEqual(["app_hidden.planted_notes"]);
     await query(db.name, "drop table app_hidden.planted_notes");
   });
 

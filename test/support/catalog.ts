@@ -233,3 +233,17 @@ export const tenantTablesWithoutOrgIdUnique = (database: string) =>
       order by 1`,
     [],
   );
+
+/** Tenant tables (bar `except`) without the audit trigger for insert, update and delete (app_private.tg__audit). */
+export const tenantTablesWithoutAudit = (database: string, except: readonly string[]) =>
+  names(
+    database,
+    `select t.name from (${tenantTablesSql}) t
+      where t.name <> all($1)
+        and not exists (
+          select 1 from pg_trigger g
+           where g.tgrelid = t.oid and not g.tgisinternal and g.tgfoid = 'app_private.tg__audit()'::regprocedure
+             and g.tgtype & 28 = 28)
+      order by 1`,
+    [except],
+  );
