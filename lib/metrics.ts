@@ -262,6 +262,8 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
     },
     observeJobQueue(pool, tasks, logger) {
       jobQueue = { pool, tasks, logger };
+      // Exported at 0 from the start, so the first permanent failure is an increase that alerts can see.
+      for (const task of tasks) jobsFailed.inc({ task }, 0);
     },
     measureLlm(provider) {
       return {

@@ -16,8 +16,8 @@ interface Service {
 const compose = parse(read("docker-compose.yml"), { merge: true }) as { services: Record<string, Service> };
 const quireServices = ["migrate", "server", "worker"] as const;
 
-test("compose runs PostgreSQL 16, a one-shot migration, the server and a worker", () => {
-  expect(Object.keys(compose.services).sort()).toEqual(["migrate", "postgres", "server", "worker"]);
+test("compose runs PostgreSQL 16, a one-shot migration, the server and a worker (Prometheus and Grafana under a profile)", () => {
+  expect(Object.keys(compose.services).sort()).toEqual(["grafana", "migrate", "postgres", "prometheus", "server", "worker"]);
   expect(compose.services.migrate!.command).toEqual(["node", "db/main.ts"]);
   expect(compose.services.server!.command).toEqual(["node", "server/main.ts"]);
   expect(compose.services.worker!.command).toEqual(["node", "worker/main.ts"]);
