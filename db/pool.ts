@@ -9,6 +9,8 @@ export interface PoolOptions {
   readonly max: number;
   /** Shown in pg_stat_activity, so an operator can tell the server's connections from the worker's. */
   readonly applicationName: string;
+  /** Longest a query waits for a free connection (or a new one to open) before failing; default 5000 ms. */
+  readonly waitMs?: number;
 }
 
 export function createPool(options: PoolOptions, logger: Logger): pg.Pool {
@@ -17,7 +19,7 @@ export function createPool(options: PoolOptions, logger: Logger): pg.Pool {
     max: options.max,
     application_name: options.applicationName,
     // Fail fast instead of queueing forever when PostgreSQL is down or the pool is exhausted.
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis: options.waitMs ?? 5_000,
     idleTimeoutMillis: 30_000,
   });
   // An idle client whose server went away emits 'error' on the pool; unhandled, that would crash the process.

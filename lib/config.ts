@@ -57,6 +57,11 @@ const envSchema = z.object({
     })
     .default("info"),
   LOG_PRETTY: boolText.optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).max(200).default("quire"),
   GRAPHIQL: boolText.optional(),
   GRAPHQL_INTROSPECTION: boolText.optional(),
   GRAPHQL_MAX_DEPTH: intText(1, 100).default(12),
@@ -71,6 +76,7 @@ const envSchema = z.object({
   DATABASE_AUTHENTICATED_ROLE: roleName.default("quire_authenticated"),
   DATABASE_ANONYMOUS_ROLE: roleName.default("quire_anonymous"),
   DATABASE_POOL_MAX: intText(2, 1000).default(10),
+  DATABASE_POOL_WAIT_MS: intText(100, 600_000).default(5_000),
   DATABASE_STATEMENT_TIMEOUT_MS: intText(100, 3_600_000).default(15_000),
   DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: intText(100, 3_600_000).default(60_000),
   EMBEDDED_POSTGRES_PORT: intText(1, 65535).default(54320),
@@ -105,6 +111,14 @@ const envSchema = z.object({
   SHUTDOWN_TIMEOUT_SECONDS: intText(1, 600).default(10),
   METRICS_PORT: intText(1, 65535).optional(),
   METRICS_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).max(500).optional(),
+  TRUSTED_PROXIES: z
+    .string()
+    .refine((v) => v.split(",").every((p) => /^(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]+(\/\d{1,3})?)$/.test(p.trim())), {
+      message: "must be comma-separated addresses, CIDR ranges, or loopback/linklocal/uniquelocal",
+    })
+    .optional(),
+  RATE_LIMITS: boolText.default(true),
+  RATE_LIMIT_ANONYMOUS_PER_MINUTE: intText(1, 1_000_000).default(300),
   LLM_PROVIDER: z.enum(["extractive", "openai", "anthropic"], { message: "must be extractive, openai or anthropic" }).default("extractive"),
   LLM_BASE_URL: z
     .string()
@@ -159,6 +173,8 @@ export interface DatabaseConfig {
   readonly authenticatedRole: string;
   readonly anonymousRole: string;
   readonly poolMax: number;
+  /** DATABASE_POOL_WAIT_MS: longest an API request waits for a connection before it is answered 503 UNAVAILABLE. */
+  readonly poolWaitMs: number;
   /** Longest one statement of an API request may run (57014, TIMEOUT). */
   readonly statementTimeoutMs: number;
   /** Longest an API request's transaction may sit idle before PostgreSQL ends its session. */
@@ -174,8 +190,20 @@ export interface Config {
     readonly graphiql: boolean;
     /** Largest request body: room for the largest document, JSON-escaped (up to 2×), and the query. */
     readonly maxRequestBytes: number;
+    /**
+     * TRUSTED_PROXIES: the reverse proxies whose X-Forwarded-For is believed when deciding a client's address (for
+     * rate limits and the audit log). Default: none, so the address is the connection's peer.
+     */
+    readonly trustedProxies: readonly string[];
   };
   readonly log: { readonly level: string; readonly pretty: boolean };
+  /** OpenTelemetry tracing (lib/tracing.ts): HTTP requests, GraphQL operations, SQL, jobs and LLM calls as spans. */
+  readonly tracing: {
+    /** OTLP/HTTP base URL; spans are sent to `<endpoint>/v1/traces`. null: tracing is off and no SDK is loaded. */
+    readonly endpoint: string | null;
+    /** The `service.name` every span is reported under. */
+    readonly serviceName: string;
+  };
   /** What every GraphQL operation is checked against before it runs, over HTTP and WebSockets alike. */
   readonly graphql: {
     /** Whether `__schema` and `__type` may be queried (GraphiQL and code generators need them). */
@@ -265,6 +293,16 @@ export interface Config {
     readonly timeoutMs: number;
     /** Retries of one provider call on 429 (Retry-After honoured), 5xx and timeouts, with backoff and jitter. */
     readonly maxRetries: number;
+  };
+  /**
+   * Requests a minute, counted in PostgreSQL across instances: per address for anonymous requests, per user and per
+   * organization (limits by tier, app_admin.set_tier_rate_limit) for signed-in ones. Over: 429 RATE_LIMITED.
+   */
+  readonly rateLimits: {
+    /** RATE_LIMITS (default true). */
+    readonly enabled: boolean;
+    /** RATE_LIMIT_ANONYMOUS_PER_MINUTE (default 300): per client address. */
+    readonly anonymousPerMinute: number;
   };
   /** GET /metrics (Prometheus): off the public port unless a token is set; neither set: not served. */
   readonly metrics: {
@@ -359,6 +397,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     authenticatedRole: e.DATABASE_AUTHENTICATED_ROLE,
     anonymousRole: e.DATABASE_ANONYMOUS_ROLE,
     poolMax: e.DATABASE_POOL_MAX,
+    poolWaitMs: e.DATABASE_POOL_WAIT_MS,
     statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
     idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
   };
@@ -399,8 +438,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       port: e.PORT,
       graphiql: e.GRAPHIQL ?? !production,
       maxRequestBytes: e.DOCUMENT_MAX_BYTES * 2 + 64 * 1024,
+      trustedProxies: e.TRUSTED_PROXIES ? e.TRUSTED_PROXIES.split(",").map((p) => p.trim()) : [],
     },
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY ?? !production },
+    tracing: { endpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, "") ?? null, serviceName: e.OTEL_SERVICE_NAME },
     graphql: {
       introspection: e.GRAPHQL_INTROSPECTION ?? !production,
       maxDepth: e.GRAPHQL_MAX_DEPTH,
@@ -464,6 +505,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxRetries: e.INTEGRATION_MAX_RETRIES,
     },
     metrics: { port: e.METRICS_PORT ?? null, token: e.METRICS_TOKEN ?? null },
+    rateLimits: { enabled: e.RATE_LIMITS, anonymousPerMinute: e.RATE_LIMIT_ANONYMOUS_PER_MINUTE },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
   };
 }

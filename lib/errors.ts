@@ -59,7 +59,31 @@ export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; messa
   "57014": { code: "TIMEOUT", message: "The request took too long and was cancelled." },
   "53300": { code: "UNAVAILABLE", message: "The service is busy; try again shortly." },
   "57P01": { code: "UNAVAILABLE", message: "The database is restarting; try again shortly." },
+  "57P02": { code: "UNAVAILABLE", message: "The database is restarting; try again shortly." },
+  "57P03": { code: "UNAVAILABLE", message: "The database is starting up; try again shortly." },
+  "08000": { code: "UNAVAILABLE", message: "The connection to the database failed; try again shortly." },
+  "08003": { code: "UNAVAILABLE", message: "The connection to the database failed; try again shortly." },
+  "08006": { code: "UNAVAILABLE", message: "The connection to the database failed; try again shortly." },
 };
+
+/** Socket errors meaning the database cannot be reached (down, restarting, or its address unresolvable). */
+const unreachableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+/**
+ * Whether `error` means the database could not serve the request right now, so the client should retry shortly
+ * (UNAVAILABLE, HTTP 503): the pool's wait for a connection ran out (an exhausted pool, or a database that does not
+ * answer), the connection was refused or dropped (PostgreSQL restarting), or PostgreSQL said so itself.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === "string" && (unreachableCodes.has(code) || standardSqlStates[code]?.code === "UNAVAILABLE")) return true;
+  return (
+    typeof message === "string" &&
+    /^(timeout exceeded when trying to connect|Connection terminated unexpectedly|Connection terminated due to connection timeout|Connection terminated|Client has encountered a connection error and is not queryable)$/.test(
+      message,
+    )
+  );
+}
 
 /** What a client is told about a PostgreSQL error, or null when it must be masked. */
 export function publicDatabaseError(sqlState: string, message: string): { code: ErrorCode; message: string } | null {

@@ -14,6 +14,7 @@ import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from "../lib/metrics.ts";
 import { createConnectors } from "../lib/connectors.ts";
 import { createTokenService } from "../lib/tokens.ts";
+import { clientAddress } from "./client-address.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
@@ -21,6 +22,7 @@ import { createLiveSockets } from "./live-sockets.ts";
 import { createNotificationListener } from "./notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
 import { graphiqlPaths, makePreset } from "./preset.ts";
+import { rateLimit } from "./rate-limits.ts";
 import { checkUpgradeOrigin, corsPolicy, securityHeaders } from "./security.ts";
 import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
@@ -123,8 +125,10 @@ export async function createQuireServer({ config, logger, pool, metrics = create
     res.set("cache-control", "public, max-age=300").json(jwks);
   });
   // Multipart uploads: before GraphQL and its body parser; same bearer token check (claimsOf), REST error shape.
-  app.post(uploadPath, uploadRoute({ config, pool, tokens }));
-  app.use("/graphql", authenticateHttp(tokens), ...strictUtf8Body(config.http.maxRequestBytes));
+  const addressOf = clientAddress(config.http.trustedProxies);
+  const limit = rateLimit({ config, pool, tokens, addressOf, logger });
+  app.post(uploadPath, limit, uploadRoute({ config, pool, tokens }));
+  app.use("/graphql", authenticateHttp(tokens), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({ url: config.database.url, logger });
   const liveSockets = createLiveSockets(listener);
   const liveEvents = createLiveEvents(listener, logger);

@@ -7,7 +7,7 @@ import { extendSchema, gql } from "postgraphile/utils";
 import { QuireError } from "../lib/quire-error.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { Config } from "../lib/config.ts";
-import { oneTimeToken, type Sessions, type SignedIn } from "./sessions.ts";
+import { onBehalfOf, oneTimeToken, type RequestOrigin, type Sessions, type SignedIn } from "./sessions.ts";
 import type { TokenService } from "../lib/tokens.ts";
 import { sideEffectWithPgClient } from "postgraphile/@dataplan/pg";
 
@@ -28,6 +28,9 @@ function actAs(ctx: Ctx, config: Config, result: SignedIn): SignedIn {
   return result;
 }
 
+/** The request's address and id, for the audit events a sign-in, refresh or logout writes. */
+const originOf = (ctx: Ctx): RequestOrigin => ({ ip: ctx.quireClientIp ?? null, requestId: ctx.pgSettings?.["quire.request_id"] ?? "" });
+
 function claimsOf(ctx: Ctx) {
   if (!ctx.quireAuth) throw signInRequired();
   return ctx.quireAuth;
@@ -38,7 +41,9 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
     const { users, organizations, invitations } = build.pgResources;
     if (!users || !organizations || !invitations) throw new Error("the users, organizations and invitations tables are not exposed");
     const signIn = ($input: Step, run: (input: Record<string, unknown>, ctx: Ctx) => Promise<SignedIn>) =>
-      sideEffect([$input, context()], async ([input, ctx]) => actAs(ctx, config, await run(input as Record<string, unknown>, ctx)));
+      sideEffect([$input, context()], async ([input, ctx]) =>
+        actAs(ctx, config, await onBehalfOf(originOf(ctx), () => run(input as Record<string, unknown>, ctx))),
+      );
 
     return {
       typeDefs: gql`
@@ -163,7 +168,8 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
             changePassword: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
                 const { currentPassword, newPassword } = input as { currentPassword: string; newPassword: string };
-                return { otherSessionsEnded: await sessions.changePassword(claimsOf(ctx).sessionId, currentPassword, newPassword) };
+                const ended = await onBehalfOf(originOf(ctx), () => sessions.changePassword(claimsOf(ctx).sessionId, currentPassword, newPassword));
+                return { otherSessionsEnded: ended };
               }),
             requestPasswordReset: (_$root, args) =>
               sideEffect(args.getRaw("input"), async (input) => {
@@ -192,9 +198,11 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
             acceptInvitation: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.acceptInvitation(input as never, ctx.quireAuth?.userId ?? null)),
             logout: () =>
-              sideEffect(context(), async (ctx) => ({ success: await sessions.logout(claimsOf(ctx).sessionId) })),
+              sideEffect(context(), async (ctx) => ({ success: await onBehalfOf(originOf(ctx), () => sessions.logout(claimsOf(ctx).sessionId)) })),
             logoutEverywhere: () =>
-              sideEffect(context(), async (ctx) => ({ sessionsEnded: await sessions.logoutEverywhere(claimsOf(ctx).userId) })),
+              sideEffect(context(), async (ctx) => ({
+                sessionsEnded: await onBehalfOf(originOf(ctx), () => sessions.logoutEverywhere(claimsOf(ctx).userId)),
+              })),
           },
         },
         Query: {

@@ -9,6 +9,7 @@ import { SafeError } from "postgraphile/grafast";
 import type { Config } from "../lib/config.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
+import { clientAddress } from "./client-address.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 
 /** The settings PostGraphile applies with set_config(…, true) at the start of each transaction. */
@@ -19,7 +20,7 @@ declare global {
     interface Context {
       /** The verified access token's claims, or null for an anonymous request. */
       quireAuth?: AccessClaims | null;
-      /** The client's address as the server saw it. */
+      /** The client's address, through TRUSTED_PROXIES (server/client-address.ts). */
       quireClientIp?: string | null;
     }
   }
@@ -82,6 +83,7 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
 }
 
 export function makeContext(config: Config, tokens: TokenService, liveSockets?: LiveSockets) {
+  const addressOf = clientAddress(config.http.trustedProxies);
   return (requestContext: Partial<Grafast.RequestContext>) => {
     const req = requestContext.node?.req ?? requestContext.ws?.request;
     let claims: AccessClaims | null;
@@ -97,7 +99,7 @@ export function makeContext(config: Config, tokens: TokenService, liveSockets?: 
       const socket = requestContext.ws?.socket;
       if (claims && socket) liveSockets?.track(socket, claims);
     }
-    const ip = req?.socket.remoteAddress ?? null;
+    const ip = req ? addressOf(req) : null;
     return { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };
   };
 }

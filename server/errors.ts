@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { isSafeError } from "postgraphile/grafast";
 import { GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
-import { publicDatabaseError } from "../lib/errors.ts";
+import { isDatabaseUnavailable, publicDatabaseError, standardSqlStates } from "../lib/errors.ts";
 import { QuireError } from "../lib/quire-error.ts";
 import type { Logger } from "../lib/logger.ts";
 
@@ -31,11 +31,12 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
     if (/^No values were deleted in collection '[a-z_]+' because no values you can delete were found/.test(original.message)) {
       return new GraphQLError("No such row, or you may not delete it.", { ...where, extensions: { code: "NOT_FOUND" } });
     }
-    // The pool's wait for a free connection ran out (exhausted pool, or a database that does not answer).
-    if (/^timeout exceeded when trying to connect$|^Connection terminated due to connection timeout$/.test(original.message)) {
-      return new GraphQLError("The service is busy; try again shortly.", { ...where, extensions: { code: "UNAVAILABLE" } });
-    }
     const sqlState = sqlStateOf(original);
+    // The database cannot serve this now: the pool's wait ran out, or PostgreSQL is down or restarting.
+    if (isDatabaseUnavailable(original)) {
+      const message = (sqlState && standardSqlStates[sqlState]?.message) || "The service is busy; try again shortly.";
+      return new GraphQLError(message, { ...where, extensions: { code: "UNAVAILABLE" } });
+    }
     const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
     if (known) {
       const extra = original instanceof QuireError ? original.extensions : {};
@@ -69,6 +70,48 @@ export const RequestErrorCodesPlugin: GraphileConfig.Plugin = {
         for (const error of body.errors) error.extensions = { code: "BAD_REQUEST", ...error.extensions };
         const buffer = Buffer.from(JSON.stringify(body));
         return { ...result, buffer, headers: { ...result.headers, "content-length": String(buffer.length) } };
+      },
+    },
+  },
+};
+
+/** Seconds a client is asked to wait before retrying an UNAVAILABLE answer (the database restarting, say). */
+export const unavailableRetryAfterSeconds = 5;
+
+/**
+ * GraphQL answers 200 whatever its errors say; two of them are about the service rather than the request, and
+ * proxies, load balancers and clients act on their HTTP status: a response whose every root field failed with
+ * UNAVAILABLE becomes 503, and one refused with RATE_LIMITED becomes 429, each with Retry-After. Only responses
+ * that mention either code are parsed.
+ */
+export const ServiceStatusPlugin: GraphileConfig.Plugin = {
+  name: "QuireServiceStatusPlugin",
+  version: "1.0.0",
+  grafserv: {
+    middleware: {
+      async processRequest(next) {
+        const result = await next();
+        if (result?.type !== "buffer" || result.statusCode !== 200) return result;
+        if (!result.buffer.includes('"UNAVAILABLE"') && !result.buffer.includes('"RATE_LIMITED"')) return result;
+        let body: { data?: Record<string, unknown> | null; errors?: Array<{ extensions?: Record<string, unknown> }> };
+        try {
+          body = JSON.parse(result.buffer.toString("utf8")) as typeof body;
+        } catch {
+          return result;
+        }
+        // Only when nothing succeeded: a partial answer is still an answer.
+        if (body.data && Object.values(body.data).some((value) => value !== null)) return result;
+        const codes = (body.errors ?? []).map((error) => error.extensions?.code);
+        const limited = body.errors?.find((error) => error.extensions?.code === "RATE_LIMITED");
+        if (limited) {
+          const seconds = Number(limited.extensions?.retryAfterSeconds);
+          const retryAfter = String(Number.isFinite(seconds) && seconds > 0 ? Math.ceil(seconds) : 1);
+          return { ...result, statusCode: 429, headers: { ...result.headers, "retry-after": retryAfter } };
+        }
+        if (codes.includes("UNAVAILABLE")) {
+          return { ...result, statusCode: 503, headers: { ...result.headers, "retry-after": String(unavailableRetryAfterSeconds) } };
+        }
+        return result;
       },
     },
   },

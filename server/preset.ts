@@ -17,9 +17,11 @@ import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
-import { makeMaskError, RequestErrorCodesPlugin } from "./errors.ts";
+import { clientAddress } from "./client-address.ts";
+import { makeMaskError, RequestErrorCodesPlugin, ServiceStatusPlugin } from "./errors.ts";
 import { makeGraphQLLimitsPlugin } from "./graphql-limits.ts";
 import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
+import { makeRequestAuditPlugin } from "./request-audit.ts";
 import { createSessions } from "./sessions.ts";
 
 export interface PresetOptions {
@@ -72,6 +74,8 @@ export function makePreset({
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),
       RequestErrorCodesPlugin,
+      ServiceStatusPlugin,
+      makeRequestAuditPlugin({ pool, logger, addressOf: clientAddress(config.http.trustedProxies) }),
       makeGraphQLLimitsPlugin(config.graphql),
       ...(graphqlMetrics ? [graphqlMetrics.plugin] : []),
     ],

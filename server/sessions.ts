@@ -1,6 +1,7 @@
 // The session life cycle: register, sign in, refresh, switch organization, sign out. The database decides
 // (app_private functions, called as the authenticator); this module does what the database should not: bcrypt
 // (off the event loop, never while holding a connection) and signing tokens.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes, randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Config } from "../lib/config.ts";
@@ -67,6 +68,20 @@ export interface SessionsOptions {
 /** A one-time token for an emailed link: 256 random bits; only its SHA-256 is stored. */
 export const oneTimeToken = () => randomBytes(32).toString("base64url");
 
+/** Where a request came from, for the audit events its sign-in, refresh or logout writes. */
+export interface RequestOrigin {
+  readonly ip: string | null;
+  readonly requestId: string;
+}
+
+const origins = new AsyncLocalStorage<RequestOrigin>();
+
+/**
+ * Runs `work` (calls into Sessions) on behalf of a request: the statements that write sessions then carry its
+ * client address and request id as transaction settings, which the audit triggers record.
+ */
+export const onBehalfOf = <T>(origin: RequestOrigin, work: () => Promise<T>): Promise<T> => origins.run(origin, work);
+
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
 
@@ -98,6 +113,28 @@ function requiredText(value: string, field: string, max: number): string {
 export function createSessions({ config, logger, pool, hasher, tokens }: SessionsOptions): Sessions {
   const expiresAt = () => new Date(Date.now() + config.auth.refreshTokenTtlSeconds * 1000);
 
+  /**
+   * One statement that writes sessions (and so audit events): in a transaction carrying the request's address and
+   * id when it runs on behalf of a request (onBehalfOf), else as it is.
+   */
+  async function recorded<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    const origin = origins.getStore();
+    if (!origin) return pool.query<R>(text, values);
+    const client = await pool.connect();
+    try {
+      await client.query("begin");
+      await client.query("select set_config('quire.client_ip', $1, true), set_config('quire.request_id', $2, true)", [origin.ip ?? "", origin.requestId]);
+      const result = await client.query<R>(text, values);
+      await client.query("commit");
+      return result;
+    } catch (error) {
+      await client.query("rollback").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
   /** A fresh session id and the first refresh token derived from it. */
   const newSession = () => {
     const sessionId = randomUUID();
@@ -119,7 +156,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       assertAcceptablePassword(input.password);
       const passwordHash = await hasher.hash(input.password);
       const session = newSession();
-      const { rows } = await pool.query<GrantRow>(
+      const { rows } = await recorded<GrantRow>(
         "select * from app_private.register($1, $2, $3, $4, $5, $6, $7)",
         [organizationName, email, fullName, passwordHash, session.sessionId, session.refreshHash, expiresAt()],
       );
@@ -142,12 +179,12 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       }
       const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, lookup.password_hash));
       if (!ok || !lookup.user_id) {
-        await pool.query("select app_private.record_login_failure($1, $2)", [email, ip]);
+        await recorded("select app_private.record_login_failure($1, $2)", [email, ip]);
         logger.info({ ip }, "sign-in failed");
         throw invalidCredentials();
       }
       const session = newSession();
-      const result = await pool.query<GrantRow>("select * from app_private.complete_login($1, $2, $3, $4, $5, $6, $7)", [
+      const result = await recorded<GrantRow>("select * from app_private.complete_login($1, $2, $3, $4, $5, $6, $7)", [
         lookup.user_id,
         email,
         ip,
@@ -164,7 +201,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       const parsed = tokens.parseRefreshToken(refreshToken);
       if (!parsed) throw sessionEnded();
       const next = tokens.refreshToken(parsed.sessionId, parsed.generation + 1);
-      const { rows } = await pool.query<GrantRow & { outcome: string; generation: number }>(
+      const { rows } = await recorded<GrantRow & { outcome: string; generation: number }>(
         "select outcome, $1::uuid as session_id, user_id, org_id, role, generation from app_private.refresh_session($1, $2, $3, $4, $5)",
         [parsed.sessionId, parsed.generation, tokens.digest(refreshToken), tokens.digest(next), config.auth.refreshGraceSeconds],
       );
@@ -178,7 +215,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
 
     async switchOrganization(currentSessionId, organizationSlug) {
       const session = newSession();
-      const { rows } = await pool.query<GrantRow>("select * from app_private.switch_organization($1, $2, $3, $4, $5)", [
+      const { rows } = await recorded<GrantRow>("select * from app_private.switch_organization($1, $2, $3, $4, $5)", [
         currentSessionId,
         organizationSlug,
         session.sessionId,
@@ -194,7 +231,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       if (rows[0]!.hash === null) throw sessionEnded();
       if (!(await hasher.verify(currentPassword, rows[0]!.hash))) throw invalidCredentials();
       const newHash = await hasher.hash(newPassword);
-      const ended = await pool.query<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
+      const ended = await recorded<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
       return ended.rows[0]!.ended;
     },
 
@@ -210,7 +247,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async resetPassword(token, newPassword) {
       assertAcceptablePassword(newPassword);
       const newHash = await hasher.hash(newPassword);
-      await pool.query("select app_private.reset_password($1, $2)", [tokens.digest(token), newHash]);
+      await recorded("select app_private.reset_password($1, $2)", [tokens.digest(token), newHash]);
     },
 
     async acceptInvitation(input, signedInUserId) {
@@ -235,7 +272,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         passwordHash = await hasher.hash(input.password!);
       }
       const session = newSession();
-      const accepted = await pool.query<GrantRow>("select * from app_private.accept_invitation($1, $2, $3, $4, $5, $6)", [
+      const accepted = await recorded<GrantRow>("select * from app_private.accept_invitation($1, $2, $3, $4, $5, $6)", [
         digest,
         fullName,
         passwordHash,
@@ -248,12 +285,12 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     },
 
     async logout(sessionId) {
-      const { rows } = await pool.query<{ ended: boolean }>("select app_private.revoke_session($1, 'logout') as ended", [sessionId]);
+      const { rows } = await recorded<{ ended: boolean }>("select app_private.revoke_session($1, 'logout') as ended", [sessionId]);
       return rows[0]!.ended;
     },
 
     async logoutEverywhere(userId) {
-      const { rows } = await pool.query<{ ended: number }>(
+      const { rows } = await recorded<{ ended: number }>(
         "select app_private.revoke_user_sessions($1, 'logout everywhere') as ended",
         [userId],
       );

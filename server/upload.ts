@@ -34,6 +34,7 @@ import type { Extracted } from "../lib/extract/index.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import { claimsOf, pgSettingsFor, unauthenticatedMessage } from "./context.ts";
+import { clientAddress } from "./client-address.ts";
 
 export const uploadPath = "/api/v1/documents/upload";
 
@@ -244,6 +245,7 @@ export function uploadRoute({ config, pool, tokens }: UploadRouteOptions): Reque
     maxDocxEntries: config.uploads.maxDocxEntries,
   };
   const maxBytes = config.uploads.maxBytes;
+  const addressOf = clientAddress(config.http.trustedProxies);
 
   const answerError = (req: Request, res: Response, error: unknown) => {
     if (error instanceof ClientGone || res.headersSent || res.destroyed) return;
@@ -300,7 +302,7 @@ export function uploadRoute({ config, pool, tokens }: UploadRouteOptions): Reque
           ...(extracted.pages === undefined ? {} : { pages: extracted.pages }),
         },
       };
-      const settings = pgSettingsFor(config, claims, requestIdOf(req), req.socket.remoteAddress ?? null);
+      const settings = pgSettingsFor(config, claims, requestIdOf(req), addressOf(req));
       const document = await insertDocument(pool, settings, { title, extracted, metadata });
       res.status(201).json({ document: { id: document.id, title: document.title, format: document.format, bytes: Number(document.bytes) } });
     } catch (error) {

@@ -27,7 +27,7 @@ describe("loadConfig", () => {
     const dir = dataDir();
     const config = loadConfig({ DATA_DIR: dir });
     expect(config.env).toBe("development");
-    expect(config.http).toEqual({ host: "127.0.0.1", port: 5678, graphiql: true, maxRequestBytes: 10 * 1024 * 1024 + 64 * 1024 });
+    expect(config.http).toEqual({ host: "127.0.0.1", port: 5678, graphiql: true, maxRequestBytes: 10 * 1024 * 1024 + 64 * 1024, trustedProxies: [] });
     expect(config.database.embedded).toMatchObject({ dataDir: `${dir}/postgres`, port: 54320 });
     expect(config.database.url).toMatch(/^postgres:\/\/quire_authenticator:[^@]+@127\.0\.0\.1:54320\/quire$/);
     expect(config.jwt.secret.length).toBeGreaterThanOrEqual(32);

@@ -10,14 +10,17 @@ import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
 let app: TestServer;
+let unlimited: TestServer;
 let t: Tenant;
 beforeAll(async () => {
   db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name, { DATABASE_STATEMENT_TIMEOUT_MS: "200" }));
+  app = await startTestServer(testConfig(db.name, { DATABASE_STATEMENT_TIMEOUT_MS: "200", DATABASE_POOL_WAIT_MS: "500" }));
   t = await createTenant(db, "Slow");
+  unlimited = await startTestServer(testConfig(db.name, { DATABASE_POOL_WAIT_MS: "500", RATE_LIMITS: "false" }));
 });
 afterAll(async () => {
   await app?.close();
+  await unlimited?.close();
   await db?.drop();
 });
 
@@ -29,12 +32,29 @@ test("an API request's statement is cancelled after DATABASE_STATEMENT_TIMEOUT_M
   expect(Date.now() - started).toBeLessThan(3_000);
 });
 
-test("an exhausted pool answers UNAVAILABLE, and serves again once connections are free", async () => {
+test("an exhausted pool answers 503 UNAVAILABLE with Retry-After within DATABASE_POOL_WAIT_MS, then serves again", async () => {
   const held: pg.PoolClient[] = [];
-  for (let i = 0; i < 4; i++) held.push(await app.pool.connect()); // the test server's pool holds 4
+  // Each test server's pool holds 4.
+  for (const server of [app, unlimited]) for (let i = 0; i < 4; i++) held.push(await server.pool.connect());
   try {
-    const { body } = await app.graphql("{ currentUser { email } }", {}, t.members.member.accessToken);
-    expect(codeOf(body)).toBe("UNAVAILABLE");
+    for (const limits of [true, false]) {
+      // With rate limits the count is refused first; without, the GraphQL request itself waits and gives up.
+      const server = limits ? app : unlimited;
+      const started = Date.now();
+      const response = await fetch(`${server.url}/graphql`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${t.members.member.accessToken}` },
+        body: JSON.stringify({ query: "{ currentUser { email } }" }),
+      });
+      const body = (await response.json()) as Parameters<typeof codeOf>[0];
+      expect({ limits, status: response.status, retryAfter: response.headers.get("retry-after"), code: codeOf(body) }).toEqual({
+        limits,
+        status: 503,
+        retryAfter: "5",
+        code: "UNAVAILABLE",
+      });
+      expect(Date.now() - started).toBeLessThan(3_000);
+    }
   } finally {
     for (const client of held) client.release();
   }

@@ -25,7 +25,7 @@ export interface GraphQLBody {
 export const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
 
 export async function startTestServer(config: Config): Promise<TestServer> {
-  const pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-server" }, silentLogger);
+  const pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-server", waitMs: config.database.poolWaitMs }, silentLogger);
   const server = await createQuireServer({ config, logger: silentLogger, pool });
   const address: AddressInfo = await server.listen(0);
   const url = `http://127.0.0.1:${address.port}`;

@@ -1,0 +1,103 @@
+// Rate limits kept in PostgreSQL: anonymous requests are counted per client address, signed-in ones per user and
+// per organization with the limits of the organization's tier; over a limit the answer is 429 RATE_LIMITED with
+// Retry-After, on every instance alike (the counts are shared); RATE_LIMITS=false turns them off.
+import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
+import { startTestServer, type TestServer } from "../support/server.ts";
+import { createTenant, type Tenant } from "../support/tenants.ts";
+
+let db: TestDatabase;
+let one: TestServer;
+let two: TestServer;
+let proxied: TestServer;
+let off: TestServer;
+let t: Tenant;
+let rich: Tenant;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  const config = testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5" });
+  one = await startTestServer(config);
+  two = await startTestServer(config);
+  proxied = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", TRUSTED_PROXIES: "loopback" }));
+  off = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", RATE_LIMITS: "false" }));
+  t = await createTenant(db, "Limited");
+  rich = await createTenant(db, "Premium");
+  await query(db.name, "update app_public.organizations set tier = 'premium' where id = $1", [rich.orgId], "root");
+}, 60_000);
+afterAll(async () => {
+  for (const server of [one, two, proxied, off]) await server?.close();
+  await db?.drop();
+});
+
+beforeEach(async () => {
+  await query(db.name, "delete from app_private.rate_limit_counters", [], "root");
+  await query(db.name, "select app_admin.set_tier_rate_limit('free', 600, 1200)");
+  // Counts live in one-minute windows: keep a test from straddling two.
+  const second = new Date().getUTCSeconds();
+  if (second >= 50) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
+}, 20_000);
+
+interface Answer {
+  status: number;
+  retryAfter: string | null;
+  code: string | null;
+  extensions: Record<string, unknown> | undefined;
+}
+async function ask(server: TestServer, token: string | null = null, headers: Record<string, string> = {}): Promise<Answer> {
+  const response = await fetch(`${server.url}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+    body: JSON.stringify({ query: "{ __typename }" }),
+  });
+  const body = (await response.json()) as { errors?: Array<{ extensions?: Record<string, unknown> }> };
+  const extensions = body.errors?.[0]?.extensions;
+  return { status: response.status, retryAfter: response.headers.get("retry-after"), code: (extensions?.code as string) ?? null, extensions };
+}
+
+test("anonymous requests are counted per address across instances: the 6th of 5 a minute is 429 with Retry-After", async () => {
+  const answers = [];
+  for (let i = 0; i < 6; i++) answers.push(await ask(i % 2 ? one : two));
+  expect(answers.slice(0, 5).map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+  const refused = answers[5]!;
+  expect(refused).toMatchObject({ status: 429, code: "RATE_LIMITED", extensions: { scope: "address" } });
+  const seconds = Number(refused.retryAfter);
+  expect(seconds).toBeGreaterThanOrEqual(1);
+  expect(seconds).toBeLessThanOrEqual(60);
+  expect(refused.extensions?.retryAfterSeconds).toBe(seconds);
+  // Signed-in requests from the same address have budgets of their own.
+  expect((await ask(one, t.members.member.accessToken)).status).toBe(200);
+});
+
+test("behind a trusted proxy each forwarded address has its own budget; elsewhere the header changes nothing", async () => {
+  for (let i = 0; i < 5; i++) expect((await ask(proxied, null, { "x-forwarded-for": "198.51.100.10" })).status).toBe(200);
+  expect((await ask(proxied, null, { "x-forwarded-for": "198.51.100.10" })).status).toBe(429);
+  expect((await ask(proxied, null, { "x-forwarded-for": "198.51.100.11" })).status).toBe(200);
+  // Not trusted: a client naming a fresh address each time is still counted as 127.0.0.1.
+  for (let i = 0; i < 5; i++) expect((await ask(one, null, { "x-forwarded-for": `203.0.113.${i}` })).status).toBe(200);
+  expect((await ask(one, null, { "x-forwarded-for": "203.0.113.99" })).status).toBe(429);
+});
+
+test("signed-in requests are counted per user and per organization, with the tier's limits", async () => {
+  await query(db.name, "select app_admin.set_tier_rate_limit('free', 3, 5)");
+  for (let i = 0; i < 3; i++) expect((await ask(one, t.members.member.accessToken)).status).toBe(200);
+  expect(await ask(two, t.members.member.accessToken)).toMatchObject({ status: 429, code: "RATE_LIMITED", extensions: { scope: "user" } });
+  // Another member still has a user budget, until the organization's 5 are spent.
+  expect((await ask(one, t.members.viewer.accessToken)).status).toBe(200);
+  expect((await ask(one, t.members.viewer.accessToken)).status).toBe(200);
+  expect(await ask(one, t.members.admin.accessToken)).toMatchObject({ status: 429, extensions: { scope: "organization" } });
+  // A premium organization is not bound by the free tier's limits.
+  for (let i = 0; i < 6; i++) expect((await ask(one, rich.members.member.accessToken)).status).toBe(200);
+});
+
+test("RATE_LIMITS=false counts nothing", async () => {
+  for (let i = 0; i < 8; i++) expect((await ask(off)).status).toBe(200);
+  const [{ n }] = (await query<{ n: number }>(db.name, "select count(*)::int as n from app_private.rate_limit_counters", [], "root")) as [{ n: number }];
+  expect(n).toBe(0);
+});
+
+test("uploads are limited too, answering in their own error shape", async () => {
+  for (let i = 0; i < 5; i++) await ask(one);
+  const response = await fetch(`${one.url}/api/v1/documents/upload`, { method: "POST" });
+  expect(response.status).toBe(429);
+  expect(response.headers.get("retry-after")).toMatch(/^\d+$/);
+  expect(((await response.json()) as { error: { code: string } }).error.code).toBe("RATE_LIMITED");
+});
