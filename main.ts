@@ -1,12 +1,15 @@
 // `npm start`: the whole of Quire in one process. With no DATABASE_URL it runs an embedded PostgreSQL under
 // DATA_DIR (created on first start, reused after), creates the roles and database, applies the migrations, then
 // serves the API and runs the worker. Ctrl-C or SIGTERM stops them in reverse order, the database last.
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, tracing starts first and its last spans are sent after everything stopped.
+import "./lib/start-tracing.ts";
 import "./lib/graphile-env.ts";
 import { startEmbeddedPostgres } from "./db/embedded.ts";
 import { prepareDatabase } from "./db/migrate.ts";
 import { createPool } from "./db/pool.ts";
 import { createMetrics } from "./lib/metrics.ts";
 import { runService } from "./lib/process.ts";
+import { shutdownTracing } from "./lib/tracing.ts";
 import { createQuireServer } from "./server/app.ts";
 import { startQuireWorker } from "./worker/runner.ts";
 
@@ -15,6 +18,7 @@ await runService("quire", async (config, logger) => {
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop();
+    await shutdownTracing();
   };
   try {
     if (database.embedded) {
@@ -34,7 +38,7 @@ await runService("quire", async (config, logger) => {
     const worker = await startQuireWorker({ config, logger, pool: workerPool, metrics });
     stops.push(() => worker.stop());
 
-    const serverPool = createPool({ url: database.url, max: database.poolMax, applicationName: "quire-server" }, logger);
+    const serverPool = createPool({ url: database.url, max: database.poolMax, applicationName: "quire-server", waitMs: database.poolWaitMs }, logger);
     stops.push(() => serverPool.end());
     const server = await createQuireServer({ config, logger, pool: serverPool, metrics });
     stops.push(() => server.close(config.shutdownTimeoutMs));

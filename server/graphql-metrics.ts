@@ -3,12 +3,16 @@
 // client claims. Error codes are read where clients get them: after grafserv's maskError (server/errors.ts) has
 // decided each error's public code. Requests refused before execution (a document that does not parse or validate,
 // a WebSocket subscription with a bad token) count as operation type `invalid`, with the codes their client got.
+// The same middleware wraps each executed operation in a tracing span (`query Name`, lib/tracing.ts), so the SQL it
+// runs nests under it; grafast does not run graphql-js's execute, which OpenTelemetry's graphql instrumentation hooks.
 import { AsyncLocalStorage } from "node:async_hooks";
+import { SpanStatusCode } from "@opentelemetry/api";
 import { isAsyncIterable, type GrafastExecutionArgs } from "postgraphile/grafast";
 import type { Result } from "postgraphile/grafserv";
 import { getOperationAST, type GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
 import { publicDatabaseError } from "../lib/errors.ts";
 import type { Metrics } from "../lib/metrics.ts";
+import { withSpan } from "../lib/tracing.ts";
 import type { Sessions } from "./sessions.ts";
 
 type MaskErrorFn = (error: GraphQLError) => GraphQLError | GraphQLFormattedError;
@@ -62,15 +66,21 @@ export function makeGraphqlMetrics(metrics: Metrics): GraphqlMetrics {
     const request = httpRequests.getStore();
     if (request) request.operation = operation;
     const started = performance.now();
-    try {
-      const result = await next();
-      if (!isAsyncIterable(result)) {
-        for (const error of (result as { errors?: readonly GraphQLError[] }).errors ?? []) origins.set(error, operation);
+    // The document itself and the variables are never attributes: they can hold document text and passwords.
+    const attributes = { "graphql.operation.type": operation.type, ...(operation.name === null ? {} : { "graphql.operation.name": operation.name }) };
+    return withSpan(operation.name === null ? operation.type : `${operation.type} ${operation.name}`, attributes, async (span): Promise<Awaited<R>> => {
+      try {
+        const result = await next();
+        if (!isAsyncIterable(result)) {
+          const errors = (result as { errors?: readonly GraphQLError[] }).errors ?? [];
+          for (const error of errors) origins.set(error, operation);
+          if (errors.length > 0) span.setAttribute("quire.graphql.error_count", errors.length).setStatus({ code: SpanStatusCode.ERROR });
+        }
+        return result;
+      } finally {
+        metrics.recordGraphqlOperation(operation.name, operation.type, (performance.now() - started) / 1000);
       }
-      return result;
-    } finally {
-      metrics.recordGraphqlOperation(operation.name, operation.type, (performance.now() - started) / 1000);
-    }
+    });
   }
 
   const plugin: GraphileConfig.Plugin = {

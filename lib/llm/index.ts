@@ -1,10 +1,12 @@
 // The language model the worker summarizes with, chosen by configuration: the offline extractive summarizer by
-// default, or an OpenAI-compatible or Anthropic service. Every provider comes wrapped in retries.
+// default, or an OpenAI-compatible or Anthropic service. Every provider comes wrapped in retries, and each request
+// is a tracing span (./tracing.ts; nothing while tracing is off).
 import { createAnthropicProvider } from "./anthropic.ts";
 import { createExtractiveProvider } from "./extractive.ts";
 import { createOpenAiProvider } from "./openai.ts";
 import type { LlmProvider, ProviderName } from "./provider.ts";
 import { withRetries } from "./retry.ts";
+import { traceLlm } from "./tracing.ts";
 import type { Metrics } from "../metrics.ts";
 
 export { LlmError, estimateTokens, llmErrorCodes, providerNames } from "./provider.ts";
@@ -28,8 +30,8 @@ export interface LlmOptions {
 }
 
 /**
- * The configured provider, with retries, and with each request (retries included) measured in `metrics` when given;
- * throws when the configuration cannot work (anthropic without a key).
+ * The configured provider, with retries, and with each request (retries included) traced, and measured in `metrics`
+ * when given; throws when the configuration cannot work (anthropic without a key).
  */
 export function createLlmProvider(options: LlmOptions, metrics?: Metrics): LlmProvider {
   const { timeoutMs } = options;
@@ -48,5 +50,6 @@ export function createLlmProvider(options: LlmOptions, metrics?: Metrics): LlmPr
       provider = createAnthropicProvider({ baseUrl, apiKey: options.apiKey, model: options.model ?? "claude-sonnet-4-5", timeoutMs, contextTokens });
       break;
   }
-  return withRetries(metrics ? metrics.measureLlm(provider) : provider, { maxRetries: options.maxRetries });
+  const traced = traceLlm(provider);
+  return withRetries(metrics ? metrics.measureLlm(traced) : traced, { maxRetries: options.maxRetries });
 }
