@@ -56,7 +56,9 @@ export function runMigrateCli(args: readonly string[], env: NodeJS.ProcessEnv, o
 export function workerLogger(logger: Logger): WorkerLogger {
   return new WorkerLogger((scope) => (level, message, meta) => {
     const method = level === "error" ? "error" : level === "warning" ? "warn" : level === "info" ? "info" : "debug";
-    logger[method]({ ...scope, ...meta }, message);
+    // graphile-worker's own job id is not Quire's (app_public.jobs, the jobId of lib/log-context.ts): renamed.
+    const { jobId: graphileJobId, ...rest } = scope;
+    logger[method]({ ...rest, ...(graphileJobId === undefined ? {} : { graphileJobId }), ...meta }, message);
   });
 }
 

@@ -13,7 +13,8 @@ import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from "../lib/metrics.ts";
 import { createConnectors } from "../lib/connectors.ts";
-import { createTokenService } from "../lib/tokens.ts";
+import { withLogContext } from "../lib/log-context.ts";
+import { createTokenService, type AccessClaims } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
@@ -68,6 +69,11 @@ function requestLogger(logger: Logger) {
       res: (res: { statusCode: number }) => ({ status: res.statusCode }),
     },
     customAttributeKeys: { responseTime: "durationMs" },
+    // The access line names who asked, like every other line of the request (lib/log-context.ts).
+    customProps: (req: IncomingMessage) => {
+      const claims = (req as IncomingMessage & { quireAuth?: AccessClaims | null }).quireAuth;
+      return claims ? { orgId: claims.orgId, userId: claims.userId } : {};
+    },
     customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? "error" : "info"),
     customSuccessMessage: (req, res) => `${req.method} ${res.statusCode}`,
     customErrorMessage: (req, res) => `${req.method} ${res.statusCode}`,
@@ -102,6 +108,8 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   const app = express();
   app.disable("x-powered-by");
   app.use(requestLogger(logger));
+  // Every line logged while handling a request carries its id (and, once verified, its organization and user).
+  app.use((req, _res, next) => withLogContext({ requestId: String(req.id) }, next));
   app.use(measureHttp(metrics));
   app.use(securityHeaders({ graphiqlPaths: config.http.graphiql ? [graphiqlPaths.page, graphiqlPaths.assets] : [] }));
   app.use(corsPolicy(config.integrations.frontendOrigins));

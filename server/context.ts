@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { SafeError } from "postgraphile/grafast";
 import type { Config } from "../lib/config.ts";
+import { addToLogContext } from "../lib/log-context.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
@@ -50,7 +51,9 @@ export function claimsOf(authorization: unknown, tokens: TokenService): AccessCl
 export function authenticateHttp(tokens: TokenService): RequestHandler {
   return (req, res, next) => {
     try {
-      (req as AuthenticatedRequest).quireAuth = claimsOf(req.headers.authorization, tokens);
+      const claims = claimsOf(req.headers.authorization, tokens);
+      (req as AuthenticatedRequest).quireAuth = claims;
+      if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
       next();
     } catch {
       res.status(401).json({ errors: [{ message: unauthenticatedMessage, extensions: { code: "UNAUTHENTICATED" } }] });

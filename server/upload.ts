@@ -27,6 +27,7 @@ import type { Request, RequestHandler, Response } from "express";
 import type pg from "pg";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
+import { addToLogContext } from "../lib/log-context.ts";
 import { publicDatabaseError, type ErrorCode } from "../lib/errors.ts";
 import { ExtractError } from "../lib/extract/errors.ts";
 import { extractTextIsolated } from "../lib/extract/isolated.ts";
@@ -277,6 +278,7 @@ export function uploadRoute({ config, pool, tokens }: UploadRouteOptions): Reque
         claims = null;
       }
       if (!claims) throw new UploadError("UNAUTHENTICATED", unauthenticatedMessage);
+      addToLogContext({ orgId: claims.orgId, userId: claims.userId });
       if (!/^multipart\/form-data\s*;/i.test(req.headers["content-type"] ?? "")) {
         throw new UploadError("BAD_INPUT", "Send the file as multipart/form-data, in a field named `file`.");
       }

@@ -3,6 +3,7 @@
 // as it is, whatever a late or duplicate delivery does.
 import type { JobHelpers } from "graphile-worker";
 import type { PoolClient } from "pg";
+import { addToLogContext } from "../lib/log-context.ts";
 import { inJobContext, type JobTicket } from "./job-context.ts";
 
 /** What a task reads of its job when it starts. */
@@ -13,17 +14,26 @@ export interface StartedJob {
   readonly integration_id: string | null;
   readonly summary_id: string | null;
   readonly params: Record<string, unknown>;
+  readonly org_id: string;
+  /** The member who asked for the job; null once they left the organization. */
+  readonly requested_by: string | null;
 }
 
-/** Marks the job running (one more attempt); null when it is no longer queued or running. */
+/**
+ * Marks the job running (one more attempt); null when it is no longer queued or running. From here on the job's log
+ * lines name its organization and requester.
+ */
 export async function startJob(client: PoolClient): Promise<StartedJob | null> {
   const { rows } = await client.query<StartedJob>(
     `update app_public.jobs j
         set status = 'running', attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
       where j.id = app_public.current_job_id()
-  returning j.document_id, j.template_version_id, j.global_template_version_id, j.integration_id, j.summary_id, j.params`,
+  returning j.document_id, j.template_version_id, j.global_template_version_id, j.integration_id, j.summary_id, j.params,
+            j.org_id, j.requested_by`,
   );
-  return rows[0] ?? null;
+  const started = rows[0] ?? null;
+  if (started) addToLogContext({ orgId: started.org_id, ...(started.requested_by ? { userId: started.requested_by } : {}) });
+  return started;
 }
 
 /** Sets the job's outcome while it is this task's to set; `queued` means a retry follows. */

@@ -1,10 +1,15 @@
 // The tasks this worker runs, one module per task under worker/tasks/, and their schedules. Each task declares its
-// payload type in the GraphileWorker.Tasks interface so `add_job` callers and the task agree on it.
-import { parseCronItems, type ParsedCronItem, type TaskList } from "graphile-worker";
+// payload type in the GraphileWorker.Tasks interface so `add_job` callers and the task agree on it. Every run of a
+// task is a tracing span (lib/tracing.ts), so its SQL and LLM calls nest under it.
+import { SpanKind } from "@opentelemetry/api";
+import { parseCronItems, type ParsedCronItem, type Task, type TaskList } from "graphile-worker";
 import type { Connectors } from "../lib/connectors.ts";
 import type { LlmProvider } from "../lib/llm/provider.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
 import type { Mailer } from "../lib/mailer.ts";
+import { withLogContext } from "../lib/log-context.ts";
+import { withSpan } from "../lib/tracing.ts";
+import { isJobTicket } from "./job-context.ts";
 import { makeImportIntegration } from "./tasks/import_integration.ts";
 import { makePruneLiveEvents } from "./tasks/prune_live_events.ts";
 import { makePublishIntegration } from "./tasks/publish_integration.ts";
@@ -28,8 +33,29 @@ export interface TaskDependencies {
   readonly keys: SealingKeys | null;
 }
 
+/**
+ * `task`, each run in its own log context and in a span `job <task>`: the task, graphile-worker's job id and attempt, and Quire's job id when the
+ * payload is a job ticket (never the ticket's token or anything else of the payload).
+ */
+function traced(identifier: string, task: Task): Task {
+  return (payload, helpers) =>
+    withSpan(
+      `job ${identifier}`,
+      {
+        "quire.job.task": identifier,
+        "quire.job.graphile_worker_id": helpers.job.id,
+        "quire.job.attempt": helpers.job.attempts,
+        "quire.job.max_attempts": helpers.job.max_attempts,
+        ...(isJobTicket(payload) ? { "quire.job.id": payload.jobId } : {}),
+      },
+      // Its log lines name Quire's job (and, once it starts, its organization and requester: worker/job-lifecycle.ts).
+      () => withLogContext(isJobTicket(payload) ? { jobId: payload.jobId } : {}, () => task(payload, helpers)),
+      SpanKind.CONSUMER,
+    );
+}
+
 export function makeTaskList(deps: TaskDependencies): TaskList {
-  return {
+  const tasks: TaskList = {
     send_email: makeSendEmail(deps.mailer) as TaskList[string],
     summarize: makeSummarize(deps) as TaskList[string],
     prune_live_events: makePruneLiveEvents(deps.liveEventRetentionHours) as TaskList[string],
@@ -38,6 +64,7 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
     publish_integration: makePublishIntegration(deps),
     reseal_secrets: makeResealSecrets(deps.keys) as TaskList[string],
   };
+  return Object.fromEntries(Object.entries(tasks).map(([identifier, task]) => [identifier, traced(identifier, task as Task)]));
 }
 
 /** Recurring jobs (UTC), safe with many workers: graphile-worker schedules each once. */
