@@ -10,7 +10,9 @@ import type { Config } from "../lib/config.ts";
 import { addToLogContext } from "../lib/log-context.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
+import { isDatabaseUnavailable } from "../lib/errors.ts";
 import { clientAddress } from "./client-address.ts";
+import type { CountRequest } from "./rate-limits.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 
 /** The settings PostGraphile applies with set_config(…, true) at the start of each transaction. */
@@ -85,9 +87,27 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
   };
 }
 
-export function makeContext(config: Config, tokens: TokenService, liveSockets?: LiveSockets) {
+/**
+ * The context of each operation. HTTP requests were authenticated and counted against the rate limits by Express
+ * middleware (server/app.ts); an operation over a WebSocket is authenticated from its connection parameters and
+ * counted here with `countRequest` (RATE_LIMITED, or UNAVAILABLE when the database cannot count it).
+ */
+export function makeContext(config: Config, tokens: TokenService, liveSockets?: LiveSockets, countRequest?: CountRequest) {
   const addressOf = clientAddress(config.http.trustedProxies);
-  return (requestContext: Partial<Grafast.RequestContext>) => {
+  const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
+    let verdict;
+    try {
+      verdict = await countRequest!(ip, claims);
+    } catch (error) {
+      if (isDatabaseUnavailable(error)) throw new SafeError("The service is busy; try again shortly.", { code: "UNAVAILABLE" });
+      throw error;
+    }
+    if (verdict.retryAfterSeconds > 0) {
+      throw new SafeError("Too many requests; try again later.", { code: "RATE_LIMITED", retryAfterSeconds: verdict.retryAfterSeconds, scope: verdict.scope });
+    }
+    return context;
+  };
+  return (requestContext: Partial<Grafast.RequestContext>): Partial<Grafast.Context> | Promise<Partial<Grafast.Context>> => {
     const req = requestContext.node?.req ?? requestContext.ws?.request;
     let claims: AccessClaims | null;
     if (requestContext.node) {
@@ -103,6 +123,7 @@ export function makeContext(config: Config, tokens: TokenService, liveSockets?: 
       if (claims && socket) liveSockets?.track(socket, claims);
     }
     const ip = req ? addressOf(req) : null;
-    return { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };
+    const context = { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };
+    return requestContext.ws && countRequest ? counted(context, ip, claims) : context;
   };
 }

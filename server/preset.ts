@@ -21,6 +21,7 @@ import { clientAddress } from "./client-address.ts";
 import { makeMaskError, RequestErrorCodesPlugin, ServiceStatusPlugin } from "./errors.ts";
 import { makeGraphQLLimitsPlugin } from "./graphql-limits.ts";
 import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
+import { createRequestCounter } from "./rate-limits.ts";
 import { makeRequestAuditPlugin } from "./request-audit.ts";
 import { createSessions } from "./sessions.ts";
 
@@ -81,7 +82,7 @@ export function makePreset({
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext(config, tokens, liveSockets) },
+    grafast: { context: makeContext(config, tokens, liveSockets, createRequestCounter(config, pool)) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,

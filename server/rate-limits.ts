@@ -1,5 +1,5 @@
-// Request rate limits, enforced before a request does any work: each API request (GraphQL over HTTP, uploads) is
-// counted in PostgreSQL (app_private.take_request), so the budget holds across every server instance. Anonymous
+// Request rate limits, enforced before a request does any work: each API request (GraphQL over HTTP, uploads, and
+// each operation over a WebSocket, in server/context.ts) is counted in PostgreSQL (app_private.take_request), so the budget holds across every server instance. Anonymous
 // requests count against the client's address; signed-in ones against the user and the organization, with the
 // limits of the organization's tier. Over a limit the answer is 429 RATE_LIMITED with Retry-After; when the count
 // cannot be taken because the database is down or the pool exhausted, 503 UNAVAILABLE, at once.
@@ -39,16 +39,33 @@ function claimsFor(req: Request, tokens: TokenService): AccessClaims | null {
   }
 }
 
+/** The verdict on one request: 0 seconds to wait means go ahead; otherwise which limit it hit. */
+export interface RequestCount {
+  readonly retryAfterSeconds: number;
+  readonly scope: "address" | "user" | "organization" | null;
+}
+
+/** Counts one request from `ip` (anonymous when `claims` is null) against its limits; rejects when the database cannot. */
+export type CountRequest = (ip: string | null, claims: AccessClaims | null) => Promise<RequestCount>;
+
+export function createRequestCounter(config: Config, pool: pg.Pool): CountRequest {
+  return async (ip, claims) => {
+    if (!config.rateLimits.enabled) return { retryAfterSeconds: 0, scope: null };
+    const { rows } = await pool.query<{ retry_after_seconds: number; scope: RequestCount["scope"] }>(
+      "select retry_after_seconds, scope from app_private.take_request($1, $2, $3, $4)",
+      [ip, claims?.userId ?? null, claims?.orgId ?? null, config.rateLimits.anonymousPerMinute],
+    );
+    return { retryAfterSeconds: rows[0]!.retry_after_seconds, scope: rows[0]!.scope };
+  };
+}
+
 export function rateLimit({ config, pool, tokens, addressOf, logger }: RateLimitOptions): RequestHandler {
+  const countRequest = createRequestCounter(config, pool);
   return async (req, res, next) => {
     if (!config.rateLimits.enabled || req.method === "OPTIONS") return next();
     const claims = claimsFor(req, tokens);
     try {
-      const { rows } = await pool.query<{ retry_after_seconds: number; scope: string | null }>(
-        "select retry_after_seconds, scope from app_private.take_request($1, $2, $3, $4)",
-        [addressOf(req), claims?.userId ?? null, claims?.orgId ?? null, config.rateLimits.anonymousPerMinute],
-      );
-      const { retry_after_seconds: wait, scope } = rows[0]!;
+      const { retryAfterSeconds: wait, scope } = await countRequest(addressOf(req), claims);
       if (wait > 0) {
         refuse(req, res, 429, "RATE_LIMITED", "Too many requests; try again later.", wait, { scope });
         return;

@@ -3,6 +3,7 @@
 // Retry-After, on every instance alike (the counts are shared); RATE_LIMITS=false turns them off.
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
+import { subscribe } from "../support/live.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -100,4 +101,23 @@ test("uploads are limited too, answering in their own error shape", async () => 
   expect(response.status).toBe(429);
   expect(response.headers.get("retry-after")).toMatch(/^\d+$/);
   expect(((await response.json()) as { error: { code: string } }).error.code).toBe("RATE_LIMITED");
+});
+
+test("operations over a WebSocket are counted too: over the user's limit a subscription is refused with RATE_LIMITED", async () => {
+  await query(db.name, "select app_admin.set_tier_rate_limit('free', 2, 1000)");
+  const opened = [];
+  for (let i = 0; i < 3; i++) {
+    opened.push(subscribe<unknown>(one.url, t.members.member.accessToken, "subscription { documentChanged { seq op } }"));
+  }
+  try {
+    const deadline = Date.now() + 5_000;
+    while (opened.filter((s) => s.errors.length > 0).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const refused = opened.filter((s) => s.errors.length > 0);
+    expect(refused).toHaveLength(1);
+    expect(JSON.stringify(refused[0]!.errors)).toContain("RATE_LIMITED");
+    const [{ hits }] = (await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_counters where key = $1", [`user:${t.members.member.userId}`], "root")) as [{ hits: number }];
+    expect(hits).toBe(3);
+  } finally {
+    for (const s of opened) await s.close();
+  }
 });
