@@ -14,7 +14,7 @@ import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from "../lib/metrics.ts";
 import { createConnectors } from "../lib/connectors.ts";
 import { withLogContext } from "../lib/log-context.ts";
-import { createTokenService, type AccessClaims } from "../lib/tokens.ts";
+import { createTokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
@@ -69,11 +69,6 @@ function requestLogger(logger: Logger) {
       res: (res: { statusCode: number }) => ({ status: res.statusCode }),
     },
     customAttributeKeys: { responseTime: "durationMs" },
-    // The access line names who asked, like every other line of the request (lib/log-context.ts).
-    customProps: (req: IncomingMessage) => {
-      const claims = (req as IncomingMessage & { quireAuth?: AccessClaims | null }).quireAuth;
-      return claims ? { orgId: claims.orgId, userId: claims.userId } : {};
-    },
     customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? "error" : "info"),
     customSuccessMessage: (req, res) => `${req.method} ${res.statusCode}`,
     customErrorMessage: (req, res) => `${req.method} ${res.statusCode}`,
@@ -108,7 +103,8 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   const app = express();
   app.disable("x-powered-by");
   app.use(requestLogger(logger));
-  // Every line logged while handling a request carries its id (and, once verified, its organization and user).
+  // Every line logged while handling a request, its access line included, carries its id (and, once verified, its
+  // organization and user).
   app.use((req, _res, next) => withLogContext({ requestId: String(req.id) }, next));
   app.use(measureHttp(metrics));
   app.use(securityHeaders({ graphiqlPaths: config.http.graphiql ? [graphiqlPaths.page, graphiqlPaths.assets] : [] }));
@@ -135,7 +131,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   // Multipart uploads: before GraphQL and its body parser; same bearer token check (claimsOf), REST error shape.
   const addressOf = clientAddress(config.http.trustedProxies);
   const limit = rateLimit({ config, pool, tokens, addressOf, logger });
-  app.post(uploadPath, limit, uploadRoute({ config, pool, tokens }));
+  app.post(uploadPath, limit, uploadRoute({ config, pool, tokens, addressOf }));
   app.use("/graphql", authenticateHttp(tokens), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({ url: config.database.url, logger });
   const liveSockets = createLiveSockets(listener);
@@ -145,7 +141,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   await listener.start().catch(() => undefined);
   const connectors = createConnectors(config);
   app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, liveSockets, liveEvents, connectors, metrics }));
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, addressOf, liveSockets, liveEvents, connectors, metrics }));
   const serv = pgl.createServ(grafserv);
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page: Origin is checked first.
   await serv.addTo(app, httpServer, false);

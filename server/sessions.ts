@@ -4,6 +4,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes, randomUUID } from "node:crypto";
 import type pg from "pg";
+import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { assertAcceptablePassword, type PasswordHasher } from "../lib/passwords.ts";
@@ -120,19 +121,8 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
   async function recorded<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
     const origin = origins.getStore();
     if (!origin) return pool.query<R>(text, values);
-    const client = await pool.connect();
-    try {
-      await client.query("begin");
-      await client.query("select set_config('quire.client_ip', $1, true), set_config('quire.request_id', $2, true)", [origin.ip ?? "", origin.requestId]);
-      const result = await client.query<R>(text, values);
-      await client.query("commit");
-      return result;
-    } catch (error) {
-      await client.query("rollback").catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    const settings = { "quire.client_ip": origin.ip ?? "", "quire.request_id": origin.requestId };
+    return asCaller(pool, settings, (client) => client.query<R>(text, values));
   }
 
   /** A fresh session id and the first refresh token derived from it. */
