@@ -39,6 +39,9 @@ export const customSqlStates = {
   QUOTA: "QUOTA_EXCEEDED", // the organization's monthly allowance (summaries or LLM tokens) is used up
 } as const satisfies Record<string, ErrorCode>;
 
+/** What a client is told when the database cannot serve its request right now (an exhausted pool, 53300). */
+export const unavailableMessage = "The service is busy; try again shortly.";
+
 /** Standard SQLSTATEs with a stable meaning for clients, and the fixed message they get. */
 export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
   "22001": { code: "BAD_INPUT", message: "A value is too long." },
@@ -57,7 +60,7 @@ export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; messa
   "40001": { code: "TRY_AGAIN", message: "The change conflicted with another one; try again." },
   "40P01": { code: "TRY_AGAIN", message: "The change conflicted with another one; try again." },
   "57014": { code: "TIMEOUT", message: "The request took too long and was cancelled." },
-  "53300": { code: "UNAVAILABLE", message: "The service is busy; try again shortly." },
+  "53300": { code: "UNAVAILABLE", message: unavailableMessage },
   "57P01": { code: "UNAVAILABLE", message: "The database is restarting; try again shortly." },
   "57P02": { code: "UNAVAILABLE", message: "The database is restarting; try again shortly." },
   "57P03": { code: "UNAVAILABLE", message: "The database is starting up; try again shortly." },

@@ -10,8 +10,8 @@ import type { Config } from "../lib/config.ts";
 import { addToLogContext } from "../lib/log-context.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
-import { isDatabaseUnavailable } from "../lib/errors.ts";
-import { clientAddress } from "./client-address.ts";
+import { isDatabaseUnavailable, unavailableMessage } from "../lib/errors.ts";
+import type { ClientAddress } from "./client-address.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 
@@ -92,14 +92,23 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
  * middleware (server/app.ts); an operation over a WebSocket is authenticated from its connection parameters and
  * counted here with `countRequest` (RATE_LIMITED, or UNAVAILABLE when the database cannot count it).
  */
-export function makeContext(config: Config, tokens: TokenService, liveSockets?: LiveSockets, countRequest?: CountRequest) {
-  const addressOf = clientAddress(config.http.trustedProxies);
+export interface ContextOptions {
+  readonly config: Config;
+  readonly tokens: TokenService;
+  readonly addressOf: ClientAddress;
+  /** Where WebSocket connections are tracked so a session's end closes them (none when only printing the schema). */
+  readonly liveSockets?: LiveSockets;
+  /** Counts a WebSocket operation against the rate limits. */
+  readonly countRequest: CountRequest;
+}
+
+export function makeContext({ config, tokens, addressOf, liveSockets, countRequest }: ContextOptions) {
   const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
     let verdict;
     try {
-      verdict = await countRequest!(ip, claims);
+      verdict = await countRequest(ip, claims);
     } catch (error) {
-      if (isDatabaseUnavailable(error)) throw new SafeError("The service is busy; try again shortly.", { code: "UNAVAILABLE" });
+      if (isDatabaseUnavailable(error)) throw new SafeError(unavailableMessage, { code: "UNAVAILABLE" });
       throw error;
     }
     if (verdict.retryAfterSeconds > 0) {
@@ -124,6 +133,6 @@ export function makeContext(config: Config, tokens: TokenService, liveSockets?: 
     }
     const ip = req ? addressOf(req) : null;
     const context = { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };
-    return requestContext.ws && countRequest ? counted(context, ip, claims) : context;
+    return requestContext.ws ? counted(context, ip, claims) : context;
   };
 }

@@ -3,8 +3,9 @@
 // Everything else is masked: the client gets INTERNAL and an id, the log gets the id and the real error.
 import { randomUUID } from "node:crypto";
 import { isSafeError } from "postgraphile/grafast";
+import type { Result } from "postgraphile/grafserv";
 import { GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
-import { isDatabaseUnavailable, publicDatabaseError, standardSqlStates } from "../lib/errors.ts";
+import { isDatabaseUnavailable, publicDatabaseError, unavailableMessage } from "../lib/errors.ts";
 import { QuireError } from "../lib/quire-error.ts";
 import type { Logger } from "../lib/logger.ts";
 
@@ -32,20 +33,55 @@ export function makeMaskError(logger: Logger): MaskErrorFn {
       return new GraphQLError("No such row, or you may not delete it.", { ...where, extensions: { code: "NOT_FOUND" } });
     }
     const sqlState = sqlStateOf(original);
-    // The database cannot serve this now: the pool's wait ran out, or PostgreSQL is down or restarting.
-    if (isDatabaseUnavailable(original)) {
-      const message = (sqlState && standardSqlStates[sqlState]?.message) || "The service is busy; try again shortly.";
-      return new GraphQLError(message, { ...where, extensions: { code: "UNAVAILABLE" } });
-    }
     const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
     if (known) {
       const extra = original instanceof QuireError ? original.extensions : {};
       return new GraphQLError(known.message, { ...where, extensions: { ...extra, code: known.code } });
     }
+    // No SQLSTATE, but the database cannot serve this now: the pool's wait ran out, or the connection was refused or
+    // dropped (PostgreSQL down or restarting).
+    if (isDatabaseUnavailable(original)) {
+      return new GraphQLError(unavailableMessage, { ...where, extensions: { code: "UNAVAILABLE" } });
+    }
     const errorId = randomUUID();
     logger.error({ err: original, errorId, path: error.path }, "masked GraphQL error");
     return new GraphQLError("An internal error occurred.", { ...where, extensions: { code: "INTERNAL", errorId } });
   };
+}
+
+/** One error of a GraphQL response body, as clients read it. */
+export interface ResponseError {
+  readonly message?: string;
+  readonly path?: readonly (string | number)[];
+  readonly extensions?: Readonly<Record<string, unknown>>;
+}
+
+/** A GraphQL response body: read-only, since the same parse is handed to every middleware that reads it. */
+export interface ResponseBody {
+  readonly data?: Readonly<Record<string, unknown>> | null;
+  readonly errors?: readonly ResponseError[];
+}
+
+const parsedBodies = new WeakMap<Buffer, ResponseBody | null>();
+
+/**
+ * The body of a grafserv result, parsed once however many middlewares read it (metrics, error codes, statuses,
+ * the audit of failed requests); null when it is not a JSON object.
+ */
+export function responseBody(result: Result | null | undefined): ResponseBody | null {
+  if (result?.type === "json") return typeof result.json === "object" ? (result.json as ResponseBody | null) : null;
+  if (result?.type !== "buffer") return null;
+  let body = parsedBodies.get(result.buffer);
+  if (body === undefined) {
+    try {
+      const parsed: unknown = JSON.parse(result.buffer.toString("utf8"));
+      body = parsed !== null && typeof parsed === "object" ? (parsed as ResponseBody) : null;
+    } catch {
+      body = null;
+    }
+    parsedBodies.set(result.buffer, body);
+  }
+  return body;
 }
 
 /**
@@ -60,15 +96,10 @@ export const RequestErrorCodesPlugin: GraphileConfig.Plugin = {
       async processRequest(next) {
         const result = await next();
         if (result?.type !== "buffer" || result.statusCode !== 400 || !/json/.test(result.headers["content-type"] ?? "")) return result;
-        let body: { errors?: Array<{ extensions?: Record<string, unknown> }> };
-        try {
-          body = JSON.parse(result.buffer.toString("utf8")) as typeof body;
-        } catch {
-          return result;
-        }
-        if (!Array.isArray(body.errors)) return result;
-        for (const error of body.errors) error.extensions = { code: "BAD_REQUEST", ...error.extensions };
-        const buffer = Buffer.from(JSON.stringify(body));
+        const body = responseBody(result);
+        if (!Array.isArray(body?.errors)) return result;
+        const errors = body.errors.map((error) => ({ ...error, extensions: { code: "BAD_REQUEST", ...error.extensions } }));
+        const buffer = Buffer.from(JSON.stringify({ ...body, errors }));
         return { ...result, buffer, headers: { ...result.headers, "content-length": String(buffer.length) } };
       },
     },
@@ -93,12 +124,8 @@ export const ServiceStatusPlugin: GraphileConfig.Plugin = {
         const result = await next();
         if (result?.type !== "buffer" || result.statusCode !== 200) return result;
         if (!result.buffer.includes('"UNAVAILABLE"') && !result.buffer.includes('"RATE_LIMITED"')) return result;
-        let body: { data?: Record<string, unknown> | null; errors?: Array<{ extensions?: Record<string, unknown> }> };
-        try {
-          body = JSON.parse(result.buffer.toString("utf8")) as typeof body;
-        } catch {
-          return result;
-        }
+        const body = responseBody(result);
+        if (!body) return result;
         // Only when nothing succeeded: a partial answer is still an answer.
         if (body.data && Object.values(body.data).some((value) => value !== null)) return result;
         const codes = (body.errors ?? []).map((error) => error.extensions?.code);

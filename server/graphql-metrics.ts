@@ -13,6 +13,7 @@ import { getOperationAST, type GraphQLError, type GraphQLFormattedError } from "
 import { publicDatabaseError } from "../lib/errors.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { withSpan } from "../lib/tracing.ts";
+import { responseBody } from "./errors.ts";
 import type { Sessions } from "./sessions.ts";
 
 type MaskErrorFn = (error: GraphQLError) => GraphQLError | GraphQLFormattedError;
@@ -39,16 +40,10 @@ const codeOf = (error: { extensions?: Record<string, unknown> | undefined }) => 
 };
 
 /** The codes of a JSON response's errors (GraphQL's own request errors may have none: they are BAD_REQUEST). */
-function responseCodes(result: Result): string[] {
-  let json: unknown = null;
-  try {
-    json = result.type === "buffer" ? JSON.parse(result.buffer.toString("utf8")) : result.type === "json" ? result.json : null;
-  } catch {
-    return [];
-  }
-  const errors = (json as { errors?: unknown } | null)?.errors;
-  return Array.isArray(errors) ? errors.map((error: { extensions?: Record<string, unknown> }) => codeOf(error)) : [];
-}
+const responseCodes = (result: Result): string[] => {
+  const errors = responseBody(result)?.errors;
+  return Array.isArray(errors) ? errors.map((error) => codeOf(error)) : [];
+};
 
 export function makeGraphqlMetrics(metrics: Metrics): GraphqlMetrics {
   // The HTTP request being handled (none over WebSockets): its operation once Grafast starts executing it.

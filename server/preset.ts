@@ -17,7 +17,7 @@ import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
-import { clientAddress } from "./client-address.ts";
+import { clientAddress, type ClientAddress } from "./client-address.ts";
 import { makeMaskError, RequestErrorCodesPlugin, ServiceStatusPlugin } from "./errors.ts";
 import { makeGraphQLLimitsPlugin } from "./graphql-limits.ts";
 import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
@@ -32,6 +32,8 @@ export interface PresetOptions {
   readonly pool: pg.Pool;
   /** Shared with the HTTP middleware that verifies bearer tokens (default: made from config). */
   readonly tokens?: TokenService;
+  /** How a request's client address is read (default: made from TRUSTED_PROXIES). */
+  readonly addressOf?: ClientAddress;
   /** Where WebSocket connections are tracked so a session's end closes them (none when only printing the schema). */
   readonly liveSockets?: LiveSockets;
   /** Where subscriptions get their organization's events (none when only printing the schema). */
@@ -59,6 +61,7 @@ export function makePreset({
   logger,
   pool,
   tokens = createTokenService(config),
+  addressOf = clientAddress(config.http.trustedProxies),
   liveSockets,
   liveEvents = idleLiveEvents,
   connectors = createConnectors(config),
@@ -76,13 +79,13 @@ export function makePreset({
       makeIntegrationsPlugin({ config, pool, connectors }),
       RequestErrorCodesPlugin,
       ServiceStatusPlugin,
-      makeRequestAuditPlugin({ pool, logger, addressOf: clientAddress(config.http.trustedProxies) }),
+      makeRequestAuditPlugin({ pool, logger, addressOf }),
       makeGraphQLLimitsPlugin(config.graphql),
       ...(graphqlMetrics ? [graphqlMetrics.plugin] : []),
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext(config, tokens, liveSockets, createRequestCounter(config, pool)) },
+    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, countRequest: createRequestCounter(config, pool) }) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,

@@ -6,7 +6,7 @@
 import type { Request, RequestHandler, Response } from "express";
 import type pg from "pg";
 import type { Config } from "../lib/config.ts";
-import { isDatabaseUnavailable, type ErrorCode } from "../lib/errors.ts";
+import { isDatabaseUnavailable, unavailableMessage, type ErrorCode } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import type { ClientAddress } from "./client-address.ts";
@@ -74,7 +74,7 @@ export function rateLimit({ config, pool, tokens, addressOf, logger }: RateLimit
     } catch (error) {
       if (!isDatabaseUnavailable(error)) return next(error);
       logger.warn({ err: error }, "rate limit not checked: the database is unavailable");
-      refuse(req, res, 503, "UNAVAILABLE", "The service is busy; try again shortly.", unavailableRetryAfterSeconds);
+      refuse(req, res, 503, "UNAVAILABLE", unavailableMessage, unavailableRetryAfterSeconds);
     }
   };
 }

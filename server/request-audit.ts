@@ -8,14 +8,10 @@ import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims } from "../lib/tokens.ts";
 import type { ClientAddress } from "./client-address.ts";
+import { responseBody, type ResponseError } from "./errors.ts";
 
 /** Codes about the service or the request's shape rather than the caller's attempt: not audited. */
 const unaudited = new Set(["UNAVAILABLE", "RATE_LIMITED", "BAD_REQUEST", "QUERY_TOO_COMPLEX", "UNTRUSTED_DOCUMENT", "UNAUTHENTICATED", "INTERNAL", "TIMEOUT"]);
-
-interface ResponseError {
-  readonly path?: readonly (string | number)[];
-  readonly extensions?: { readonly code?: unknown };
-}
 
 /** What to record of a response's errors: the action, and the failed root fields with their codes; null: nothing. */
 export function auditableFailure(errors: readonly ResponseError[]): { action: "access_denied" | "request_failed"; failures: Array<{ field: string | null; code: string }> } | null {
@@ -37,13 +33,7 @@ export function makeRequestAuditPlugin({ pool, logger, addressOf }: { pool: pg.P
           const req = event.requestDigest.requestContext.node?.req as (IncomingMessage & { id?: unknown; quireAuth?: AccessClaims | null }) | undefined;
           const claims = req?.quireAuth;
           if (!req || !claims || result?.type !== "buffer" || !result.buffer.includes('"errors"')) return result;
-          let errors: ResponseError[];
-          try {
-            errors = (JSON.parse(result.buffer.toString("utf8")) as { errors?: ResponseError[] }).errors ?? [];
-          } catch {
-            return result;
-          }
-          const failure = auditableFailure(errors);
+          const failure = auditableFailure(responseBody(result)?.errors ?? []);
           if (!failure) return result;
           try {
             await pool.query("select app_private.record_request_failure($1, $2, $3, $4, $5, $6, $7)", [

@@ -35,7 +35,7 @@ import type { Extracted } from "../lib/extract/index.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import { claimsOf, pgSettingsFor, unauthenticatedMessage } from "./context.ts";
-import { clientAddress } from "./client-address.ts";
+import type { ClientAddress } from "./client-address.ts";
 
 export const uploadPath = "/api/v1/documents/upload";
 
@@ -43,6 +43,8 @@ export interface UploadRouteOptions {
   readonly config: Config;
   readonly pool: pg.Pool;
   readonly tokens: TokenService;
+  /** The client's address, through TRUSTED_PROXIES (server/client-address.ts). */
+  readonly addressOf: ClientAddress;
 }
 
 /** The HTTP status of each error code this route can answer with; codes not listed answer 400. */
@@ -239,14 +241,13 @@ function insertDocument(pool: pg.Pool, settings: Record<string, string>, values:
   });
 }
 
-export function uploadRoute({ config, pool, tokens }: UploadRouteOptions): RequestHandler {
+export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOptions): RequestHandler {
   const limits = {
     maxPdfPages: config.uploads.maxPdfPages,
     maxDocxUncompressedBytes: config.uploads.maxDocxUncompressedBytes,
     maxDocxEntries: config.uploads.maxDocxEntries,
   };
   const maxBytes = config.uploads.maxBytes;
-  const addressOf = clientAddress(config.http.trustedProxies);
 
   const answerError = (req: Request, res: Response, error: unknown) => {
     if (error instanceof ClientGone || res.headersSent || res.destroyed) return;
