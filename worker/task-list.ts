@@ -34,24 +34,27 @@ export interface TaskDependencies {
 }
 
 /**
- * `task`, each run in its own log context and in a span `job <task>`: the task, graphile-worker's job id and attempt, and Quire's job id when the
- * payload is a job ticket (never the ticket's token or anything else of the payload).
+ * `task`, each run in its own log context and in a span `job <task>`: the task, graphile-worker's job id and
+ * attempt, and Quire's job id when the payload is a job ticket (never the ticket's token or anything else of the
+ * payload).
  */
 function traced(identifier: string, task: Task): Task {
-  return (payload, helpers) =>
-    withSpan(
+  return (payload, helpers) => {
+    const jobId = isJobTicket(payload) ? payload.jobId : null;
+    return withSpan(
       `job ${identifier}`,
       {
         "quire.job.task": identifier,
         "quire.job.graphile_worker_id": helpers.job.id,
         "quire.job.attempt": helpers.job.attempts,
         "quire.job.max_attempts": helpers.job.max_attempts,
-        ...(isJobTicket(payload) ? { "quire.job.id": payload.jobId } : {}),
+        ...(jobId ? { "quire.job.id": jobId } : {}),
       },
       // Its log lines name Quire's job (and, once it starts, its organization and requester: worker/job-lifecycle.ts).
-      () => withLogContext(isJobTicket(payload) ? { jobId: payload.jobId } : {}, () => task(payload, helpers)),
+      () => withLogContext(jobId ? { jobId } : {}, () => task(payload, helpers)),
       SpanKind.CONSUMER,
     );
+  };
 }
 
 export function makeTaskList(deps: TaskDependencies): TaskList {

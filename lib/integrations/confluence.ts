@@ -7,7 +7,7 @@
 // and ri: elements) is read by a small tolerant tokenizer of our own and converted to Markdown; nothing in a page
 // is ever executed, scripts are dropped, links keep only http(s)/mailto targets, and nesting depth is bounded.
 import { badResponse, IntegrationError } from "./errors.ts";
-import { createHttpClient, type Classification, type Failure, type HttpMethod } from "./http.ts";
+import { createHttpClient, type Classification, type Failure, type HttpClientOptions, type HttpMethod } from "./http.ts";
 import {
   decodeEntities,
   normalizeSpans,
@@ -35,7 +35,11 @@ export const defaultConfluenceScopes: readonly string[] = [
   "offline_access",
 ];
 
-export interface ConfluenceClientOptions {
+/**
+ * Who the client is and where it calls; request timeout (default 30_000 ms), retries (default 4) and the fetch, sleep
+ * and clock tests inject are the HTTP client's own options (./http.ts).
+ */
+export interface ConfluenceClientOptions extends Pick<HttpClientOptions, "timeoutMs" | "maxRetries" | "fetch" | "sleep" | "now"> {
   readonly clientId: string;
   readonly clientSecret: string;
   /** The callback URL registered for the app in the Atlassian developer console. */
@@ -46,10 +50,6 @@ export interface ConfluenceClientOptions {
   readonly apiBaseUrl?: string;
   /** Scopes requested on the consent screen. Default defaultConfluenceScopes. */
   readonly scopes?: readonly string[];
-  /** How long one request may take. Default 30_000. */
-  readonly timeoutMs?: number;
-  /** Retries of a failed request (429, 5xx, timeouts, unreachable). Default 4. */
-  readonly maxRetries?: number;
   /** Requests per second per access token; null: unpaced (a Retry-After still pauses the token's requests). Default null. */
   readonly requestsPerSecond?: number | null;
   /**
@@ -57,12 +57,6 @@ export interface ConfluenceClientOptions {
    * parameters; the client secret sent with the exchange and the caller's `state` check protect the flow.
    */
   readonly pkce?: boolean;
-  /** Injectable for tests. Default: the global fetch. */
-  readonly fetch?: typeof fetch;
-  /** Waits between retries and for pacing. Injectable for tests. Default: a real timer. */
-  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** The clock pacing reads, in milliseconds. Injectable for tests. Default performance.now. */
-  readonly now?: () => number;
 }
 
 /** An Atlassian site the grant reaches (an entry of accessible-resources). */

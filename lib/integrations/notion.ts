@@ -5,7 +5,7 @@
 // text items ≤ 2000 characters, ≤ 1000 blocks / 500 KB per payload). Requests carry Notion-Version 2022-06-28 and
 // are paced per access token (3 per second by default, Notion's documented average).
 import { badResponse, IntegrationError } from "./errors.ts";
-import { createHttpClient, type HttpMethod } from "./http.ts";
+import { createHttpClient, type HttpClientOptions, type HttpMethod } from "./http.ts";
 import {
   normalizeSpans,
   parseMarkdown,
@@ -23,7 +23,11 @@ import { array, dateOf, record, text, type JsonRecord, type PageList, type PageR
 
 export const notionVersion = "2022-06-28";
 
-export interface NotionClientOptions {
+/**
+ * Who the client is and where it calls; request timeout (default 30_000 ms), retries (default 4) and the fetch, sleep
+ * and clock tests inject are the HTTP client's own options (./http.ts).
+ */
+export interface NotionClientOptions extends Pick<HttpClientOptions, "timeoutMs" | "maxRetries" | "fetch" | "sleep" | "now"> {
   readonly clientId: string;
   readonly clientSecret: string;
   /** The redirect URI registered for the integration; sent with the authorization and the code exchange. */
@@ -32,10 +36,6 @@ export interface NotionClientOptions {
   readonly authBaseUrl?: string;
   /** The REST API root. Default "https://api.notion.com". */
   readonly apiBaseUrl?: string;
-  /** How long one request may take. Default 30_000. */
-  readonly timeoutMs?: number;
-  /** Retries of a failed request (429, 5xx, timeouts, unreachable). Default 4. */
-  readonly maxRetries?: number;
   /** Requests per second per access token; null: unpaced. Default 3, Notion's documented average. */
   readonly requestsPerSecond?: number | null;
   /**
@@ -48,12 +48,6 @@ export interface NotionClientOptions {
   readonly maxDepth?: number;
   /** The most blocks fetchPage reads from one page; the Markdown then ends with a truncation marker. Default 5_000. */
   readonly maxBlocks?: number;
-  /** Injectable for tests. Default: the global fetch. */
-  readonly fetch?: typeof fetch;
-  /** Waits between retries and for pacing. Injectable for tests. Default: a real timer. */
-  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** The clock pacing reads, in milliseconds. Injectable for tests. Default performance.now. */
-  readonly now?: () => number;
 }
 
 /** The result of connecting a workspace. */
