@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 data=$(mktemp -d)
 chmod 755 "$data"   # the embedded PostgreSQL runs as its own user when CI runs as root
 log="$data/start.log"
-port=56789
+# Below the kernel's ephemeral range (32768-60999 here): right after the test suites, an outgoing loopback
+# connection can still hold a port in that range as its source, and PostgreSQL then cannot listen there.
+port=25678
+pg_port=25432
 # In a session of its own, so that cleanup can end npm, its shell and node together.
-DATA_DIR="$data" PORT=$port EMBEDDED_POSTGRES_PORT=56788 LOG_PRETTY=false setsid npm start >"$log" 2>&1 &
+DATA_DIR="$data" PORT=$port EMBEDDED_POSTGRES_PORT=$pg_port LOG_PRETTY=false setsid npm start >"$log" 2>&1 &
 pid=$!
 cleanup() { kill -9 -- "-$pid" 2>/dev/null || true; pkill -f -- "-D $data" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
