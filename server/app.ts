@@ -27,6 +27,7 @@ import { rateLimit } from "./rate-limits.ts";
 import { checkUpgradeOrigin, corsPolicy, securityHeaders } from "./security.ts";
 import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
+import { createWebSocketEndpoint } from "./websocket.ts";
 
 export interface QuireServer {
   readonly httpServer: Server;
@@ -120,6 +121,9 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   httpServer.on("upgrade", (_req, socket: Socket) => {
     upgraded.add(socket);
     socket.once("close", () => upgraded.delete(socket));
+    // Node takes its own error listener off a socket it hands to 'upgrade'; a reset before the WebSocket handshake
+    // completes would otherwise be an uncaught error. The WebSocket endpoint logs what happens after it.
+    socket.on("error", () => socket.destroy());
   });
 
   const tokens = createTokenService(config);
@@ -143,15 +147,19 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
   const pgl = postgraphile(makePreset({ config, logger, pool, tokens, addressOf, liveSockets, liveEvents, connectors, metrics }));
   const serv = pgl.createServ(grafserv);
-  // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page: Origin is checked first.
+  // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'
+  // errors unhandled (server/websocket.ts): Origin is checked first, then Quire's endpoint takes the connection.
   await serv.addTo(app, httpServer, false);
-  const graphqlUpgrade = await serv.getUpgradeHandler();
+  const websockets = createWebSocketEndpoint(serv, { maxMessageBytes: config.http.maxRequestBytes, logger });
   const onUpgrade = checkUpgradeOrigin(config.integrations.frontendOrigins, (req, socket, head) => {
-    if (graphqlUpgrade && serv.shouldHandleUpgrade(req, socket, head)) graphqlUpgrade(req, socket, head);
+    if (serv.shouldHandleUpgrade(req, socket, head)) websockets.handleUpgrade(req, socket, head);
     else socket.destroy();
   });
   httpServer.on("upgrade", onUpgrade);
-  serv.onRelease(() => void httpServer.off("upgrade", onUpgrade));
+  serv.onRelease(() => {
+    httpServer.off("upgrade", onUpgrade);
+    websockets.close();
+  });
 
   app.use((_req, res) => {
     res.status(404).json({ error: { code: "NOT_FOUND", message: "No such route." } });
