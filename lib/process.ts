@@ -40,7 +40,14 @@ export async function runOnce(name: string, body: Body<void>): Promise<void> {
 /**
  * Runs a long-lived service. `start` returns the function that stops it; that runs on SIGTERM or SIGINT, and is
  * given SHUTDOWN_TIMEOUT_SECONDS (plus a little for the embedded database) before the process gives up and exits 1.
- * A second signal exits at once. An uncaught error is logged and stops the service too, exiting 1.
+ * A second signal exits at once.
+ *
+ * What is fatal: an uncaught exception leaves the process in a state nobody can vouch for, so it is logged and
+ * stops the service (exit 1). A rejected promise that nobody awaited is one operation's failure, not the process's
+ * (graphile-worker, for one, records a job's completion without awaiting it, so a database blip ends up here): it
+ * is logged as an error and the service goes on. Neither may be caused by a client: every socket, stream and
+ * request handler handles its own errors (server/websocket.ts for WebSockets), so one client's bad bytes end only
+ * that client's connection.
  */
 export async function runService(name: string, start: Body<() => Promise<void>>): Promise<void> {
   const config = configOrExit();
@@ -78,8 +85,7 @@ export async function runService(name: string, start: Body<() => Promise<void>>)
     void shutdown("uncaughtException", 1);
   });
   process.on("unhandledRejection", (error) => {
-    logger.fatal({ err: error }, "unhandled rejection");
-    void shutdown("unhandledRejection", 1);
+    logger.error({ err: error }, "unhandled promise rejection (the service goes on)");
   });
 
   try {
