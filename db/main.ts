@@ -1,15 +1,19 @@
 // `npm run migrate`: create the roles and database if a superuser URL is known, apply every committed migration
 // and graphile-worker's schema, then exit. Production runs this once per deploy, before servers and workers start.
-// Without DATABASE_URL it starts the embedded PostgreSQL, migrates it and stops it again.
+// Without DATABASE_URL it migrates the embedded PostgreSQL: the one a running `npm start` owns, left running, or
+// else one it starts and stops again.
 import { runOnce } from "../lib/process.ts";
-import { startEmbeddedPostgres } from "./embedded.ts";
+import { databaseOnPort, useEmbeddedPostgres } from "./embedded.ts";
 import { prepareDatabase } from "./migrate.ts";
+import { checkFirstLogin } from "./preflight.ts";
 
 await runOnce("migrate", async (config, logger) => {
-  const embedded = config.database.embedded ? await startEmbeddedPostgres(config.database.embedded, logger) : null;
+  const embedded = config.database.embedded ? await useEmbeddedPostgres(config.database.embedded, logger, { command: "npm run migrate" }) : null;
   try {
-    await prepareDatabase(config.database, logger);
-    logger.info({ database: config.database.name }, "database is up to date");
+    const database = embedded ? databaseOnPort(config.database, embedded.port) : config.database;
+    await checkFirstLogin(database, config.dataDir);
+    await prepareDatabase(database, logger);
+    logger.info({ database: database.name }, "database is up to date");
   } finally {
     await embedded?.stop();
   }

@@ -4,8 +4,9 @@
 import pg from "pg";
 import { ConfigError } from "../lib/config.ts";
 import { runOnce } from "../lib/process.ts";
-import { startEmbeddedPostgres } from "./embedded.ts";
+import { databaseOnPort, useEmbeddedPostgres } from "./embedded.ts";
 import { prepareDatabase } from "./migrate.ts";
+import { checkFirstLogin } from "./preflight.ts";
 
 /** Every demo account's password. Development data only: `npm run seed` refuses to run in production. */
 const demoPassword = "quire demo passphrase";
@@ -15,10 +16,13 @@ const roles = ["owner", "admin", "member", "viewer"] as const;
 await runOnce("seed", async (config, logger) => {
   if (config.env === "production") throw new ConfigError(["NODE_ENV=production: `npm run seed` creates demo accounts and only runs in development"]);
   if (!config.database.ownerUrl) throw new ConfigError(["OWNER_DATABASE_URL is required for `npm run seed`"]);
-  const embedded = config.database.embedded ? await startEmbeddedPostgres(config.database.embedded, logger) : null;
+  // With `npm start` running, its database is used (and left running); else one is started for the seed alone.
+  const embedded = config.database.embedded ? await useEmbeddedPostgres(config.database.embedded, logger, { command: "npm run seed" }) : null;
   try {
-    await prepareDatabase(config.database, logger);
-    const owner = new pg.Client({ connectionString: config.database.ownerUrl });
+    const database = embedded ? databaseOnPort(config.database, embedded.port) : config.database;
+    await checkFirstLogin(database, config.dataDir);
+    await prepareDatabase(database, logger);
+    const owner = new pg.Client({ connectionString: database.ownerUrl! });
     await owner.connect();
     const lines: string[] = [];
     try {

@@ -108,6 +108,7 @@ const envSchema = z.object({
   WORKER_CONCURRENCY: intText(1, 100).default(4),
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
+  WORKER_HEALTH_PORT: intText(1, 65535).optional(),
   SHUTDOWN_TIMEOUT_SECONDS: intText(1, 600).default(10),
   METRICS_PORT: intText(1, 65535).optional(),
   METRICS_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).max(500).optional(),
@@ -259,6 +260,8 @@ export interface Config {
     readonly concurrency: number;
     readonly heartbeatSeconds: number;
     readonly readyMaxAgeSeconds: number;
+    /** WORKER_HEALTH_PORT: where `npm run worker` answers /health and /health/ready (on HOST); null: nowhere. */
+    readonly healthPort: number | null;
   };
   readonly llm: {
     readonly provider: "extractive" | "openai" | "anthropic";
@@ -356,6 +359,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
   if (e.METRICS_PORT === e.PORT) problems.push("METRICS_PORT must differ from PORT");
+  if (e.WORKER_HEALTH_PORT !== undefined && e.WORKER_HEALTH_PORT === e.METRICS_PORT) problems.push("WORKER_HEALTH_PORT must differ from METRICS_PORT");
   for (const [id, secret, name] of [
     [e.NOTION_CLIENT_ID, e.NOTION_CLIENT_SECRET, "NOTION"],
     [e.ATLASSIAN_CLIENT_ID, e.ATLASSIAN_CLIENT_SECRET, "ATLASSIAN"],
@@ -472,6 +476,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       concurrency: e.WORKER_CONCURRENCY,
       heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,
       readyMaxAgeSeconds: e.READY_WORKER_MAX_AGE_SECONDS,
+      healthPort: e.WORKER_HEALTH_PORT ?? null,
     },
     llm: {
       provider: e.LLM_PROVIDER,

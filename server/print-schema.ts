@@ -2,19 +2,27 @@
 // database. It is committed so API changes show up in review; test/server/schema.test.ts fails when it is stale.
 import "../lib/graphile-env.ts";
 import { writeFile } from "node:fs/promises";
-import { startEmbeddedPostgres } from "../db/embedded.ts";
+import { databaseOnPort, useEmbeddedPostgres } from "../db/embedded.ts";
 import { prepareDatabase } from "../db/migrate.ts";
 import { createPool } from "../db/pool.ts";
+import { checkFirstLogin, checkSchema, targetOf } from "../db/preflight.ts";
 import { runOnce } from "../lib/process.ts";
 import { buildSchema } from "./schema.ts";
 
 await runOnce("schema", async (config, logger) => {
-  const embedded = config.database.embedded ? await startEmbeddedPostgres(config.database.embedded, logger) : null;
+  // With `npm start` running, its database is used (and left running); else one is started for this alone.
+  const embedded = config.database.embedded ? await useEmbeddedPostgres(config.database.embedded, logger, { command: "npm run schema" }) : null;
   try {
-    if (config.database.ownerUrl) await prepareDatabase(config.database, logger);
-    const pool = createPool({ url: config.database.url, max: 2, applicationName: "quire-schema" }, logger);
+    const database = embedded ? databaseOnPort(config.database, embedded.port) : config.database;
+    if (database.ownerUrl) {
+      await checkFirstLogin(database, config.dataDir);
+      await prepareDatabase(database, logger);
+    } else {
+      await checkSchema(targetOf(database, "url", config.dataDir)!, logger);
+    }
+    const pool = createPool({ url: database.url, max: 2, applicationName: "quire-schema" }, logger);
     try {
-      await writeFile(new URL("../schema.graphql", import.meta.url), await buildSchema({ config, logger, pool }));
+      await writeFile(new URL("../schema.graphql", import.meta.url), await buildSchema({ config: { ...config, database }, logger, pool }));
       logger.info("wrote schema.graphql");
     } finally {
       await pool.end();
