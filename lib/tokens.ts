@@ -30,16 +30,46 @@ export interface SessionGrant {
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/**
+ * Why an access token was refused, for the log (never the token itself). Clients learn only whether it expired
+ * (refresh it) or is invalid otherwise (sign in again): server/context.ts.
+ */
+export type TokenRefusal =
+  | "expired"
+  | "not_yet_valid"
+  | "bad_signature"
+  | "wrong_algorithm"
+  | "unknown_key"
+  | "wrong_issuer"
+  | "wrong_audience"
+  | "malformed"
+  | "bad_claims"
+  | "not_bearer";
+
 export class InvalidTokenError extends Error {
-  constructor(reason: string) {
-    super(reason);
+  readonly refusal: TokenRefusal;
+  constructor(refusal: TokenRefusal, detail: string = refusal) {
+    super(detail);
     this.name = "InvalidTokenError";
+    this.refusal = refusal;
   }
+}
+
+/** The refusal a jsonwebtoken verification error stands for. */
+function refusalOf(error: Error): TokenRefusal {
+  if (error.name === "TokenExpiredError") return "expired";
+  if (error.name === "NotBeforeError") return "not_yet_valid";
+  if (error.message === "invalid signature") return "bad_signature";
+  if (error.message === "unknown key id") return "unknown_key";
+  if (error.message === "invalid algorithm" || /must be an? a?symmetric key/.test(error.message)) return "wrong_algorithm";
+  if (error.message.startsWith("jwt audience invalid")) return "wrong_audience";
+  if (error.message.startsWith("jwt issuer invalid")) return "wrong_issuer";
+  return "malformed";
 }
 
 export interface TokenService {
   signAccessToken(grant: SessionGrant): { token: string; expiresAt: Date };
-  /** Verifies signature, algorithm, issuer, audience, expiry and claim shapes; throws InvalidTokenError. */
+  /** Verifies signature, algorithm, issuer, audience, expiry and claim shapes; throws InvalidTokenError saying which failed. */
   verifyAccessToken(token: string): AccessClaims;
   refreshToken(sessionId: string, generation: number): string;
   /** The session and generation a refresh token names, or null when it is malformed or its MAC is wrong. */
@@ -82,15 +112,15 @@ export function createTokenService(config: Pick<Config, "jwt" | "auth">): TokenS
         if (signingKey && verified.header.kid !== signingKey.keyId) throw new Error("unknown key id");
         payload = verified.payload;
       } catch (error) {
-        throw new InvalidTokenError((error as Error).message);
+        throw new InvalidTokenError(refusalOf(error as Error), (error as Error).message);
       }
-      if (typeof payload === "string") throw new InvalidTokenError("payload is not an object");
+      if (typeof payload === "string") throw new InvalidTokenError("bad_claims", "payload is not an object");
       const { sub, org_id: orgId, sid, role, exp } = payload as jwt.JwtPayload & Record<string, unknown>;
-      if (typeof sub !== "string" || !uuidPattern.test(sub)) throw new InvalidTokenError("bad sub");
-      if (typeof orgId !== "string" || !uuidPattern.test(orgId)) throw new InvalidTokenError("bad org_id");
-      if (typeof sid !== "string" || !uuidPattern.test(sid)) throw new InvalidTokenError("bad sid");
-      if (typeof role !== "string" || !(memberRoles as readonly string[]).includes(role)) throw new InvalidTokenError("bad role");
-      if (typeof exp !== "number") throw new InvalidTokenError("no exp");
+      if (typeof sub !== "string" || !uuidPattern.test(sub)) throw new InvalidTokenError("bad_claims", "bad sub");
+      if (typeof orgId !== "string" || !uuidPattern.test(orgId)) throw new InvalidTokenError("bad_claims", "bad org_id");
+      if (typeof sid !== "string" || !uuidPattern.test(sid)) throw new InvalidTokenError("bad_claims", "bad sid");
+      if (typeof role !== "string" || !(memberRoles as readonly string[]).includes(role)) throw new InvalidTokenError("bad_claims", "bad role");
+      if (typeof exp !== "number") throw new InvalidTokenError("bad_claims", "no exp");
       return { userId: sub, orgId, sessionId: sid, role: role as MemberRole, expiresAt: new Date(exp * 1000) };
     },
 

@@ -2,12 +2,16 @@
 // verified access token. The role is always one of the two API roles chosen here, never a value from the token or
 // the client. The same check runs for HTTP (Authorization header) and graphql-ws (connectionParams.authorization).
 // A request without a token is anonymous; a request with a bad one (malformed, unsigned, wrongly signed, expired,
-// wrong issuer or audience) is refused with UNAUTHENTICATED and nothing else: HTTP 401 for HTTP requests.
+// wrong issuer or audience) is refused with UNAUTHENTICATED and nothing else: HTTP 401 for HTTP requests. The code
+// stays UNAUTHENTICATED whatever the cause (clients rely on it); `extensions.reason` and the message tell an expired
+// token (TOKEN_EXPIRED: refresh it) from any other (TOKEN_INVALID: sign in again), and the log line says exactly
+// why (expired, bad_signature, wrong_audience, …; never the token).
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { SafeError } from "postgraphile/grafast";
 import type { Config } from "../lib/config.ts";
 import { addToLogContext } from "../lib/log-context.ts";
+import type { Logger } from "../lib/logger.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
 import { isDatabaseUnavailable, unavailableMessage } from "../lib/errors.ts";
@@ -35,14 +39,43 @@ const requestIdOf = (req: IncomingMessage | undefined): string => {
   return typeof id === "string" ? id : randomUUID();
 };
 
-/** The message and code every bad token gets, over HTTP (401) and WebSockets alike. */
-export const unauthenticatedMessage = "The access token is missing, malformed, expired or invalid.";
+/** What a route that needs a token answers when there is none (the upload route; GraphQL is then anonymous). */
+export const unauthenticatedMessage = "This needs an access token: sign in first.";
+
+/** What a client is told about a refused token, over HTTP (401) and WebSockets alike: code, reason, message. */
+export interface TokenRefusalAnswer {
+  readonly code: "UNAUTHENTICATED";
+  readonly reason: "TOKEN_EXPIRED" | "TOKEN_INVALID";
+  readonly message: string;
+}
+
+const expiredAnswer: TokenRefusalAnswer = {
+  code: "UNAUTHENTICATED",
+  reason: "TOKEN_EXPIRED",
+  message: "The access token has expired; get a new one with refreshToken.",
+};
+const invalidAnswer: TokenRefusalAnswer = {
+  code: "UNAUTHENTICATED",
+  reason: "TOKEN_INVALID",
+  message: "The access token is malformed or invalid; sign in again.",
+};
+
+/**
+ * The answer for an error `claimsOf` threw, after logging why (info for an expired token, which is routine; warn
+ * otherwise: a misconfigured client or key, or someone trying tokens). Not an InvalidTokenError: rethrown.
+ */
+export function refuseToken(error: unknown, log: Logger | undefined): TokenRefusalAnswer {
+  if (!(error instanceof InvalidTokenError)) throw error;
+  const expired = error.refusal === "expired";
+  log?.[expired ? "info" : "warn"]({ tokenRefusal: error.refusal }, `access token refused: ${error.refusal}`);
+  return expired ? expiredAnswer : invalidAnswer;
+}
 
 /** The claims of `authorization` ("Bearer <jwt>"); null when absent; InvalidTokenError when present but bad. */
 export function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
   if (authorization === undefined || authorization === null || authorization === "") return null;
   const match = typeof authorization === "string" ? /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/.exec(authorization) : null;
-  if (!match) throw new InvalidTokenError("not a Bearer token");
+  if (!match) throw new InvalidTokenError(typeof authorization === "string" && /^Bearer /.test(authorization) ? "malformed" : "not_bearer");
   return tokens.verifyAccessToken(match[1]!);
 }
 
@@ -57,8 +90,9 @@ export function authenticateHttp(tokens: TokenService): RequestHandler {
       (req as AuthenticatedRequest).quireAuth = claims;
       if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
       next();
-    } catch {
-      res.status(401).json({ errors: [{ message: unauthenticatedMessage, extensions: { code: "UNAUTHENTICATED" } }] });
+    } catch (error) {
+      const { code, reason, message } = refuseToken(error, (req as { log?: Logger }).log);
+      res.status(401).json({ errors: [{ message, extensions: { code, reason } }] });
     }
   };
 }
@@ -100,9 +134,11 @@ export interface ContextOptions {
   readonly liveSockets?: LiveSockets;
   /** Counts a WebSocket operation against the rate limits. */
   readonly countRequest: CountRequest;
+  /** Where a refused WebSocket token is logged (HTTP requests log through their own request logger). */
+  readonly logger?: Logger;
 }
 
-export function makeContext({ config, tokens, addressOf, liveSockets, countRequest }: ContextOptions) {
+export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger }: ContextOptions) {
   const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
     let verdict;
     try {
@@ -124,8 +160,9 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
     } else {
       try {
         claims = claimsOf(requestContext.ws?.normalizedConnectionParams?.["authorization"], tokens);
-      } catch {
-        throw new SafeError(unauthenticatedMessage, { code: "UNAUTHENTICATED" });
+      } catch (error) {
+        const { code, reason, message } = refuseToken(error, logger);
+        throw new SafeError(message, { code, reason });
       }
       // The connection lives on after this operation: it is closed when its session ends or its token expires.
       const socket = requestContext.ws?.socket;

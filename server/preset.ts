@@ -85,7 +85,7 @@ export function makePreset({
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, countRequest: createRequestCounter(config, pool) }) },
+    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest: createRequestCounter(config, pool) }) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,

@@ -34,7 +34,7 @@ import { extractTextIsolated } from "../lib/extract/isolated.ts";
 import type { Extracted } from "../lib/extract/index.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
-import { claimsOf, pgSettingsFor, unauthenticatedMessage } from "./context.ts";
+import { claimsOf, pgSettingsFor, refuseToken, unauthenticatedMessage } from "./context.ts";
 import type { ClientAddress } from "./client-address.ts";
 
 export const uploadPath = "/api/v1/documents/upload";
@@ -275,8 +275,10 @@ export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOpti
       let claims: AccessClaims | null;
       try {
         claims = claimsOf(req.headers.authorization, tokens);
-      } catch {
-        claims = null;
+      } catch (error) {
+        const { reason, message } = refuseToken(error, (req as { log?: Logger }).log);
+        res.status(401).json({ error: { code: "UNAUTHENTICATED", reason, message } });
+        return;
       }
       if (!claims) throw new UploadError("UNAUTHENTICATED", unauthenticatedMessage);
       addToLogContext({ orgId: claims.orgId, userId: claims.userId });

@@ -215,24 +215,28 @@ describe("bad access tokens get 401 UNAUTHENTICATED and nothing else", () => {
   const unsigned = (payload: Record<string, unknown>) =>
     `${Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url")}.${Buffer.from(JSON.stringify(payload)).toString("base64url")}.`;
 
-  test.each<[string, () => string]>([
-    ["malformed", () => "not.a.jwt"],
-    ["not a JWT at all", () => "abc"],
-    ["unsigned (alg: none)", () => unsigned(claims)],
-    ["signed with another secret", () => jwt.sign(claims, "another-secret-that-is-32-characters-long!")],
-    ["signed with HS512 (algorithm not pinned)", () => jwt.sign(claims, secret, { algorithm: "HS512" })],
-    ["expired", () => jwt.sign({ ...claims, iat: now() - 3600, exp: now() - 60 }, secret)],
-    ["for another audience", () => jwt.sign({ ...claims, aud: "someone-else" }, secret)],
-    ["from another issuer", () => jwt.sign({ ...claims, iss: "evil" }, secret)],
+  // The code stays UNAUTHENTICATED (clients rely on it); `reason` tells an expired token from any other.
+  const invalid = { message: "The access token is malformed or invalid; sign in again.", extensions: { code: "UNAUTHENTICATED", reason: "TOKEN_INVALID" } };
+  const expired = { message: "The access token has expired; get a new one with refreshToken.", extensions: { code: "UNAUTHENTICATED", reason: "TOKEN_EXPIRED" } };
+  test.each<[string, () => string, typeof invalid]>([
+    ["malformed", () => "not.a.jwt", invalid],
+    ["not a JWT at all", () => "abc", invalid],
+    ["unsigned (alg: none)", () => unsigned(claims), invalid],
+    ["signed with another secret", () => jwt.sign(claims, "another-secret-that-is-32-characters-long!"), invalid],
+    ["signed with HS512 (algorithm not pinned)", () => jwt.sign(claims, secret, { algorithm: "HS512" }), invalid],
+    ["expired", () => jwt.sign({ ...claims, iat: now() - 3600, exp: now() - 60 }, secret), expired],
+    ["expired and signed with another secret", () => jwt.sign({ ...claims, iat: now() - 3600, exp: now() - 60 }, "another-secret-that-is-32-characters-long!"), invalid],
+    ["for another audience", () => jwt.sign({ ...claims, aud: "someone-else" }, secret), invalid],
+    ["from another issuer", () => jwt.sign({ ...claims, iss: "evil" }, secret), invalid],
     ["with a tampered payload", () => {
       const [h, , s] = good.split(".");
       return `${h}.${Buffer.from(JSON.stringify({ ...claims, org_id: "00000000-0000-4000-8000-000000000000" })).toString("base64url")}.${s}`;
-    }],
-    ["with a role that does not exist", () => jwt.sign({ ...claims, role: "superuser" }, secret)],
-  ])("%s", async (_label, make) => {
+    }, invalid],
+    ["with a role that does not exist", () => jwt.sign({ ...claims, role: "superuser" }, secret), invalid],
+  ])("%s", async (_label, make, answer) => {
     const { status, body } = await gql(app, "{ currentUser { email } }", undefined, make());
     expect(status).toBe(401);
-    expect(body).toEqual({ errors: [{ message: "The access token is missing, malformed, expired or invalid.", extensions: { code: "UNAUTHENTICATED" } }] });
+    expect(body).toEqual({ errors: [answer] });
   });
 
   test("a scheme other than Bearer", async () => {

@@ -71,11 +71,15 @@ interface Row {
 }
 const row = async (id: string) => (await query<Row>(db.name, "select * from app_public.documents where id = $1", [id], "root"))[0];
 
-/** Asserts an error answer: its status, its code, exactly two keys, and nothing internal in the message. */
-function expectError(answer: Answer, status: number, code: string) {
+/**
+ * Asserts an error answer: its status, its code, exactly two keys (three with a refused token's `reason`), and
+ * nothing internal in the message.
+ */
+function expectError(answer: Answer, status: number, code: string, reason?: string) {
   expect({ status: answer.status, code: answer.body.error?.code }).toEqual({ status, code });
   expect(Object.keys(answer.body)).toEqual(["error"]);
-  expect(Object.keys(answer.body.error!).sort()).toEqual(["code", "message"]);
+  expect(Object.keys(answer.body.error!).sort()).toEqual(reason ? ["code", "message", "reason"] : ["code", "message"]);
+  if (reason) expect((answer.body.error as { reason?: string }).reason).toBe(reason);
   expect(answer.body.error!.message).not.toMatch(/app_public|app_private|quire_|postgres|select |insert |\bat \w+ \(|node_modules|\/work\/|Error:|pdfjs|yauzl|mammoth|busboy/i);
   expect(answer.headers.get("content-type")).toMatch(/^application\/json/);
 }
@@ -145,11 +149,11 @@ describe("who may upload", () => {
     const before = await uploads();
     const file = { data: "anonymous text", filename: "n.txt" };
     expectError(await upload(null, file), 401, "UNAUTHENTICATED");
-    expectError(await upload("not-a-jwt", file), 401, "UNAUTHENTICATED");
+    expectError(await upload("not-a-jwt", file), 401, "UNAUTHENTICATED", "TOKEN_INVALID");
     const [header, payload] = a.members.member.accessToken.split(".");
-    expectError(await upload(`${header}.${payload}.forgedsignature`, file), 401, "UNAUTHENTICATED");
+    expectError(await upload(`${header}.${payload}.forgedsignature`, file), 401, "UNAUTHENTICATED", "TOKEN_INVALID");
     const basic = await send(null, (() => { const f = new FormData(); f.append("file", new Blob(["x"]), "x.txt"); return f; })(), { authorization: "Basic dXNlcjpwYXNz" });
-    expectError(basic, 401, "UNAUTHENTICATED");
+    expectError(basic, 401, "UNAUTHENTICATED", "TOKEN_INVALID");
     expect(await uploads()).toBe(before);
   });
 
