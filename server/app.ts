@@ -24,7 +24,7 @@ import { createNotificationListener } from "./notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
 import { graphiqlPaths, makePreset } from "./preset.ts";
 import { rateLimit } from "./rate-limits.ts";
-import { checkUpgradeOrigin, corsPolicy, securityHeaders } from "./security.ts";
+import { checkUpgradeOrigin, corsPolicy, originPolicy, securityHeaders } from "./security.ts";
 import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
 import { createWebSocketEndpoint } from "./websocket.ts";
@@ -109,7 +109,9 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   app.use((req, _res, next) => withLogContext({ requestId: String(req.id) }, next));
   app.use(measureHttp(metrics));
   app.use(securityHeaders({ graphiqlPaths: config.http.graphiql ? [graphiqlPaths.page, graphiqlPaths.assets] : [] }));
-  app.use(corsPolicy(config.integrations.frontendOrigins));
+  // FRONTEND_ORIGINS, plus any loopback origin in development (a local frontend dev server); refusals are logged.
+  const origins = originPolicy({ origins: config.integrations.frontendOrigins, allowLoopback: config.env === "development", logger });
+  app.use(corsPolicy(origins));
   metrics.observePool("server", pool);
   app.use(healthRouter({ pool, workerMaxAgeSeconds: config.worker.readyMaxAgeSeconds, stopping: () => stopping }));
   // Without METRICS_TOKEN, /metrics is not served on this port (it falls through to the 404 below).
@@ -151,7 +153,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   // errors unhandled (server/websocket.ts): Origin is checked first, then Quire's endpoint takes the connection.
   await serv.addTo(app, httpServer, false);
   const websockets = createWebSocketEndpoint(serv, { maxMessageBytes: config.http.maxRequestBytes, logger });
-  const onUpgrade = checkUpgradeOrigin(config.integrations.frontendOrigins, (req, socket, head) => {
+  const onUpgrade = checkUpgradeOrigin(origins, (req, socket, head) => {
     if (serv.shouldHandleUpgrade(req, socket, head)) websockets.handleUpgrade(req, socket, head);
     else socket.destroy();
   });
