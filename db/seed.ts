@@ -1,8 +1,10 @@
 // `npm run seed` (development only): three demo organizations, each with one person of every role, created
 // through the operator functions of app_admin, then their credentials printed. Safe to run again: existing
-// organizations and people are left as they are.
+// organizations and people are left as they are. A slug already taken by an organization that is not the demo's
+// (the README's `register` example creates "Acme", slug `acme`) is never joined: the demo one gets `<slug>-demo`.
 import pg from "pg";
 import { ConfigError } from "../lib/config.ts";
+import { OperatorError } from "../lib/operator-error.ts";
 import { runOnce } from "../lib/process.ts";
 import { databaseOnPort, useEmbeddedPostgres } from "./embedded.ts";
 import { prepareDatabase } from "./migrate.ts";
@@ -27,10 +29,17 @@ await runOnce("seed", async (config, logger) => {
     const lines: string[] = [];
     try {
       for (const name of organizations) {
-        const slug = name.toLowerCase().split(" ")[0]!;
-        const domain = `${slug}.example`;
-        const existing = await owner.query("select 1 from app_admin.list_organizations() where slug = $1", [slug]);
-        if (existing.rowCount === 0) {
+        const base = name.toLowerCase().split(" ")[0]!;
+        const domain = `${base}.example`;
+        // The first candidate slug that is free or already the demo organization (same name).
+        const candidates = [base, `${base}-demo`];
+        const { rows: taken } = await owner.query<{ slug: string; name: string }>(
+          "select slug, name from app_admin.list_organizations() where slug = any($1)",
+          [candidates],
+        );
+        const slug = candidates.find((c) => taken.every((t) => t.slug !== c || t.name === name));
+        if (!slug) throw new OperatorError(`the slugs ${candidates.join(" and ")} are taken by other organizations than the demo "${name}"`);
+        if (!taken.some((t) => t.slug === slug)) {
           await owner.query("select app_admin.create_organization($1, $2, $3, $4, $5)", [name, `owner@${domain}`, `${name} Owner`, demoPassword, slug]);
         }
         for (const role of roles.slice(1)) {
