@@ -293,6 +293,16 @@ describe("compose and Prometheus", () => {
     for (const service of [server!, worker!]) for (const published of service.ports ?? []) expect(published).not.toMatch(new RegExp(`(^|:)${port}$`));
   });
 
+  test("each has a healthcheck on its own /health/ready: the server's on PORT, the worker's on WORKER_HEALTH_PORT, unpublished", () => {
+    const healthOf = (service: Service) => (service as Service & { healthcheck?: { test: string[] } }).healthcheck?.test.join(" ") ?? "";
+    expect(healthOf(server!)).toContain(`http://127.0.0.1:${server!.environment!.PORT ?? "5678"}/health/ready`);
+    const port = worker!.environment!.WORKER_HEALTH_PORT;
+    expect(port).toMatch(/^\d+$/);
+    expect(port).not.toBe(worker!.environment!.METRICS_PORT);
+    expect(healthOf(worker!)).toContain(`http://127.0.0.1:${port}/health/ready`);
+    for (const published of worker!.ports ?? []) expect(published).not.toMatch(new RegExp(`(^|:)${port}$`));
+  });
+
   test("Prometheus scrapes both on that port and loads the alerts; both UIs are in the monitoring profile, on loopback", () => {
     const port = Number(server!.environment!.METRICS_PORT);
     expect(prometheusConfig.scrape_configs.map((job) => [job.job_name, job.dns_sd_configs])).toEqual([
