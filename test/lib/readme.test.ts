@@ -1,7 +1,10 @@
 // The README's GraphQL examples are part of the documentation users copy: each one must parse and validate against
 // the committed schema.graphql (which another test keeps equal to the generated schema). "…" stands for an id.
-import { readFileSync } from "node:fs";
-import { buildSchema, parse, validate } from "postgraphile/graphql";
+// The docs link only inside the repository, and the example document gives a real summary.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { buildSchema, Kind, parse, validate, visit } from "postgraphile/graphql";
+import { createExtractiveProvider, emptySummary } from "../../lib/llm/extractive.ts";
 
 const schema = buildSchema(readFileSync("schema.graphql", "utf8"));
 const readme = readFileSync("README.md", "utf8");
@@ -25,3 +28,31 @@ function splitOperations(block: string): string[] {
   }
   return operations.map((op) => op.replace(/\s{2,}#.*$/gm, "").trim()).filter(Boolean);
 }
+
+// The repository stands alone: its docs link only to files inside it, never to a design document next to it.
+const docs = ["README.md", "deploy/README.md", ...readdirSync("docs").map((f) => `docs/${f}`)].filter((f) => f.endsWith(".md"));
+
+test.each(docs)("%s links only to files inside the repository", (file) => {
+  const text = readFileSync(file, "utf8");
+  expect(text).not.toMatch(/\.\.\/shared|DESIGN\.md/);
+  const targets = [...text.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((t) => !/^(https?:|mailto:|#)/.test(t));
+  for (const target of targets) {
+    const path = resolve(dirname(file), target.split("#")[0]!);
+    expect([target, path.startsWith(resolve("."))]).toEqual([target, true]);
+    expect([target, existsSync(path)]).toEqual([target, true]);
+  }
+});
+
+test("the createDocument example's content summarizes to sentences with the offline default provider", async () => {
+  const create = blocks.flatMap((block) => splitOperations(block)).find((op) => op.includes("createDocument("));
+  let content: string | null = null;
+  visit(parse(create!), {
+    ObjectField(node) {
+      if (node.name.value === "content" && node.value.kind === Kind.STRING) content = node.value.value;
+    },
+  });
+  expect(content).not.toBeNull();
+  const { text } = await createExtractiveProvider().complete({ prompt: `Summarize: ${content!}`, sourceText: content!, maxOutputTokens: 256 });
+  expect(text).not.toBe(emptySummary);
+  expect(text.length).toBeGreaterThan(20);
+});
