@@ -72,10 +72,10 @@ async function startQuire(env: Record<string, string>): Promise<{ child: ChildPr
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   const url = `http://127.0.0.1:${env.PORT}`;
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + 180_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`npm start exited early (${child.exitCode}):\n${output}`);
-    if (Date.now() > deadline) throw new Error(`not ready within 120 s:\n${output}`);
+    if (Date.now() > deadline) throw new Error(`not ready within 180 s:\n${output}`);
     if ((await ready(url)) === 200) break;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
@@ -136,7 +136,7 @@ test("beside a running `npm start`: seed and migrate use its database, a second 
   first.child.kill("SIGTERM");
   expect(await first.exited).toBe(0);
   expect(postgresRunning(dataDir)).toBe(false);
-}, 300_000);
+}, 480_000);
 
 test("a taken PORT or METRICS_PORT: one line naming it, exit 1, fast, and no embedded database left running", async () => {
   const blocker: Server = createServer();
