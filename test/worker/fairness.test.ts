@@ -21,9 +21,9 @@ beforeEach(async () => {
   await query(db.name, "delete from graphile_worker._private_jobs", [], "root");
 });
 
-/** Queues `count` summaries of the tenant's handbook, one summarize_document transaction each, as its member. */
-async function summarize(t: Tenant, count: number): Promise<string[]> {
-  const [doc] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1 limit 1", [t.orgId], "root");
+/** Runs `sql` (returning one job as `id`) `count` times as the tenant's member, one transaction each, as the API
+ *  would; resolves with the job ids. */
+async function asMember(t: Tenant, sql: string, params: unknown[], count: number): Promise<string[]> {
   const client = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
   await client.connect();
   try {
@@ -35,7 +35,7 @@ async function summarize(t: Tenant, count: number): Promise<string[]> {
         t.members.member.sessionId,
         t.orgId,
       ]);
-      const { rows } = await client.query<{ id: string }>("select (app_public.summarize_document($1)).id", [doc!.id]);
+      const { rows } = await client.query<{ id: string }>(sql, params);
       await client.query("commit");
       ids.push(rows[0]!.id);
     }
@@ -43,6 +43,12 @@ async function summarize(t: Tenant, count: number): Promise<string[]> {
   } finally {
     await client.end();
   }
+}
+
+/** Queues `count` summaries of the tenant's handbook through summarize_document. */
+async function summarize(t: Tenant, count: number): Promise<string[]> {
+  const [doc] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1 limit 1", [t.orgId], "root");
+  return asMember(t, "select (app_public.summarize_document($1)).id", [doc!.id], count);
 }
 
 /** Runs every queued job with one worker slot and stand-in tasks; resolves with what ran, in order (a summary by
@@ -107,6 +113,14 @@ test("two organizations with backlogs take turns, whoever queued first", async (
   const b = await summarize(second, 10);
   const order = await runInOrder(20);
   expect(order).toEqual(a.flatMap((id, n) => [id, b[n]]));
+});
+
+test("imports, syncs and publishing share their organization's turn with its summaries", async () => {
+  const t = await createTenant(db, "Mixed");
+  const [integration] = await query<{ id: string }>(db.name, "select id from app_public.integrations where org_id = $1", [t.orgId], "root");
+  const summaries = await summarize(t, 2);
+  const [sync] = await asMember(t, "select (app_public.sync_integration($1)).id", [integration!.id], 1);
+  expect(await priorities([...summaries, sync!])).toEqual([0, 1, 2]);
 });
 
 test("the priority counts what is queued or running, not what finished, and stops at 1000", async () => {
