@@ -171,8 +171,9 @@ export interface FakeLlm {
   close(): Promise<number>;
 }
 
-export async function startFakeLlm(): Promise<FakeLlm> {
-  const worker = new Worker(new URL("./fake-llm.ts", import.meta.url));
+/** The fake LLM in a worker thread, answering each completion after `latencyMs` (default 0: at once). */
+export async function startFakeLlm(latencyMs = 0): Promise<FakeLlm> {
+  const worker = new Worker(new URL("./fake-llm.ts", import.meta.url), { workerData: { latencyMs } });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   const next = () =>
     new Promise<FakeLlmMessage>((resolve, reject) => {
