@@ -13,6 +13,7 @@ import { runOnce } from "graphile-worker";
 import pg from "pg";
 import { pino } from "pino";
 import { createPool } from "../../db/pool.ts";
+import { ConfigError, loadConfig } from "../../lib/config.ts";
 import { workerLogger } from "../../db/migrate.ts";
 import {
   checkpointProblem,
@@ -282,5 +283,36 @@ describe("an owner's rewrite, verified against the checkpoints", () => {
     expect(verdictOf(result, t.orgId)).toMatchObject({ valid: true });
     // Trusting only another key refuses every genuine checkpoint.
     expect((await verifyAll(genuine, [await checkpointPublicKey(newKey())])).refused).toHaveLength(genuine.length);
+  });
+});
+
+describe("configuration", () => {
+  test("AUDIT_CHECKPOINT_KEY must be a 32-byte base64url seed, and the error does not echo it", () => {
+    const bad = "not-a-key-but-still-secret";
+    let error: unknown;
+    try {
+      loadConfig({ NODE_ENV: "production", DATABASE_URL: "postgres://a:b@localhost/quire", JWT_SECRET: "x".repeat(32), AUDIT_CHECKPOINT_KEY: bad });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual(["AUDIT_CHECKPOINT_KEY must be 32 random bytes, base64url (43 characters)"]);
+    expect((error as Error).message).not.toContain(bad);
+  });
+
+  test("outside production a key is generated once and kept; the configuration never shows it", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "quire-dev-secrets-"));
+    try {
+      const first = loadConfig({ NODE_ENV: "development", DATA_DIR: dataDir }).auditCheckpoints;
+      const again = loadConfig({ NODE_ENV: "development", DATA_DIR: dataDir }).auditCheckpoints;
+      expect(first.key).not.toBeNull();
+      expect(await checkpointPublicKey(again.key!)).toBe(await checkpointPublicKey(first.key!));
+      const seed = (JSON.parse(await readFile(join(dataDir, "secrets.json"), "utf8")) as { auditCheckpointKey: string }).auditCheckpointKey;
+      expect(JSON.stringify(first)).not.toContain(seed);
+      const production = loadConfig({ NODE_ENV: "production", DATABASE_URL: "postgres://a:b@localhost/quire", JWT_SECRET: "x".repeat(32) });
+      expect(production.auditCheckpoints.key).toBeNull();
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
