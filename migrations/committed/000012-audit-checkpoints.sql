@@ -1,5 +1,5 @@
 --! Previous: sha1:34107480cf10f8a92ad716ad4e10f02c62ef3527
---! Hash: sha1:3357a43fe0aa332c0bdd0e73179c43c5fda1c1ff
+--! Hash: sha1:4e8db351b8ef543059fb0450b499fadd3404f6d6
 --! Message: audit checkpoints
 
 -- The audit chain against its own database owner. The owner may change audit rows (that is how a purge works), and
@@ -100,8 +100,8 @@ comment on function app_private.audit_checkpoints_due(int) is
   'Chain heads that moved since their last checkpoint, and purge anchors not yet checkpointed: what checkpoint_audit signs next.';
 grant execute on function app_private.audit_checkpoints_due(int) to :DATABASE_AUTHENTICATOR;
 
--- The worker records a checkpoint once it is signed and written to every sink. A head only moves forward here; an
--- anchor is marked only if it is still the chain's anchor.
+-- The worker records a checkpoint once it is signed and written to every sink. A head only moves forward here, and
+-- only to an event of the chain with that hash; an anchor is marked only if it is still the chain's anchor.
 create function app_private.record_audit_checkpoint(org_id uuid, kind text, seq bigint, hash bytea) returns void
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
@@ -111,7 +111,9 @@ begin
   if record_audit_checkpoint.kind = 'head' then
     update app_private.audit_chains c
        set checkpoint_seq = record_audit_checkpoint.seq, checkpoint_hash = record_audit_checkpoint.hash, checkpointed_at = now()
-     where c.org_id = record_audit_checkpoint.org_id and c.checkpoint_seq <= record_audit_checkpoint.seq;
+     where c.org_id = record_audit_checkpoint.org_id and c.checkpoint_seq <= record_audit_checkpoint.seq
+       and exists (select 1 from app_public.audit_events a where a.org_id = record_audit_checkpoint.org_id
+                      and a.seq = record_audit_checkpoint.seq and a.hash = record_audit_checkpoint.hash);
   elsif record_audit_checkpoint.kind = 'anchor' then
     update app_private.audit_chains c set anchor_checkpointed = true
      where c.org_id = record_audit_checkpoint.org_id and c.anchor_seq = record_audit_checkpoint.seq

@@ -3,6 +3,7 @@
 // worker's checkpoint_audit task signs the chain heads (Ed25519) and writes them to the log, a directory and an HTTP
 // PUT; verifying against those checkpoints names each rewrite, refuses forged checkpoints, and accepts a purge whose
 // anchor was checkpointed. Changing a row's id breaks its hash even without checkpoints.
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
@@ -31,7 +32,8 @@ import { createTestDatabase, query, roles, silentLogger, urlFor, type TestDataba
 import { createTenant } from "../support/tenants.ts";
 
 const newKey = () => parseCheckpointKey(randomBytes(32).toString("base64url"));
-const key = newKey();
+const seed = randomBytes(32).toString("base64url");
+const key = parseCheckpointKey(seed);
 let publicKey: string;
 let db: TestDatabase;
 let pool: pg.Pool;
@@ -183,6 +185,53 @@ describe("the checkpoint task", () => {
     expect(lines.filter((l) => l.msg === "audit checkpoint")).toHaveLength(0);
     expect(lines.some((l) => String(l.msg).includes("AUDIT_CHECKPOINT_KEY is not configured"))).toBe(true);
     expect((await query(db.name, "select 1 from app_private.audit_chains where org_id = $1 and checkpoint_seq > 0", [t.orgId], "root")).length).toBe(0);
+    // Nor can the worker's login mark a checkpoint of an event that is not in the chain.
+    await query(db.name, "select app_private.record_audit_checkpoint($1, 'head', 999999, sha256(''))", [t.orgId], roles.authenticator);
+    expect((await query(db.name, "select 1 from app_private.audit_chains where org_id = $1 and checkpoint_seq > 0", [t.orgId], "root")).length).toBe(0);
+  });
+});
+
+/** Runs `npm run audit:verify -- <args>` (its script, with node) against the test database; its exit code and output. */
+function auditVerify(args: readonly string[]): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["db/audit-verify.ts", ...args], {
+      env: {
+        PATH: process.env.PATH,
+        NODE_ENV: "test",
+        LOG_LEVEL: "silent",
+        DATABASE_URL: urlFor(roles.authenticator, db.name),
+        OWNER_DATABASE_URL: urlFor(roles.owner, db.name),
+        JWT_SECRET: "test-secret-that-is-at-least-32-characters-long",
+        AUDIT_CHECKPOINT_KEY: seed,
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let stdout = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout }));
+  });
+}
+
+describe("npm run audit:verify", () => {
+  test("passes while every chain holds its checkpoints, prints the public key, and exits 1 naming a rewound chain", async () => {
+    const t = await createTenant(db, "Command line");
+    await checkpoint();
+    const head = await eventCount(t.orgId);
+    expect(await auditVerify(["--print-public-key"])).toEqual({ code: 0, stdout: `${publicKey}\n` });
+    const good = await auditVerify([dir]);
+    expect(good.stdout).toContain(`ok      ${t.orgId} (${head} events)`);
+    expect(good).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\d+ checkpoints read, 0 refused\n/) });
+
+    await asOwner(
+      t.orgId,
+      `delete from app_public.audit_events a where a.org_id = org and a.seq = ${head};
+       update app_private.audit_chains c set last_seq = ${head - 1},
+         last_hash = (select a.hash from app_public.audit_events a where a.org_id = org and a.seq = ${head - 1}) where c.org_id = org;`,
+    );
+    const bad = await auditVerify(["--public-key", publicKey, dir]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain(`BROKEN  ${t.orgId} at event ${head}: the head is at event ${head - 1} but checkpoint ${head} was made`);
   });
 });
 
