@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { parseEnv } from "node:util";
 import { z } from "zod";
+import { parseCheckpointKey, type AuditCheckpointSettings } from "./audit-checkpoints.ts";
 import { readDevSecrets } from "./dev-secrets.ts";
 import { parseSealingKeys, type SealingKeys } from "./sealing.ts";
 import { parseSigningKey, type SigningKey } from "./signing-key.ts";
@@ -153,6 +154,10 @@ const envSchema = z.object({
   INTEGRATION_TIMEOUT_SECONDS: intText(1, 600).default(30),
   INTEGRATION_MAX_RETRIES: intText(0, 10).default(4),
   LIVE_EVENT_RETENTION_HOURS: intText(1, 24 * 90).default(24),
+  AUDIT_CHECKPOINT_KEY: z.string().min(1).optional(),
+  AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
+  AUDIT_CHECKPOINT_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).optional(),
+  AUDIT_CHECKPOINT_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).max(2000).optional(),
 });
 
 /** Every variable Quire reads (`.env.example` must document each one). */
@@ -314,6 +319,11 @@ export interface Config {
     /** With it, /metrics on the public port answers callers sending `Authorization: Bearer <token>`; null: 404 there. */
     readonly token: string | null;
   };
+  /**
+   * Signed checkpoints of the audit chains (lib/audit-checkpoints.ts), made every minute by the worker and written to
+   * the log and these sinks. key: AUDIT_CHECKPOINT_KEY, generated in development; null (production without it): none.
+   */
+  readonly auditCheckpoints: AuditCheckpointSettings;
   readonly shutdownTimeoutMs: number;
 }
 
@@ -380,6 +390,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.DATABASE_AUTHENTICATED_ROLE === e.DATABASE_ANONYMOUS_ROLE) {
     problems.push("DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE");
   }
+  let checkpointKey: AuditCheckpointSettings["key"] = null;
+  if (e.AUDIT_CHECKPOINT_KEY) {
+    try {
+      checkpointKey = parseCheckpointKey(e.AUDIT_CHECKPOINT_KEY);
+    } catch (error) {
+      problems.push(`AUDIT_CHECKPOINT_KEY ${(error as Error).message}`);
+    }
+  }
+  if (e.AUDIT_CHECKPOINT_TOKEN && !e.AUDIT_CHECKPOINT_URL) problems.push("AUDIT_CHECKPOINT_TOKEN only applies with AUDIT_CHECKPOINT_URL");
   let signingKey: SigningKey | null = null;
   if (e.JWT_PRIVATE_KEY) {
     try {
@@ -511,6 +530,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     metrics: { port: e.METRICS_PORT ?? null, token: e.METRICS_TOKEN ?? null },
     rateLimits: { enabled: e.RATE_LIMITS, anonymousPerMinute: e.RATE_LIMIT_ANONYMOUS_PER_MINUTE },
+    auditCheckpoints: {
+      key: checkpointKey ?? (devSecrets ? parseCheckpointKey(devSecrets.auditCheckpointKey) : null),
+      dir: e.AUDIT_CHECKPOINT_DIR ?? null,
+      url: e.AUDIT_CHECKPOINT_URL?.replace(/\/+$/, "") ?? null,
+      token: e.AUDIT_CHECKPOINT_TOKEN ?? null,
+    },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
   };
 }

@@ -1,5 +1,5 @@
 // Development secrets: outside production Quire must start with no configuration at all, so the secrets it needs
-// (JWT signing key, passwords of the embedded PostgreSQL's logins, the key that seals integration tokens) are generated once and kept in
+// (JWT signing key, passwords of the embedded PostgreSQL's logins, the key that seals integration tokens, the key that signs audit checkpoints) are generated once and kept in
 // `<DATA_DIR>/secrets.json` (mode 0600). Keeping them makes a second `npm start` reuse the same database and keeps
 // issued tokens valid across restarts. Production never reads this file: its secrets must come from the environment.
 import { randomBytes } from "node:crypto";
@@ -13,9 +13,11 @@ export interface DevSecrets {
   readonly authenticatorPassword: string;
   /** 32 random bytes, base64url: the development sealing key (SEALING_KEYS `dev:<this>`). */
   readonly sealingKey: string;
+  /** 32 random bytes, base64url: the development AUDIT_CHECKPOINT_KEY (an Ed25519 seed). */
+  readonly auditCheckpointKey: string;
 }
 
-const keys = ["jwtSecret", "postgresPassword", "ownerPassword", "authenticatorPassword", "sealingKey"] as const;
+const keys = ["jwtSecret", "postgresPassword", "ownerPassword", "authenticatorPassword", "sealingKey", "auditCheckpointKey"] as const;
 
 const fresh = () => randomBytes(32).toString("base64url");
 

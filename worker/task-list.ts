@@ -3,6 +3,7 @@
 // task is a tracing span (lib/tracing.ts), so its SQL and LLM calls nest under it.
 import { SpanKind } from "@opentelemetry/api";
 import { parseCronItems, type ParsedCronItem, type Task, type TaskList } from "graphile-worker";
+import type { AuditCheckpointSettings } from "../lib/audit-checkpoints.ts";
 import type { Connectors } from "../lib/connectors.ts";
 import type { LlmProvider } from "../lib/llm/provider.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
@@ -10,6 +11,7 @@ import type { Mailer } from "../lib/mailer.ts";
 import { withLogContext } from "../lib/log-context.ts";
 import { withSpan } from "../lib/tracing.ts";
 import { isJobTicket } from "./job-context.ts";
+import { makeCheckpointAudit } from "./tasks/checkpoint_audit.ts";
 import { makeImportIntegration } from "./tasks/import_integration.ts";
 import { makePruneLiveEvents } from "./tasks/prune_live_events.ts";
 import { makePublishIntegration } from "./tasks/publish_integration.ts";
@@ -31,6 +33,8 @@ export interface TaskDependencies {
   readonly connectors: Connectors;
   /** SEALING_KEYS (null: integrations cannot be used). */
   readonly keys: SealingKeys | null;
+  /** config.auditCheckpoints: the key that signs audit checkpoints and where they go; unset: none are made. */
+  readonly auditCheckpoints?: AuditCheckpointSettings;
 }
 
 /**
@@ -66,6 +70,7 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
     sync_integration: makeSyncIntegration(deps),
     publish_integration: makePublishIntegration(deps),
     reseal_secrets: makeResealSecrets(deps.keys) as TaskList[string],
+    checkpoint_audit: makeCheckpointAudit(deps.auditCheckpoints) as TaskList[string],
   };
   return Object.fromEntries(Object.entries(tasks).map(([identifier, task]) => [identifier, traced(identifier, task as Task)]));
 }
@@ -73,4 +78,5 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
 /** Recurring jobs (UTC), safe with many workers: graphile-worker schedules each once. */
 export const schedules: ParsedCronItem[] = parseCronItems([
   { task: "prune_live_events", match: "17 * * * *", identifier: "prune_live_events" },
+  { task: "checkpoint_audit", match: "* * * * *", identifier: "checkpoint_audit", options: { jobKey: "checkpoint_audit", maxAttempts: 1 } },
 ]);
