@@ -152,6 +152,9 @@ const envSchema = z.object({
   INTEGRATION_TIMEOUT_SECONDS: intText(1, 600).default(30),
   INTEGRATION_MAX_RETRIES: intText(0, 10).default(4),
   LIVE_EVENT_RETENTION_HOURS: intText(1, 24 * 90).default(24),
+  LIVE_RECONNECT_BASE_MS: intText(10, 60_000).default(250),
+  LIVE_RECONNECT_MAX_MS: intText(10, 600_000).default(10_000),
+  LIVE_OUTAGE_GRACE_SECONDS: intText(1, 3600).default(30),
 });
 
 /** Every variable Quire reads (`.env.example` must document each one). */
@@ -312,6 +315,15 @@ export interface Config {
     readonly token: string | null;
   };
   readonly shutdownTimeoutMs: number;
+  /** The server's LISTEN connection, which carries live events and session ends. */
+  readonly live: {
+    /** LIVE_RECONNECT_BASE_MS (default 250): the first reconnection delay, doubled per failed attempt. */
+    readonly reconnectBaseMs: number;
+    /** LIVE_RECONNECT_MAX_MS (default 10000): the longest reconnection delay (delays are jittered down to half). */
+    readonly reconnectMaxMs: number;
+    /** LIVE_OUTAGE_GRACE_SECONDS (default 30): how long subscriptions wait for it before ending with UNAVAILABLE. */
+    readonly outageGraceMs: number;
+  };
 }
 
 const urlParts = (url: string) => {
@@ -507,6 +519,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metrics: { port: e.METRICS_PORT ?? null, token: e.METRICS_TOKEN ?? null },
     rateLimits: { enabled: e.RATE_LIMITS, anonymousPerMinute: e.RATE_LIMIT_ANONYMOUS_PER_MINUTE },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
+    live: {
+      reconnectBaseMs: e.LIVE_RECONNECT_BASE_MS,
+      reconnectMaxMs: Math.max(e.LIVE_RECONNECT_MAX_MS, e.LIVE_RECONNECT_BASE_MS),
+      outageGraceMs: e.LIVE_OUTAGE_GRACE_SECONDS * 1000,
+    },
   };
 }
 
