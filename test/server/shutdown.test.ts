@@ -24,7 +24,6 @@ beforeAll(async () => {
   );
   await query(db.name, `grant execute on function app_public.test_slow_write(float) to ${roles.anonymous}`, [], "root");
   app = await startTestServer(db.config);
-  late = await startTestServer(db.config);
 });
 afterAll(async () => {
   // Each test closes its server; one that failed first may not have.
@@ -48,6 +47,7 @@ test("an in-flight request completes, then the server stops accepting connection
 });
 
 test("a write still running at the shutdown timeout is rolled back, not committed behind its cut-off client", async () => {
+  late = await startTestServer(db.config);
   let settled: unknown = null;
   const inFlight = late
     .graphql("mutation { testSlowWrite(input: { seconds: 3 }) { __typename } }")
