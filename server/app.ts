@@ -113,13 +113,26 @@ const settlesWithin = (promise: Promise<unknown>, ms: number) =>
     });
   });
 
-/** The pool's clients currently checked out (by requests: the LISTEN connection is not the pool's). */
-function trackCheckedOut(pool: pg.Pool): Set<pg.PoolClient> {
+/**
+ * The pool's clients currently checked out (by requests: the LISTEN connection is not the pool's), and a switch that
+ * makes every client checked out afterwards unusable (ended before the request can send a query on it), so that no
+ * request starts database work once shutdown has given up on waiting.
+ */
+function trackCheckedOut(pool: pg.Pool) {
   const clients = new Set<pg.PoolClient>();
-  pool.on("acquire", (client) => clients.add(client));
+  let refusing = false;
+  pool.on("acquire", (client) => {
+    if (refusing) void client.end().catch(() => undefined);
+    else clients.add(client);
+  });
   pool.on("release", (_error, client) => clients.delete(client));
   pool.on("remove", (client) => clients.delete(client as pg.PoolClient));
-  return clients;
+  return {
+    clients,
+    refuseNew() {
+      refusing = true;
+    },
+  };
 }
 
 /**
@@ -248,12 +261,14 @@ export async function createQuireServer({ config, logger, pool, metrics = create
       // then write twice): its database work is cancelled first, so its transaction rolls back and it answers
       // with an error; only the requests still not done after a short grace lose their connection, and their
       // backends are terminated so that nothing of theirs commits after.
+      // Requests still waiting for a connection then never get a usable one.
       if (!(await settlesWithin(drained, timeoutMs))) {
-        logger.warn({ timeoutMs, requests: requestClients.size }, "in-flight requests did not finish in time: cancelling their database work");
-        await signalBackends(config.database.url, requestClients, "pg_cancel_backend", logger);
+        logger.warn({ timeoutMs, requests: requestClients.clients.size }, "in-flight requests did not finish in time: cancelling their database work");
+        requestClients.refuseNew();
+        await signalBackends(config.database.url, requestClients.clients, "pg_cancel_backend", logger);
         if (!(await settlesWithin(drained, cancelGraceMs))) {
           logger.warn({ cancelGraceMs }, "cancelled requests did not finish: terminating their database work and closing their connections");
-          await signalBackends(config.database.url, requestClients, "pg_terminate_backend", logger);
+          await signalBackends(config.database.url, requestClients.clients, "pg_terminate_backend", logger);
           httpServer.closeAllConnections();
         }
       }

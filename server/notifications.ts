@@ -38,9 +38,9 @@ export interface NotificationListenerOptions {
 }
 
 /** The delay before reconnection attempt `attempt` (0-based): base·2^attempt capped at `max`, jittered in [½, 1]. */
-export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
+function reconnectDelay(attempt: number, baseMs: number, maxMs: number): number {
   const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
 }
 
 export function createNotificationListener({
