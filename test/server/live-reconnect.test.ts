@@ -52,13 +52,14 @@ interface Event {
 }
 const documentChanged = "subscription ($since: BigInt) { documentChanged(since: $since) { seq documentId missedEarlier document { title } } }";
 
-test("the LISTEN connection comes back within about a second after every loss, however many there were", async () => {
+test("the LISTEN connection comes back quickly after every loss, however many there were", async () => {
   let pid = await listenerPid(fastDb, 5_000);
   expect(pid).not.toBeNull();
   for (let loss = 1; loss <= 5; loss++) {
     await kill(fastDb, pid!);
-    const next = await listenerPid(fastDb, 1_500);
-    // A backoff that never resets waits 0.5, 1, 2, 4 s… and misses this by the third loss.
+    // Typically back within 200 ms; the bound leaves room for a loaded machine. A backoff that never resets waits
+    // 0.5, 1, 2, 4, 8 s… and misses it by the fourth loss.
+    const next = await listenerPid(fastDb, 3_000);
     expect({ loss, back: next !== null && next !== pid }).toEqual({ loss, back: true });
     pid = next;
   }
