@@ -158,6 +158,9 @@ const envSchema = z.object({
   AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
   AUDIT_CHECKPOINT_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).optional(),
   AUDIT_CHECKPOINT_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).max(2000).optional(),
+  LIVE_RECONNECT_BASE_MS: intText(10, 60_000).default(250),
+  LIVE_RECONNECT_MAX_MS: intText(10, 600_000).default(10_000),
+  LIVE_OUTAGE_GRACE_SECONDS: intText(1, 3600).default(30),
 });
 
 /** Every variable Quire reads (`.env.example` must document each one). */
@@ -325,6 +328,15 @@ export interface Config {
    */
   readonly auditCheckpoints: AuditCheckpointSettings;
   readonly shutdownTimeoutMs: number;
+  /** The server's LISTEN connection, which carries live events and session ends. */
+  readonly live: {
+    /** LIVE_RECONNECT_BASE_MS (default 250): the first reconnection delay, doubled per failed attempt. */
+    readonly reconnectBaseMs: number;
+    /** LIVE_RECONNECT_MAX_MS (default 10000): the longest reconnection delay (delays are jittered down to half). */
+    readonly reconnectMaxMs: number;
+    /** LIVE_OUTAGE_GRACE_SECONDS (default 30): how long subscriptions wait for it before ending with UNAVAILABLE. */
+    readonly outageGraceMs: number;
+  };
 }
 
 const urlParts = (url: string) => {
@@ -537,6 +549,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       token: e.AUDIT_CHECKPOINT_TOKEN ?? null,
     },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_SECONDS * 1000,
+    live: {
+      reconnectBaseMs: e.LIVE_RECONNECT_BASE_MS,
+      reconnectMaxMs: Math.max(e.LIVE_RECONNECT_MAX_MS, e.LIVE_RECONNECT_BASE_MS),
+      outageGraceMs: e.LIVE_OUTAGE_GRACE_SECONDS * 1000,
+    },
   };
 }
 

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import express, { type ErrorRequestHandler, type RequestHandler } from "express";
-import type pg from "pg";
+import pg from "pg";
 import { pinoHttp } from "pino-http";
 import { postgraphile, type PostGraphileInstance } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/express/v4";
@@ -40,7 +40,9 @@ export interface QuireServer {
   listen(port?: number): Promise<AddressInfo>;
   /**
    * Stops accepting connections, reports not-ready, lets in-flight requests finish within `timeoutMs`, closes
-   * WebSockets, then releases PostGraphile. The pool is the caller's to end.
+   * WebSockets, then releases PostGraphile. Requests still running at the timeout have their database work
+   * cancelled (their transactions roll back and they answer with an error) before any connection is cut, so a write
+   * is either answered or not made. The pool is the caller's to end.
    */
   close(timeoutMs: number): Promise<void>;
 }
@@ -99,6 +101,61 @@ function strictUtf8Body(limit: number): RequestHandler[] {
   ];
 }
 
+/** How long requests whose database work was cancelled at the shutdown timeout get to answer before being cut off. */
+const cancelGraceMs = 2_000;
+
+/** Whether `promise` settles within `ms`. */
+const settlesWithin = (promise: Promise<unknown>, ms: number) =>
+  new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void promise.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+
+/**
+ * The pool's clients currently checked out (by requests: the LISTEN connection is not the pool's), and a switch that
+ * makes every client checked out afterwards unusable (ended before the request can send a query on it), so that no
+ * request starts database work once shutdown has given up on waiting.
+ */
+function trackCheckedOut(pool: pg.Pool) {
+  const clients = new Set<pg.PoolClient>();
+  let refusing = false;
+  pool.on("acquire", (client) => {
+    if (refusing) void client.end().catch(() => undefined);
+    else clients.add(client);
+  });
+  pool.on("release", (_error, client) => clients.delete(client));
+  pool.on("remove", (client) => clients.delete(client as pg.PoolClient));
+  return {
+    clients,
+    refuseNew() {
+      refusing = true;
+    },
+  };
+}
+
+/**
+ * Cancels (the running statement fails, its transaction rolls back) or terminates (the session ends, an open
+ * transaction rolls back) the backends of `clients`, over a connection of its own: the pool may be exhausted.
+ * The authenticator may signal its own backends.
+ */
+async function signalBackends(url: string, clients: Set<pg.PoolClient>, how: "pg_cancel_backend" | "pg_terminate_backend", logger: Logger) {
+  const pids = [...clients].map((c) => (c as pg.PoolClient & { processID?: number }).processID).filter((pid): pid is number => typeof pid === "number");
+  if (pids.length === 0) return;
+  const client = new pg.Client({ connectionString: url, application_name: "quire-shutdown", connectionTimeoutMillis: 2_000 });
+  client.on("error", (error) => logger.warn({ err: error }, "the shutdown connection failed"));
+  try {
+    await client.connect();
+    await client.query({ text: `select ${how}(pid) from unnest($1::int[]) as pid`, values: [pids] });
+  } catch (error) {
+    logger.warn({ err: error }, `could not ${how === "pg_cancel_backend" ? "cancel" : "terminate"} the database work of in-flight requests`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 export async function createQuireServer({ config, logger, pool, metrics = createMetrics() }: ServerOptions): Promise<QuireServer> {
   let stopping = false;
   const app = express();
@@ -139,9 +196,15 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   const limit = rateLimit({ config, pool, tokens, addressOf, logger });
   app.post(uploadPath, limit, uploadRoute({ config, pool, tokens, addressOf }));
   app.use("/graphql", authenticateHttp(tokens), limit, ...strictUtf8Body(config.http.maxRequestBytes));
-  const listener = createNotificationListener({ url: config.database.url, logger });
-  const liveSockets = createLiveSockets(listener);
-  const liveEvents = createLiveEvents(listener, logger);
+  const listener = createNotificationListener({
+    url: config.database.url,
+    logger,
+    retryBaseMs: config.live.reconnectBaseMs,
+    retryMaxMs: config.live.reconnectMaxMs,
+  });
+  const liveSockets = createLiveSockets({ listener, pool, logger });
+  const liveEvents = createLiveEvents(listener, logger, { outageGraceMs: config.live.outageGraceMs });
+  const requestClients = trackCheckedOut(pool);
   metrics.observeSubscriptions(() => liveEvents.size);
   // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
   await listener.start().catch(() => undefined);
@@ -203,14 +266,24 @@ export async function createQuireServer({ config, logger, pool, metrics = create
       // close() only closes connections idle at that moment; a keep-alive connection whose request finishes later
       // would hold shutdown open until its client hangs up, so keep closing the ones that become idle.
       const sweep = setInterval(() => httpServer.closeIdleConnections(), 50);
-      const timer = setTimeout(() => {
-        logger.warn({ timeoutMs }, "in-flight requests did not finish in time: closing their connections");
-        httpServer.closeAllConnections();
-      }, timeoutMs);
       for (const socket of upgraded) socket.end();
+      // Past the timeout, a request is never cut off while its write may still commit (a retrying client would
+      // then write twice): its database work is cancelled first, so its transaction rolls back and it answers
+      // with an error; only the requests still not done after a short grace lose their connection, and their
+      // backends are terminated so that nothing of theirs commits after.
+      // Requests still waiting for a connection then never get a usable one.
+      if (!(await settlesWithin(drained, timeoutMs))) {
+        logger.warn({ timeoutMs, requests: requestClients.clients.size }, "in-flight requests did not finish in time: cancelling their database work");
+        requestClients.refuseNew();
+        await signalBackends(config.database.url, requestClients.clients, "pg_cancel_backend", logger);
+        if (!(await settlesWithin(drained, cancelGraceMs))) {
+          logger.warn({ cancelGraceMs }, "cancelled requests did not finish: terminating their database work and closing their connections");
+          await signalBackends(config.database.url, requestClients.clients, "pg_terminate_backend", logger);
+          httpServer.closeAllConnections();
+        }
+      }
       await drained;
       clearInterval(sweep);
-      clearTimeout(timer);
       for (const socket of upgraded) socket.destroy();
       liveEvents.close();
       await liveSockets.close();

@@ -5,12 +5,38 @@
 // Each event carries ids only; the job, document or summary it names is read again for the subscriber under their
 // own RLS, so an event shows exactly what the subscriber could query. A subscription ends with its WebSocket when
 // the token expires or the session ends (server/live-sockets.ts).
-import { context, inhibitOnNull, lambda, listen, object, type Step } from "postgraphile/grafast";
+import { assertPgClassSingleStep, pgClassExpression, TYPES } from "postgraphile/@dataplan/pg";
+import { context, inhibitOnNull, lambda, listen, object, type ObjectStep, type Step } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
 import { QuireError } from "../lib/quire-error.ts";
-import type { LiveEvent, LiveEvents, ReadOutbox } from "./live-events.ts";
+import type { LiveEvent, LiveEvents, Outbox } from "./live-events.ts";
 
 type Ctx = Grafast.Context;
+
+/**
+ * The payloads of the mutations that emit live events (their own, or their job's later on), which carry `liveSeq`:
+ * subscribing with `since: liveSeq` delivers every one of them, however late the subscription starts.
+ */
+const payloadsWithLiveSeq = [
+  "SummarizeDocumentPayload",
+  "ImportDocumentsPayload",
+  "SyncIntegrationPayload",
+  "PublishSummaryPayload",
+  "CancelJobPayload",
+  "CreateDocumentPayload",
+  "UpdateDocumentPayload",
+  "DeleteDocumentPayload",
+] as const;
+
+/**
+ * `liveSeq`: app_public.live_seq() selected in the mutation's own SQL statement (the function call, or the
+ * insert/update/delete's RETURNING), so it is the organization's last seq from before the mutation's events.
+ */
+const liveSeqPlan = ($payload: ObjectStep<{ result: Step }>) => {
+  const $result = $payload.getStepForKey("result");
+  assertPgClassSingleStep($result);
+  return pgClassExpression($result, TYPES.bigint, false)`app_public.live_seq()`;
+};
 
 /** Events read from the outbox per query while catching up. */
 const replayPage = 500;
@@ -21,8 +47,8 @@ interface LiveArgs {
   readonly since?: string | null;
 }
 
-function outboxReader(ctx: Ctx, orgId: string): ReadOutbox {
-  return async (afterSeq, beforeSeq) =>
+function outboxOf(ctx: Ctx, orgId: string): Outbox {
+  const read: Outbox["read"] = async (afterSeq, beforeSeq) =>
     ctx.withPgClient(ctx.pgSettings ?? null, async (client) => {
       const { rows } = await client.query<{ seq: string; entity: LiveEvent["entity"]; op: LiveEvent["op"]; entity_id: string; document_id: string | null }>({
         text: `select e.seq, e.entity, e.op, e.entity_id, e.document_id
@@ -47,6 +73,12 @@ function outboxReader(ctx: Ctx, orgId: string): ReadOutbox {
         complete: rows.length < replayPage,
       };
     });
+  const lastSeq = async () =>
+    ctx.withPgClient(ctx.pgSettings ?? null, async (client) => {
+      const { rows } = await client.query<{ seq: string | null }>({ text: "select app_public.live_seq() as seq", values: [] });
+      return Number(rows[0]?.seq ?? 0);
+    });
+  return { read, lastSeq };
 }
 
 function sinceOf(since: string | null): number | null {
@@ -72,7 +104,7 @@ export function makeLivePlugin(live: LiveEvents) {
           const since = sinceOf(args.since ?? null);
           const id = args.id ?? null;
           return {
-            subscribe: () => live.subscribe(claims.orgId, { since, accept: (event) => accept(event, id), read: outboxReader(ctx, claims.orgId) }),
+            subscribe: () => live.subscribe(claims.orgId, { since, accept: (event) => accept(event, id), outbox: outboxOf(ctx, claims.orgId) }),
           };
         });
         return listen($subscriber, "live");
@@ -112,6 +144,18 @@ export function makeLivePlugin(live: LiveEvents) {
           summary: Summary
           integration: Integration
         }
+        ${payloadsWithLiveSeq
+          .map(
+            (name) => `
+              extend type ${name} {
+                """
+                Subscribe with \`since\` set to this to receive every live event of this mutation and of the job it
+                started, even those sent before the subscription began.
+                """
+                liveSeq: BigInt
+              }`,
+          )
+          .join("\n")}
         extend type Subscription {
           "Every change of the organization's jobs, or of one job."
           jobUpdated(jobId: UUID, since: BigInt): LiveEvent
@@ -138,6 +182,7 @@ export function makeLivePlugin(live: LiveEvents) {
             },
           },
         },
+        ...Object.fromEntries(payloadsWithLiveSeq.map((name) => [name, { plans: { liveSeq: liveSeqPlan } }])),
         LiveEvent: {
           plans: {
             seq: ($e: Step<LiveEvent>) => lambda($e, (e) => String(e.seq)),

@@ -1,9 +1,11 @@
 // Graceful shutdown: a request in flight when shutdown begins still gets its answer; new connections are refused.
-import { createTestDatabase, query, roles, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+// One still running at the timeout never commits after its client was cut off: its work is cancelled first.
+import { createTestDatabase, query, roles, testConfig, type TestDatabase } from "../support/database.ts";
+import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
 
 let db: TestDatabase;
 let app: TestServer;
+let late: TestServer;
 beforeAll(async () => {
   db = await createTestDatabase();
   await query(
@@ -11,9 +13,21 @@ beforeAll(async () => {
     "create function app_public.test_sleep(seconds float) returns int language sql stable as 'select 1 from pg_sleep(seconds)'",
   );
   await query(db.name, `grant execute on function app_public.test_sleep(float) to ${roles.anonymous}`);
+  // A slow write: it inserts a row, then sleeps before its transaction can commit.
+  await query(db.name, "create table public.test_writes (id serial primary key)", [], "root");
+  await query(
+    db.name,
+    `create function app_public.test_slow_write(seconds float) returns int language sql volatile security definer
+       set search_path = pg_catalog, public as 'insert into public.test_writes default values; select 1 from pg_sleep(seconds)'`,
+    [],
+    "root",
+  );
+  await query(db.name, `grant execute on function app_public.test_slow_write(float) to ${roles.anonymous}`, [], "root");
   app = await startTestServer(db.config);
 });
 afterAll(async () => {
+  // Each test closes its server; one that failed first may not have.
+  for (const server of [app, late]) if (server?.server.httpServer.listening) await server.close();
   await db?.drop();
 });
 
@@ -31,3 +45,27 @@ test("an in-flight request completes, then the server stops accepting connection
   expect(Date.now() - started).toBeLessThan(4_000);
   await expect(fetch(`${app.url}/health`)).rejects.toThrow();
 });
+
+test("a write still running at the shutdown timeout is rolled back, not committed behind its cut-off client", async () => {
+  // A loaded machine may be slow to hand out connections: this test is about what happens after.
+  late = await startTestServer(testConfig(db.name, { DATABASE_POOL_WAIT_MS: "30000" }));
+  let settled: unknown = null;
+  const inFlight = late
+    .graphql("mutation { testSlowWrite(input: { seconds: 3 }) { __typename } }")
+    .then((answer) => ({ answer }), (error: unknown) => ({ error }));
+  void inFlight.then((outcome) => (settled = outcome));
+  // The row is inserted; the transaction sleeps before its commit.
+  const deadline = Date.now() + 30_000;
+  while ((await query(db.name, "select 1 from pg_stat_activity where query like '%test_slow_write%' and state = 'active' and pid <> pg_backend_pid()", [], "root")).length === 0) {
+    if (Date.now() > deadline || settled) throw new Error(`the slow write never started: ${JSON.stringify(settled)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await late.close(200);
+  const outcome = await inFlight;
+  const rows = await query(db.name, "select id from public.test_writes", [], "root");
+  // Either the client heard the write succeed and it is there, or it is not there: never a write nobody heard of.
+  const answered = "answer" in outcome && outcome.answer.body.data?.testSlowWrite != null;
+  expect({ answered, rows: rows.length }).toEqual(answered ? { answered, rows: 1 } : { answered, rows: 0 });
+  // Here: cancelled, so rolled back, and the client was still told so.
+  expect("answer" in outcome && codeOf(outcome.answer.body)).toBe("TIMEOUT");
+}, 60_000);
