@@ -2,7 +2,7 @@
 // (app_private functions, called as the authenticator); this module does what the database should not: bcrypt
 // (off the event loop, never while holding a connection) and signing tokens.
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
@@ -65,9 +65,6 @@ export interface SessionsOptions {
   readonly hasher: PasswordHasher;
   readonly tokens: TokenService;
 }
-
-/** A one-time token for an emailed link: 256 random bits; only its SHA-256 is stored. */
-export const oneTimeToken = () => randomBytes(32).toString("base64url");
 
 /** Where a request came from, for the audit events its sign-in, refresh or logout writes. */
 export interface RequestOrigin {
@@ -157,25 +154,27 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async login(input, ip) {
       // A malformed email can match no account: it answers like a wrong password, after the same work.
       const email = input.email.trim().toLowerCase();
+      // The attempt is counted before the password is verified, atomically: however many arrive at once, only
+      // those within the throttle's budget get a verification (app_private.begin_login).
       const { rows } = await pool.query<{ user_id: string | null; password_hash: string | null; retry_after_seconds: number }>(
-        "select * from app_private.login_lookup($1, $2)",
+        "select * from app_private.begin_login($1, $2)",
         [email, ip],
       );
-      const lookup = rows[0]!;
-      if (lookup.retry_after_seconds > 0) {
+      const attempt = rows[0]!;
+      if (attempt.retry_after_seconds > 0) {
         throw new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", {
-          retryAfterSeconds: lookup.retry_after_seconds,
+          retryAfterSeconds: attempt.retry_after_seconds,
         });
       }
-      const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, lookup.password_hash));
-      if (!ok || !lookup.user_id) {
+      const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, attempt.password_hash));
+      if (!ok || !attempt.user_id) {
         await recorded("select app_private.record_login_failure($1, $2)", [email, ip]);
         logger.info({ ip }, "sign-in failed");
         throw invalidCredentials();
       }
       const session = newSession();
       const result = await recorded<GrantRow>("select * from app_private.complete_login($1, $2, $3, $4, $5, $6, $7)", [
-        lookup.user_id,
+        attempt.user_id,
         email,
         ip,
         input.organizationSlug ?? null,
@@ -183,7 +182,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         session.refreshHash,
         expiresAt(),
       ]);
-      logger.info({ userId: lookup.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
+      logger.info({ userId: attempt.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
       return signedIn(result.rows[0]!, session.refreshToken);
     },
 
@@ -228,10 +227,8 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async requestPasswordReset(email) {
       const normalized = email.trim().toLowerCase();
       if (!emailPattern.test(normalized) || normalized.length > 320) return;
-      const token = oneTimeToken();
-      const link = `${config.mail.appUrl}/reset-password?token=${token}`;
-      const body = `Someone (hopefully you) asked to reset the password of your Quire account.\n\nChoose a new password within an hour: ${link}\n\nIf this was not you, ignore this email: your password stays as it is.\n`;
-      await pool.query("select app_private.request_password_reset($1, $2, $3, $4)", [normalized, tokens.digest(token), "Reset your Quire password", body]);
+      // Only a reference is queued: send_email makes the link's token when it sends the email.
+      await pool.query("select app_private.request_password_reset($1)", [normalized]);
     },
 
     async resetPassword(token, newPassword) {
