@@ -81,6 +81,8 @@ const origins = new AsyncLocalStorage<RequestOrigin>();
 export const onBehalfOf = <T>(origin: RequestOrigin, work: () => Promise<T>): Promise<T> => origins.run(origin, work);
 
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
+const throttled = (retryAfterSeconds: number) =>
+  new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", { retryAfterSeconds });
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
 
 interface GrantRow {
@@ -161,11 +163,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         [email, ip],
       );
       const attempt = rows[0]!;
-      if (attempt.retry_after_seconds > 0) {
-        throw new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", {
-          retryAfterSeconds: attempt.retry_after_seconds,
-        });
-      }
+      if (attempt.retry_after_seconds > 0) throw throttled(attempt.retry_after_seconds);
       const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, attempt.password_hash));
       if (!ok || !attempt.user_id) {
         await recorded("select app_private.record_login_failure($1, $2)", [email, ip]);
@@ -216,9 +214,19 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
 
     async changePassword(sessionId, currentPassword, newPassword) {
       assertAcceptablePassword(newPassword);
-      const { rows } = await pool.query<{ hash: string | null }>("select app_private.session_password_hash($1) as hash", [sessionId]);
-      if (rows[0]!.hash === null) throw sessionEnded();
-      if (!(await hasher.verify(currentPassword, rows[0]!.hash))) throw invalidCredentials();
+      // Counted against the person's sign-in budgets before verifying, like a sign-in.
+      const ip = origins.getStore()?.ip ?? null;
+      const { rows } = await pool.query<{ email: string; password_hash: string | null; retry_after_seconds: number }>(
+        "select * from app_private.begin_password_check($1, $2)",
+        [sessionId, ip],
+      );
+      const check = rows[0];
+      if (!check) throw sessionEnded();
+      if (check.retry_after_seconds > 0) throw throttled(check.retry_after_seconds);
+      if (!(await hasher.verify(currentPassword, check.password_hash))) {
+        await recorded("select app_private.record_login_failure($1, $2)", [check.email, ip]);
+        throw invalidCredentials();
+      }
       const newHash = await hasher.hash(newPassword);
       const ended = await recorded<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
       return ended.rows[0]!.ended;
@@ -249,9 +257,19 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       let fullName: string | null = null;
       if (invitation.user_id) {
         // Joining with an existing account takes that account: signed in as it, or its password.
+        // Its password is checked like a sign-in's: counted against the account's budgets first.
         if (invitation.user_id !== signedInUserId) {
+          const ip = origins.getStore()?.ip ?? null;
+          const attempt = await pool.query<{ retry_after_seconds: number }>("select retry_after_seconds from app_private.begin_login($1, $2)", [
+            invitation.email,
+            ip,
+          ]);
+          if (attempt.rows[0]!.retry_after_seconds > 0) throw throttled(attempt.rows[0]!.retry_after_seconds);
           const ok = typeof input.password === "string" && (await hasher.verify(input.password, invitation.password_hash));
-          if (!ok) throw invalidCredentials();
+          if (!ok) {
+            await recorded("select app_private.record_login_failure($1, $2)", [invitation.email, ip]);
+            throw invalidCredentials();
+          }
         }
       } else {
         fullName = requiredText(input.fullName ?? "", "fullName", 200);

@@ -1,5 +1,5 @@
 --! Previous: sha1:34107480cf10f8a92ad716ad4e10f02c62ef3527
---! Hash: sha1:ca708c81512d331236c83e0667349c55b18dd28e
+--! Hash: sha1:a09e3a618b8d706fdfd304701425ab1d9adaf50d
 --! Message: secrets out of the mail queue, throttle before verifying, role checks under lock
 
 -- Mail without secrets in the queue. A queued email used to carry its whole text, one-time link included, in the
@@ -696,3 +696,28 @@ $$;
 drop function app_private.login_lookup(text, inet);
 drop function app_private.login_retry_after(text, inet);
 grant execute on function app_private.begin_login(text, inet) to :DATABASE_AUTHENTICATOR;
+
+-- Every other place a password is verified counts against the same budgets first: changing the password from a
+-- session (a stolen access token must not buy unlimited guesses at the password behind it) and joining an
+-- organization with an existing account through an invitation link (which calls begin_login itself).
+create function app_private.begin_password_check(session_id uuid, ip inet)
+  returns table (email text, password_hash text, retry_after_seconds int)
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_email text;
+begin
+  select u.email into v_email from app_private.sessions x join app_public.users u on u.id = x.user_id
+   where x.id = begin_password_check.session_id and x.revoked_at is null and x.expires_at > now();
+  if v_email is null then
+    return;
+  end if;
+  return query select v_email, b.password_hash, b.retry_after_seconds from app_private.begin_login(v_email, begin_password_check.ip) b;
+end;
+$$;
+comment on function app_private.begin_password_check(uuid, inet) is
+  'changePassword, step 1: counts the check against the sign-in budgets of the session''s person and answers their email, hash and the seconds to wait (0 to proceed); no row when the session is not live.';
+grant execute on function app_private.begin_password_check(uuid, inet) to :DATABASE_AUTHENTICATOR;
+drop function app_private.session_password_hash(uuid);

@@ -92,6 +92,12 @@ describe("password reset", () => {
     expect(await queuedEmails(t.members.admin.email)).toHaveLength(3);
   });
 
+  test("at most three live links per person, however many requests arrive at once", async () => {
+    const t = await createTenant(db, "Flood Parallel");
+    await Promise.all(Array.from({ length: 10 }, () => request(t.members.member.email)));
+    expect(await queuedEmails(t.members.member.email)).toHaveLength(3);
+  });
+
   test("an operator can produce a link from psql", async () => {
     const t = await createTenant(db, "Operator Link");
     const [{ link }] = (await query<{ link: string }>(db.name, "select app_admin.password_reset_link($1, 'https://app.example.com') as link", [t.members.owner.email])) as [{ link: string }];

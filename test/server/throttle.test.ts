@@ -77,3 +77,19 @@ test("one account gets at most 20 attempts in a window from all addresses togeth
   expect(answers.filter((s) => s === 0)).toHaveLength(20);
   expect(answers.slice(20).every((s) => s > 800)).toBe(true);
 });
+
+test("guessing the current password through changePassword draws on the same budget, in parallel too", async () => {
+  const t = await createTenant(db, "Change Guess");
+  const me = t.members.admin;
+  const change = (current: string) =>
+    a.graphql(
+      "mutation ($c: String!) { changePassword(input: { currentPassword: $c, newPassword: \"a brand new passphrase\" }) { otherSessionsEnded } }",
+      { c: current },
+      me.accessToken,
+    );
+  const codes = (await Promise.all(Array.from({ length: 8 }, (_, i) => change(`guess number ${i}`)))).map((r) => codeOf(r.body));
+  expect(codes.filter((c) => c === "INVALID_CREDENTIALS")).toHaveLength(5);
+  expect(codes.filter((c) => c === "RATE_LIMITED")).toHaveLength(3);
+  expect(await verifiedFailures(me.email)).toBe(5);
+  expect(codeOf((await change(fixturePassword)).body)).toBe("RATE_LIMITED");
+}, 60_000);
