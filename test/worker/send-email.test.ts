@@ -80,9 +80,11 @@ const sendEmailJobs = () =>
     "root",
   );
 const mailsTo = (address: string) => received.filter((m) => m.to.includes(address));
-/** The token of the link in a received message (quoted-printable decoded). */
+/** A received message, quoted-printable decoded. */
+const decoded = (data: string) => data.replace(/=\r?\n/g, "").replace(/=([0-9A-F]{2})/g, (_match, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+/** The token of the link in a received message. */
 const tokenIn = (data: string, path: string) => {
-  const text = data.replace(/=\r?\n/g, "").replace(/=([0-9A-F]{2})/g, (_match, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  const text = decoded(data);
   return new RegExp(`https://app\\.example\\.com/${path}\\?token=([A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])`).exec(text)?.[1];
 };
 
@@ -131,6 +133,7 @@ describe("with a server and a worker", () => {
     await waitFor(() => mailsTo(me).length === 1);
     const token = tokenIn(mailsTo(me)[0]!.data, "reset-password")!;
     expect(token).toHaveLength(43);
+    expect(decoded(mailsTo(me)[0]!.data)).toContain("Choose a new password within an hour:");
     await waitFor(async () => !(await queueText()).includes("outboxId"));
     await new Promise((resolve) => setTimeout(resolve, 200)); // graphile-worker logs the completed job after deleting it
     expect(captured.lines.join("\n")).not.toContain(token);
@@ -148,6 +151,7 @@ describe("with a server and a worker", () => {
     expect(sent).toEqual({ data: { inviteMember: { inviteLink: null } } }); // mailed, not handed to the admin
     await waitFor(() => mailsTo(invited).length === 1);
     const token = tokenIn(mailsTo(invited)[0]!.data, "accept-invitation")!;
+    expect(decoded(mailsTo(invited)[0]!.data)).toContain("Accept within 7 days:");
     await waitFor(async () => !(await queueText()).includes("outboxId"));
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(captured.lines.join("\n")).not.toContain(token);

@@ -38,10 +38,10 @@ function compose(kind: MailKind, to: string, link: string, validFor: string): Em
   return { to, subject: "You are invited to Quire", text: `You are invited to join an organization on Quire.\n\nAccept within ${validFor}: ${link}\n` };
 }
 
-/** "an hour", "7 days", "3 hours": how long a link stays valid, from seconds. */
+/** "an hour", "7 days", "3 hours": how long a link stays valid, from seconds (rounded: 7 days less a second is 7 days). */
 function validity(seconds: number): string {
-  if (seconds >= 2 * 86_400) return `${Math.floor(seconds / 86_400)} days`;
-  if (seconds >= 2 * 3_600) return `${Math.floor(seconds / 3_600)} hours`;
+  if (seconds >= 2 * 86_400 - 60) return `${Math.round(seconds / 86_400)} days`;
+  if (seconds >= 2 * 3_600 - 60) return `${Math.round(seconds / 3_600)} hours`;
   return "an hour";
 }
 
