@@ -52,13 +52,35 @@ export function runMigrateCli(args: readonly string[], env: NodeJS.ProcessEnv, o
   });
 }
 
-/** graphile-worker logs through pino too. */
+/**
+ * graphile-worker's log metadata without any job payload: it passes the whole job (payload included) with the lines
+ * of every started, completed and failed job, and a payload may hold a job's token or an email's reference. A job
+ * is logged as its id, task and attempt; any `payload`, at the top or one level down, is dropped.
+ */
+function withoutPayloads(meta: Record<string, unknown> | undefined): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(meta ?? {})) {
+    if (key === "payload") continue;
+    if (key === "job" && value !== null && typeof value === "object") {
+      const { id, task_identifier, attempts, max_attempts } = value as Record<string, unknown>;
+      kept.job = { id, task_identifier, attempts, max_attempts };
+    } else if (value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Error) && "payload" in value) {
+      const { payload: _dropped, ...rest } = value as Record<string, unknown>;
+      kept[key] = rest;
+    } else {
+      kept[key] = value;
+    }
+  }
+  return kept;
+}
+
+/** graphile-worker logs through pino too, never with a job's payload (withoutPayloads). */
 export function workerLogger(logger: Logger): WorkerLogger {
   return new WorkerLogger((scope) => (level, message, meta) => {
     const method = level === "error" ? "error" : level === "warning" ? "warn" : level === "info" ? "info" : "debug";
     // graphile-worker's own job id is not Quire's (app_public.jobs, the jobId of lib/log-context.ts): renamed.
     const { jobId: graphileJobId, ...rest } = scope;
-    logger[method]({ ...rest, ...(graphileJobId === undefined ? {} : { graphileJobId }), ...meta }, message);
+    logger[method]({ ...withoutPayloads(rest), ...(graphileJobId === undefined ? {} : { graphileJobId }), ...withoutPayloads(meta) }, message);
   });
 }
 

@@ -7,7 +7,8 @@ import { extendSchema, gql } from "postgraphile/utils";
 import { QuireError } from "../lib/quire-error.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { Config } from "../lib/config.ts";
-import { onBehalfOf, oneTimeToken, type RequestOrigin, type Sessions, type SignedIn } from "./sessions.ts";
+import { oneTimeToken } from "../lib/one-time-token.ts";
+import { onBehalfOf, type RequestOrigin, type Sessions, type SignedIn } from "./sessions.ts";
 import type { TokenService } from "../lib/tokens.ts";
 import { sideEffectWithPgClient } from "postgraphile/@dataplan/pg";
 
@@ -186,14 +187,14 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
               // Runs in the request's own transaction and settings: the database checks the inviter's role.
               sideEffectWithPgClient(build.pgExecutor, args.getRaw("input"), async (client, input) => {
                 const { email, role } = input as { email: string; role: string };
-                const token = oneTimeToken();
-                const link = `${config.mail.appUrl}/accept-invitation?token=${token}`;
-                const body = `You are invited to join an organization on Quire.\n\nAccept within 7 days: ${link}\n`;
+                // With mail, only a reference is queued and send_email makes the token when it sends; without, the
+                // token is made here and the link goes back to the inviting admin.
+                const token = config.mail.smtpUrl ? null : oneTimeToken();
                 const { rows } = await client.query<{ id: string }>({
-                  text: "select id from app_hidden.create_invitation($1, $2, $3, interval '7 days', $4, $5)",
-                  values: [email, role, tokens.digest(token), "You are invited to Quire", config.mail.smtpUrl ? body : null],
+                  text: "select id from app_hidden.create_invitation($1, $2, $3, interval '7 days')",
+                  values: [email, role, token === null ? null : tokens.digest(token)],
                 });
-                return { invitationId: rows[0]!.id, inviteLink: config.mail.smtpUrl ? null : link };
+                return { invitationId: rows[0]!.id, inviteLink: token === null ? null : `${config.mail.appUrl}/accept-invitation?token=${token}` };
               }),
             acceptInvitation: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.acceptInvitation(input as never, ctx.quireAuth?.userId ?? null)),

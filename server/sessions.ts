@@ -2,7 +2,7 @@
 // (app_private functions, called as the authenticator); this module does what the database should not: bcrypt
 // (off the event loop, never while holding a connection) and signing tokens.
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
@@ -66,9 +66,6 @@ export interface SessionsOptions {
   readonly tokens: TokenService;
 }
 
-/** A one-time token for an emailed link: 256 random bits; only its SHA-256 is stored. */
-export const oneTimeToken = () => randomBytes(32).toString("base64url");
-
 /** Where a request came from, for the audit events its sign-in, refresh or logout writes. */
 export interface RequestOrigin {
   readonly ip: string | null;
@@ -84,6 +81,8 @@ const origins = new AsyncLocalStorage<RequestOrigin>();
 export const onBehalfOf = <T>(origin: RequestOrigin, work: () => Promise<T>): Promise<T> => origins.run(origin, work);
 
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
+const throttled = (retryAfterSeconds: number) =>
+  new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", { retryAfterSeconds });
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
 
 interface GrantRow {
@@ -157,25 +156,23 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async login(input, ip) {
       // A malformed email can match no account: it answers like a wrong password, after the same work.
       const email = input.email.trim().toLowerCase();
+      // The attempt is counted before the password is verified, atomically: however many arrive at once, only
+      // those within the throttle's budget get a verification (app_private.begin_login).
       const { rows } = await pool.query<{ user_id: string | null; password_hash: string | null; retry_after_seconds: number }>(
-        "select * from app_private.login_lookup($1, $2)",
+        "select * from app_private.begin_login($1, $2)",
         [email, ip],
       );
-      const lookup = rows[0]!;
-      if (lookup.retry_after_seconds > 0) {
-        throw new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", {
-          retryAfterSeconds: lookup.retry_after_seconds,
-        });
-      }
-      const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, lookup.password_hash));
-      if (!ok || !lookup.user_id) {
+      const attempt = rows[0]!;
+      if (attempt.retry_after_seconds > 0) throw throttled(attempt.retry_after_seconds);
+      const ok = Buffer.byteLength(input.password) <= 72 && (await hasher.verify(input.password, attempt.password_hash));
+      if (!ok || !attempt.user_id) {
         await recorded("select app_private.record_login_failure($1, $2)", [email, ip]);
         logger.info({ ip }, "sign-in failed");
         throw invalidCredentials();
       }
       const session = newSession();
       const result = await recorded<GrantRow>("select * from app_private.complete_login($1, $2, $3, $4, $5, $6, $7)", [
-        lookup.user_id,
+        attempt.user_id,
         email,
         ip,
         input.organizationSlug ?? null,
@@ -183,7 +180,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         session.refreshHash,
         expiresAt(),
       ]);
-      logger.info({ userId: lookup.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
+      logger.info({ userId: attempt.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
       return signedIn(result.rows[0]!, session.refreshToken);
     },
 
@@ -217,9 +214,19 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
 
     async changePassword(sessionId, currentPassword, newPassword) {
       assertAcceptablePassword(newPassword);
-      const { rows } = await pool.query<{ hash: string | null }>("select app_private.session_password_hash($1) as hash", [sessionId]);
-      if (rows[0]!.hash === null) throw sessionEnded();
-      if (!(await hasher.verify(currentPassword, rows[0]!.hash))) throw invalidCredentials();
+      // Counted against the person's sign-in budgets before verifying, like a sign-in.
+      const ip = origins.getStore()?.ip ?? null;
+      const { rows } = await pool.query<{ email: string; password_hash: string | null; retry_after_seconds: number }>(
+        "select * from app_private.begin_password_check($1, $2)",
+        [sessionId, ip],
+      );
+      const check = rows[0];
+      if (!check) throw sessionEnded();
+      if (check.retry_after_seconds > 0) throw throttled(check.retry_after_seconds);
+      if (!(await hasher.verify(currentPassword, check.password_hash))) {
+        await recorded("select app_private.record_login_failure($1, $2)", [check.email, ip]);
+        throw invalidCredentials();
+      }
       const newHash = await hasher.hash(newPassword);
       const ended = await recorded<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
       return ended.rows[0]!.ended;
@@ -228,10 +235,8 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async requestPasswordReset(email) {
       const normalized = email.trim().toLowerCase();
       if (!emailPattern.test(normalized) || normalized.length > 320) return;
-      const token = oneTimeToken();
-      const link = `${config.mail.appUrl}/reset-password?token=${token}`;
-      const body = `Someone (hopefully you) asked to reset the password of your Quire account.\n\nChoose a new password within an hour: ${link}\n\nIf this was not you, ignore this email: your password stays as it is.\n`;
-      await pool.query("select app_private.request_password_reset($1, $2, $3, $4)", [normalized, tokens.digest(token), "Reset your Quire password", body]);
+      // Only a reference is queued: send_email makes the link's token when it sends the email.
+      await pool.query("select app_private.request_password_reset($1)", [normalized]);
     },
 
     async resetPassword(token, newPassword) {
@@ -252,9 +257,19 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       let fullName: string | null = null;
       if (invitation.user_id) {
         // Joining with an existing account takes that account: signed in as it, or its password.
+        // Its password is checked like a sign-in's: counted against the account's budgets first.
         if (invitation.user_id !== signedInUserId) {
+          const ip = origins.getStore()?.ip ?? null;
+          const attempt = await pool.query<{ retry_after_seconds: number }>("select retry_after_seconds from app_private.begin_login($1, $2)", [
+            invitation.email,
+            ip,
+          ]);
+          if (attempt.rows[0]!.retry_after_seconds > 0) throw throttled(attempt.rows[0]!.retry_after_seconds);
           const ok = typeof input.password === "string" && (await hasher.verify(input.password, invitation.password_hash));
-          if (!ok) throw invalidCredentials();
+          if (!ok) {
+            await recorded("select app_private.record_login_failure($1, $2)", [invitation.email, ip]);
+            throw invalidCredentials();
+          }
         }
       } else {
         fullName = requiredText(input.fullName ?? "", "fullName", 200);
