@@ -1,5 +1,5 @@
---! Previous: sha1:34107480cf10f8a92ad716ad4e10f02c62ef3527
---! Hash: sha1:a09e3a618b8d706fdfd304701425ab1d9adaf50d
+--! Previous: sha1:c8aafcf6b94bed5de4bfe2118c893ca1d8bfcd79
+--! Hash: sha1:6ae072a1dc521b6983bc19a94192d604094f0bd2
 --! Message: secrets out of the mail queue, throttle before verifying, role checks under lock
 
 -- Mail without secrets in the queue. A queued email used to carry its whole text, one-time link included, in the
@@ -41,11 +41,12 @@ declare
 begin
   insert into app_private.mail_outbox (kind, user_id, invitation_id)
     values (queue_mail.kind, queue_mail.user_id, queue_mail.invitation_id) returning id into v_id;
-  perform graphile_worker.add_job('send_email', json_build_object('outboxId', v_id), max_attempts => 5);
+  -- Ahead of every organization's jobs (priority -1, see app_private.enqueue_job): someone is waiting for the mail.
+  perform graphile_worker.add_job('send_email', json_build_object('outboxId', v_id), max_attempts => 5, priority => -1);
   return v_id;
 end;
 $$;
-comment on function app_private.queue_mail(text, uuid, uuid) is 'Queues an email for the send_email task (5 attempts); the job carries only the outbox row''s id.';
+comment on function app_private.queue_mail(text, uuid, uuid) is 'Queues an email for the send_email task (5 attempts, ahead of organizations'' jobs); the job carries only the outbox row''s id.';
 
 -- What send_email calls for each attempt: the token's SHA-256 (the task made the token) is stored for the email's
 -- user or invitation, replacing the one the previous attempt stored, and the kind and recipient come back. No row
