@@ -69,7 +69,8 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     noHandleSignals: true,
     // Running jobs get the whole shutdown timeout to finish before their abort signal fires (default 5 s).
     gracefulShutdownAbortTimeout: config.shutdownTimeoutMs,
-    logger: workerLogger(logger.child({ workerId })),
+    // graphile-worker puts whole jobs (payloads: job tokens, emails with their links) in its log lines' metadata.
+    logger: workerLogger(logger.child({ workerId }, { serializers: jobSerializers })),
   });
   const metricsServer =
     !shared && config.metrics.port !== null
@@ -125,3 +126,14 @@ function trackHeldJobs(events: WorkerEvents, heartbeatSeconds: number): HeldJobs
     },
   };
 }
+
+/** A job as a log line may show it: never its payload. */
+const jobForLog = (job: Partial<Job> | null | undefined) =>
+  job ? { id: job.id, task: job.task_identifier, attempts: job.attempts, maxAttempts: job.max_attempts } : job;
+
+/** pino serializers for the metadata graphile-worker logs (job, jobs, failure specs). */
+const jobSerializers = {
+  job: jobForLog,
+  jobs: (jobs: unknown) => (Array.isArray(jobs) ? jobs.map((job: Partial<Job>) => jobForLog(job)) : jobs),
+  specs: (specs: unknown) => (Array.isArray(specs) ? specs.map((spec: { job?: Partial<Job> }) => jobForLog(spec.job)) : specs),
+};

@@ -5,6 +5,7 @@
 // summaries of a document edited meanwhile marked stale.
 import { Module } from "node:module";
 import pg from "pg";
+import { pino } from "pino";
 import { createPool } from "../../db/pool.ts";
 import { startQuireWorker, type QuireWorker } from "../../worker/runner.ts";
 import { openAiAnswer, startFakeLlmServer, type FakeLlmServer, type Reply } from "../support/fake-llm-server.ts";
@@ -72,13 +73,14 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** A worker on its own pool (through `port` instead of the database's own when given). */
-async function startWorker(env: NodeJS.ProcessEnv, port?: number): Promise<Running> {
+/** A worker on its own pool (through `port` instead of the database's own when given), logging to `lines` if given. */
+async function startWorker(env: NodeJS.ProcessEnv, port?: number, lines?: string[]): Promise<Running> {
   const config = testConfig(db.name, env);
   const url = new URL(config.database.url);
   if (port !== undefined) url.port = String(port);
   const pool = createPool({ url: url.toString(), max: 4, applicationName: "quire-test-worker" }, silentLogger);
-  const worker = await startQuireWorker({ config, logger: silentLogger, pool });
+  const logger = lines ? pino({ level: "debug" }, { write: (line: string) => void lines.push(line) }) : silentLogger;
+  const worker = await startQuireWorker({ config, logger, pool });
   let stopped = false;
   return {
     worker,
@@ -187,10 +189,14 @@ test("a database outage as a job's completion is recorded: the worker rides it o
 test("a rolling deploy: a stopping worker whose job another took over cannot put it back; it ends with one summary", async () => {
   // The first worker's call never answers (until its shutdown aborts it); the second's answers after 7 s.
   const fake = await startFakeLlmServer((_request, index) => (index === 0 ? "hang" : { ...answer, delayMs: 7_000 }));
-  const first = await startWorker(llmEnv(fake, { WORKER_HEARTBEAT_SECONDS: "3600", SHUTDOWN_TIMEOUT_SECONDS: "1" }));
+  const lines: string[] = [];
+  const first = await startWorker(llmEnv(fake, { WORKER_HEARTBEAT_SECONDS: "3600", SHUTDOWN_TIMEOUT_SECONDS: "1" }), undefined, lines);
   let second: Running | null = null;
   try {
     const jobId = await queue(await newDocument());
+    const [{ token }] = (await query<{ token: string }>(db.name, "select payload->>'token' as token from graphile_worker._private_jobs where key = $1", [jobId], "root")) as [
+      { token: string },
+    ];
     await waitFor("the first call", async () => (fake.requests.length >= 1 ? true : undefined));
     // The first worker looks dead to the others (its heartbeat is gone), so the second takes its job over.
     await query(db.name, "delete from app_private.worker_heartbeats where worker_id = $1", [first.worker.workerId], "root");
@@ -201,6 +207,9 @@ test("a rolling deploy: a stopping worker whose job another took over cannot put
     const state = await settled(jobId);
     expect(state).toEqual({ status: "succeeded", error_code: null, summaries: 1, usage: 1, stale: false });
     expect(await queueEntry(jobId)).toBeNull();
+    // The stale run's failure was logged (graphile-worker logs the job with it), without the job's token.
+    expect(lines.some((line) => line.includes("taken over by another run"))).toBe(true);
+    expect(lines.filter((line) => line.includes(token))).toEqual([]);
   } finally {
     await first.stop();
     await second?.stop();
