@@ -17,7 +17,7 @@ import type { Logger } from "../lib/logger.ts";
 export interface Heartbeat {
   readonly workerId: string;
   /**
-   * Stops beating, unlocks every queue entry this process still holds (call it once the runner has stopped: any
+   * Stops beating (once; later calls wait for the first), unlocks every queue entry this process still holds (call it once the runner has stopped: any
    * left is a job whose outcome could not be recorded, due again at once) and removes this worker's row, so
    * readiness stops counting it.
    */
@@ -81,20 +81,22 @@ export async function startHeartbeat(pool: pg.Pool, workerId: string, options: H
   };
   const timer = setInterval(tick, options.heartbeatSeconds * 1000);
   timer.unref();
+  let stopped: Promise<void> | null = null;
+  const stop = async () => {
+    clearInterval(timer);
+    await beating;
+    const lockId = held.lockId();
+    if (lockId) {
+      await pool.query("select app_private.unlock_worker_jobs($1, '{}', 0)", [lockId]).catch((error: unknown) => {
+        logger.warn({ err: error, workerId }, "could not unlock this worker's jobs; live workers release them once its heartbeat is old");
+      });
+    }
+    await pool.query("select app_private.forget_worker($1)", [workerId]).catch((error: unknown) => {
+      logger.warn({ err: error, workerId }, "could not remove worker heartbeat");
+    });
+  };
   return {
     workerId,
-    async stop() {
-      clearInterval(timer);
-      await beating;
-      const lockId = held.lockId();
-      if (lockId) {
-        await pool.query("select app_private.unlock_worker_jobs($1, '{}', 0)", [lockId]).catch((error: unknown) => {
-          logger.warn({ err: error, workerId }, "could not unlock this worker's jobs; live workers release them once its heartbeat is old");
-        });
-      }
-      await pool.query("select app_private.forget_worker($1)", [workerId]).catch((error: unknown) => {
-        logger.warn({ err: error, workerId }, "could not remove worker heartbeat");
-      });
-    },
+    stop: () => (stopped ??= stop()),
   };
 }

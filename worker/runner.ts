@@ -84,10 +84,20 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     await metricsServer?.close();
     throw error;
   });
+  let stopping = false;
+  // The runner can end by itself (graphile-worker gives up after a fatal error): this process then takes no more
+  // jobs, so it stops reporting in too — readiness fails, and its jobs are released to live workers.
+  const ended = (error: unknown) => {
+    if (stopping) return;
+    logger.error({ err: error, workerId }, "the job runner stopped by itself; this worker no longer reports in");
+    void heartbeat.stop();
+  };
+  runner.promise.then(() => ended(null), ended);
   logger.info({ workerId, concurrency: config.worker.concurrency }, "worker started");
   return {
     workerId,
     async stop() {
+      stopping = true;
       await runner.stop().catch((error: unknown) => logger.warn({ err: error, workerId }, "the job runner had stopped already"));
       await heartbeat.stop();
       await metricsServer?.close();
