@@ -1,5 +1,5 @@
 --! Previous: sha1:34107480cf10f8a92ad716ad4e10f02c62ef3527
---! Hash: sha1:585a60c87e502462bd1b4885837e0b11e9e7838f
+--! Hash: sha1:c4685f51949adb8073f180ad074806c25c10aa03
 --! Message: durable jobs
 
 -- Jobs survive restarts, rolling deploys and outages (issue 11).
@@ -196,10 +196,11 @@ begin
     from graphile_worker._private_jobs gj
     join app_public.jobs j on j.id::text = gj.key
    where gj.locked_by = any (v_lock_ids) and gj.attempts >= gj.max_attempts;
-  perform graphile_worker.force_unlock_workers(v_lock_ids);
   -- No run owns a released job until the next one claims it: the presumed-dead one, should it still be going, is
-  -- fenced off (it would otherwise complete, i.e. delete, the queue entry another worker is about to take).
+  -- fenced off (it would otherwise complete, i.e. delete, the queue entry another worker is about to take). Tokens
+  -- first: this waits for such a run's open transaction, which may itself re-queue the entry.
   update app_private.job_tokens t set runner_id = null, lock_id = null, run_id = gen_random_uuid() where t.lock_id = any (v_lock_ids);
+  perform graphile_worker.force_unlock_workers(v_lock_ids);
   foreach v_job_id in array coalesce(v_job_ids, '{}') loop
     perform graphile_worker.remove_job(v_job_id::text);
     update app_public.jobs j
