@@ -52,24 +52,29 @@ export function runMigrateCli(args: readonly string[], env: NodeJS.ProcessEnv, o
   });
 }
 
+/** A job as a log line may show it: its ids and attempts, never its payload (a job's token, an email's reference). */
+const jobForLog = (job: unknown) => {
+  if (job === null || typeof job !== "object") return job;
+  const { id, task_identifier, attempts, max_attempts } = job as Record<string, unknown>;
+  return { id, task: task_identifier, attempts, maxAttempts: max_attempts };
+};
+
 /**
- * graphile-worker's log metadata without any job payload: it passes the whole job (payload included) with the lines
- * of every started, completed and failed job, and a payload may hold a job's token or an email's reference. A job
- * is logged as its id, task and attempt; any `payload`, at the top or one level down, is dropped.
+ * graphile-worker's log metadata without any job payload: it passes whole jobs (payload included) with the lines
+ * of started, completed and failed jobs (`job`, `jobs`, and the failure `specs` of batched completion). Each job is
+ * reduced to jobForLog, and any other `payload`, at the top or one level down, is dropped.
  */
 function withoutPayloads(meta: Record<string, unknown> | undefined): Record<string, unknown> {
   const kept: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(meta ?? {})) {
     if (key === "payload") continue;
-    if (key === "job" && value !== null && typeof value === "object") {
-      const { id, task_identifier, attempts, max_attempts } = value as Record<string, unknown>;
-      kept.job = { id, task_identifier, attempts, max_attempts };
-    } else if (value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Error) && "payload" in value) {
+    if (key === "job") kept.job = jobForLog(value);
+    else if (key === "jobs" && Array.isArray(value)) kept.jobs = value.map(jobForLog);
+    else if (key === "specs" && Array.isArray(value)) kept.specs = value.map((spec: { job?: unknown } | null) => jobForLog(spec?.job));
+    else if (value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Error) && "payload" in value) {
       const { payload: _dropped, ...rest } = value as Record<string, unknown>;
       kept[key] = rest;
-    } else {
-      kept[key] = value;
-    }
+    } else kept[key] = value;
   }
   return kept;
 }

@@ -132,6 +132,9 @@ const envSchema = z.object({
   LLM_CONTEXT_TOKENS: intText(512, 10_000_000).optional(),
   LLM_MAX_OUTPUT_TOKENS: intText(16, 100_000).default(1024),
   LLM_MAX_RETRIES: intText(0, 10).default(3),
+  LLM_RETRY_WINDOW_SECONDS: intText(0, 86400).default(900),
+  LLM_RETRY_MAX_DELAY_SECONDS: intText(1, 3600).default(60),
+  LLM_RETRY_AFTER_MAX_SECONDS: intText(1, 86400).default(600),
   JOB_MAX_ATTEMPTS: intText(1, 25).default(3),
   SEALING_KEYS: z.string().min(1).optional(),
   PUBLIC_URL: z
@@ -282,8 +285,20 @@ export interface Config {
     /** The model's context window in tokens; null: the provider's default. Longer documents are summarized in stages. */
     readonly contextTokens: number | null;
     readonly maxOutputTokens: number;
-    /** Retries of one LLM call on timeouts, 429 and 5xx, with backoff (Retry-After honoured). */
+    /** Retries of one LLM call on timeouts, 429 and 5xx, with backoff (Retry-After honoured up to 30 s). */
     readonly maxRetries: number;
+    /**
+     * When those run out (or a Retry-After is longer), the job is put back in the queue due later, without using up
+     * an attempt, until `windowMs` after its first transient failure (lib/llm/retry.ts).
+     */
+    readonly retry: {
+      /** LLM_RETRY_WINDOW_SECONDS (default 900). */
+      readonly windowMs: number;
+      /** LLM_RETRY_MAX_DELAY_SECONDS (default 60): cap on the backoff between runs. */
+      readonly maxDelayMs: number;
+      /** LLM_RETRY_AFTER_MAX_SECONDS (default 600): cap on a Retry-After honoured. */
+      readonly retryAfterMaxMs: number;
+    };
   };
   readonly jobs: {
     /** Runs of a job before it fails for good (a worker crash or an exhausted LLM retry each use one). */
@@ -518,6 +533,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       contextTokens: e.LLM_CONTEXT_TOKENS ?? null,
       maxOutputTokens: e.LLM_MAX_OUTPUT_TOKENS,
       maxRetries: e.LLM_MAX_RETRIES,
+      retry: {
+        windowMs: e.LLM_RETRY_WINDOW_SECONDS * 1000,
+        maxDelayMs: e.LLM_RETRY_MAX_DELAY_SECONDS * 1000,
+        retryAfterMaxMs: e.LLM_RETRY_AFTER_MAX_SECONDS * 1000,
+      },
     },
     jobs: { maxAttempts: e.JOB_MAX_ATTEMPTS, liveEventRetentionHours: e.LIVE_EVENT_RETENTION_HOURS },
     integrations: {

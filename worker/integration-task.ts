@@ -3,15 +3,18 @@
 // provider failures into the job's outcome. Passing failures (429, 5xx, timeouts, worker shutdown) that outlive
 // the client's own retries put the job back in the queue for graphile-worker's backoff while attempts remain; a
 // refused refresh token (invalid_grant) fails the job with INTEGRATION_NEEDS_REAUTH — the integration is marked so
-// and its other jobs stopped by the database; anything else that will not change fails it with its code.
+// and its other jobs stopped by the database; anything else that will not change fails it with its code. A run cut
+// short by the worker's shutdown puts the job back in the queue due at once, without using up an attempt; a run
+// another worker has taken over (RunSuperseded, worker/job-context.ts) stops without changing anything.
+import { randomUUID } from "node:crypto";
 import type { JobHelpers, Task } from "graphile-worker";
 import type { PoolClient } from "pg";
 import type { Connector, Connectors, IntegrationProvider } from "../lib/connectors.ts";
 import { openIntegration, type IntegrationSession } from "../lib/integration-credentials.ts";
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
-import { inJobContext, isJobTicket, type JobTicket } from "./job-context.ts";
-import { failQuietly, isLastAttempt, settleJob, startJob, type StartedJob } from "./job-lifecycle.ts";
+import { inJobContext, isJobTicket, RunSuperseded, type JobTicket } from "./job-context.ts";
+import { claimRun, failQuietly, isLastAttempt, isShuttingDown, retryLater, settleJob, startJob, type StartedJob } from "./job-lifecycle.ts";
 
 export interface IntegrationTaskDependencies {
   readonly connectors: Connectors;
@@ -49,12 +52,20 @@ export function makeIntegrationTask(name: string, deps: IntegrationTaskDependenc
       helpers.logger.error(`${name}: malformed payload, dropped`);
       return;
     }
-    const ticket: JobTicket = payload;
+    try {
+      await run(payload, helpers);
+    } catch (error) {
+      // Thrown, not returned: graphile-worker then leaves the queue entry, now the other run's, alone.
+      if (error instanceof RunSuperseded) helpers.logger.warn(`${name}: job ${payload.jobId} was taken over by another run; this one stopped`);
+      throw error;
+    }
+  };
+
+  async function run(ticket: JobTicket, helpers: JobHelpers): Promise<void> {
+    const runId = randomUUID();
+    const options = { role: deps.role, runId };
     const inJob = <T>(fn: (client: PoolClient) => Promise<T>, before?: (client: PoolClient) => Promise<void>) =>
-      inJobContext(helpers, ticket, { role: deps.role, ...(before ? { before } : {}) }, fn);
-    const noteRunner = async (client: PoolClient) => {
-      await client.query("select app_private.note_job_runner($1, $2, $3)", [ticket.jobId, deps.runnerId, helpers.job.locked_by ?? null]);
-    };
+      inJobContext(helpers, ticket, before ? { ...options, before } : options, fn);
     const settle = (status: "failed" | "queued", code: string, message: string) => inJob((client) => settleJob(client, status, code, message));
 
     let started: { job: StartedJob; provider: IntegrationProvider | null } | null;
@@ -64,9 +75,9 @@ export function makeIntegrationTask(name: string, deps: IntegrationTaskDependenc
         if (!job) return null;
         const { rows } = await client.query<{ provider: IntegrationProvider }>("select provider from app_public.integrations where id = $1", [job.integration_id]);
         return { job, provider: rows[0]?.provider ?? null };
-      }, noteRunner);
+      }, claimRun(helpers, ticket, runId, deps.runnerId));
     } catch (error) {
-      if (isLastAttempt(helpers)) await failQuietly(helpers, ticket, deps.role, "INTERNAL", "The job could not be started.");
+      if (!(error instanceof RunSuperseded) && isLastAttempt(helpers)) await failQuietly(helpers, ticket, options, "INTERNAL", "The job could not be started.");
       throw error;
     }
     if (!started) return;
@@ -79,22 +90,28 @@ export function makeIntegrationTask(name: string, deps: IntegrationTaskDependenc
       const session = await openIntegration(job.integration_id, { keys: deps.keys, connector, inTransaction: (fn) => inJob(fn) });
       await body({ helpers, job: { ...job, integration_id: job.integration_id }, provider, connector, session, inJob: (fn) => inJob(fn) });
     } catch (error) {
+      if (error instanceof RunSuperseded) throw error;
       if (error instanceof JobFailure) return settle("failed", error.code, error.message);
       if ((error as { code?: unknown }).code === "NTFND") {
         return settle("failed", "INTEGRATION_DISCONNECTED", "The integration is no longer connected.");
       }
       if (!(error instanceof IntegrationError)) {
-        if (isLastAttempt(helpers)) await failQuietly(helpers, ticket, deps.role, "INTERNAL", "The job failed.");
+        if (isLastAttempt(helpers)) await failQuietly(helpers, ticket, options, "INTERNAL", "The job failed.");
         throw error;
       }
       if (error.code === "INVALID_GRANT") {
         return settle("failed", "INTEGRATION_NEEDS_REAUTH", "The provider refused the connection; an admin must connect it again.");
       }
-      const retry = (error.retryable || error.code === "CANCELLED") && !isLastAttempt(helpers);
+      if (error.code === "CANCELLED" || isShuttingDown(helpers)) {
+        // The worker is stopping: another one takes the job at once, this attempt not counted.
+        await inJob((client) => retryLater(client, 0, `INTEGRATION_${error.code}`, error.message));
+        return;
+      }
+      const retry = error.retryable && !isLastAttempt(helpers);
       await settle(retry ? "queued" : "failed", `INTEGRATION_${error.code}`, error.message);
       if (retry) throw error;
     }
-  };
+  }
 }
 
 /** Errors of one page that fail that page (counted) rather than the whole run. */

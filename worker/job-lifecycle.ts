@@ -1,10 +1,20 @@
 // The states a task moves its `jobs` row through, in the job's RLS context (worker/job-context.ts). A row changes
 // only while its job token still opens it, i.e. while it is queued or running: a cancelled or finished job stays
-// as it is, whatever a late or duplicate delivery does.
+// as it is, whatever a late or duplicate delivery does — and only the run that claimed it last changes it
+// (worker/job-context.ts).
 import type { JobHelpers } from "graphile-worker";
 import type { PoolClient } from "pg";
 import { addToLogContext } from "../lib/log-context.ts";
-import { inJobContext, type JobTicket } from "./job-context.ts";
+import { inJobContext, type JobContextOptions, type JobTicket } from "./job-context.ts";
+
+/**
+ * The `before` step of a run's first transaction: makes this run the job's only one (a run still going elsewhere can
+ * no longer change it) and records this process's heartbeat id and graphile-worker lock id, so the job is released
+ * if this process dies.
+ */
+export const claimRun = (helpers: JobHelpers, ticket: JobTicket, runId: string, runnerId: string) => async (client: PoolClient) => {
+  await client.query("select app_private.claim_job_run($1, $2, $3, $4)", [ticket.jobId, runId, runnerId, helpers.job.locked_by ?? null]);
+};
 
 /** What a task reads of its job when it starts. */
 export interface StartedJob {
@@ -63,11 +73,34 @@ export async function succeedJob(client: PoolClient, summaryId: string | null = 
   );
 }
 
+/**
+ * Puts the job back in the queue due in `delayMs` (by the database's clock) without using up an attempt
+ * (app_hidden.retry_job_later); the run must then return normally, so graphile-worker completes its current entry.
+ * False when the job is no longer queued or running.
+ */
+export async function retryLater(client: PoolClient, delayMs: number, code: string, message: string): Promise<boolean> {
+  const { rows } = await client.query<{ queued: boolean }>("select app_hidden.retry_job_later(make_interval(secs => $1 / 1000.0), $2, $3) as queued", [
+    Math.max(0, Math.round(delayMs)),
+    code,
+    message,
+  ]);
+  return rows[0]?.queued === true;
+}
+
+/** How long (ms, by the database's clock) the job's transient failures have lasted: 0 on the first. */
+export async function failingForMs(client: PoolClient): Promise<number> {
+  const { rows } = await client.query<{ ms: number | null }>("select (extract(epoch from now() - app_hidden.job_failing_since()) * 1000)::float8 as ms");
+  return rows[0]?.ms ?? 0;
+}
+
 export const isLastAttempt = (helpers: JobHelpers) => helpers.job.attempts >= helpers.job.max_attempts;
 
+/** True once graphile-worker has aborted this run because the worker is stopping. */
+export const isShuttingDown = (helpers: JobHelpers) => helpers.abortSignal?.aborted === true;
+
 /** Marks the job failed on its last attempt, when even that fails (the original error is what gets rethrown). */
-export async function failQuietly(helpers: JobHelpers, ticket: JobTicket, role: string, code: string, message: string): Promise<void> {
-  await inJobContext(helpers, ticket, { role }, (client) => settleJob(client, "failed", code, message)).catch((error: unknown) => {
+export async function failQuietly(helpers: JobHelpers, ticket: JobTicket, options: JobContextOptions, code: string, message: string): Promise<void> {
+  await inJobContext(helpers, ticket, options, (client) => settleJob(client, "failed", code, message)).catch((error: unknown) => {
     helpers.logger.error(`could not mark job ${ticket.jobId} failed: ${String(error)}`);
   });
 }

@@ -1,15 +1,23 @@
 // The graphile-worker runner plus this process's heartbeat. Signals are handled by lib/process.ts, which calls
-// stop(): graphile-worker then stops taking jobs, lets running ones finish (their abort signal fires after
-// 5 s), and releases its connections.
+// stop(), in this order so that no job is lost in a restart or a rolling deploy:
+// 1. graphile-worker stops taking jobs and lets running ones finish; after SHUTDOWN_TIMEOUT_SECONDS their abort
+//    signal fires, and a task cut short puts its job back in the queue due at once (its attempt not counted);
+// 2. the heartbeat stops and unlocks any queue entry this process still holds (a job whose outcome could not be
+//    recorded), so another worker runs it at once;
+// 3. only then is the heartbeat row removed: until this process has let go of its jobs, no other worker treats them
+//    as a dead worker's and runs them a second time.
+// graphile-worker records a job's completion without awaiting it: if that write fails (database outage), the
+// rejection is unhandled (lib/process.ts logs it and keeps running) and the entry stays locked by this process; the
+// heartbeat unlocks it (worker/heartbeat.ts), and the job's token or fencing makes the re-run change nothing.
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { EventEmitter } from "node:events";
-import { run, type WorkerEvents } from "graphile-worker";
+import { run, type Job, type WorkerEvents } from "graphile-worker";
 import { workerLogger } from "../db/migrate.ts";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics } from "../lib/metrics.ts";
-import { startHeartbeat } from "./heartbeat.ts";
+import { startHeartbeat, type HeldJobs } from "./heartbeat.ts";
 import { createMailer } from "../lib/mailer.ts";
 import { createConnectors } from "../lib/connectors.ts";
 import { createLlmProvider } from "../lib/llm/index.ts";
@@ -37,6 +45,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
   const metrics = shared ?? createMetrics();
   const events: WorkerEvents = new EventEmitter();
   metrics.observeJobs(events);
+  const held = trackHeldJobs(events, config.worker.heartbeatSeconds);
   metrics.observePool("worker", pool);
   const taskList = makeTaskList({
     mailer: createMailer(config, logger),
@@ -44,9 +53,11 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     role: config.database.authenticatedRole,
     runnerId: workerId,
     maxOutputTokens: config.llm.maxOutputTokens,
+    llmRetry: config.llm.retry,
     liveEventRetentionHours: config.jobs.liveEventRetentionHours,
     connectors: createConnectors(config),
     keys: config.integrations.sealingKeys,
+    auditCheckpoints: config.auditCheckpoints,
   });
   metrics.observeJobQueue(pool, Object.keys(taskList), logger);
   const runner = await run({
@@ -57,6 +68,9 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     parsedCronItems: schedules,
     concurrency: config.worker.concurrency,
     noHandleSignals: true,
+    // Running jobs get the whole shutdown timeout to finish before their abort signal fires (default 5 s).
+    gracefulShutdownAbortTimeout: config.shutdownTimeoutMs,
+    // graphile-worker puts whole jobs (payloads: job tokens, emails with their links) in its log lines' metadata.
     logger: workerLogger(logger.child({ workerId })),
   });
   const metricsServer =
@@ -66,19 +80,61 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
           throw error;
         })
       : null;
-  const heartbeat = await startHeartbeat(pool, workerId, config.worker, logger).catch(async (error: unknown) => {
+  const heartbeat = await startHeartbeat(pool, workerId, config.worker, held, logger).catch(async (error: unknown) => {
     await runner.stop();
     await metricsServer?.close();
     throw error;
   });
+  let stopping = false;
+  // The runner can end by itself (graphile-worker gives up after a fatal error): this process then takes no more
+  // jobs, so it stops reporting in too — readiness fails, and its jobs are released to live workers.
+  const ended = (error: unknown) => {
+    if (stopping) return;
+    logger.error({ err: error, workerId }, "the job runner stopped by itself; this worker no longer reports in");
+    void heartbeat.stop();
+  };
+  runner.promise.then(() => ended(null), ended);
   logger.info({ workerId, concurrency: config.worker.concurrency }, "worker started");
   return {
     workerId,
     async stop() {
+      stopping = true;
+      await runner.stop().catch((error: unknown) => logger.warn({ err: error, workerId }, "the job runner had stopped already"));
       await heartbeat.stop();
-      await runner.stop();
       await metricsServer?.close();
       logger.info({ workerId }, "worker stopped");
     },
   };
 }
+
+/**
+ * The graphile-worker jobs this process holds, from the runner's events: those running, and those finished within
+ * the last two beats (at least 10 s), whose completion may still be on its way to the database.
+ */
+function trackHeldJobs(events: WorkerEvents, heartbeatSeconds: number): HeldJobs {
+  let lockId: string | null = null;
+  const running = new Set<string>();
+  const finished = new Map<string, number>();
+  const graceMs = Math.max(10_000, 2 * heartbeatSeconds * 1000);
+  const finish = (job: Job | null) => {
+    if (!job) return;
+    running.delete(job.id);
+    finished.set(job.id, Date.now());
+  };
+  events.on("pool:create", ({ workerPool }) => {
+    lockId = workerPool.id;
+  });
+  events.on("job:start", ({ job }) => running.add(job.id));
+  events.on("job:complete", ({ job }) => finish(job));
+  // A worker that could not release its job stops without job:complete.
+  events.on("worker:fatalError", ({ worker }) => finish(worker.getActiveJob()));
+  return {
+    lockId: () => lockId,
+    keep() {
+      const now = Date.now();
+      for (const [id, at] of finished) if (now - at > graceMs) finished.delete(id);
+      return [...running, ...finished.keys()];
+    },
+  };
+}
+

@@ -6,6 +6,7 @@ import { parseCronItems, type ParsedCronItem, type Task, type TaskList } from "g
 import type { AuditCheckpointSettings } from "../lib/audit-checkpoints.ts";
 import type { Connectors } from "../lib/connectors.ts";
 import type { LlmProvider } from "../lib/llm/provider.ts";
+import type { RescheduleOptions } from "../lib/llm/retry.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
 import type { Mailer } from "../lib/mailer.ts";
 import { withLogContext } from "../lib/log-context.ts";
@@ -28,6 +29,8 @@ export interface TaskDependencies {
   /** This process's heartbeat id. */
   readonly runnerId: string;
   readonly maxOutputTokens: number;
+  /** LLM_RETRY_*: rescheduling after transient LLM failures (lib/llm/retry.ts). */
+  readonly llmRetry: RescheduleOptions;
   readonly liveEventRetentionHours: number;
   /** The Notion and Confluence clients configured. */
   readonly connectors: Connectors;

@@ -1,7 +1,7 @@
 // withRetries around a scripted provider: which errors are retried, how long it waits (backoff with full jitter, or
 // the service's Retry-After, capped), when it gives up, and that a cancelled request stops at once.
 import { LlmError, type Completion, type CompletionRequest, type LlmProvider } from "../../lib/llm/provider.ts";
-import { retryDelayMs, withRetries } from "../../lib/llm/retry.ts";
+import { nextRunDelayMs, retryDelayMs, withRetries } from "../../lib/llm/retry.ts";
 
 const done: Completion = { text: "ok", promptTokens: 1, completionTokens: 1, provider: "openai", model: "m", latencyMs: 1 };
 const request: CompletionRequest = { prompt: "p", sourceText: "s", maxOutputTokens: 10 };
@@ -47,12 +47,29 @@ test("the backoff is random in [0, base × 2^n], capped at maxDelayMs", () => {
   expect(retryDelayMs(error, 20, { baseDelayMs: 500, maxDelayMs: 30_000, random: () => 0.999 })).toBe(29_970);
 });
 
-test("the wait is the error's retryAfterMs when it has one, capped at maxDelayMs", async () => {
+test("the wait is the error's retryAfterMs when it has one; a longer one than maxDelayMs is thrown at once, for the job queue", async () => {
   const limited = (retryAfterMs: number) => new LlmError("LLM_RATE_LIMITED", "slow down", { status: 429, retryAfterMs });
-  const { provider } = scripted([limited(1234), limited(90_000)]);
+  const long = limited(90_000);
+  const { provider, state } = scripted([limited(1234), long]);
   const { waits, sleep } = recordingSleep();
-  await withRetries(provider, { maxDelayMs: 30_000, sleep, random: () => 0.999 }).complete(request);
-  expect(waits).toEqual([1234, 30_000]);
+  await expect(withRetries(provider, { maxDelayMs: 30_000, sleep, random: () => 0.999 }).complete(request)).rejects.toBe(long);
+  expect(waits).toEqual([1234]);
+  expect(state.calls).toBe(2);
+});
+
+test("between runs: backoff doubling with the time the job has been failing, capped; Retry-After as given, capped; null past the window", () => {
+  // random 0.5: three quarters of the backoff (the jitter spreads it over its upper half).
+  const options = { windowMs: 900_000, maxDelayMs: 60_000, retryAfterMaxMs: 600_000, random: () => 0.5 };
+  const unavailable503 = new LlmError("LLM_UNAVAILABLE", "down", { status: 503 });
+  expect(nextRunDelayMs(unavailable503, 0, options)).toBe(750);
+  expect(nextRunDelayMs(unavailable503, 8_000, options)).toBe(6_000);
+  expect(nextRunDelayMs(unavailable503, 500_000, options)).toBe(45_000);
+  expect(nextRunDelayMs(unavailable503, 500_000, { ...options, random: () => 0 })).toBe(30_000);
+  expect(nextRunDelayMs(unavailable503, 860_000, options)).toBeNull();
+  const limited = (retryAfterMs: number) => new LlmError("LLM_RATE_LIMITED", "slow down", { status: 429, retryAfterMs });
+  expect(nextRunDelayMs(limited(45_000), 0, options)).toBe(45_000);
+  expect(nextRunDelayMs(limited(3_600_000), 0, options)).toBe(600_000);
+  expect(nextRunDelayMs(limited(45_000), 870_000, options)).toBeNull();
 });
 
 test("after maxRetries retries the last error is thrown", async () => {

@@ -37,6 +37,9 @@ const llmEnv = () => ({
   LLM_API_KEY: apiKey,
   LLM_TIMEOUT_SECONDS: "1",
   LLM_MAX_RETRIES: "1",
+  // No retries in later runs: a lasting failure fails the job after the quick ones (test/worker/durability.test.ts
+  // covers the retry window).
+  LLM_RETRY_WINDOW_SECONDS: "0",
   JOB_MAX_ATTEMPTS: "1",
   WORKER_HEARTBEAT_SECONDS: "1",
   READY_WORKER_MAX_AGE_SECONDS: "2",

@@ -7,16 +7,33 @@
 // delivery finds the job finished (its token no longer opens a context) or meets the unique job_id of summaries
 // and usage_records, so there is never a second summary or a second charge. A cancelled job's result is dropped.
 //
-// Failures: LLM errors that will not change (auth, rejected, bad response) fail the job at once with their code;
-// passing ones (timeouts, 429, 5xx), after the provider's own retries, put the job back in the queue and let
-// graphile-worker retry it with backoff until max_attempts, then fail it.
+// Every run claims the job first (worker/job-context.ts): once another run has taken it over (its worker presumed
+// dead), this run's transactions change nothing and throw RunSuperseded.
+//
+// Failures: LLM errors that will not change (auth, rejected, bad response) fail the job at once with their code.
+// Passing ones (timeouts, 429, 5xx, unreachable), after the provider's few quick retries, put the job back in the
+// queue due later without using up an attempt, for up to LLM_RETRY_WINDOW_SECONDS from its first such failure (a
+// Retry-After is honoured as given, up to LLM_RETRY_AFTER_MAX_SECONDS), then fail it (lib/llm/retry.ts). A run cut
+// short by the worker's shutdown puts the job back in the queue due at once, its attempt not counted either.
 import { randomUUID } from "node:crypto";
 import type { Task } from "graphile-worker";
 import type { PoolClient } from "pg";
 import { LlmError, type LlmProvider } from "../../lib/llm/provider.ts";
 import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
-import { inJobContext, isJobTicket, type JobTicket } from "../job-context.ts";
-import { failQuietly, isLastAttempt, lockRunningJob, settleJob, startJob, succeedJob } from "../job-lifecycle.ts";
+import { nextRunDelayMs, type RescheduleOptions } from "../../lib/llm/retry.ts";
+import { inJobContext, isJobTicket, RunSuperseded, type JobTicket } from "../job-context.ts";
+import {
+  claimRun,
+  failingForMs,
+  failQuietly,
+  isLastAttempt,
+  isShuttingDown,
+  lockRunningJob,
+  retryLater,
+  settleJob,
+  startJob,
+  succeedJob,
+} from "../job-lifecycle.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -34,6 +51,8 @@ export interface SummarizeDependencies {
   readonly runnerId: string;
   /** LLM_MAX_OUTPUT_TOKENS. */
   readonly maxOutputTokens: number;
+  /** LLM_RETRY_*: how long and how often a job is put back in the queue after transient LLM failures. */
+  readonly llmRetry: RescheduleOptions;
 }
 
 interface Work {
@@ -76,21 +95,31 @@ async function start(client: PoolClient): Promise<Work | null | "document-gone">
   };
 }
 
-export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: SummarizeDependencies): Task<"summarize"> {
+export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }: SummarizeDependencies): Task<"summarize"> {
   return async (payload, helpers) => {
     if (!isJobTicket(payload)) {
       helpers.logger.error("summarize: malformed payload, dropped");
       return;
     }
-    const context = (before?: (client: PoolClient) => Promise<void>) => ({ role, ...(before ? { before } : {}) });
-    const noteRunner = async (client: PoolClient) => {
-      await client.query("select app_private.note_job_runner($1, $2, $3)", [payload.jobId, runnerId, helpers.job.locked_by ?? null]);
-    };
+    try {
+      await run(payload, helpers);
+    } catch (error) {
+      // Thrown, not returned: graphile-worker then leaves the queue entry, now the other run's, alone.
+      if (error instanceof RunSuperseded) helpers.logger.warn(`summarize: job ${payload.jobId} was taken over by another run; this one stopped`);
+      throw error;
+    }
+  };
+
+  async function run(payload: JobTicket, helpers: Parameters<Task<"summarize">>[1]): Promise<void> {
+    const runId = randomUUID();
+    const options = { role, runId };
+    const inJob = <T>(fn: (client: PoolClient) => Promise<T>, before?: (client: PoolClient) => Promise<void>) =>
+      inJobContext(helpers, payload, before ? { ...options, before } : options, fn);
     let work: Work | null | "document-gone";
     try {
-      work = await inJobContext(helpers, payload, context(noteRunner), start);
+      work = await inJob(start, claimRun(helpers, payload, runId, runnerId));
     } catch (error) {
-      if (isLastAttempt(helpers)) await failQuietly(helpers, payload, role, "INTERNAL", "The job could not be started.");
+      if (!(error instanceof RunSuperseded) && isLastAttempt(helpers)) await failQuietly(helpers, payload, options, "INTERNAL", "The job could not be started.");
       throw error;
     }
     if (work === null) {
@@ -98,7 +127,7 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: Summariz
       return;
     }
     if (work === "document-gone") {
-      await inJobContext(helpers, payload, context(), (client) => settleJob(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
+      await inJob((client) => settleJob(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
       return;
     }
     const { prompt, marker } = work;
@@ -113,16 +142,28 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: Summariz
       });
     } catch (error) {
       if (!(error instanceof LlmError)) {
-        if (isLastAttempt(helpers)) await failQuietly(helpers, payload, role, "INTERNAL", "The summary could not be made.");
+        if (isLastAttempt(helpers)) await failQuietly(helpers, payload, options, "INTERNAL", "The summary could not be made.");
         throw error;
       }
-      const retry = (error.retryable || error.code === "LLM_CANCELLED") && !isLastAttempt(helpers);
-      await inJobContext(helpers, payload, context(), (client) => settleJob(client, retry ? "queued" : "failed", error.code, error.message));
-      if (retry) throw error;
-      helpers.logger.warn(`summarize: job ${payload.jobId} failed: ${error.code}`);
+      await inJob(async (client) => {
+        if (error.code === "LLM_CANCELLED" || isShuttingDown(helpers)) {
+          // The worker is stopping: another one takes the job at once, this attempt not counted.
+          await retryLater(client, 0, error.code, error.message);
+          helpers.logger.info(`summarize: job ${payload.jobId} put back in the queue (worker stopping)`);
+          return;
+        }
+        const delayMs = error.retryable ? nextRunDelayMs(error, await failingForMs(client), llmRetry) : null;
+        if (delayMs === null) {
+          await settleJob(client, "failed", error.code, error.message);
+          helpers.logger.warn(`summarize: job ${payload.jobId} failed: ${error.code}`);
+          return;
+        }
+        await retryLater(client, delayMs, error.code, error.message);
+        helpers.logger.info(`summarize: job ${payload.jobId} retries in ${Math.round(delayMs / 1000)} s (${error.code})`);
+      });
       return;
     }
-    const done = await inJobContext(helpers, payload, context(), async (client) => {
+    const done = await inJob(async (client) => {
       if (!(await lockRunningJob(client))) return false;
       const summary = await client.query<{ id: string }>(
         `insert into app_public.summaries (org_id, document_id, job_id, template_version_id, global_template_version_id, content,
@@ -158,5 +199,5 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens }: Summariz
     helpers.logger.info(
       done ? `summarize: job ${payload.jobId} succeeded (${completion.calls} LLM calls)` : `summarize: job ${payload.jobId} was cancelled; result dropped`,
     );
-  };
+  }
 }
