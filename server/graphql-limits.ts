@@ -306,7 +306,8 @@ export function makeGraphQLLimitsPlugin(limits: GraphQLLimits, { heavy }: Respon
         // grafast reads its operation-plan cache size from the schema's extensions.
         GraphQLSchema(config) {
           const extensions = config.extensions ?? {};
-          return { ...config, extensions: { ...extensions, grafast: { ...extensions.grafast, operationsCacheMaxLength: documentCacheSize } } };
+          config.extensions = { ...extensions, grafast: { ...extensions.grafast, operationsCacheMaxLength: documentCacheSize } };
+          return config;
         },
       },
     },
