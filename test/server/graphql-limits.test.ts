@@ -281,6 +281,12 @@ describe("document size", () => {
     expect(codeOf(response.body)).toBe("QUERY_TOO_LARGE");
   });
 
+  test("the parse and operation-plan caches keep 200 documents, not grafserv's and grafast's default 500", async () => {
+    expect(app.server.pgl.getResolvedPreset().grafserv?.parseAndValidateCacheSize).toBe(200);
+    const schema = await app.server.pgl.getSchema();
+    expect(schema.extensions.grafast?.operationsCacheMaxLength).toBe(200);
+  });
+
   test("the same limit applies to graphql-ws subscribe messages", async () => {
     expect(await overWebSocket(app, { query: padded(70_000) })).toEqual({
       type: "error",

@@ -259,8 +259,6 @@ describe("bad requests: 400 BAD_INPUT, no row", () => {
     const answer = await upload(member(), { data: html, filename: "deep.html", type: "text/html" });
     expectError(answer, 400, "BAD_INPUT");
     expect(answer.body.error!.message).toMatch(/nested too deeply/);
-    const lists = `<!doctype html><title>Lists</title>${"<ul><li>".repeat(depth)}x${"</li></ul>".repeat(depth)}`;
-    expectError(await upload(member(), { data: lists, filename: "lists.html", type: "text/html" }), 400, "BAD_INPUT");
   });
 
   test("not multipart", async () => {
