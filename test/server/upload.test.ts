@@ -255,7 +255,8 @@ describe("bad requests: 400 BAD_INPUT, no row", () => {
 
   test("HTML nested 10,000 levels deep (which overflows the converter's stack) is BAD_INPUT, not INTERNAL", async () => {
     const depth = 10_000;
-    const html = `<!doctype html><title>Deep</title>${"<div>".repeat(depth)}deep${"</div>".repeat(depth)}`;
+    // Unclosed, to fit the test's 64 KiB upload limit: the parser closes them all at the end, ten thousand deep.
+    const html = `<!doctype html><title>Deep</title>${"<div>".repeat(depth)}deep`;
     const answer = await upload(member(), { data: html, filename: "deep.html", type: "text/html" });
     expectError(answer, 400, "BAD_INPUT");
     expect(answer.body.error!.message).toMatch(/nested too deeply/);
