@@ -46,7 +46,7 @@ export interface PresetOptions {
   readonly metrics?: Metrics;
 }
 
-/** The database's bounds (migrations) on a template body (characters) and on documents.metadata and organizations.settings (bytes of JSON text). */
+/** The database's bounds (migrations) on a template body (characters) and on documents.metadata (bytes of JSON text). */
 const templateBodyMaxChars = 20_000;
 const jsonObjectMaxBytes = 64 * 1024;
 

@@ -36,7 +36,7 @@ export interface HeavyFieldSizes {
   readonly summaryBytes: number;
   /** A template body's bound (characters) × 4 bytes. */
   readonly templateBodyBytes: number;
-  /** The bound of documents.metadata and organizations.settings (bytes of their JSON). */
+  /** The bound of documents.metadata (bytes of its JSON). */
   readonly jsonObjectBytes: number;
 }
 
@@ -46,19 +46,17 @@ export interface HeavyFieldSizes {
  */
 export function heavyFields(sizes: HeavyFieldSizes): HeavyFields {
   const template = sizes.templateBodyBytes;
-  // Audit events record changed values, content bodies excepted: metadata, settings, template bodies at most.
-  const audit = sizes.jsonObjectBytes + sizes.templateBodyBytes;
+  // Not listed: audit events' oldValues/newValues. They record changed columns, content bodies excepted, so they are
+  // small but for the rare metadata or template-body edit; costing every event at that worst case would refuse any
+  // page of the audit log. The hard cap measured after running bounds them instead.
   return new Map([
     ["Document.content", sizes.documentBytes],
     ["Document.metadata", sizes.jsonObjectBytes],
-    ["Organization.settings", sizes.jsonObjectBytes],
     ["Summary.content", sizes.summaryBytes],
     ["Template.body", template],
     ["GlobalTemplate.body", template],
     ["TemplateVersion.body", template],
     ["GlobalTemplateVersion.body", template],
-    ["AuditEvent.oldValues", audit],
-    ["AuditEvent.newValues", audit],
     // A preview is bounded by render_template's own output limit: one document's content and a template's text.
     ["Query.previewTemplate", sizes.documentBytes + sizes.templateBodyBytes],
   ]);
