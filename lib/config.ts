@@ -70,6 +70,8 @@ const envSchema = z.object({
   GRAPHQL_MAX_FIELDS: intText(1, 100_000).default(500),
   GRAPHQL_MAX_PAGE_SIZE: intText(1, 100_000).default(100),
   GRAPHQL_TRUSTED_DOCUMENTS_FILE: z.string().min(1).optional(),
+  GRAPHQL_MAX_DOCUMENT_BYTES: intText(1024, 1024 * 1024).default(64 * 1024),
+  GRAPHQL_MAX_RESPONSE_BYTES: intText(1024 * 1024, 1024 * 1024 * 1024).optional(),
   DATA_DIR: z.string().min(1).default(".data"),
   DATABASE_URL: postgresUrl.optional(),
   OWNER_DATABASE_URL: postgresUrl.optional(),
@@ -228,6 +230,17 @@ export interface Config {
     readonly maxPageSize: number;
     /** A JSON file of sha256 hash → document; when set, only those documents run. */
     readonly trustedDocumentsFile: string | null;
+    /**
+     * GRAPHQL_MAX_DOCUMENT_BYTES (default 64 KiB): largest GraphQL document (the `query` text, UTF-8), checked before
+     * it is parsed, over HTTP and graphql-ws; larger is refused with QUERY_TOO_LARGE. Values belong in variables.
+     */
+    readonly maxDocumentBytes: number;
+    /**
+     * GRAPHQL_MAX_RESPONSE_BYTES (default the larger of 8 MiB and DOCUMENT_MAX_BYTES + 1 MiB): largest answer an
+     * operation may have, estimated before it runs from its heavy fields and page sizes, and measured (at twice
+     * this) before it is serialized. Over: RESPONSE_TOO_LARGE.
+     */
+    readonly maxResponseBytes: number;
   };
   readonly database: DatabaseConfig;
   readonly jwt: {
@@ -397,6 +410,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
   if (e.METRICS_PORT === e.PORT) problems.push("METRICS_PORT must differ from PORT");
   if (e.WORKER_HEALTH_PORT !== undefined && e.WORKER_HEALTH_PORT === e.METRICS_PORT) problems.push("WORKER_HEALTH_PORT must differ from METRICS_PORT");
+  if (e.GRAPHQL_MAX_RESPONSE_BYTES !== undefined && e.GRAPHQL_MAX_RESPONSE_BYTES < e.DOCUMENT_MAX_BYTES + 1024 * 1024) {
+    problems.push("GRAPHQL_MAX_RESPONSE_BYTES must be at least DOCUMENT_MAX_BYTES + 1 MiB, so that one document's content can be read");
+  }
   for (const [id, secret, name] of [
     [e.NOTION_CLIENT_ID, e.NOTION_CLIENT_SECRET, "NOTION"],
     [e.ATLASSIAN_CLIENT_ID, e.ATLASSIAN_CLIENT_SECRET, "ATLASSIAN"],
@@ -499,6 +515,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxFields: e.GRAPHQL_MAX_FIELDS,
       maxPageSize: e.GRAPHQL_MAX_PAGE_SIZE,
       trustedDocumentsFile: e.GRAPHQL_TRUSTED_DOCUMENTS_FILE ?? null,
+      maxDocumentBytes: e.GRAPHQL_MAX_DOCUMENT_BYTES,
+      maxResponseBytes: e.GRAPHQL_MAX_RESPONSE_BYTES ?? Math.max(8 * 1024 * 1024, e.DOCUMENT_MAX_BYTES + 1024 * 1024),
     },
     database,
     jwt: { secret: jwtSecret, signingKey, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },

@@ -7,6 +7,10 @@
 export type ErrorCode =
   | "BAD_REQUEST" // the GraphQL document itself is malformed or invalid against the schema
   | "QUERY_TOO_COMPLEX" // the operation is nested too deeply, or has too many aliases or field selections
+  | "QUERY_TOO_LARGE" // the GraphQL document (the `query` text) is over GRAPHQL_MAX_DOCUMENT_BYTES; values go in variables
+  | "RESPONSE_TOO_LARGE" // the operation's answer would be over GRAPHQL_MAX_RESPONSE_BYTES; ask for content one document at a time
+  | "METHOD_NOT_ALLOWED" // the HTTP method is not one the path answers (GraphQL: POST only)
+  | "UNSUPPORTED_MEDIA_TYPE" // the request body's Content-Type is not one the path reads (GraphQL: application/json)
   | "UNTRUSTED_DOCUMENT" // GRAPHQL_TRUSTED_DOCUMENTS_FILE is set and the request names no document in it
   | "BAD_INPUT"
   | "NOT_FOUND"
@@ -42,12 +46,19 @@ export const customSqlStates = {
 /** What a client is told when the database cannot serve its request right now (an exhausted pool, 53300). */
 export const unavailableMessage = "The service is busy; try again shortly.";
 
-/** Standard SQLSTATEs with a stable meaning for clients, and the fixed message they get. */
+/**
+ * Standard SQLSTATEs with a stable meaning for clients, and the fixed message they get. Every other SQLSTATE of class
+ * 22 (data exception: a value the client sent that PostgreSQL cannot take, such as a negative LIMIT, 2201W) is
+ * BAD_INPUT too, with {@link dataExceptionMessage}.
+ */
 export const standardSqlStates: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
   "22001": { code: "BAD_INPUT", message: "A value is too long." },
   "22003": { code: "BAD_INPUT", message: "A number is out of range." },
   "22007": { code: "BAD_INPUT", message: "A date or time is malformed." },
   "22008": { code: "BAD_INPUT", message: "A date or time is out of range." },
+  "22009": { code: "BAD_INPUT", message: "A time zone offset is out of range." },
+  "2201W": { code: "BAD_INPUT", message: "A page size (first, last) must not be negative." },
+  "2201X": { code: "BAD_INPUT", message: "An offset must not be negative." },
   "22021": { code: "BAD_INPUT", message: "Text contains a byte sequence that is not valid UTF-8 or a NUL byte." },
   "22023": { code: "BAD_INPUT", message: "A value is invalid." },
   "22P02": { code: "BAD_INPUT", message: "A value is malformed." },
@@ -88,9 +99,58 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   );
 }
 
-/** What a client is told about a PostgreSQL error, or null when it must be masked. */
-export function publicDatabaseError(sqlState: string, message: string): { code: ErrorCode; message: string } | null {
+/** What a client is told about any other data exception (class 22): never PostgreSQL's text, which quotes values. */
+export const dataExceptionMessage = "A value is not valid.";
+
+/** What PostgreSQL says about the object an error concerns (node-postgres copies these fields onto the error). */
+export interface DatabaseErrorDetail {
+  readonly table?: unknown;
+  readonly column?: unknown;
+  readonly constraint?: unknown;
+}
+
+/**
+ * The field a failed constraint is about, from PostgreSQL's own naming of column constraints (`<table>_<column>_check`,
+ * `<table>_<column>_not_null`) or the error's column; null when neither names one. Only an identifier of the
+ * table's own is returned, so nothing but a column name can reach a client.
+ */
+export function constraintField(detail: DatabaseErrorDetail | undefined): string | null {
+  const identifier = (value: unknown) => (typeof value === "string" && /^[a-z_][a-z0-9_]{0,62}$/.test(value) ? value : null);
+  const column = identifier(detail?.column);
+  if (column) return column;
+  const table = identifier(detail?.table);
+  const constraint = identifier(detail?.constraint);
+  if (!table || !constraint?.startsWith(`${table}_`)) return null;
+  const field = constraint.slice(table.length + 1).replace(/_(check|not_null|valid)\d*$/, "");
+  return field === constraint.slice(table.length + 1) || field === "" ? null : field;
+}
+
+/** A column name as the GraphQL API spells it (PostGraphile camel-cases them): `external_url` → `externalUrl`. */
+const apiName = (column: string) => column.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * What a client is told about a PostgreSQL error, or null when it must be masked. A check or not-null violation
+ * names the field it is about (`title is not allowed: …`), read from the constraint's name, never from
+ * PostgreSQL's message (which can quote the whole row).
+ */
+export function publicDatabaseError(
+  sqlState: string,
+  message: string,
+  detail?: DatabaseErrorDetail,
+): { code: ErrorCode; message: string; field?: string } | null {
   const custom = (customSqlStates as Record<string, ErrorCode>)[sqlState];
   if (custom) return { code: custom, message };
-  return standardSqlStates[sqlState] ?? null;
+  if (sqlState === "23514" || sqlState === "23502") {
+    const column = constraintField(detail);
+    if (column) {
+      const field = apiName(column);
+      const problem =
+        sqlState === "23502" ? `${field} is required.` : `${field} is not allowed: it is empty, too long, or not in the accepted form.`;
+      return { code: "BAD_INPUT", message: problem, field };
+    }
+  }
+  const known = standardSqlStates[sqlState];
+  if (known) return known;
+  if (sqlState.startsWith("22")) return { code: "BAD_INPUT", message: dataExceptionMessage };
+  return null;
 }

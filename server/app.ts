@@ -195,6 +195,9 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   const addressOf = clientAddress(config.http.trustedProxies);
   const limit = rateLimit({ config, pool, tokens, addressOf, logger });
   app.post(uploadPath, limit, uploadRoute({ config, pool, tokens, addressOf }));
+  app.all(uploadPath, (_req, res) => {
+    res.status(405).set("allow", "POST").json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
+  });
   app.use("/graphql", authenticateHttp(tokens), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({
     url: config.database.url,

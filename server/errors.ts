@@ -5,9 +5,12 @@ import { randomUUID } from "node:crypto";
 import { isSafeError } from "postgraphile/grafast";
 import type { Result } from "postgraphile/grafserv";
 import { GraphQLError, type GraphQLFormattedError } from "postgraphile/graphql";
-import { isDatabaseUnavailable, publicDatabaseError, unavailableMessage } from "../lib/errors.ts";
+import { isDatabaseUnavailable, publicDatabaseError, unavailableMessage, type DatabaseErrorDetail, type ErrorCode } from "../lib/errors.ts";
 import { QuireError } from "../lib/quire-error.ts";
 import type { Logger } from "../lib/logger.ts";
+
+/** "Cannot query field "x" on type "Query". Did you mean "y"?" without its last sentence. */
+export const withoutSuggestions = (message: string) => message.replace(/\s*Did you mean [^]*\?$/, "");
 
 type MaskErrorFn = (error: GraphQLError) => GraphQLError | GraphQLFormattedError;
 
@@ -16,27 +19,38 @@ const sqlStateOf = (error: unknown): string | null => {
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : null;
 };
 
-export function makeMaskError(logger: Logger): MaskErrorFn {
+export interface MaskErrorOptions {
+  /**
+   * Whether GraphQL's "Did you mean …?" suggestions may reach clients (they spell out the schema one guess at a time):
+   * only where introspection is on. Default true.
+   */
+  readonly suggestions?: boolean;
+}
+
+export function makeMaskError(logger: Logger, { suggestions = true }: MaskErrorOptions = {}): MaskErrorFn {
   return (error) => {
     const original = error.originalError;
     const where = { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path };
     if (!original || original instanceof GraphQLError) {
-      return new GraphQLError(error.message, { ...where, extensions: { code: "BAD_REQUEST", ...error.extensions } });
+      const message = suggestions ? error.message : withoutSuggestions(error.message);
+      return new GraphQLError(message, { ...where, extensions: { code: "BAD_REQUEST", ...error.extensions } });
     }
     // Errors Quire raised on purpose with a code (e.g. UNAUTHENTICATED from the request context) pass as they are.
+    // Grafast's own SafeErrors (an invalid cursor, say) carry no code: they are about what the client sent.
     if (isSafeError(original)) {
       const { statusCode: _status, ...extensions } = (original.extensions ?? {}) as Record<string, unknown>;
-      return new GraphQLError(original.message, { ...where, extensions });
+      return new GraphQLError(original.message, { ...where, extensions: { code: "BAD_INPUT", ...extensions } });
     }
     // PostGraphile's generated delete finds nothing to delete (absent, or hidden by RLS: indistinguishable).
     if (/^No values were deleted in collection '[a-z_]+' because no values you can delete were found/.test(original.message)) {
       return new GraphQLError("No such row, or you may not delete it.", { ...where, extensions: { code: "NOT_FOUND" } });
     }
     const sqlState = sqlStateOf(original);
-    const known = sqlState ? publicDatabaseError(sqlState, original.message) : null;
+    const known = sqlState ? publicDatabaseError(sqlState, original.message, original as DatabaseErrorDetail) : null;
     if (known) {
       const extra = original instanceof QuireError ? original.extensions : {};
-      return new GraphQLError(known.message, { ...where, extensions: { ...extra, code: known.code } });
+      const field = known.field === undefined ? {} : { field: known.field };
+      return new GraphQLError(known.message, { ...where, extensions: { ...extra, code: known.code, ...field } });
     }
     // No SQLSTATE, but the database cannot serve this now: the pool's wait ran out, or the connection was refused or
     // dropped (PostgreSQL down or restarting).
@@ -84,9 +98,20 @@ export function responseBody(result: Result | null | undefined): ResponseBody | 
   return body;
 }
 
+/** The code of each status grafserv refuses a request with before running it (a code it already has is kept). */
+const refusalCodes: Readonly<Record<number, ErrorCode>> = {
+  400: "BAD_REQUEST",
+  405: "METHOD_NOT_ALLOWED",
+  406: "BAD_REQUEST",
+  413: "TOO_LARGE",
+  415: "UNSUPPORTED_MEDIA_TYPE",
+};
+
 /**
- * GraphQL's own request errors (a document that does not parse or validate, HTTP 400) skip maskError; this grafserv
- * middleware gives them the same shape as every other error: `extensions.code` BAD_REQUEST.
+ * GraphQL's own request errors (a document that does not parse or validate, HTTP 400) and grafserv's refusals of the
+ * request itself (405 for a method other than POST, 406, 413, 415 for a body that is not JSON) skip maskError; this
+ * grafserv middleware gives them the same shape as every other error: a stable `extensions.code` (and never the
+ * `statusCode` grafserv leaves there). A 405 says which method to use (`Allow: POST`).
  */
 export const RequestErrorCodesPlugin: GraphileConfig.Plugin = {
   name: "QuireRequestErrorCodesPlugin",
@@ -95,12 +120,18 @@ export const RequestErrorCodesPlugin: GraphileConfig.Plugin = {
     middleware: {
       async processRequest(next) {
         const result = await next();
-        if (result?.type !== "buffer" || result.statusCode !== 400 || !/json/.test(result.headers["content-type"] ?? "")) return result;
+        const code = result?.type === "buffer" ? refusalCodes[result.statusCode] : undefined;
+        if (result?.type !== "buffer" || !code || !/json/.test(result.headers["content-type"] ?? "")) return result;
         const body = responseBody(result);
         if (!Array.isArray(body?.errors)) return result;
-        const errors = body.errors.map((error) => ({ ...error, extensions: { code: "BAD_REQUEST", ...error.extensions } }));
+        const errors = body.errors.map((error) => {
+          const { statusCode: _status, ...extensions } = error.extensions ?? {};
+          return { ...error, extensions: { code, ...extensions } };
+        });
         const buffer = Buffer.from(JSON.stringify({ ...body, errors }));
-        return { ...result, buffer, headers: { ...result.headers, "content-length": String(buffer.length) } };
+        const headers: Record<string, string> = { ...result.headers, "content-length": String(buffer.length) };
+        if (result.statusCode === 405) headers.allow = "POST";
+        return { ...result, buffer, headers };
       },
     },
   },

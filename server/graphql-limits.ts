@@ -7,9 +7,20 @@
 // The document checks are validation rules (grafserv caches validation per document, so they cost nothing on
 // repeated queries); failures are HTTP 400 with QUERY_TOO_COMPLEX, BAD_INPUT (page size) or BAD_REQUEST
 // (introspection). Page sizes passed as variables, and trusted documents, are checked on the request body.
+//
+// Sizes are bounded too. The document (the `query` text) is checked before anything parses it (413
+// QUERY_TOO_LARGE): values, however large, travel in `variables`, and only the request body limit bounds those.
+// That bound is what keeps parsed documents in memory small: grafserv caches the parse and validation of the last
+// `parseAndValidateCacheSize` documents (an LRU keyed by the query text's hash, holding each document's AST, whose
+// locations keep the whole text) and grafast caches operation plans per parsed operation
+// (`operationsCacheMaxLength`); both are set to {@link documentCacheSize}, so the two caches hold at most
+// documentCacheSize × GRAPHQL_MAX_DOCUMENT_BYTES of text (12.5 MiB by default) plus what it parses into, which
+// GRAPHQL_MAX_FIELDS bounds for valid documents. The answer is bounded as server/response-size.ts explains
+// (RESPONSE_TOO_LARGE). When introspection is off, validation messages lose their "Did you mean …?" suggestions,
+// which would otherwise spell out the schema one guess at a time.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { SafeError } from "postgraphile/grafast";
+import { isAsyncIterable, SafeError } from "postgraphile/grafast";
 import {
   GraphQLError,
   Kind,
@@ -17,6 +28,7 @@ import {
   parse,
   visit,
   type DocumentNode,
+  type ExecutionResult,
   type FieldNode,
   type FragmentDefinitionNode,
   type OperationDefinitionNode,
@@ -26,11 +38,27 @@ import {
 } from "postgraphile/graphql";
 import type { Config } from "../lib/config.ts";
 import type { ErrorCode } from "../lib/errors.ts";
+import { responseBody, withoutSuggestions } from "./errors.ts";
+import {
+  estimateResponseBytes,
+  exceedsJsonLength,
+  responseTooLargeActual,
+  responseTooLargeEstimate,
+  type HeavyFields,
+} from "./response-size.ts";
 
 export type GraphQLLimits = Config["graphql"];
 
 /** The arguments that size a page of a connection (or list). */
 const pageArguments = new Set(["first", "last"]);
+/** The arguments that must not be negative (PostgreSQL refuses a negative LIMIT or OFFSET). */
+const countArguments = new Set(["first", "last", "offset"]);
+
+/**
+ * How many parsed documents grafserv, and how many operations' plans grafast, keep cached (their defaults: 500).
+ * A deployment's clients send a few dozen distinct documents; each cached one holds up to GRAPHQL_MAX_DOCUMENT_BYTES.
+ */
+export const documentCacheSize = 200;
 
 interface Cost {
   /** Deepest nesting of fields (a root field alone is 1). */
@@ -120,6 +148,8 @@ export function complexityRule(limits: Pick<GraphQLLimits, "maxDepth" | "maxAlia
 const pageSizeMessage = (name: string, value: string, max: number) =>
   `\`${name}\` may be at most ${max}, got ${value}; fetch further pages with a cursor (\`after\`/\`before\`).`;
 
+const negativeMessage = (name: string, value: string) => `\`${name}\` must not be negative, got ${value}.`;
+
 /**
  * Refuses a `first` or `last` literal above `maxPageSize`, and a variable used as one whose default is above it
  * (BAD_INPUT). Values sent in `variables` are checked on the request body ({@link pageSizeVariables}).
@@ -130,8 +160,12 @@ export function pageSizeRule(maxPageSize: number): ValidationRule {
     return {
       Field(field: FieldNode) {
         for (const argument of field.arguments ?? []) {
-          if (!pageArguments.has(argument.name.value)) continue;
           const { value } = argument;
+          if (countArguments.has(argument.name.value) && value.kind === Kind.INT && Number(value.value) < 0) {
+            const message = negativeMessage(argument.name.value, value.value);
+            context.reportError(new GraphQLError(message, { nodes: [argument], extensions: { code: "BAD_INPUT" } }));
+          }
+          if (!pageArguments.has(argument.name.value)) continue;
           if (value.kind === Kind.VARIABLE) pageVariables.add(value);
           else if (value.kind === Kind.INT && Number(value.value) > maxPageSize) {
             const message = pageSizeMessage(argument.name.value, value.value, maxPageSize);
@@ -160,8 +194,8 @@ export function pageSizeRule(maxPageSize: number): ValidationRule {
   };
 }
 
-/** The names of the variables `query` passes as `first` or `last` (none when it does not parse). */
-export function pageSizeVariables(query: string): ReadonlySet<string> {
+/** The names of the variables `query` passes as `first`, `last` (or the `argumentNames` given); none when it does not parse. */
+export function pageSizeVariables(query: string, argumentNames = pageArguments): ReadonlySet<string> {
   const names = new Set<string>();
   let document: DocumentNode;
   try {
@@ -172,7 +206,7 @@ export function pageSizeVariables(query: string): ReadonlySet<string> {
   visit(document, {
     Field(field) {
       for (const argument of field.arguments ?? []) {
-        if (pageArguments.has(argument.name.value) && argument.value.kind === Kind.VARIABLE) names.add(argument.value.name.value);
+        if (argumentNames.has(argument.name.value) && argument.value.kind === Kind.VARIABLE) names.add(argument.value.name.value);
       }
     },
   });
@@ -183,9 +217,9 @@ export function pageSizeVariables(query: string): ReadonlySet<string> {
  * An error grafserv answers with HTTP 400 before parsing or running anything. grafserv reads the status from
  * `extensions.statusCode`; it is not enumerable, so it stays out of the response, which shows only `code`.
  */
-function refusal(message: string, code: ErrorCode): SafeError {
+function refusal(message: string, code: ErrorCode, statusCode = 400): SafeError {
   const extensions = { code };
-  Object.defineProperty(extensions, "statusCode", { value: 400, enumerable: false });
+  Object.defineProperty(extensions, "statusCode", { value: statusCode, enumerable: false });
   return new SafeError(message, extensions);
 }
 
@@ -221,22 +255,95 @@ function documentIdOf(body: { id: unknown; documentId: unknown; extensions: unkn
 }
 
 /**
- * The grafserv plugin enforcing `limits`: the validation rules above (plus GraphQL's NoSchemaIntrospection rule
- * when introspection is off), and on each request body the trusted documents and page sizes in `variables`.
+ * `rule` with the "Did you mean …?" suggestions taken out of the errors it reports: the rule sees a context whose
+ * reportError strips them and passes everything else on.
  */
-export function makeGraphQLLimitsPlugin(limits: GraphQLLimits): GraphileConfig.Plugin {
+export function withoutSuggestionsRule(rule: ValidationRule): ValidationRule {
+  return (context) => {
+    const quiet = Object.create(context, {
+      reportError: {
+        value(error: GraphQLError) {
+          const message = withoutSuggestions(error.message);
+          context.reportError(message === error.message ? error : new GraphQLError(message, { nodes: error.nodes, extensions: error.extensions }));
+        },
+      },
+    }) as typeof context;
+    return rule(quiet);
+  };
+}
+
+/** What the answer-size checks need beyond the GraphQL limits. */
+export interface ResponseLimits {
+  readonly heavy: HeavyFields;
+}
+
+const hasOwnCode = (result: ExecutionResult, code: string) => result.errors?.some((e) => e.extensions?.code === code) === true;
+
+/**
+ * The grafserv plugin enforcing `limits`: the validation rules above (plus GraphQL's NoSchemaIntrospection rule
+ * when introspection is off), on each request body the document size, trusted documents and page sizes in
+ * `variables`, and on each operation the size of its answer (server/response-size.ts).
+ */
+export function makeGraphQLLimitsPlugin(limits: GraphQLLimits, { heavy }: ResponseLimits): GraphileConfig.Plugin {
   const trusted = limits.trustedDocumentsFile ? loadTrustedDocuments(limits.trustedDocumentsFile) : null;
+  const hardCap = limits.maxResponseBytes * 2;
+  /** Refuses before running what could answer too much; measures what ran before anything serializes it. */
+  async function bounded<R>(args: { schema: Parameters<typeof estimateResponseBytes>[0]; document: DocumentNode; operationName?: string | null; variableValues?: unknown }, next: () => R | PromiseLike<R>) {
+    const variables = typeof args.variableValues === "object" && args.variableValues !== null ? (args.variableValues as Record<string, unknown>) : {};
+    const estimate = estimateResponseBytes(args.schema, args.document, args.operationName, variables, { heavy, maxPageSize: limits.maxPageSize });
+    if (estimate > limits.maxResponseBytes) return { errors: [responseTooLargeEstimate(estimate, limits.maxResponseBytes)] } as R;
+    const result = await next();
+    if (result === null || typeof result !== "object" || isAsyncIterable(result)) return result;
+    const { data } = result as ExecutionResult;
+    if (data && exceedsJsonLength(data, hardCap)) return { errors: [responseTooLargeActual(hardCap)] } as R;
+    return result;
+  }
   return {
     name: "QuireGraphQLLimitsPlugin",
     version: "1.0.0",
+    schema: {
+      hooks: {
+        // grafast reads its operation-plan cache size from the schema's extensions.
+        GraphQLSchema(config) {
+          const extensions = config.extensions ?? {};
+          config.extensions = { ...extensions, grafast: { ...extensions.grafast, operationsCacheMaxLength: documentCacheSize } };
+          return config;
+        },
+      },
+    },
+    grafast: {
+      middleware: {
+        execute: (next, { args }) => bounded(args, next),
+        subscribe: (next, { args }) => bounded(args, next),
+      },
+    },
     grafserv: {
       middleware: {
         setPreset(next, event) {
           event.validationRules.push(complexityRule(limits), pageSizeRule(limits.maxPageSize));
-          if (!limits.introspection) event.validationRules.push(NoSchemaIntrospectionCustomRule);
+          if (!limits.introspection) {
+            event.validationRules.push(NoSchemaIntrospectionCustomRule);
+            event.validationRules.splice(0, event.validationRules.length, ...event.validationRules.map(withoutSuggestionsRule));
+          }
           return next();
         },
+        // An answer refused for its size ran nothing (or was not sent): a client error, whatever Accept said.
+        async processRequest(next) {
+          const result = await next();
+          if (result?.type !== "buffer" || result.statusCode !== 200 || !result.buffer.includes('"RESPONSE_TOO_LARGE"')) return result;
+          const body = responseBody(result);
+          if (!body || body.data !== undefined || !hasOwnCode(body as ExecutionResult, "RESPONSE_TOO_LARGE")) return result;
+          return { ...result, statusCode: 400 };
+        },
         processGraphQLRequestBody(next, { body }) {
+          // Before anything parses it: the query text of every request, HTTP or graphql-ws.
+          if (typeof body.query === "string" && body.query.length > limits.maxDocumentBytes / 3 && Buffer.byteLength(body.query) > limits.maxDocumentBytes) {
+            throw refusal(
+              `The GraphQL document is larger than ${limits.maxDocumentBytes} bytes; send large values as variables.`,
+              "QUERY_TOO_LARGE",
+              413,
+            );
+          }
           if (trusted) {
             const id = documentIdOf(body);
             const document = id === null ? undefined : trusted.get(id);
@@ -252,12 +359,18 @@ export function makeGraphQLLimitsPlugin(limits: GraphQLLimits): GraphileConfig.P
           }
           const variables = body.variableValues;
           if (typeof body.query === "string" && typeof variables === "object" && variables !== null) {
-            // Parsing again is only needed when some number is too large to be a page size anyway.
+            // Parsing again is only needed when some number is too large to be a page size anyway, or negative.
             const large = Object.entries(variables).filter(([, v]) => typeof v === "number" && v > limits.maxPageSize);
             if (large.length > 0) {
               const used = pageSizeVariables(body.query);
               const tooLarge = large.find(([name]) => used.has(name));
               if (tooLarge) throw refusal(pageSizeMessage(`$${tooLarge[0]}`, String(tooLarge[1]), limits.maxPageSize), "BAD_INPUT");
+            }
+            const negative = Object.entries(variables).filter(([, v]) => typeof v === "number" && v < 0);
+            if (negative.length > 0) {
+              const used = pageSizeVariables(body.query, countArguments);
+              const below = negative.find(([name]) => used.has(name));
+              if (below) throw refusal(negativeMessage(`$${below[0]}`, String(below[1])), "BAD_INPUT");
             }
           }
           return next();

@@ -19,7 +19,9 @@ import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 import { clientAddress, type ClientAddress } from "./client-address.ts";
 import { makeMaskError, RequestErrorCodesPlugin, ServiceStatusPlugin } from "./errors.ts";
-import { makeGraphQLLimitsPlugin } from "./graphql-limits.ts";
+import { documentCacheSize, makeGraphQLLimitsPlugin } from "./graphql-limits.ts";
+import { heavyFields } from "./response-size.ts";
+import { summaryMaxBytes } from "../lib/llm/provider.ts";
 import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
 import { createRequestCounter } from "./rate-limits.ts";
 import { makeRequestAuditPlugin } from "./request-audit.ts";
@@ -43,6 +45,10 @@ export interface PresetOptions {
   /** Where GraphQL operations, their errors and sign-ins are counted (none when only printing the schema). */
   readonly metrics?: Metrics;
 }
+
+/** The database's bounds (migrations) on a template body (characters) and on documents.metadata (bytes of JSON text). */
+const templateBodyMaxChars = 20_000;
+const jsonObjectMaxBytes = 64 * 1024;
 
 /** Where GraphiQL (Ruru) and its assets are served when GRAPHIQL is on (server/security.ts relaxes their CSP). */
 export const graphiqlPaths = { page: "/graphiql", assets: "/ruru-static/" } as const;
@@ -71,6 +77,7 @@ export function makePreset({
   const created = createSessions({ config, logger, pool, hasher, tokens });
   const sessions = metrics ? countSignIns(created, metrics) : created;
   const graphqlMetrics = metrics ? makeGraphqlMetrics(metrics) : null;
+  const maskError = makeMaskError(logger, { suggestions: config.graphql.introspection });
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [
@@ -80,7 +87,14 @@ export function makePreset({
       RequestErrorCodesPlugin,
       ServiceStatusPlugin,
       makeRequestAuditPlugin({ pool, logger, addressOf }),
-      makeGraphQLLimitsPlugin(config.graphql),
+      makeGraphQLLimitsPlugin(config.graphql, {
+        heavy: heavyFields({
+          documentBytes: config.documents.maxBytes,
+          summaryBytes: summaryMaxBytes,
+          templateBodyBytes: templateBodyMaxChars * 4,
+          jsonObjectBytes: jsonObjectMaxBytes,
+        }),
+      }),
       ...(graphqlMetrics ? [graphqlMetrics.plugin] : []),
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
@@ -96,7 +110,9 @@ export function makePreset({
       websockets: true,
       // Bodies are buffered (and checked) before grafserv, with this same limit (server/app.ts).
       maxRequestLength: config.http.maxRequestBytes,
-      maskError: graphqlMetrics ? graphqlMetrics.countErrors(makeMaskError(logger)) : makeMaskError(logger),
+      // Parsed documents kept (each at most GRAPHQL_MAX_DOCUMENT_BYTES of text): see server/graphql-limits.ts.
+      parseAndValidateCacheSize: documentCacheSize,
+      maskError: graphqlMetrics ? graphqlMetrics.countErrors(maskError) : maskError,
     },
   };
 }

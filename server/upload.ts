@@ -12,7 +12,7 @@
 // 201 {"document": {"id", "title", "format", "bytes"}}: `bytes` is the size of the stored text in UTF-8 (the
 // uploaded file's own size is in the document's metadata.upload.bytes). Errors are {"error": {"code", "message"}}:
 //   400 BAD_INPUT         not multipart; no file, or a second one; corrupt or encrypted file; text not UTF-8 or with
-//                         NUL; nothing to extract; a title over 500 characters
+//                         NUL; nothing to extract; a title over 500 characters; a file nested too deeply to read
 //   401 UNAUTHENTICATED   no token, a bad one, or a session that has ended
 //   403 FORBIDDEN         the caller's role may not write documents (a viewer)
 //   413 TOO_LARGE         file over UPLOAD_MAX_BYTES; too many PDF pages; DOCX over its entry or size limits;
@@ -28,7 +28,7 @@ import type pg from "pg";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
 import { addToLogContext } from "../lib/log-context.ts";
-import { publicDatabaseError, type ErrorCode } from "../lib/errors.ts";
+import { publicDatabaseError, type DatabaseErrorDetail, type ErrorCode } from "../lib/errors.ts";
 import { ExtractError } from "../lib/extract/errors.ts";
 import { extractTextIsolated } from "../lib/extract/isolated.ts";
 import type { Extracted } from "../lib/extract/index.ts";
@@ -254,7 +254,7 @@ export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOpti
     let code: ErrorCode;
     let message: string;
     const sqlState = sqlStateOf(error);
-    const known = sqlState ? publicDatabaseError(sqlState, (error as Error).message) : null;
+    const known = sqlState ? publicDatabaseError(sqlState, (error as Error).message, error as DatabaseErrorDetail) : null;
     if (error instanceof UploadError || error instanceof ExtractError) {
       ({ code, message } = error);
     } else if (known) {

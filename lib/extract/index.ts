@@ -55,7 +55,29 @@ const nonEmpty = (text: string, what: string): string => {
   return text;
 };
 
-export async function extractText(bytes: Uint8Array, { filename, limits }: ExtractOptions): Promise<Extracted> {
+/**
+ * A JavaScript stack overflow: the parsers and converters (html-to-text, mammoth's XML reader, pdf.js) walk nested
+ * structures recursively, so a file nested thousands of levels deep (`<div>` in `<div>`…) overflows the stack.
+ * Read by shape: the error may come from another realm.
+ */
+const isStackOverflow = (error: unknown) =>
+  (error as { name?: unknown } | null)?.name === "RangeError" && /call stack/i.test(String((error as { message?: unknown }).message));
+
+/** The text of an uploaded file; an ExtractError (with the client's code) for everything the file itself causes. */
+export async function extractText(bytes: Uint8Array, options: ExtractOptions): Promise<Extracted> {
+  try {
+    return await extractFrom(bytes, options);
+  } catch (error) {
+    if (isStackOverflow(error)) {
+      throw new ExtractError("BAD_INPUT", "The file is nested too deeply to read (elements inside elements, thousands of levels).", {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}
+
+async function extractFrom(bytes: Uint8Array, { filename, limits }: ExtractOptions): Promise<Extracted> {
   if (bytes.length === 0) throw new ExtractError("BAD_INPUT", "The file is empty.");
   const sniffed = sniff(bytes);
   switch (sniffed.kind) {

@@ -1,6 +1,6 @@
 // Anthropic's Messages API. The prompt goes as one user message; the summary is the answer's text blocks joined.
 // Anthropic's 529 (overloaded) is a 5xx like any other, so it is retryable (LLM_UNAVAILABLE).
-import { answeredModel, postJson, tokenCount } from "./http.ts";
+import { answeredModel, boundedCompletion, postJson, tokenCount } from "./http.ts";
 import { estimateTokens, LlmError, type LlmProvider } from "./provider.ts";
 
 export interface AnthropicOptions {
@@ -49,6 +49,7 @@ export function createAnthropicProvider(options: AnthropicOptions): LlmProvider 
         .join("")
         .trim();
       if (!text) throw new LlmError("LLM_BAD_RESPONSE", `The ${service} answered without any text.`);
+      boundedCompletion(text, service);
       const usage = answer?.usage;
       const input = tokenCount(usage?.input_tokens);
       return {

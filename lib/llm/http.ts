@@ -1,7 +1,9 @@
 // The HTTP exchange the hosted providers share: POST a JSON body with a timeout and the caller's abort signal, refuse
 // redirects, and turn every failure (network, timeout, cancel, status, unreadable body) into an LlmError whose
-// message is safe to show: the service's own short error message at most, with the API key masked.
-import { cancelledError, LlmError, type LlmErrorCode } from "./provider.ts";
+// message is safe to show: the service's own short error message at most, with the API key masked. The answer is
+// read as a stream and at most `maxResponseBytes` of it are kept: a service that sends more is refused
+// (LLM_BAD_RESPONSE) as soon as it crosses the bound, and nothing larger is ever held in memory.
+import { cancelledError, completionResponseMaxBytes, LlmError, summaryMaxBytes, type LlmErrorCode } from "./provider.ts";
 
 export interface PostJsonOptions {
   readonly url: string;
@@ -14,6 +16,8 @@ export interface PostJsonOptions {
   readonly service: string;
   /** Secrets (the API key) masked in any text taken from the service's answer. */
   readonly secrets: readonly string[];
+  /** Most bytes of the answer body read (default: room for the largest summary, JSON-escaped, and its envelope). */
+  readonly maxResponseBytes?: number;
 }
 
 export interface JsonAnswer {
@@ -41,8 +45,9 @@ export async function postJson(options: PostJsonOptions): Promise<JsonAnswer> {
       redirect: "error",
       signal: combined,
     });
-    text = await response.text();
+    text = await readBounded(response, options.maxResponseBytes ?? completionResponseMaxBytes);
   } catch (error) {
+    if (error instanceof LlmError) throw error;
     if (signal?.aborted) throw cancelledError();
     if (timeout.aborted) {
       throw new LlmError("LLM_TIMEOUT", `The ${service} did not answer within ${formatSeconds(timeoutMs)}.`, { cause: error });
@@ -64,6 +69,56 @@ export async function postJson(options: PostJsonOptions): Promise<JsonAnswer> {
     status,
     ...(retryAfterOf(response.headers, status) ?? {}),
   });
+}
+
+/** Error answers are read only far enough for their message. */
+const errorBodyMaxBytes = 64 * 1024;
+
+/**
+ * The body of `response` as text, reading at most `maxBytes` of a 2xx answer (and the first 64 KiB of any other):
+ * more is LLM_BAD_RESPONSE for a success, and simply not read for an error. The stream is cancelled either way.
+ */
+async function readBounded(response: Response, maxBytes: number): Promise<string> {
+  const ok = response.status >= 200 && response.status < 300;
+  const limit = ok ? maxBytes : Math.min(maxBytes, errorBodyMaxBytes);
+  const declared = Number(response.headers.get("content-length"));
+  if (ok && Number.isFinite(declared) && declared > limit) {
+    await response.body?.cancel().catch(() => undefined);
+    throw tooLargeAnswer(limit);
+  }
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const room = limit - received;
+      if (value.byteLength > room) {
+        if (ok) throw tooLargeAnswer(limit);
+        chunks.push(value.subarray(0, room));
+        received = limit;
+        break;
+      }
+      chunks.push(value);
+      received += value.byteLength;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return Buffer.concat(chunks, received).toString("utf8");
+}
+
+const tooLargeAnswer = (limit: number) =>
+  new LlmError("LLM_BAD_RESPONSE", `The language model's answer is larger than ${limit} bytes, which is more than a summary may be.`);
+
+/** A completion's text, refused (LLM_BAD_RESPONSE) when it is longer than a summary may be stored. */
+export function boundedCompletion(text: string, service: string): string {
+  if (Buffer.byteLength(text) > summaryMaxBytes) {
+    throw new LlmError("LLM_BAD_RESPONSE", `The ${service} answered with more than ${summaryMaxBytes} bytes of text, more than a summary may be.`);
+  }
+  return text;
 }
 
 function statusMeaning(status: number): [LlmErrorCode, string] {

@@ -1,6 +1,6 @@
 // Any OpenAI-compatible chat-completions endpoint: OpenAI itself, or a local server (Ollama, vLLM, llama.cpp,
 // LM Studio) that needs no API key. The prompt goes as one user message; the answer's first choice is the summary.
-import { answeredModel, postJson, tokenCount } from "./http.ts";
+import { answeredModel, boundedCompletion, postJson, tokenCount } from "./http.ts";
 import { estimateTokens, LlmError, type LlmProvider } from "./provider.ts";
 
 export interface OpenAiOptions {
@@ -48,7 +48,7 @@ export function createOpenAiProvider(options: OpenAiOptions): LlmProvider {
         if (typeof message?.refusal === "string") throw new LlmError("LLM_REJECTED", "The model declined to answer.");
         throw new LlmError("LLM_BAD_RESPONSE", `The ${service} answered without any text.`);
       }
-      const text = message.content.trim();
+      const text = boundedCompletion(message.content.trim(), service);
       const usage = answer?.usage;
       return {
         text,

@@ -5,6 +5,15 @@
 export const providerNames = ["extractive", "openai", "anthropic"] as const;
 export type ProviderName = (typeof providerNames)[number];
 
+/**
+ * Largest summary text, in UTF-8 bytes (128 KiB, about 32,000 tokens): a completion longer than this is refused
+ * (LLM_BAD_RESPONSE) rather than stored, and the database refuses a longer summaries.content (a check constraint).
+ */
+export const summaryMaxBytes = 128 * 1024;
+
+/** Largest answer body read from a hosted provider: its JSON wraps the completion, so room for it escaped, and more. */
+export const completionResponseMaxBytes = 4 * summaryMaxBytes + 64 * 1024;
+
 export interface CompletionRequest {
   /** The rendered prompt: the template with placeholders replaced (it already contains the text). */
   readonly prompt: string;

@@ -1,5 +1,6 @@
 // extractText per type: what comes out, and the precise refusal for each kind of bad file.
 import { ExtractError, extractText, type ExtractLimits } from "../../lib/extract/index.ts";
+import { htmlDepthExceeds } from "../../lib/extract/html.ts";
 import { docxEntries, makeDocx, makeEncryptedPdf, makeExe, makeOwnerProtectedPdf, makePdf, makeZip, png } from "./fixtures.ts";
 
 const limits: ExtractLimits = { maxPdfPages: 5, maxDocxUncompressedBytes: 1024 * 1024, maxDocxEntries: 20 };
@@ -153,4 +154,44 @@ test("disguised binaries are UNSUPPORTED_TYPE whatever their name", async () => 
   expect(await refusal(makeExe(), "invoice.pdf")).toMatchObject({ code: "UNSUPPORTED_TYPE", status: 415, message: expect.stringMatching(/Windows executable/) });
   expect(await refusal(png, "notes.txt")).toMatchObject({ code: "UNSUPPORTED_TYPE", message: expect.stringMatching(/PNG/) });
   expect(await refusal(png, "notes.md")).toMatchObject({ code: "UNSUPPORTED_TYPE" });
+});
+
+describe("deeply nested input", () => {
+  // html-to-text walks the DOM recursively: ten thousand levels overflow its stack, which is the file's doing.
+  test.each([
+    ["divs", "<div>", "</div>"],
+    ["lists", "<ul><li>", "</li></ul>"],
+    ["tables", "<table><tr><td>", "</td></tr></table>"],
+  ])("HTML nested 10,000 levels deep (%s) is BAD_INPUT, not an internal error", async (_name, open, close) => {
+    const html = `<!doctype html><title>Deep</title>${open.repeat(10_000)}deep${close.repeat(10_000)}`;
+    await expect(extract(Buffer.from(html), "deep.html")).rejects.toMatchObject({
+      name: "ExtractError",
+      code: "BAD_INPUT",
+      message: expect.stringMatching(/nested too deeply/),
+    });
+  });
+
+  test("while nesting a hundred levels deep is read", async () => {
+    const html = `<!doctype html><title>Nested</title>${"<div>".repeat(100)}inside${"</div>".repeat(100)}`;
+    expect(await extract(Buffer.from(html), "nested.html")).toMatchObject({ text: "inside", detectedType: "html" });
+  });
+
+  test("Markdown is stored as written, so its nesting is never walked", async () => {
+    const markdown = `${"> ".repeat(10_000)}quoted`;
+    expect(await extract(Buffer.from(markdown), "deep.md")).toMatchObject({ format: "markdown", text: markdown });
+  });
+});
+
+describe("htmlDepthExceeds", () => {
+  test.each([
+    ["closed divs", `${"<div>".repeat(50)}${"</div>".repeat(50)}`, 50, false],
+    ["one more than the limit", `${"<div>".repeat(51)}`, 50, true],
+    ["siblings, each closed", "<div><span>x</div>".repeat(500), 50, false],
+    ["list items without end tags", `<ul>${"<li>x".repeat(500)}</ul>`, 50, false],
+    ["void elements", "<br><img src=x><hr/>".repeat(500), 50, false],
+    ["tags inside a script or a comment", `<script>${"'<div>'".repeat(500)}</script><!-- ${"<div>".repeat(500)} -->`, 50, false],
+    ["nested lists", `${"<ul><li>".repeat(51)}`, 50, true],
+  ])("%s", (_name, html, limit, expected) => {
+    expect(htmlDepthExceeds(html, limit)).toBe(expected);
+  });
 });

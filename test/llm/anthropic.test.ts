@@ -115,3 +115,9 @@ test("an answer without text blocks is LLM_BAD_RESPONSE", async () => {
 test("an API key is required", () => {
   expect(() => createAnthropicProvider({ apiKey: "", model: "claude-test" })).toThrow("The Anthropic provider needs an API key.");
 });
+
+test("an answer over the size bound is LLM_BAD_RESPONSE, as with every provider", async () => {
+  const server = await serve(() => ({ json: anthropicAnswer([{ type: "text", text: "a".repeat(3 * 1024 * 1024) }]) }));
+  const error = await failure(provider(server).complete(request));
+  expect(error.code).toBe("LLM_BAD_RESPONSE");
+});

@@ -219,3 +219,37 @@ test("a refused connection is LLM_UNAVAILABLE and retryable", async () => {
   expect(error).toMatchObject({ code: "LLM_UNAVAILABLE", retryable: true, status: undefined });
   expect(error.message).toBe("The OpenAI-compatible service could not be reached (ECONNREFUSED).");
 });
+
+describe("answer sizes", () => {
+  test("a 20 MB answer is LLM_BAD_RESPONSE, not retried, and read no further than the bound", async () => {
+    const huge = "w".repeat(20 * 1024 * 1024);
+    const server = await serve(() => ({ json: openAiAnswer(huge, { prompt_tokens: 1, completion_tokens: 5_000_000 }) }));
+    const error = await failure(withRetries(provider(server), { maxRetries: 2, baseDelayMs: 1 }).complete(request));
+    expect(error.code).toBe("LLM_BAD_RESPONSE");
+    expect(error.retryable).toBe(false);
+    expect(error.message).toMatch(/larger than \d+ bytes/);
+    expect(server.requests).toHaveLength(1);
+  });
+
+  test("so is one that declares a Content-Length over the bound", async () => {
+    const body = JSON.stringify(openAiAnswer("v".repeat(1024 * 1024), { prompt_tokens: 1, completion_tokens: 1 }));
+    const server = await serve(() => ({ raw: body, headers: { "content-length": String(Buffer.byteLength(body)) } }));
+    expect((await failure(provider(server).complete(request))).code).toBe("LLM_BAD_RESPONSE");
+  });
+
+  test("a completion longer than a summary may be stored (128 KiB) is LLM_BAD_RESPONSE; one just under is returned", async () => {
+    const over = await serve(() => ({ json: openAiAnswer("o".repeat(128 * 1024 + 1), { prompt_tokens: 1, completion_tokens: 1 }) }));
+    const error = await failure(provider(over).complete(request));
+    expect(error.code).toBe("LLM_BAD_RESPONSE");
+    expect(error.message).toMatch(/more than 131072 bytes of text/);
+    const under = await serve(() => ({ json: openAiAnswer("u".repeat(128 * 1024), { prompt_tokens: 1, completion_tokens: 1 }) }));
+    expect((await provider(under).complete(request)).text).toHaveLength(128 * 1024);
+  });
+
+  test("an error answer is read only far enough for its message", async () => {
+    const server = await serve(() => ({ status: 400, json: { error: { message: `bad request ${"e".repeat(5 * 1024 * 1024)}` } } }));
+    const error = await failure(provider(server).complete(request));
+    expect(error.code).toBe("LLM_REJECTED");
+    expect(error.message).toBe("The OpenAI-compatible service rejected the request (HTTP 400).");
+  });
+});

@@ -7,7 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSchema, getIntrospectionQuery, parse, specifiedRules, validate } from "postgraphile/graphql";
 import WebSocket from "ws";
-import { complexityRule, loadTrustedDocuments, pageSizeRule, pageSizeVariables } from "../../server/graphql-limits.ts";
+import { complexityRule, loadTrustedDocuments, pageSizeRule, pageSizeVariables, withoutSuggestionsRule } from "../../server/graphql-limits.ts";
+import { estimateResponseBytes, exceedsJsonLength } from "../../server/response-size.ts";
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
 import { codeOf, startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
 import { createTenant } from "../support/tenants.ts";
@@ -258,5 +259,148 @@ describe("the rules on their own", () => {
   test("pageSizeVariables finds the variables passed as first or last", () => {
     expect([...pageSizeVariables("query ($a: Int, $b: Int, $c: Int) { list(first: $a, last: $b) { self { a } } x: list { a } }")]).toEqual(["a", "b"]);
     expect([...pageSizeVariables("{ not valid")]).toEqual([]);
+  });
+});
+
+describe("document size", () => {
+  // Valid documents that are mostly a comment: what an anonymous caller can send by the hundred.
+  const padded = (bytes: number) => `# ${"x".repeat(bytes - 17)}\n{ __typename }`;
+
+  test("a document over GRAPHQL_MAX_DOCUMENT_BYTES (64 KiB) is refused with 413 QUERY_TOO_LARGE before parsing; one under runs", async () => {
+    const response = await app.graphql(padded(65_537));
+    expect(response.status).toBe(413);
+    expect(response.body).toEqual({
+      errors: [{ message: "The GraphQL document is larger than 65536 bytes; send large values as variables.", extensions: { code: "QUERY_TOO_LARGE" } }],
+    });
+    expect(await app.graphql(padded(65_000))).toEqual({ status: 200, body: { data: { __typename: "Query" } } });
+  });
+
+  test("bytes count, not characters: a document of 30,000 three-byte characters is over 64 KiB", async () => {
+    const response = await app.graphql(`# ${"€".repeat(30_000)}\n{ __typename }`);
+    expect(response.status).toBe(413);
+    expect(codeOf(response.body)).toBe("QUERY_TOO_LARGE");
+  });
+
+  test("the parse and operation-plan caches keep 200 documents, not grafserv's and grafast's default 500", async () => {
+    expect(app.server.pgl.getResolvedPreset().grafserv?.parseAndValidateCacheSize).toBe(200);
+    const schema = await app.server.pgl.getSchema();
+    expect(schema.extensions.grafast?.operationsCacheMaxLength).toBe(200);
+  });
+
+  test("the same limit applies to graphql-ws subscribe messages", async () => {
+    expect(await overWebSocket(app, { query: padded(70_000) })).toEqual({
+      type: "error",
+      payload: [expect.objectContaining({ extensions: { code: "QUERY_TOO_LARGE" } })],
+    });
+  });
+
+  test("large values travel in variables, which only the request body limit bounds", async () => {
+    const content = "y".repeat(200_000);
+    const { status, body } = await app.graphql(
+      "mutation ($content: String!) { createDocument(input: { document: { title: \"Big\", content: $content } }) { document { contentLength } } }",
+      { content },
+      token,
+    );
+    expect(status).toBe(200);
+    expect(body).toEqual({ data: { createDocument: { document: { contentLength: 200_000 } } } });
+  });
+});
+
+describe("negative counts", () => {
+  test.each(["first", "last", "offset"])("a negative `%s` is BAD_INPUT, as a literal or a variable, never INTERNAL", async (name) => {
+    const literal = await app.graphql(`{ documents(${name}: -1) { totalCount } }`, {}, token);
+    expectRefused(literal, "BAD_INPUT");
+    expect(literal.body.errors![0]!.message).toBe(`\`${name}\` must not be negative, got -1.`);
+    const variable = await app.graphql(`query ($n: Int) { documents(${name}: $n) { totalCount } }`, { n: -5 }, token);
+    expectRefused(variable, "BAD_INPUT");
+    expect(variable.body.errors![0]!.message).toBe("`$n` must not be negative, got -5.");
+  });
+});
+
+describe("suggestions", () => {
+  test("with introspection off, validation errors do not suggest field names (they would spell out the schema)", async () => {
+    const locked_ = await locked.graphql("{ documentz { totalCount } }");
+    expect(locked_.status).toBe(400);
+    expect(locked_.body.errors![0]!.message).toBe('Cannot query field "documentz" on type "Query".');
+    expect(JSON.stringify(locked_.body)).not.toContain("Did you mean");
+    // Where introspection is on, the schema is public anyway and the suggestions help.
+    expect((await app.graphql("{ documentz { totalCount } }")).body.errors![0]!.message).toMatch(/Did you mean "document/);
+  });
+
+  test("nor over graphql-ws", async () => {
+    const answer = await overWebSocket(locked, { query: "{ documentz { totalCount } }" });
+    expect(JSON.stringify(answer)).not.toContain("Did you mean");
+  });
+});
+
+describe("response size", () => {
+  test("a list of whole contents is refused with RESPONSE_TOO_LARGE before it runs (no page size: unbounded)", async () => {
+    const response = await app.graphql("{ documents { nodes { title content } } }", {}, token);
+    expectRefused(response, "RESPONSE_TOO_LARGE");
+    expect(response.body.errors![0]!.message).toMatch(/^This operation could answer an unbounded amount of content; at most 8\.0 MiB/);
+    expect(response.body.errors![0]!.message).toMatch(/contentLength/);
+  });
+
+  test("page sizes multiply, as literals or variables; aliases and fragment spreads add up", async () => {
+    // 20 × 5 MiB, the reported case.
+    expectRefused(await app.graphql("{ documents(first: 20) { nodes { content } } }", {}, token), "RESPONSE_TOO_LARGE");
+    expectRefused(await app.graphql("query ($n: Int) { documents(first: $n) { nodes { content } } }", { n: 2 }, token), "RESPONSE_TOO_LARGE");
+    const one = "documents(first: 1) { nodes { content } }";
+    expectRefused(await app.graphql(`{ a: ${one} b: ${one} }`, {}, token), "RESPONSE_TOO_LARGE");
+    expectRefused(await app.graphql(`{ ...F ...F } fragment F on Query { ${one} }`, {}, token), "RESPONSE_TOO_LARGE");
+    expect(await app.graphql(`{ ${one} }`, {}, token)).toMatchObject({ status: 200, body: { data: { documents: { nodes: expect.any(Array) } } } });
+    // Lists of documents without their content are fine at any page size.
+    const list = await app.graphql("{ documents(first: 100) { nodes { title contentLength excerpt(maxChars: 100) } } }", {}, token);
+    expect(list.status).toBe(200);
+    expect(list.body.errors).toBeUndefined();
+  });
+
+  test("over graphql-ws too", async () => {
+    // Refused where grafast executes, so graphql-ws sends it as the operation's result: errors and no data.
+    const answer = await overWebSocket(app, { query: "{ documents(first: 50) { nodes { content } } }" });
+    expect(answer).toEqual({ type: "next", payload: { errors: [expect.objectContaining({ extensions: { code: "RESPONSE_TOO_LARGE" } })] } });
+  });
+
+  test("a refused mutation changes nothing", async () => {
+    const email = `large-${randomSuffix()}@example.com`;
+    const mutation = `mutation { ${registration(email)} { organization { documentsByOrgId { nodes { content } } } } }`;
+    expectRefused(await app.graphql(mutation), "RESPONSE_TOO_LARGE");
+    expect(await usersWithEmail(email)).toBe(0);
+  });
+
+  test("the estimate follows nesting through connections, edges, fragments and interfaces", () => {
+    const schema = buildSchema(`
+      type Query { doc: Doc, docs(first: Int, last: Int): DocConnection, things: [Doc] }
+      type DocConnection { nodes: [Doc], edges: [DocEdge] }
+      type DocEdge { node: Doc }
+      type Doc { title: String, content: String, children(first: Int): DocConnection }
+    `);
+    const heavy = new Map([["Doc.content", 1000]]);
+    const estimate = (source: string, variables: Record<string, unknown> = {}) =>
+      estimateResponseBytes(schema, parse(source), undefined, variables, { heavy, maxPageSize: 100 });
+    expect(estimate("{ doc { title content } }")).toBe(1000);
+    expect(estimate("{ docs(first: 3) { nodes { content } edges { node { content } } } }")).toBe(6000);
+    expect(estimate("{ docs(first: 3, last: 2) { nodes { content } } }")).toBe(2000);
+    expect(estimate("{ docs(first: 3) { nodes { children(first: 4) { nodes { content } } } } }")).toBe(12_000);
+    expect(estimate("query ($n: Int = 7) { docs(first: $n) { nodes { content } } }")).toBe(7000);
+    expect(estimate("query ($n: Int = 7) { docs(first: $n) { nodes { content } } }", { n: 2 })).toBe(2000);
+    expect(estimate("{ docs { nodes { title } } }")).toBe(0);
+    expect(estimate("{ docs { nodes { content } } }")).toBe(Number.POSITIVE_INFINITY);
+    expect(estimate("{ things { content } }")).toBe(100_000);
+    expect(estimate("{ a: doc { ...C } b: doc { ... on Doc { content } } } fragment C on Doc { content }")).toBe(2000);
+  });
+
+  test("the answer itself is measured before it is serialized, without building it, however deep", () => {
+    expect(exceedsJsonLength({ a: "x".repeat(100) }, 1000)).toBe(false);
+    expect(exceedsJsonLength({ a: ["x".repeat(600), "y".repeat(600)] }, 1000)).toBe(true);
+    let deep: unknown = "leaf";
+    for (let i = 0; i < 100_000; i++) deep = { d: deep };
+    expect(exceedsJsonLength(deep, 10_000_000)).toBe(false);
+  });
+
+  test("withoutSuggestionsRule keeps the error and drops the guess", () => {
+    const schema = buildSchema("type Query { document: Int }");
+    const errors = validate(schema, parse("{ documnt }"), specifiedRules.map(withoutSuggestionsRule));
+    expect(errors.map((e) => e.message)).toEqual(['Cannot query field "documnt" on type "Query".']);
   });
 });

@@ -93,3 +93,51 @@ test("another organization's template or document previews exactly like a nonexi
   expect(codeOf(cross)).toBe("NOT_FOUND");
   expect(cross).toEqual(await preview("00000000-0000-4000-8000-000000000000"));
 });
+
+describe("bounded rendering", () => {
+  test.each([
+    ["{{document.content}} twice", "{{document.content}}\n---\n{{ document.content }}", "{{document.content}} may appear only once"],
+    ["more than 20 placeholders", "{{document.title}} ".repeat(21), "at most 20 placeholders"],
+  ])("a body with %s is BAD_TEMPLATE, naming the problem, and saves nothing", async (_label, templateBody, message) => {
+    const body = await create(t.members.owner.accessToken, { name: `Amplifier ${message.length}`, body: templateBody });
+    expect(codeOf(body)).toBe("BAD_TEMPLATE");
+    expect(body.errors![0]!.message).toContain(message);
+    expect(await query(db.name, "select 1 from app_public.templates where body = $1", [templateBody], "root")).toEqual([]);
+    // A global template is held to the same rule.
+    await expect(
+      query(db.name, "insert into app_public.global_templates (name, body) values ('Amplifier', $1)", [templateBody], "root"),
+    ).rejects.toMatchObject({ code: "BADTM" });
+  });
+
+  test("a template saved before the rule, repeating the content, renders TOO_LARGE instead of a multiple of the document", async () => {
+    const content = "c".repeat(1024 * 1024); // 1 MiB
+    const created = await gql(t.members.member.accessToken, 'mutation ($c: String!) { createDocument(input: { document: { title: "Big", content: $c } }) { document { rowId } } }', { c: content });
+    const documentId = (created.data!.createDocument as { document: { rowId: string } }).document.rowId;
+    // The body check is a trigger: written past it as the owner (with triggers off), as a pre-existing row would be.
+    const [template] = await query<{ id: string }>(
+      db.name,
+      `with t as (insert into app_public.templates (org_id, name, body) values ($1, 'Hundredfold', 'x') returning id)
+       select id from t`,
+      [t.orgId],
+      "root",
+    );
+    await query(db.name, "alter table app_public.templates disable trigger user", [], "root");
+    try {
+      await query(db.name, "update app_public.templates set body = $2 where id = $1", [template!.id, "{{document.content}}".repeat(100)], "root");
+    } finally {
+      await query(db.name, "alter table app_public.templates enable trigger user", [], "root");
+    }
+    const preview = await gql(t.members.viewer.accessToken, "query ($t: UUID!, $d: UUID!) { previewTemplate(templateId: $t, documentId: $d) }", {
+      t: template!.id,
+      d: documentId,
+    });
+    expect(codeOf(preview)).toBe("TOO_LARGE");
+    expect(preview.errors![0]!.message).toMatch(/use \{\{document\.content\}\} only once/);
+    // The same function renders the summarize job's prompt.
+    await expect(
+      query(db.name, "select app_public.render_template($1, 'T', $2, 'Org')", ["{{document.content}}".repeat(100), content], "root"),
+    ).rejects.toMatchObject({ code: "TOOLG" });
+    const [once] = await query<{ n: number }>(db.name, "select octet_length(app_public.render_template($1, 'T', $2, 'Org')) as n", ["<{{document.content}}>", content], "root");
+    expect(once!.n).toBe(1024 * 1024 + 2);
+  });
+});

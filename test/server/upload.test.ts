@@ -257,6 +257,15 @@ describe("bad requests: 400 BAD_INPUT, no row", () => {
   });
   const member = () => a.members.member.accessToken;
 
+  test("HTML nested 10,000 levels deep (which overflows the converter's stack) is BAD_INPUT, not INTERNAL", async () => {
+    const depth = 10_000;
+    // Unclosed, to fit the test's 64 KiB upload limit: the parser closes them all at the end, ten thousand deep.
+    const html = `<!doctype html><title>Deep</title>${"<div>".repeat(depth)}deep`;
+    const answer = await upload(member(), { data: html, filename: "deep.html", type: "text/html" });
+    expectError(answer, 400, "BAD_INPUT");
+    expect(answer.body.error!.message).toMatch(/nested too deeply/);
+  });
+
   test("not multipart", async () => {
     expectError(await send(member(), JSON.stringify({ file: "x" }), { "content-type": "application/json" }), 400, "BAD_INPUT");
     expectError(await send(member(), "x", { "content-type": "multipart/form-data" }), 400, "BAD_INPUT");
@@ -304,7 +313,9 @@ test("a client that hangs up mid-upload leaves nothing behind, and the server ca
   expect((await upload(a.members.member.accessToken, { data: "after the hang-up", filename: "after.txt" })).status).toBe(201);
 });
 
-test("other methods on the upload path are 404 like any unknown route", async () => {
+test("other methods on the upload path are 405 METHOD_NOT_ALLOWED, with Allow: POST", async () => {
   const response = await fetch(`${app.url}/api/v1/documents/upload`, { headers: { authorization: `Bearer ${a.members.member.accessToken}` } });
-  expect(response.status).toBe(404);
+  expect(response.status).toBe(405);
+  expect(response.headers.get("allow")).toBe("POST");
+  expect(await response.json()).toEqual({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
 });
