@@ -83,7 +83,9 @@ test("events sent and sessions ended while the LISTEN connection is down reach c
   await acknowledged;
   socket.send(JSON.stringify({ id: "1", type: "subscribe", payload: { query: "subscription { jobUpdated { seq } }" } }));
 
-  const before = subscribe<Event>(slow.url, t.members.viewer.accessToken, documentChanged);
+  // From a known point, so a subscription the server sets up only after the next write still hears it.
+  const zero = await createDocument("Zero");
+  const before = subscribe<Event>(slow.url, t.members.viewer.accessToken, documentChanged, { since: zero.liveSeq });
   let during: Subscription<Event> | null = null;
   try {
     // `before` is live: it hears a document created now.
