@@ -4,7 +4,7 @@ import pg from "pg";
 import { createPool } from "../../db/pool.ts";
 import { startQuireWorker } from "../../worker/runner.ts";
 import { startFakeLlmServer } from "../support/fake-llm-server.ts";
-import { createTestDatabase, query, roles, silentLogger, testConfig, urlFor, type TestDatabase } from "../support/database.ts";
+import { createTestDatabase, query, roles, rootUrl, silentLogger, testConfig, urlFor, type TestDatabase } from "../support/database.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -113,5 +113,42 @@ test("a document longer than the context window is summarized in stages, each ca
     );
   } finally {
     await fake.close();
+  }
+});
+
+test("a template saved before templates were bounded, that places the content many times, fails the job at once with BAD_TEMPLATE and makes no summary", async () => {
+  const [version] = await query<{ id: string; body: string }>(
+    db.name,
+    "select v.id, v.body from app_public.global_template_versions v join app_public.global_templates g on g.id = v.global_template_id where g.name = 'Executive summary' order by v.version desc limit 1",
+    [],
+    "root",
+  );
+  // As an old row would be: written with the save-time check (a trigger) switched off.
+  const setBody = async (body: string) => {
+    const root = new pg.Client({ connectionString: rootUrl().replace(/\/[^/]*$/, `/${db.name}`) });
+    await root.connect();
+    try {
+      await root.query("set session_replication_role = replica");
+      await root.query("update app_public.global_template_versions set body = $2 where id = $1", [version!.id, body]);
+    } finally {
+      await root.end();
+    }
+  };
+  await setBody("{{document.content}} ".repeat(100));
+  try {
+    const jobId = await queue("Oversized prompt", "A sentence that is long enough to count. ".repeat(30_000));
+    await runUntilSettled({}, jobId, async () => {
+      const [job] = await query<{ status: string; error_code: string; attempts: number }>(
+        db.name,
+        "select status, error_code, attempts from app_public.jobs where id = $1",
+        [jobId],
+        "root",
+      );
+      expect(job).toEqual({ status: "failed", error_code: "BAD_TEMPLATE", attempts: 1 });
+      const summaries = await query(db.name, "select 1 from app_public.summaries where job_id = $1", [jobId], "root");
+      expect(summaries).toHaveLength(0);
+    });
+  } finally {
+    await setBody(version!.body);
   }
 });

@@ -131,6 +131,12 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }
       return;
     }
     const { prompt, marker } = work;
+    // Templates may place the content once (checked when saved); one saved before that rule would multiply the
+    // document in every LLM call, so it fails at once rather than spend the organization's allowance.
+    if (prompt.split(marker).length > 2) {
+      await inJob((client) => settleJob(client, "failed", "BAD_TEMPLATE", "The template uses {{document.content}} more than once."));
+      return;
+    }
     let completion;
     try {
       completion = await summarizeInStages({
