@@ -4,11 +4,11 @@
 // loop lag, GC) keep their standard names so stock dashboards work; Quire's own are prefixed `quire_`.
 // Every label has a small, fixed set of values: route patterns, not URLs; operation names capped in number.
 import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Job, WorkerEvents } from "graphile-worker";
 import type pg from "pg";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { LlmError, type Completion, type LlmProvider } from "./llm/provider.ts";
+import { listenInternal, type InternalServer } from "./internal-server.ts";
 import type { Logger } from "./logger.ts";
 
 export interface MetricsOptions {
@@ -287,10 +287,7 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
   };
 }
 
-export interface MetricsServer {
-  readonly address: AddressInfo;
-  close(): Promise<void>;
-}
+export type MetricsServer = InternalServer;
 
 export interface MetricsServerOptions {
   readonly metrics: Metrics;
@@ -304,7 +301,7 @@ export interface MetricsServerOptions {
  * A bare HTTP server answering GET /metrics and nothing else, without a token: its port is meant to be reachable by
  * the scraper alone (server/metrics-route.ts serves the public port's /metrics, behind METRICS_TOKEN).
  */
-export function startMetricsServer({ metrics, host, port, logger }: MetricsServerOptions): Promise<MetricsServer> {
+export async function startMetricsServer({ metrics, host, port, logger }: MetricsServerOptions): Promise<MetricsServer> {
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (path !== "/metrics" || (req.method !== "GET" && req.method !== "HEAD")) {
@@ -319,20 +316,7 @@ export function startMetricsServer({ metrics, host, port, logger }: MetricsServe
       },
     );
   });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      const address = server.address() as AddressInfo;
-      logger.info({ metrics: `http://${address.address}:${address.port}/metrics` }, "metrics listening");
-      resolve({
-        address,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
+  const listening = await listenInternal(server, host, port, "metrics", logger);
+  logger.info({ metrics: `http://${listening.address.address}:${listening.address.port}/metrics` }, "metrics listening");
+  return listening;
 }

@@ -5,8 +5,8 @@
 //   GET /health/ready  200 {"status":"ready"} when its database answers within 2 s; 503 naming why otherwise,
 //                      and 503 {"status":"stopping"} once shutdown began
 import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import type pg from "pg";
+import { listenInternal, type InternalServer } from "../lib/internal-server.ts";
 import type { Logger } from "../lib/logger.ts";
 
 export interface WorkerHealthOptions {
@@ -19,10 +19,7 @@ export interface WorkerHealthOptions {
   readonly logger: Logger;
 }
 
-export interface WorkerHealthServer {
-  readonly address: AddressInfo;
-  close(): Promise<void>;
-}
+export type WorkerHealthServer = InternalServer;
 
 type Answer = { status: number; body: Record<string, unknown> };
 
@@ -38,7 +35,7 @@ async function readiness(pool: pg.Pool, stopping: () => boolean): Promise<Answer
   }
 }
 
-export function startWorkerHealthServer({ host, port, pool, stopping, logger }: WorkerHealthOptions): Promise<WorkerHealthServer> {
+export async function startWorkerHealthServer({ host, port, pool, stopping, logger }: WorkerHealthOptions): Promise<WorkerHealthServer> {
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const send = ({ status, body }: Answer) => res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify(body));
@@ -53,21 +50,7 @@ export function startWorkerHealthServer({ host, port, pool, stopping, logger }: 
     }
     send({ status: 404, body: { error: { code: "NOT_FOUND", message: "No such route: the worker answers /health and /health/ready." } } });
   });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      server.on("error", (error) => logger.warn({ err: error }, "worker health server failed"));
-      const address = server.address() as AddressInfo;
-      logger.info({ health: `http://${address.address}:${address.port}/health/ready` }, "worker health listening");
-      resolve({
-        address,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
+  const listening = await listenInternal(server, host, port, "worker health", logger);
+  logger.info({ health: `http://${listening.address.address}:${listening.address.port}/health/ready` }, "worker health listening");
+  return listening;
 }
