@@ -1,5 +1,5 @@
 --! Previous: sha1:c8aafcf6b94bed5de4bfe2118c893ca1d8bfcd79
---! Hash: sha1:6ae072a1dc521b6983bc19a94192d604094f0bd2
+--! Hash: sha1:76f6b74b8c99cd09305518d267c77fae64c78500
 --! Message: secrets out of the mail queue, throttle before verifying, role checks under lock
 
 -- Mail without secrets in the queue. A queued email used to carry its whole text, one-time link included, in the
@@ -154,17 +154,26 @@ comment on function app_private.lock_member_role() is
 -- Membership changes lock every membership of the organization, in id order, before reading any role: two
 -- concurrent changes (an owner demoting an admin who is changing a role) serialize, the second sees the first's
 -- outcome, and two admins acting on each other cannot deadlock.
-create function app_private.lock_org_memberships(org_id uuid) returns app_public.membership_role
+create function app_private.lock_org_memberships() returns app_public.membership_role
   language plpgsql volatile
   set search_path = pg_catalog, pg_temp
   as $$
+declare
+  v_org_id uuid := app_public.current_org_id();
+  v_role app_public.membership_role;
 begin
-  perform 1 from app_public.memberships m where m.org_id = lock_org_memberships.org_id order by m.id for update;
-  return (select m.role from app_public.memberships m where m.org_id = lock_org_memberships.org_id and m.user_id = app_public.current_user_id());
+  if v_org_id is not null then
+    perform 1 from app_public.memberships m where m.org_id = v_org_id order by m.id for update;
+    select m.role into v_role from app_public.memberships m where m.org_id = v_org_id and m.user_id = app_public.current_user_id();
+  end if;
+  if v_role is null then
+    raise exception 'Sign in first.' using errcode = 'LOGIN';
+  end if;
+  return v_role;
 end;
 $$;
-comment on function app_private.lock_org_memberships(uuid) is
-  'Locks the organization''s memberships (id order) and returns the caller''s role as it is once they are locked.';
+comment on function app_private.lock_org_memberships() is
+  'Locks the caller''s organization''s memberships (id order) and returns the caller''s role as it is once they are locked; LOGIN without one.';
 
 create or replace function app_public.change_member_role(membership_id uuid, role app_public.membership_role)
   returns app_public.memberships
@@ -177,13 +186,7 @@ declare
   v_caller app_public.membership_role;
   v_target app_public.memberships;
 begin
-  if v_org_id is null then
-    raise exception 'Sign in first.' using errcode = 'LOGIN';
-  end if;
-  v_caller := app_private.lock_org_memberships(v_org_id);
-  if v_caller is null then
-    raise exception 'Sign in first.' using errcode = 'LOGIN';
-  end if;
+  v_caller := app_private.lock_org_memberships();
   select * into v_target from app_public.memberships m where m.id = change_member_role.membership_id and m.org_id = v_org_id;
   if not found then
     raise exception 'No such member.' using errcode = 'NTFND';
@@ -212,13 +215,7 @@ declare
   v_caller app_public.membership_role;
   v_target app_public.memberships;
 begin
-  if v_org_id is null then
-    raise exception 'Sign in first.' using errcode = 'LOGIN';
-  end if;
-  v_caller := app_private.lock_org_memberships(v_org_id);
-  if v_caller is null then
-    raise exception 'Sign in first.' using errcode = 'LOGIN';
-  end if;
+  v_caller := app_private.lock_org_memberships();
   select * into v_target from app_public.memberships m where m.id = remove_member.membership_id and m.org_id = v_org_id;
   if not found then
     raise exception 'No such member.' using errcode = 'NTFND';

@@ -1,5 +1,5 @@
---! Previous: sha1:6ae072a1dc521b6983bc19a94192d604094f0bd2
---! Hash: sha1:8e62d724fb196f2739c85187109079ff179c49f6
+--! Previous: sha1:76f6b74b8c99cd09305518d267c77fae64c78500
+--! Hash: sha1:2e814ed735a8de9f2d751279d540551eea85b647
 --! Message: durable jobs
 
 -- Jobs survive restarts, rolling deploys and outages (issue 11).

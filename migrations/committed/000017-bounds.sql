@@ -1,5 +1,5 @@
---! Previous: sha1:8e62d724fb196f2739c85187109079ff179c49f6
---! Hash: sha1:f2b6dd01be4bbcc6c3a99e77147cfa9deaf35cc3
+--! Previous: sha1:2e814ed735a8de9f2d751279d540551eea85b647
+--! Hash: sha1:f49f9cc1eb00301e7c4715b16cb3583c97548fef
 --! Message: bounds
 
 -- Bounds on what the API stores and answers, so that one request cannot hold megabytes the server then multiplies.
