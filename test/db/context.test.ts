@@ -1,6 +1,6 @@
 // The request-context helpers every policy will use, and the timestamps trigger every table will use.
 import pg from "pg";
-import { createTestDatabase, query, roles, urlFor, type TestDatabase } from "../support/database.ts";
+import { createTestDatabase, query, roles, rootUrl, urlFor, type TestDatabase } from "../support/database.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -65,10 +65,14 @@ describe("current_org_id() / current_user_id() / current_member_role()", () => {
     await expect(asApiRole(roles.authenticated, revoked, read)).rejects.toMatchObject({ code: "LOGIN" });
   });
 
-  test("they are declared stable, so a policy's (select …) runs them once per statement", async () => {
+  test("they are declared stable and are plain SQL (no definer, no SET), so the planner inlines them", async () => {
     const rows = await query<{ proname: string; provolatile: string }>(
       db.name,
       "select proname, provolatile from pg_proc where pronamespace = 'app_public'::regnamespace and proname like 'current\\_%' order by 1",
+    );
+    const definers = await query<{ proname: string }>(
+      db.name,
+      "select proname from pg_proc where pronamespace = 'app_public'::regnamespace and proname in ('current_org_id', 'current_user_id', 'current_member_role', 'current_job_id') and (prosecdef or proconfig is not null or prolang <> (select oid from pg_language where lanname = 'sql'))",
     );
     expect(rows).toEqual([
       { proname: "current_job_id", provolatile: "s" },
@@ -77,6 +81,81 @@ describe("current_org_id() / current_user_id() / current_member_role()", () => {
       { proname: "current_org_id", provolatile: "s" },
       { proname: "current_user_id", provolatile: "s" },
     ]);
+    expect(definers).toEqual([]);
+  });
+});
+
+describe("the context is checked once per transaction (app_hidden.enter_context)", () => {
+  let tenant: Tenant;
+  let client: pg.Client;
+  beforeAll(async () => {
+    tenant = await createTenant(db, "Once");
+    // A superuser connection that then acts as the API role: only a superuser may turn on function statistics.
+    client = new pg.Client({ connectionString: rootUrl().replace(/\/[^/]*$/, `/${db.name}`) });
+    await client.connect();
+    await client.query("set track_functions = 'pl'");
+  });
+  afterAll(async () => {
+    await client?.end();
+  });
+
+  /** Begins a transaction as the authenticated role with `member`'s session settings. */
+  async function beginAs(member: { sessionId: string }) {
+    await client.query("begin");
+    await client.query("select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true)", [
+      roles.authenticated,
+      member.sessionId,
+      tenant.orgId,
+    ]);
+  }
+  // The backend's pending function counts, which only grow within a transaction (they may include earlier
+  // transactions not yet flushed to the statistics, so tests compare with a reading taken after `begin`).
+  const checks = async () =>
+    Number((await client.query<{ n: string | null }>("select pg_stat_get_xact_function_calls('app_hidden.enter_context()'::regprocedure) as n")).rows[0]!.n ?? 0);
+
+  test("many statements, each reading several helpers and policies, run the definer check once", async () => {
+    await beginAs(tenant.members.member);
+    const before = await checks();
+    for (let i = 0; i < 5; i++) {
+      await client.query("select count(*) from app_public.documents");
+      await client.query("select count(*) from app_public.memberships");
+      await client.query("select app_public.current_org_id(), app_public.current_user_id(), app_public.current_member_role()");
+    }
+    expect((await checks()) - before).toBe(1);
+    await client.query("commit");
+  });
+
+  test("the policies fold the helpers into the plan: no SubPlan, no per-row function call", async () => {
+    await beginAs(tenant.members.member);
+    const { rows } = await client.query<{ "QUERY PLAN": string }>("explain (verbose, costs off) select id from app_public.documents order by created_at desc limit 20");
+    const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+    await client.query("rollback");
+    expect(plan).not.toMatch(/SubPlan/);
+    expect(plan).not.toMatch(/current_org_id|session_context/);
+    expect(plan).toMatch(/current_setting\('quire\.ctx'/);
+  });
+
+  test("a cached context never outlives its transaction: a revoked session fails on the same connection's next one", async () => {
+    const viewer = tenant.members.viewer;
+    await beginAs(viewer);
+    expect((await client.query("select app_public.current_member_role() as role")).rows).toEqual([{ role: "viewer" }]);
+    await client.query("commit");
+    await query(db.name, "update app_private.sessions set revoked_at = now() where id = $1", [viewer.sessionId], "root");
+    await beginAs(viewer);
+    await expect(client.query("select app_public.current_org_id()")).rejects.toMatchObject({ code: "LOGIN" });
+    await client.query("rollback");
+  });
+
+  test("the cache answers only for the inputs it was computed for: other claims in the same transaction are checked afresh", async () => {
+    await beginAs(tenant.members.owner);
+    const before = await checks();
+    expect((await client.query("select app_public.current_member_role() as role")).rows).toEqual([{ role: "owner" }]);
+    await client.query("select set_config('jwt.claims.session_id', $1, true)", [tenant.members.member.sessionId]);
+    expect((await client.query("select app_public.current_member_role() as role, app_public.current_user_id() as usr")).rows).toEqual([
+      { role: "member", usr: tenant.members.member.userId },
+    ]);
+    expect((await checks()) - before).toBe(2);
+    await client.query("rollback");
   });
 });
 
