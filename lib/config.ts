@@ -123,6 +123,8 @@ const envSchema = z.object({
     .optional(),
   RATE_LIMITS: boolText.default(true),
   RATE_LIMIT_ANONYMOUS_PER_MINUTE: intText(1, 1_000_000).default(300),
+  RATE_LIMIT_SYNC_MS: intText(10, 10_000).default(250),
+  RATE_LIMIT_MAX_KEYS: intText(100, 10_000_000).default(100_000),
   LLM_PROVIDER: z.enum(["extractive", "openai", "anthropic"], { message: "must be extractive, openai or anthropic" }).default("extractive"),
   LLM_BASE_URL: z
     .string()
@@ -334,14 +336,19 @@ export interface Config {
     readonly maxRetries: number;
   };
   /**
-   * Requests a minute, counted in PostgreSQL across instances: per address for anonymous requests, per user and per
-   * organization (limits by tier, app_admin.set_tier_rate_limit) for signed-in ones. Over: 429 RATE_LIMITED.
+   * Requests a minute, counted in each instance's memory and synced across instances through PostgreSQL: per address
+   * for anonymous requests, per user and per organization (limits by tier, app_admin.set_tier_rate_limit) for
+   * signed-in ones. Over: 429 RATE_LIMITED.
    */
   readonly rateLimits: {
     /** RATE_LIMITS (default true). */
     readonly enabled: boolean;
     /** RATE_LIMIT_ANONYMOUS_PER_MINUTE (default 300): per client address. */
     readonly anonymousPerMinute: number;
+    /** RATE_LIMIT_SYNC_MS (default 250): how often counts are synced; the limits hold across instances within it. */
+    readonly syncMs: number;
+    /** RATE_LIMIT_MAX_KEYS (default 100000): keys tracked a minute per instance; further keys go unlimited that minute. */
+    readonly maxKeys: number;
   };
   /** GET /metrics (Prometheus): off the public port unless a token is set; neither set: not served. */
   readonly metrics: {
@@ -579,7 +586,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxRetries: e.INTEGRATION_MAX_RETRIES,
     },
     metrics: { port: e.METRICS_PORT ?? null, token: e.METRICS_TOKEN ?? null },
-    rateLimits: { enabled: e.RATE_LIMITS, anonymousPerMinute: e.RATE_LIMIT_ANONYMOUS_PER_MINUTE },
+    rateLimits: {
+      enabled: e.RATE_LIMITS,
+      anonymousPerMinute: e.RATE_LIMIT_ANONYMOUS_PER_MINUTE,
+      syncMs: e.RATE_LIMIT_SYNC_MS,
+      maxKeys: e.RATE_LIMIT_MAX_KEYS,
+    },
     auditCheckpoints: {
       key: checkpointKey ?? (devSecrets ? parseCheckpointKey(devSecrets.auditCheckpointKey) : null),
       dir: e.AUDIT_CHECKPOINT_DIR ?? null,

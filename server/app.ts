@@ -23,7 +23,7 @@ import { createLiveSockets } from "./live-sockets.ts";
 import { createNotificationListener } from "./notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
 import { graphiqlPaths, makePreset } from "./preset.ts";
-import { rateLimit } from "./rate-limits.ts";
+import { createRateLimiter, rateLimit } from "./rate-limits.ts";
 import { checkUpgradeOrigin, corsPolicy, originPolicy, securityHeaders } from "./security.ts";
 import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
@@ -193,7 +193,8 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   });
   // Multipart uploads: before GraphQL and its body parser; same bearer token check (claimsOf), REST error shape.
   const addressOf = clientAddress(config.http.trustedProxies);
-  const limit = rateLimit({ config, pool, tokens, addressOf, logger });
+  const limiter = createRateLimiter({ config, pool, logger });
+  const limit = rateLimit({ limiter, tokens, addressOf });
   app.post(uploadPath, limit, uploadRoute({ config, pool, tokens, addressOf }));
   app.all(uploadPath, (_req, res) => {
     res.status(405).set("allow", "POST").json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
@@ -213,7 +214,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   await listener.start().catch(() => undefined);
   const connectors = createConnectors(config);
   app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, addressOf, liveSockets, liveEvents, connectors, metrics }));
+  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count }));
   const serv = pgl.createServ(grafserv);
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'
   // errors unhandled (server/websocket.ts): Origin is checked first, then Quire's endpoint takes the connection.
@@ -291,6 +292,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
       liveEvents.close();
       await liveSockets.close();
       await listener.close();
+      await limiter.close();
       await pgl.release();
       await metricsServer?.close();
     },

@@ -14,7 +14,6 @@ import { addToLogContext } from "../lib/log-context.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { RequestHandler } from "express";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
-import { isDatabaseUnavailable, unavailableMessage } from "../lib/errors.ts";
 import type { ClientAddress } from "./client-address.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import type { LiveSockets } from "./live-sockets.ts";
@@ -124,7 +123,7 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
 /**
  * The context of each operation. HTTP requests were authenticated and counted against the rate limits by Express
  * middleware (server/app.ts); an operation over a WebSocket is authenticated from its connection parameters and
- * counted here with `countRequest` (RATE_LIMITED, or UNAVAILABLE when the database cannot count it).
+ * counted here with `countRequest` (RATE_LIMITED over a limit).
  */
 export interface ContextOptions {
   readonly config: Config;
@@ -140,13 +139,7 @@ export interface ContextOptions {
 
 export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger }: ContextOptions) {
   const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
-    let verdict;
-    try {
-      verdict = await countRequest(ip, claims);
-    } catch (error) {
-      if (isDatabaseUnavailable(error)) throw new SafeError(unavailableMessage, { code: "UNAVAILABLE" });
-      throw error;
-    }
+    const verdict = await countRequest(ip, claims);
     if (verdict.retryAfterSeconds > 0) {
       throw new SafeError("Too many requests; try again later.", { code: "RATE_LIMITED", retryAfterSeconds: verdict.retryAfterSeconds, scope: verdict.scope });
     }

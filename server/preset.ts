@@ -23,7 +23,7 @@ import { documentCacheSize, makeGraphQLLimitsPlugin } from "./graphql-limits.ts"
 import { heavyFields } from "./response-size.ts";
 import { summaryMaxBytes } from "../lib/llm/provider.ts";
 import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
-import { createRequestCounter } from "./rate-limits.ts";
+import type { CountRequest } from "./rate-limits.ts";
 import { makeRequestAuditPlugin } from "./request-audit.ts";
 import { createSessions } from "./sessions.ts";
 
@@ -44,7 +44,11 @@ export interface PresetOptions {
   readonly connectors?: Connectors;
   /** Where GraphQL operations, their errors and sign-ins are counted (none when only printing the schema). */
   readonly metrics?: Metrics;
+  /** Counts each WebSocket operation against the rate limits (default: counts nothing, for printing the schema). */
+  readonly countRequest?: CountRequest;
 }
+
+const countNothing: CountRequest = async () => ({ retryAfterSeconds: 0, scope: null });
 
 /** The database's bounds (migrations) on a template body (characters) and on documents.metadata (bytes of JSON text). */
 const templateBodyMaxChars = 20_000;
@@ -72,6 +76,7 @@ export function makePreset({
   liveEvents = idleLiveEvents,
   connectors = createConnectors(config),
   metrics,
+  countRequest = countNothing,
 }: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
   const created = createSessions({ config, logger, pool, hasher, tokens });
@@ -99,7 +104,7 @@ export function makePreset({
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest: createRequestCounter(config, pool) }) },
+    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest }) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,

@@ -1,6 +1,7 @@
-// Rate limits kept in PostgreSQL: anonymous requests are counted per client address, signed-in ones per user and
-// per organization with the limits of the organization's tier; over a limit the answer is 429 RATE_LIMITED with
-// Retry-After, on every instance alike (the counts are shared); RATE_LIMITS=false turns them off.
+// Rate limits counted in each instance's memory and synced through PostgreSQL every RATE_LIMIT_SYNC_MS: anonymous
+// requests are counted per client address, signed-in ones per user and per organization with the limits of the
+// organization's tier; over a limit the answer is 429 RATE_LIMITED with Retry-After, on every instance alike once
+// a sync has passed (the counts are shared); RATE_LIMITS=false turns them off.
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
 import { subscribe } from "../support/live.ts";
@@ -13,11 +14,15 @@ let proxied: TestServer;
 let off: TestServer;
 let t: Tenant;
 let rich: Tenant;
+/** The limits hold across instances within one sync interval: cross-instance steps wait a little longer. */
+const syncMs = 50;
+const settle = () => new Promise((resolve) => setTimeout(resolve, syncMs * 3));
+const config = () => testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", RATE_LIMIT_SYNC_MS: String(syncMs) });
+
 beforeAll(async () => {
   db = await createTestDatabase();
-  const config = testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5" });
-  one = await startTestServer(config);
-  two = await startTestServer(config);
+  one = await startTestServer(config());
+  two = await startTestServer(config());
   proxied = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", TRUSTED_PROXIES: "loopback" }));
   off = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", RATE_LIMITS: "false" }));
   t = await createTenant(db, "Limited");
@@ -30,7 +35,12 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  await query(db.name, "delete from app_private.rate_limit_counters", [], "root");
+  // Counts live in each instance's memory too: start both instances afresh, after their last sync.
+  await one.close();
+  await two.close();
+  await query(db.name, "delete from app_private.rate_limit_windows", [], "root");
+  one = await startTestServer(config());
+  two = await startTestServer(config());
   await query(db.name, "select app_admin.set_tier_rate_limit('free', 600, 1200)");
   // Counts live in one-minute windows: keep a test from straddling two.
   const second = new Date().getUTCSeconds();
@@ -56,7 +66,10 @@ async function ask(server: TestServer, token: string | null = null, headers: Rec
 
 test("anonymous requests are counted per address across instances: the 6th of 5 a minute is 429 with Retry-After", async () => {
   const answers = [];
-  for (let i = 0; i < 6; i++) answers.push(await ask(i % 2 ? one : two));
+  for (let i = 0; i < 6; i++) {
+    answers.push(await ask(i % 2 ? one : two));
+    await settle();
+  }
   expect(answers.slice(0, 5).map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
   const refused = answers[5]!;
   expect(refused).toMatchObject({ status: 429, code: "RATE_LIMITED", extensions: { scope: "address" } });
@@ -80,6 +93,7 @@ test("behind a trusted proxy each forwarded address has its own budget; elsewher
 test("signed-in requests are counted per user and per organization, with the tier's limits", async () => {
   await query(db.name, "select app_admin.set_tier_rate_limit('free', 3, 5)");
   for (let i = 0; i < 3; i++) expect((await ask(one, t.members.member.accessToken)).status).toBe(200);
+  await settle();
   expect(await ask(two, t.members.member.accessToken)).toMatchObject({ status: 429, code: "RATE_LIMITED", extensions: { scope: "user" } });
   // Another member still has a user budget, until the organization's 5 are spent.
   expect((await ask(one, t.members.viewer.accessToken)).status).toBe(200);
@@ -91,7 +105,7 @@ test("signed-in requests are counted per user and per organization, with the tie
 
 test("RATE_LIMITS=false counts nothing", async () => {
   for (let i = 0; i < 8; i++) expect((await ask(off)).status).toBe(200);
-  const [{ n }] = (await query<{ n: number }>(db.name, "select count(*)::int as n from app_private.rate_limit_counters", [], "root")) as [{ n: number }];
+  const [{ n }] = (await query<{ n: number }>(db.name, "select count(*)::int as n from app_private.rate_limit_windows", [], "root")) as [{ n: number }];
   expect(n).toBe(0);
 });
 
@@ -115,9 +129,30 @@ test("operations over a WebSocket are counted too: over the user's limit a subsc
     const refused = opened.filter((s) => s.errors.length > 0);
     expect(refused).toHaveLength(1);
     expect(JSON.stringify(refused[0]!.errors)).toContain("RATE_LIMITED");
-    const [{ hits }] = (await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_counters where key = $1", [`user:${t.members.member.userId}`], "root")) as [{ hits: number }];
+    await settle();
+    const [{ hits }] = (await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_windows where key = $1", [`user:${t.members.member.userId}`], "root")) as [{ hits: number }];
     expect(hits).toBe(3);
   } finally {
     for (const s of opened) await s.close();
   }
+});
+
+test("a request costs no database statement: counts reach PostgreSQL only with the periodic sync", async () => {
+  const lazy = await startTestServer(testConfig(db.name, { RATE_LIMIT_SYNC_MS: "10000" }));
+  try {
+    const token = rich.members.member.accessToken;
+    // The first request of a key in a window waits for one sync (it starts from the shared count and its tier).
+    expect((await ask(lazy, token)).status).toBe(200);
+    let statements = 0;
+    const { query: poolQuery, connect } = lazy.pool;
+    lazy.pool.query = ((...args: Parameters<typeof poolQuery>) => (statements++, poolQuery.apply(lazy.pool, args))) as typeof poolQuery;
+    lazy.pool.connect = ((...args: Parameters<typeof connect>) => (statements++, connect.apply(lazy.pool, args))) as typeof connect;
+    for (let i = 0; i < 20; i++) expect((await ask(lazy, token)).status).toBe(200);
+    expect(statements).toBe(0);
+  } finally {
+    await lazy.close();
+  }
+  // Closing syncs what was counted: all 21 requests.
+  const rows = await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_windows where key = $1", [`user:${rich.members.member.userId}`], "root");
+  expect(rows).toEqual([{ hits: 21 }]);
 });
