@@ -109,6 +109,8 @@ const envSchema = z.object({
     .optional(),
   MAIL_FROM: z.string().min(3).max(320).default("Quire <no-reply@localhost>"),
   WORKER_CONCURRENCY: intText(1, 100).default(4),
+  WORKER_LOCAL_QUEUE_SIZE: intText(0, 1000).default(0),
+  WORKER_COMPLETE_BATCH_DELAY_MS: intText(-1, 1000).default(0),
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
   WORKER_HEALTH_PORT: intText(1, 65535).optional(),
@@ -284,6 +286,14 @@ export interface Config {
   };
   readonly worker: {
     readonly concurrency: number;
+    /**
+     * WORKER_LOCAL_QUEUE_SIZE (default 0: off): jobs graphile-worker fetches and locks per query, served to the
+     * process's slots without a round trip each. Off by default: locked jobs wait in one process while another may be
+     * idle, and a newly queued job of a waiting organization is seen only when the batch is used up.
+     */
+    readonly localQueueSize: number;
+    /** WORKER_COMPLETE_BATCH_DELAY_MS (default 0): completions batched into one statement within this delay; -1: one each. */
+    readonly completeBatchDelayMs: number;
     readonly heartbeatSeconds: number;
     readonly readyMaxAgeSeconds: number;
     /** WORKER_HEALTH_PORT: where `npm run worker` answers /health and /health/ready (on HOST); null: nowhere. */
@@ -545,6 +555,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mail: { appUrl: e.APP_URL.replace(/\/+$/, ""), smtpUrl: e.SMTP_URL ?? null, from: e.MAIL_FROM },
     worker: {
       concurrency: e.WORKER_CONCURRENCY,
+      localQueueSize: e.WORKER_LOCAL_QUEUE_SIZE,
+      completeBatchDelayMs: e.WORKER_COMPLETE_BATCH_DELAY_MS,
       heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,
       readyMaxAgeSeconds: e.READY_WORKER_MAX_AGE_SECONDS,
       healthPort: e.WORKER_HEALTH_PORT ?? null,

@@ -68,6 +68,13 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     parsedCronItems: schedules,
     concurrency: config.worker.concurrency,
     noHandleSignals: true,
+    // graphile-worker's own batching (WORKER_LOCAL_QUEUE_SIZE, WORKER_COMPLETE_BATCH_DELAY_MS).
+    preset: {
+      worker: {
+        completeJobBatchDelay: config.worker.completeBatchDelayMs,
+        ...(config.worker.localQueueSize > 1 ? { localQueue: { size: config.worker.localQueueSize } } : {}),
+      },
+    },
     // Running jobs get the whole shutdown timeout to finish before their abort signal fires (default 5 s).
     gracefulShutdownAbortTimeout: config.shutdownTimeoutMs,
     // graphile-worker puts whole jobs (payloads: job tokens, emails with their links) in its log lines' metadata.

@@ -152,3 +152,42 @@ test("a template saved before templates were bounded, that places the content ma
     await setBody(version!.body);
   }
 });
+
+test("a summary job costs the worker two statements of its own: start_summary_job and finish_summary_job", async () => {
+  const jobId = await queue("Counted", report);
+  const config = testConfig(db.name, {});
+  const pool: pg.Pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-worker" }, silentLogger);
+  // Every statement any client of the worker's pool sends, as its text.
+  const sent: string[] = [];
+  pool.on("connect", (client) => {
+    const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      const text = typeof args[0] === "string" ? args[0] : (args[0] as { text?: string } | undefined)?.text;
+      if (text) sent.push(text);
+      return original(...args);
+    };
+  });
+  const worker = await startQuireWorker({ config, logger: silentLogger, pool });
+  try {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const [row] = await query<{ status: string }>(db.name, "select status from app_public.jobs where id = $1", [jobId], "root");
+      if (row!.status === "succeeded") break;
+      if (Date.now() > deadline) throw new Error(`job still ${row!.status}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await worker.stop();
+    await pool.end();
+  }
+  // What is left once graphile-worker's own queue statements and the process's heartbeat and metrics are set aside.
+  const own = sent.filter((text) => !/graphile_worker|LISTEN|unlock_worker_jobs|worker_heartbeat|release_dead_workers|forget_worker|job_queue|checkpoint/i.test(text));
+  expect(own.map((text) => /app_private\.(\w+)/.exec(text)?.[1] ?? text)).toEqual(["start_summary_job", "finish_summary_job"]);
+  const [counts] = await query<{ summaries: number; usage: number }>(
+    db.name,
+    "select (select count(*)::int from app_public.summaries where job_id = $1) as summaries, (select count(*)::int from app_public.usage_records where job_id = $1) as usage",
+    [jobId],
+    "root",
+  );
+  expect(counts).toEqual({ summaries: 1, usage: 1 });
+});

@@ -1,11 +1,13 @@
 // summarize: makes the summary a `jobs` row asks for (queued by app_public.summarize_document).
 //
-// Three steps, so no transaction stays open while the LLM thinks: (1) in the job's RLS context, mark it running and
-// read the document and the pinned template version; (2) call the LLM, splitting long documents (map, then
-// reduce), with the worker's abort signal; (3) in the job's context again, lock the job and, only if it is still
-// running, write the summary, the usage row and the job's success together. Delivery is at least once: a second
-// delivery finds the job finished (its token no longer opens a context) or meets the unique job_id of summaries
-// and usage_records, so there is never a second summary or a second charge. A cancelled job's result is dropped.
+// Three steps, so no transaction stays open while the LLM thinks, and two database calls of one statement each:
+// (1) app_private.start_summary_job claims the run, marks the job running and reads the document and the pinned
+// template version rendered; (2) call the LLM, splitting long documents (map, then reduce), with the worker's abort
+// signal; (3) app_private.finish_summary_job locks the job and, only if it is still running, writes the summary,
+// the usage row and the job's success together. Both take on the job's context (its token) first, so the database
+// checks the job exactly as it checks a member's session. Delivery is at least once: a second delivery finds the
+// job finished (its token no longer opens a context) or meets the unique job_id of summaries and usage_records, so
+// there is never a second summary or a second charge. A cancelled job's result is dropped.
 //
 // Every run claims the job first (worker/job-context.ts): once another run has taken it over (its worker presumed
 // dead), this run's transactions change nothing and throw RunSuperseded.
@@ -17,23 +19,12 @@
 // short by the worker's shutdown puts the job back in the queue due at once, its attempt not counted either.
 import { randomUUID } from "node:crypto";
 import type { Task } from "graphile-worker";
-import type { PoolClient } from "pg";
 import { LlmError, type LlmProvider } from "../../lib/llm/provider.ts";
 import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
 import { nextRunDelayMs, type RescheduleOptions } from "../../lib/llm/retry.ts";
 import { inJobContext, isJobTicket, RunSuperseded, type JobTicket } from "../job-context.ts";
-import {
-  claimRun,
-  failingForMs,
-  failQuietly,
-  isLastAttempt,
-  isShuttingDown,
-  lockRunningJob,
-  retryLater,
-  settleJob,
-  startJob,
-  succeedJob,
-} from "../job-lifecycle.ts";
+import { addToLogContext } from "../../lib/log-context.ts";
+import { failingForMs, failQuietly, isLastAttempt, isShuttingDown, retryLater, settleJob } from "../job-lifecycle.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -56,9 +47,6 @@ export interface SummarizeDependencies {
 }
 
 interface Work {
-  readonly documentId: string;
-  readonly templateVersionId: string | null;
-  readonly globalTemplateVersionId: string | null;
   readonly revision: number;
   readonly content: string;
   /** The rendered prompt with `marker` where the document's content goes. */
@@ -66,33 +54,14 @@ interface Work {
   readonly marker: string;
 }
 
-/** Marks the job running and reads what it needs; null when the job is no longer to be run. */
-async function start(client: PoolClient): Promise<Work | null | "document-gone"> {
-  const row = await startJob(client);
-  if (!row) return null;
-  // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
-  const marker = `\u0001content-${randomUUID()}\u0001`;
-  const read = await client.query<{ revision: number; content: string; prompt: string }>(
-    `select d.revision, d.content,
-            app_public.render_template(coalesce(tv.body, gv.body), d.title, $4, o.name) as prompt
-       from app_public.documents d
-       join app_public.organizations o on o.id = d.org_id
-       left join app_public.template_versions tv on tv.id = $2
-       left join app_public.global_template_versions gv on gv.id = $3
-      where d.id = $1 and (tv.id is not null or gv.id is not null)`,
-    [row.document_id, row.template_version_id, row.global_template_version_id, marker],
-  );
-  const doc = read.rows[0];
-  if (!row.document_id || !doc) return "document-gone";
-  return {
-    documentId: row.document_id,
-    templateVersionId: row.template_version_id,
-    globalTemplateVersionId: row.global_template_version_id,
-    revision: doc.revision,
-    content: doc.content,
-    prompt: doc.prompt,
-    marker,
-  };
+/** What app_private.start_summary_job answers. */
+interface Started {
+  readonly outcome: "started" | "gone" | "document-gone";
+  readonly org_id: string | null;
+  readonly requested_by: string | null;
+  readonly revision: number | null;
+  readonly content: string | null;
+  readonly prompt: string | null;
 }
 
 export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }: SummarizeDependencies): Task<"summarize"> {
@@ -113,24 +82,34 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }
   async function run(payload: JobTicket, helpers: Parameters<Task<"summarize">>[1]): Promise<void> {
     const runId = randomUUID();
     const options = { role, runId };
-    const inJob = <T>(fn: (client: PoolClient) => Promise<T>, before?: (client: PoolClient) => Promise<void>) =>
-      inJobContext(helpers, payload, before ? { ...options, before } : options, fn);
-    let work: Work | null | "document-gone";
+    const inJob = <T>(fn: Parameters<typeof inJobContext<T>>[3]) => inJobContext(helpers, payload, options, fn);
+    // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
+    const marker = `\u0001content-${randomUUID()}\u0001`;
+    let started: Started;
     try {
-      work = await inJob(start, claimRun(helpers, payload, runId, runnerId));
+      const { rows } = await helpers.withPgClient((client) =>
+        client.query<Started>(
+          "select outcome, org_id, requested_by, revision, content, prompt from app_private.start_summary_job($1, $2, $3, $4, $5, $6)",
+          [payload.jobId, payload.token, runId, runnerId, helpers.job.locked_by ?? null, marker],
+        ),
+      );
+      started = rows[0]!;
     } catch (error) {
-      if (!(error instanceof RunSuperseded) && isLastAttempt(helpers)) await failQuietly(helpers, payload, options, "INTERNAL", "The job could not be started.");
+      if (isLastAttempt(helpers)) await failQuietly(helpers, payload, options, "INTERNAL", "The job could not be started.");
       throw error;
     }
-    if (work === null) {
+    if (started.outcome === "gone") {
       helpers.logger.info(`summarize: job ${payload.jobId} is no longer queued or running; nothing to do`);
       return;
     }
-    if (work === "document-gone") {
+    // From here on the job's log lines name its organization and requester.
+    addToLogContext({ orgId: started.org_id!, ...(started.requested_by ? { userId: started.requested_by } : {}) });
+    if (started.outcome === "document-gone") {
       await inJob((client) => settleJob(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
       return;
     }
-    const { prompt, marker } = work;
+    const work: Work = { revision: started.revision!, content: started.content!, prompt: started.prompt!, marker };
+    const { prompt } = work;
     // Templates may place the content once (checked when saved); one saved before that rule would multiply the
     // document in every LLM call, so it fails at once rather than spend the organization's allowance.
     if (prompt.split(marker).length > 2) {
@@ -169,18 +148,13 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }
       });
       return;
     }
-    const done = await inJob(async (client) => {
-      if (!(await lockRunningJob(client))) return false;
-      const summary = await client.query<{ id: string }>(
-        `insert into app_public.summaries (org_id, document_id, job_id, template_version_id, global_template_version_id, content,
-                                           provider, model, prompt_tokens, completion_tokens, latency_ms, document_revision)
-         values (app_public.current_org_id(), $1, app_public.current_job_id(), $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         on conflict (org_id, job_id) do nothing
-         returning id`,
+    const { rows } = await helpers.withPgClient((client) =>
+      client.query<{ outcome: "succeeded" | "superseded" | "gone" }>(
+        "select app_private.finish_summary_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as outcome",
         [
-          work.documentId,
-          work.templateVersionId,
-          work.globalTemplateVersionId,
+          payload.jobId,
+          payload.token,
+          runId,
           completion.text,
           completion.provider,
           completion.model,
@@ -189,21 +163,14 @@ export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }
           Math.round(completion.latencyMs),
           work.revision,
         ],
-      );
-      const summaryId = summary.rows[0]?.id ?? null;
-      if (summaryId) {
-        await client.query(
-          `insert into app_public.usage_records (org_id, job_id, summary_id, provider, model, prompt_tokens, completion_tokens)
-           values (app_public.current_org_id(), app_public.current_job_id(), $1, $2, $3, $4, $5)
-           on conflict (org_id, job_id) do nothing`,
-          [summaryId, completion.provider, completion.model, completion.promptTokens, completion.completionTokens],
-        );
-      }
-      await succeedJob(client, summaryId);
-      return true;
-    });
+      ),
+    );
+    const outcome = rows[0]!.outcome;
+    if (outcome === "superseded") throw new RunSuperseded(payload.jobId);
     helpers.logger.info(
-      done ? `summarize: job ${payload.jobId} succeeded (${completion.calls} LLM calls)` : `summarize: job ${payload.jobId} was cancelled; result dropped`,
+      outcome === "succeeded"
+        ? `summarize: job ${payload.jobId} succeeded (${completion.calls} LLM calls)`
+        : `summarize: job ${payload.jobId} was cancelled; result dropped`,
     );
   }
 }
