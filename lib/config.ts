@@ -93,6 +93,8 @@ const envSchema = z.object({
   REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
+  PASSWORD_HASH_MAX_WAIT_MS: intText(100, 60_000).default(2000),
+  PASSWORD_HASH_DUTY_PERCENT: intText(5, 100).default(50),
   DOCUMENT_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(5 * 1024 * 1024),
   UPLOAD_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
   UPLOAD_MAX_PDF_PAGES: intText(1, 100_000).default(500),
@@ -262,6 +264,10 @@ export interface Config {
     readonly bcryptCost: number;
     /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
     readonly passwordHashConcurrency: number;
+    /** PASSWORD_HASH_MAX_WAIT_MS (default 2000): a sign-in that would wait longer for a hashing slot gets RATE_LIMITED at once. */
+    readonly passwordHashMaxWaitMs: number;
+    /** PASSWORD_HASH_DUTY_PERCENT (default 50): the share of time a hashing slot may work; it rests the remainder. */
+    readonly passwordHashDutyPercent: number;
   };
   readonly documents: {
     /** Largest document content, in bytes of UTF-8; bigger ones are refused with TOO_LARGE. */
@@ -543,6 +549,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       refreshGraceSeconds: e.REFRESH_GRACE_SECONDS,
       bcryptCost: e.BCRYPT_COST,
       passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
+      passwordHashMaxWaitMs: e.PASSWORD_HASH_MAX_WAIT_MS,
+      passwordHashDutyPercent: e.PASSWORD_HASH_DUTY_PERCENT,
     },
     documents: { maxBytes: e.DOCUMENT_MAX_BYTES },
     uploads: {

@@ -78,7 +78,12 @@ export function makePreset({
   metrics,
   countRequest = countNothing,
 }: PresetOptions): GraphileConfig.Preset {
-  const hasher = createPasswordHasher({ cost: config.auth.bcryptCost, concurrency: config.auth.passwordHashConcurrency });
+  const hasher = createPasswordHasher({
+    cost: config.auth.bcryptCost,
+    concurrency: config.auth.passwordHashConcurrency,
+    maxWaitMs: config.auth.passwordHashMaxWaitMs,
+    dutyPercent: config.auth.passwordHashDutyPercent,
+  });
   const created = createSessions({ config, logger, pool, hasher, tokens });
   const sessions = metrics ? countSignIns(created, metrics) : created;
   const graphqlMetrics = metrics ? makeGraphqlMetrics(metrics) : null;
