@@ -93,7 +93,7 @@ const envSchema = z.object({
   REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
-  PASSWORD_HASH_MAX_WAIT_MS: intText(100, 60_000).default(2000),
+  PASSWORD_HASH_MAX_WAIT_MS: intText(100, 60_000).default(5000),
   PASSWORD_HASH_DUTY_PERCENT: intText(5, 100).default(50),
   DOCUMENT_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(5 * 1024 * 1024),
   UPLOAD_MAX_BYTES: intText(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
@@ -112,7 +112,7 @@ const envSchema = z.object({
   MAIL_FROM: z.string().min(3).max(320).default("Quire <no-reply@localhost>"),
   WORKER_CONCURRENCY: intText(1, 100).default(4),
   WORKER_LOCAL_QUEUE_SIZE: intText(0, 1000).default(0),
-  WORKER_COMPLETE_BATCH_DELAY_MS: intText(-1, 1000).default(0),
+  WORKER_COMPLETE_BATCH_DELAY_MS: intText(-1, 1000).default(-1),
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
   WORKER_HEALTH_PORT: intText(1, 65535).optional(),
@@ -264,7 +264,7 @@ export interface Config {
     readonly bcryptCost: number;
     /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
     readonly passwordHashConcurrency: number;
-    /** PASSWORD_HASH_MAX_WAIT_MS (default 2000): a sign-in that would wait longer for a hashing slot gets RATE_LIMITED at once. */
+    /** PASSWORD_HASH_MAX_WAIT_MS (default 5000): a sign-in that would wait longer for a hashing slot gets RATE_LIMITED at once. */
     readonly passwordHashMaxWaitMs: number;
     /** PASSWORD_HASH_DUTY_PERCENT (default 50): the share of time a hashing slot may work; it rests the remainder. */
     readonly passwordHashDutyPercent: number;
@@ -298,7 +298,7 @@ export interface Config {
      * idle, and a newly queued job of a waiting organization is seen only when the batch is used up.
      */
     readonly localQueueSize: number;
-    /** WORKER_COMPLETE_BATCH_DELAY_MS (default 0): completions batched into one statement within this delay; -1: one each. */
+    /** WORKER_COMPLETE_BATCH_DELAY_MS (default -1: one statement per completion): completions within this delay batched into one. */
     readonly completeBatchDelayMs: number;
     readonly heartbeatSeconds: number;
     readonly readyMaxAgeSeconds: number;

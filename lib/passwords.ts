@@ -41,7 +41,7 @@ export interface HasherOptions {
   /** Callers allowed to wait for a turn before new ones are turned away with RATE_LIMITED (default 200). */
   readonly maxQueue?: number;
   /**
-   * Longest expected wait for a turn (PASSWORD_HASH_MAX_WAIT_MS, default 2000): a caller who would wait longer, by
+   * Longest expected wait for a turn (PASSWORD_HASH_MAX_WAIT_MS, default 5000): a caller who would wait longer, by
    * the queue ahead and the recent time per hash, is turned away at once with RATE_LIMITED rather than queued.
    */
   readonly maxWaitMs?: number;
@@ -55,7 +55,7 @@ export interface HasherOptions {
 /** A rest that never holds the process open. */
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
-export function createPasswordHasher({ cost, concurrency, maxQueue = 200, maxWaitMs = 2000, dutyPercent = 50 }: HasherOptions): PasswordHasher {
+export function createPasswordHasher({ cost, concurrency, maxQueue = 200, maxWaitMs = 5000, dutyPercent = 50 }: HasherOptions): PasswordHasher {
   let running = 0;
   const waiting: Array<() => void> = [];
   /** Recent time a slot is held per hash (work and rest), ms: a moving average, from the first hash on. */

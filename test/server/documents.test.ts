@@ -1,5 +1,6 @@
 // Documents through GraphQL: Unicode round trips, refused bytes and sizes, revision and hash kept by the database,
 // the role matrix, and filtered, ranked full-text search that never leaves the organization.
+import type pg from "pg";
 import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
 import { codeOf, startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
@@ -120,5 +121,41 @@ describe("findDocuments", () => {
   test("the search index leads with org_id", async () => {
     const [index] = await query<{ def: string }>(db.name, "select indexdef as def from pg_indexes where indexname = 'documents_org_id_search_idx'", [], "root");
     expect(index!.def).toMatch(/USING gin \(org_id, search\)/);
+  });
+});
+
+describe("cost", () => {
+  test("a documents list is one transaction of at most 4 round trips, with the session checked once", async () => {
+    const list = "{ documents(first: 20, orderBy: CREATED_AT_DESC) { nodes { rowId title createdAt summaries(first: 1, orderBy: CREATED_AT_DESC) { nodes { content } } } } }";
+    // Warm: the first request of a user in a window waits for one rate-limit sync.
+    expect((await gql(t.members.member.accessToken, list)).errors).toBeUndefined();
+    const sent: string[] = [];
+    const patched = new WeakSet<object>();
+    const connect = app.pool.connect;
+    const checkOut = connect.bind(app.pool) as () => Promise<pg.PoolClient>;
+    // Every statement a client checked out of the server's pool sends during the request.
+    app.pool.connect = (async () => {
+      const client = await checkOut();
+      if (!patched.has(client)) {
+        patched.add(client);
+        const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+        (client as { query: unknown }).query = (...args: unknown[]) => {
+          const text = typeof args[0] === "string" ? args[0] : (args[0] as { text?: string } | undefined)?.text;
+          if (text) sent.push(text);
+          return original(...args);
+        };
+      }
+      return client;
+    }) as typeof connect;
+    try {
+      expect((await gql(t.members.member.accessToken, list)).errors).toBeUndefined();
+    } finally {
+      app.pool.connect = connect;
+    }
+    // A pool client new to PostGraphile gets one setting once (@dataplan/pg's JIT tweak): not the request's cost.
+    const perRequest = sent.filter((text) => !/^set jit_optimize_above_cost/.test(text));
+    expect(perRequest).toHaveLength(4);
+    expect(perRequest.filter((text) => /^\s*begin/i.test(text))).toHaveLength(1);
+    expect(sent.filter((text) => /take_request|sync_rate_limits/.test(text))).toHaveLength(0);
   });
 });
