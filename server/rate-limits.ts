@@ -11,8 +11,9 @@
 // Tolerance: a request is judged on the last shared totals plus this instance's own counts since. With N
 // instances, each can admit at most what the others have not yet reported: the overshoot of a limit is bounded by
 // the requests the other instances admitted for that key within one sync interval (plus one interval of
-// in-flight sync). A key this instance has not seen yet in the current window waits for one sync before it is
-// judged, so a new user, organization or address starts from the shared count and its tier's limits.
+// in-flight sync). A key this instance has not seen yet in the current window, or has not seen for a few seconds
+// (idle keys are left out of the syncs), waits for one sync before it is judged, so it starts from the shared
+// count and its tier's limits.
 //
 // When the database cannot be reached, counts stay in memory (they are sent with the next sync that succeeds) and
 // requests are judged on what this instance knows: limits keep holding per instance, never failing requests.
@@ -54,7 +55,12 @@ interface Counter {
   sending: number;
   /** Whether a sync has answered for this key in this window (until then it waits for one). */
   known: boolean;
+  /** When this instance last counted a hit on the key (ms). */
+  lastHit: number;
 }
+
+/** Keys hit within this long (ms) are synced even with nothing new, so their other instances' counts stay fresh. */
+const activeMs = 5_000;
 
 /** A tier's limits, requests a minute. */
 interface TierLimits {
@@ -105,7 +111,9 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
     rollWindow(Date.now());
     const sentWindow = window;
     const sent = counters;
-    const keys = [...sent.keys()];
+    // Only keys in use: those with new counts, waiting for their first answer, or hit lately.
+    const now = Date.now();
+    const keys = [...sent].filter(([, c]) => c.pending > 0 || !c.known || now - c.lastHit < activeMs).map(([key]) => key);
     if (keys.length === 0) return;
     const deltas = keys.map((key) => {
       const counter = sent.get(key)!;
@@ -176,11 +184,15 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
         }
         return null;
       }
-      counter = { others: 0, local: 0, pending: 0, sending: 0, known: false };
+      counter = { others: 0, local: 0, pending: 0, sending: 0, known: false, lastHit: 0 };
       counters.set(key, counter);
     }
+    const now = Date.now();
+    // A key idle for a while was left out of the syncs: it waits for one again before it is judged.
+    if (counter.known && now - counter.lastHit >= activeMs) counter.known = false;
     counter.local += 1;
     counter.pending += 1;
+    counter.lastHit = now;
     return counter;
   };
   const retryAfter = () => Math.max(1, Math.ceil((window + windowMs - Date.now()) / 1000));
