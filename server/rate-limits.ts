@@ -69,6 +69,8 @@ interface TierLimits {
 }
 
 const windowMs = 60_000;
+/** Longest a sync waits for its answer (after the pool's own wait for a connection) before it counts as failed. */
+const syncTimeoutMs = 5_000;
 const windowOf = (now: number) => Math.floor(now / windowMs) * windowMs;
 
 const allowed: RequestCount = { retryAfterSeconds: 0, scope: null };
@@ -123,12 +125,13 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
     });
     const orgIds = [...orgsSeen];
     try {
-      const { rows } = await pool.query<{ answer: SyncAnswer }>("select app_private.sync_rate_limits($1, $2, $3, $4) as answer", [
-        keys,
-        deltas,
-        new Date(sentWindow).toISOString(),
-        orgIds,
-      ]);
+      const { rows } = await pool.query<{ answer: SyncAnswer }>({
+        text: "select app_private.sync_rate_limits($1, $2, $3, $4) as answer",
+        values: [keys, deltas, new Date(sentWindow).toISOString(), orgIds],
+        // A sync that hangs (a stalled connection) would hold every new key's first request, and shutdown, with it.
+        // pg reads query_timeout per query (lib/client.js); @types/pg only lists it on the client's config.
+        query_timeout: syncTimeoutMs,
+      } as pg.QueryConfig);
       const { hits, limits } = rows[0]!.answer;
       for (const [orgId, [user, org]] of Object.entries(limits)) tierLimits.set(orgId, { user, org });
       for (const key of keys) {

@@ -43,14 +43,19 @@ export interface HeldJobs {
 const minLockedSeconds = 5;
 
 export async function startHeartbeat(pool: pg.Pool, workerId: string, options: HeartbeatOptions, held: HeldJobs, logger: Logger): Promise<Heartbeat> {
+  // Each statement gives up after one beat (at least 2 s): a stalled connection must neither stop the beats nor hold
+  // shutdown. pg reads query_timeout per query (lib/client.js); @types/pg only lists it on the client's config.
+  const timeoutMs = Math.max(2_000, options.heartbeatSeconds * 1000);
+  const query = <R extends pg.QueryResultRow>(text: string, values: unknown[]) =>
+    pool.query<R>({ text, values, query_timeout: timeoutMs } as pg.QueryConfig);
   const beat = async () => {
     const lockId = held.lockId();
-    await pool.query("select app_private.record_worker_heartbeat($1, $2, $3, $4)", [workerId, hostname(), process.pid, lockId]);
-    const { rows } = await pool.query<{ released: number }>("select app_private.release_dead_workers($1) as released", [options.readyMaxAgeSeconds]);
+    await query("select app_private.record_worker_heartbeat($1, $2, $3, $4)", [workerId, hostname(), process.pid, lockId]);
+    const { rows } = await query<{ released: number }>("select app_private.release_dead_workers($1) as released", [options.readyMaxAgeSeconds]);
     const released = rows[0]?.released ?? 0;
     if (released > 0) logger.warn({ workerId, released }, "released the jobs of worker processes that stopped reporting in");
     if (lockId) {
-      const own = await pool.query<{ unlocked: number }>("select app_private.unlock_worker_jobs($1, $2::bigint[], $3) as unlocked", [
+      const own = await query<{ unlocked: number }>("select app_private.unlock_worker_jobs($1, $2::bigint[], $3) as unlocked", [
         lockId,
         held.keep(),
         minLockedSeconds,
@@ -87,11 +92,11 @@ export async function startHeartbeat(pool: pg.Pool, workerId: string, options: H
     await beating;
     const lockId = held.lockId();
     if (lockId) {
-      await pool.query("select app_private.unlock_worker_jobs($1, '{}', 0)", [lockId]).catch((error: unknown) => {
+      await query("select app_private.unlock_worker_jobs($1, '{}', 0)", [lockId]).catch((error: unknown) => {
         logger.warn({ err: error, workerId }, "could not unlock this worker's jobs; live workers release them once its heartbeat is old");
       });
     }
-    await pool.query("select app_private.forget_worker($1)", [workerId]).catch((error: unknown) => {
+    await query("select app_private.forget_worker($1)", [workerId]).catch((error: unknown) => {
       logger.warn({ err: error, workerId }, "could not remove worker heartbeat");
     });
   };

@@ -129,29 +129,33 @@ describe("cost", () => {
     const list = "{ documents(first: 20, orderBy: CREATED_AT_DESC) { nodes { rowId title createdAt summaries(first: 1, orderBy: CREATED_AT_DESC) { nodes { content } } } } }";
     // Warm: the first request of a user in a window waits for one rate-limit sync.
     expect((await gql(t.members.member.accessToken, list)).errors).toBeUndefined();
-    const sent: string[] = [];
-    const patched = new WeakSet<object>();
-    const connect = app.pool.connect;
-    const checkOut = connect.bind(app.pool) as () => Promise<pg.PoolClient>;
-    // Every statement a client checked out of the server's pool sends during the request.
-    app.pool.connect = (async () => {
-      const client = await checkOut();
-      if (!patched.has(client)) {
-        patched.add(client);
+    // The statements of each checkout from the server's pool while the request runs. Observed through the pool's
+    // "acquire" event, not by replacing pool.connect, whose callback form pool.query (the rate-limit sync) uses.
+    const checkouts: string[][] = [];
+    const recording = new Map<pg.PoolClient, string[]>();
+    const onAcquire = (client: pg.PoolClient) => {
+      const statements: string[] = [];
+      checkouts.push(statements);
+      if (!recording.has(client)) {
         const original = client.query.bind(client) as (...args: unknown[]) => unknown;
         (client as { query: unknown }).query = (...args: unknown[]) => {
           const text = typeof args[0] === "string" ? args[0] : (args[0] as { text?: string } | undefined)?.text;
-          if (text) sent.push(text);
+          if (text) recording.get(client)?.push(text);
           return original(...args);
         };
       }
-      return client;
-    }) as typeof connect;
+      recording.set(client, statements);
+    };
+    app.pool.on("acquire", onAcquire);
     try {
       expect((await gql(t.members.member.accessToken, list)).errors).toBeUndefined();
     } finally {
-      app.pool.connect = connect;
+      app.pool.off("acquire", onAcquire);
+      for (const client of recording.keys()) recording.set(client, []);
     }
+    // The instance's periodic rate-limit sync may run meanwhile on a client of its own: it is not the request's.
+    const request = checkouts.filter((statements) => !statements.every((text) => /sync_rate_limits/.test(text)));
+    const sent = request.flat();
     // A pool client new to PostGraphile gets one setting once (@dataplan/pg's JIT tweak): not the request's cost.
     const perRequest = sent.filter((text) => !/^set jit_optimize_above_cost/.test(text));
     expect(perRequest).toHaveLength(4);

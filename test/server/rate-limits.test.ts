@@ -2,7 +2,8 @@
 // requests are counted per client address, signed-in ones per user and per organization with the limits of the
 // organization's tier; over a limit the answer is 429 RATE_LIMITED with Retry-After, on every instance alike once
 // a sync has passed (the counts are shared); RATE_LIMITS=false turns them off.
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
+import pg from "pg";
+import { createTestDatabase, query, rootUrl, testConfig, type TestDatabase } from "../support/database.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
 import { subscribe } from "../support/live.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
@@ -156,3 +157,32 @@ test("a request costs no database statement: counts reach PostgreSQL only with t
   const rows = await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_windows where key = $1", [`user:${rich.members.member.userId}`], "root");
   expect(rows).toEqual([{ hits: 21 }]);
 });
+
+test("a sync stuck in the database gives up after its timeout: requests are still judged and shutdown completes", async () => {
+  const stuck = await startTestServer(testConfig(db.name, { RATE_LIMIT_SYNC_MS: "50" }));
+  const token = rich.members.owner.accessToken;
+  const key = `user:${rich.members.owner.userId}`;
+  expect((await ask(stuck, token)).status).toBe(200);
+  // Another session holds the key's row: the next sync that adds to it waits on the lock.
+  const url = new URL(rootUrl());
+  url.pathname = `/${db.name}`;
+  const locker = new pg.Client({ connectionString: url.toString() });
+  await locker.connect();
+  try {
+    await locker.query("begin");
+    expect((await locker.query("select hits from app_private.rate_limit_windows where key = $1 for update", [key])).rowCount).toBe(1);
+    await ask(stuck, token);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const blocked = await locker.query("select count(*)::int as n from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query like '%sync_rate_limits%'", [db.name]);
+    expect(blocked.rows[0].n).toBe(1);
+    // Each request is judged on what this instance knows meanwhile (its key is known), never held by the sync.
+    const started = Date.now();
+    expect((await ask(stuck, token)).status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // Shutdown ends with a last sync, which waits for the stuck one: bounded by its 5 s timeout, not by the lock.
+    await stuck.close();
+  } finally {
+    await locker.query("rollback").catch(() => undefined);
+    await locker.end();
+  }
+}, 30_000);
