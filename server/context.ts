@@ -8,6 +8,8 @@
 // why (expired, bad_signature, wrong_audience, …; never the token).
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
+import type { WithPgClient } from "postgraphile/@dataplan/pg";
+import type { NodePostgresPgClient } from "postgraphile/adaptors/pg";
 import { SafeError } from "postgraphile/grafast";
 import type { Config } from "../lib/config.ts";
 import { addToLogContext } from "../lib/log-context.ts";
@@ -135,9 +137,14 @@ export interface ContextOptions {
   readonly countRequest: CountRequest;
   /** Where a refused WebSocket token is logged (HTTP requests log through their own request logger). */
   readonly logger?: Logger;
+  /**
+   * How operations reach the database (server/pg-client.ts: begin and settings in one round trip). Default:
+   * PostGraphile's own, from its pgService.
+   */
+  readonly withPgClient?: WithPgClient<NodePostgresPgClient>;
 }
 
-export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger }: ContextOptions) {
+export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger, withPgClient }: ContextOptions) {
   const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
     const verdict = await countRequest(ip, claims);
     if (verdict.retryAfterSeconds > 0) {
@@ -162,7 +169,12 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
       if (claims && socket) liveSockets?.track(socket, claims);
     }
     const ip = req ? addressOf(req) : null;
-    const context = { pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip), quireAuth: claims, quireClientIp: ip };
+    const context: Partial<Grafast.Context> = {
+      pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip),
+      quireAuth: claims,
+      quireClientIp: ip,
+      ...(withPgClient ? { withPgClient } : {}),
+    };
     return requestContext.ws ? counted(context, ip, claims) : context;
   };
 }

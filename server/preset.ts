@@ -13,6 +13,7 @@ import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
+import { makeWithPgClient } from "./pg-client.ts";
 import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
@@ -109,7 +110,7 @@ export function makePreset({
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest }) },
+    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest, withPgClient: makeWithPgClient(pool) }) },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,
