@@ -42,7 +42,7 @@ await runOnce("audit-verify", async (config) => {
     for (const c of result.chains) {
       out.push(
         c.valid
-          ? `ok      ${c.orgId} (${c.events} events)`
+          ? `ok      ${c.orgId} (${c.events} events${c.pending > 0 ? `, ${c.pending} not sealed yet` : ""})`
           : `BROKEN  ${c.orgId} at event ${c.firstBrokenSeq ?? "?"}${c.firstBrokenId ? ` (${c.firstBrokenId})` : ""}: ${c.problem}`,
       );
     }

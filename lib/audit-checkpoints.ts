@@ -197,6 +197,8 @@ export interface ChainVerdict {
   readonly firstBrokenSeq: number | null;
   readonly firstBrokenId: string | null;
   readonly problem: string | null;
+  /** Events committed but not sealed yet: not covered by any hash (the worker seals them about every second). */
+  readonly pending: number;
 }
 
 export interface Verification {
@@ -227,6 +229,7 @@ export async function verifyAuditChains(owner: pg.ClientBase, checkpoints: reado
     first_broken_seq: string | null;
     first_broken_id: string | null;
     problem: string | null;
+    pending: string;
   }>("select * from app_admin.verify_audit_chains($1::jsonb)", [JSON.stringify(genuine.map((c) => ({ org: c.org, kind: c.kind, seq: c.seq, hash: c.hash })))]);
   const chains = rows.map((r) => ({
     orgId: r.org_id,
@@ -235,6 +238,7 @@ export async function verifyAuditChains(owner: pg.ClientBase, checkpoints: reado
     firstBrokenSeq: r.first_broken_seq === null ? null : Number(r.first_broken_seq),
     firstBrokenId: r.first_broken_id,
     problem: r.problem,
+    pending: Number(r.pending),
   }));
   return { refused, chains, ok: refused.length === 0 && chains.every((c) => c.valid) };
 }

@@ -114,6 +114,7 @@ const envSchema = z.object({
   WORKER_LOCAL_QUEUE_SIZE: intText(0, 1000).default(0),
   WORKER_COMPLETE_BATCH_DELAY_MS: intText(-1, 1000).default(-1),
   WORKER_HEARTBEAT_SECONDS: intText(1, 3600).default(5),
+  AUDIT_SEAL_INTERVAL_MS: intText(50, 60_000).default(500),
   READY_WORKER_MAX_AGE_SECONDS: intText(2, 86400).default(30),
   WORKER_HEALTH_PORT: intText(1, 65535).optional(),
   SHUTDOWN_TIMEOUT_SECONDS: intText(1, 600).default(10),
@@ -301,6 +302,8 @@ export interface Config {
     /** WORKER_COMPLETE_BATCH_DELAY_MS (default -1: one statement per completion): completions within this delay batched into one. */
     readonly completeBatchDelayMs: number;
     readonly heartbeatSeconds: number;
+    /** AUDIT_SEAL_INTERVAL_MS (default 500): how often the worker chains committed audit events (worker/audit-sealer.ts). */
+    readonly auditSealIntervalMs: number;
     readonly readyMaxAgeSeconds: number;
     /** WORKER_HEALTH_PORT: where `npm run worker` answers /health and /health/ready (on HOST); null: nowhere. */
     readonly healthPort: number | null;
@@ -566,6 +569,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       localQueueSize: e.WORKER_LOCAL_QUEUE_SIZE,
       completeBatchDelayMs: e.WORKER_COMPLETE_BATCH_DELAY_MS,
       heartbeatSeconds: e.WORKER_HEARTBEAT_SECONDS,
+      auditSealIntervalMs: e.AUDIT_SEAL_INTERVAL_MS,
       readyMaxAgeSeconds: e.READY_WORKER_MAX_AGE_SECONDS,
       healthPort: e.WORKER_HEALTH_PORT ?? null,
     },

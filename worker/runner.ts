@@ -17,6 +17,7 @@ import { workerLogger } from "../db/migrate.ts";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics } from "../lib/metrics.ts";
+import { startAuditSealer } from "./audit-sealer.ts";
 import { startHeartbeat, type HeldJobs } from "./heartbeat.ts";
 import { createMailer } from "../lib/mailer.ts";
 import { createConnectors } from "../lib/connectors.ts";
@@ -92,6 +93,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     await metricsServer?.close();
     throw error;
   });
+  const sealer = startAuditSealer(pool, config.worker.auditSealIntervalMs, logger);
   let stopping = false;
   // The runner can end by itself (graphile-worker gives up after a fatal error): this process then takes no more
   // jobs, so it stops reporting in too — readiness fails, and its jobs are released to live workers.
@@ -107,6 +109,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     async stop() {
       stopping = true;
       await runner.stop().catch((error: unknown) => logger.warn({ err: error, workerId }, "the job runner had stopped already"));
+      await sealer.stop();
       await heartbeat.stop();
       await metricsServer?.close();
       logger.info({ workerId }, "worker stopped");

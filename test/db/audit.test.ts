@@ -24,8 +24,13 @@ interface Verdict {
   first_broken_seq: string | null;
   problem: string | null;
 }
-const verify = async (orgId: string) =>
-  (await query<Verdict>(db.name, "select * from app_admin.verify_audit_chain($1)", [orgId]))[0]!;
+/** Chains every committed event not yet sealed, as the worker's sealer does about every second. */
+const seal = async () => Number((await query<{ n: string }>(db.name, "select app_admin.seal_audit_events() as n", [], "root"))[0]!.n);
+/** The chain's verdict once everything committed is sealed. */
+const verify = async (orgId: string) => {
+  await seal();
+  return (await query<Verdict>(db.name, "select * from app_admin.verify_audit_chain($1)", [orgId]))[0]!;
+};
 
 const countEvents = async (orgId: string, where = "true", values: unknown[] = []) =>
   Number((await query<{ n: string }>(db.name, `select count(*) as n from app_public.audit_events where org_id = $1 and ${where}`, [orgId, ...values], "root"))[0]!.n);
@@ -119,10 +124,12 @@ describe("tampering", () => {
     expect(await verify(t.orgId)).toMatchObject({ valid: false, first_broken_seq: "3", problem: expect.stringMatching(/edited/) });
 
     const u = await createTenant(db, "Truncated");
+    await seal();
     await query(db.name, `set quire.definer = 'on'; delete from app_public.audit_events where org_id = '${u.orgId}' and seq = (select max(seq) from app_public.audit_events where org_id = '${u.orgId}')`);
     expect(await verify(u.orgId)).toMatchObject({ valid: false, problem: expect.stringMatching(/newest events were removed/) });
 
     const v = await createTenant(db, "Holed");
+    await seal();
     await query(db.name, `set quire.definer = 'on'; delete from app_public.audit_events where org_id = '${v.orgId}' and seq = 2`);
     expect(await verify(v.orgId)).toMatchObject({ valid: false, first_broken_seq: "3", problem: expect.stringMatching(/missing/) });
   });
@@ -181,6 +188,7 @@ describe("what is recorded", () => {
       "root",
     );
     await query(db.name, "update app_public.integrations set status = 'disconnected' where id = $1", [integration!.id], "root");
+    await seal();
     const actions = await query<{ action: string; table_name: string; old_values: unknown; new_values: unknown }>(
       db.name,
       "select action, table_name, old_values, new_values from app_public.audit_events where org_id = $1 and seq > $2 and action in ('role_change', 'integration_connect', 'integration_disconnect') order by seq",
@@ -207,6 +215,7 @@ describe("what is recorded", () => {
       ),
     );
     expect(await countEvents(t.orgId)).toBe(before + writers * each);
+    await seal();
     const [{ seqs, max }] = (await query<{ seqs: string; max: string }>(
       db.name,
       "select count(distinct seq)::text as seqs, max(seq)::text as max from app_public.audit_events where org_id = $1",
@@ -231,6 +240,7 @@ describe("what is recorded", () => {
     const t = await createTenant(db, "Purged");
     const total = await countEvents(t.orgId);
     await query(db.name, "update app_public.documents set title = 'Later' where org_id = $1", [t.orgId], "root");
+    await seal();
     const [{ purged }] = (await query<{ purged: string }>(
       db.name,
       "select app_admin.purge_audit_events($1, (select occurred_at from app_public.audit_events where org_id = $1 and action = 'update' order by seq desc limit 1)) as purged",
@@ -254,5 +264,90 @@ describe("what is recorded", () => {
       (await client.query<{ n: string }>("select count(*) as n from app_public.audit_events")).rows[0]!.n,
     );
     expect(asMemberRole).toBe("0");
+  });
+});
+
+describe("sealed after commit", () => {
+  interface Pending {
+    valid: boolean;
+    pending: string;
+  }
+  test("a change's row waits unsealed (no seq, no hash) and is counted as pending; sealing chains it and the chain verifies", async () => {
+    const t = await createTenant(db, "Sealing");
+    await seal();
+    await asMember(t.members.member, t.orgId, (client) => client.query("insert into app_public.documents (title, content) values ('Unsealed', 'x')"));
+    const [row] = await query<{ seq: string | null; hash: Buffer | null; prev_hash: Buffer | null }>(
+      db.name,
+      "select seq, hash, prev_hash from app_public.audit_events where org_id = $1 and table_name = 'documents' and new_values->>'title' = 'Unsealed'",
+      [t.orgId],
+      "root",
+    );
+    expect(row).toEqual({ seq: null, hash: null, prev_hash: null });
+    const before = (await query<Pending>(db.name, "select valid, pending from app_admin.verify_audit_chain($1)", [t.orgId]))[0]!;
+    expect(before).toEqual({ valid: true, pending: "1" });
+    expect(await seal()).toBeGreaterThanOrEqual(1);
+    const after = (await query<Pending & { events: string }>(db.name, "select valid, pending, events from app_admin.verify_audit_chain($1)", [t.orgId]))[0]!;
+    expect(after).toEqual({ valid: true, pending: "0", events: String(await countEvents(t.orgId)) });
+  });
+
+  test("writers of one organization no longer wait for each other: an open audited transaction does not block another's commit", async () => {
+    const t = await createTenant(db, "Unblocked");
+    const holder = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
+    await holder.connect();
+    try {
+      await holder.query("begin");
+      await holder.query(
+        "select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true), set_config('jwt.claims.user_id', $4, true)",
+        [roles.authenticated, t.members.admin.sessionId, t.orgId, t.members.admin.userId],
+      );
+      await holder.query("insert into app_public.templates (name, body) values ('Held open', 'x')");
+      // (Templates: changing them emits no live event, whose per-organization numbering is a lock of its own.)
+      // Before, the second writer queued on the chain head held by the first until it committed: lock_timeout fired.
+      await asMember(t.members.owner, t.orgId, async (client) => {
+        await client.query("set local lock_timeout = '1s'");
+        await client.query("insert into app_public.templates (name, body) values ('Not blocked', 'x')");
+      });
+      // The sealer chains what is committed and leaves the open transaction's row for a later run.
+      await seal();
+      const unsealed = await query<{ title: string }>(
+        db.name,
+        "select new_values->>'name' as title from app_public.audit_events where org_id = $1 and table_name = 'templates' and seq is null",
+        [t.orgId],
+        "root",
+      );
+      expect(unsealed).toEqual([]);
+      await holder.query("commit");
+    } finally {
+      await holder.query("rollback").catch(() => undefined);
+      await holder.end();
+    }
+    const verdict = await verify(t.orgId);
+    expect(verdict).toMatchObject({ valid: true, pending: "0", events: String(await countEvents(t.orgId)) });
+    const titles = await query<{ title: string }>(
+      db.name,
+      "select new_values->>'name' as title from app_public.audit_events where org_id = $1 and table_name = 'templates' and action = 'insert' order by seq desc limit 2",
+      [t.orgId],
+      "root",
+    );
+    // Chained in the order they became visible to the sealer: the commit that came first is first.
+    expect(titles.map((r) => r.title)).toEqual(["Held open", "Not blocked"]);
+  });
+
+  test("one sealer at a time: a sealer that finds another at work returns 0 and seals nothing", async () => {
+    const t = await createTenant(db, "Exclusive");
+    const first = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
+    await first.connect();
+    try {
+      await first.query("begin");
+      await first.query("select app_private.seal_audit_events(1)");
+      await asMember(t.members.member, t.orgId, (client) => client.query("insert into app_public.documents (title, content) values ('Queued', 'x')"));
+      const second = await query<{ n: number }>(db.name, "select app_private.seal_audit_events(1000) as n", [], roles.authenticator);
+      expect(second).toEqual([{ n: 0 }]);
+      await first.query("commit");
+    } finally {
+      await first.query("rollback").catch(() => undefined);
+      await first.end();
+    }
+    expect(await verify(t.orgId)).toMatchObject({ valid: true, pending: "0" });
   });
 });

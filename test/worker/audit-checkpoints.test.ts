@@ -86,8 +86,12 @@ afterAll(async () => {
 
 const settings = (): AuditCheckpointSettings => ({ key, dir, url: storeUrl, token: storeToken });
 
-/** Queues checkpoint_audit on demand (as an operator would) and runs the queue's checkpoint jobs once. */
+/** Chains every committed audit event not yet sealed, as the worker's sealer does about every second. */
+const seal = () => query(db.name, "select app_admin.seal_audit_events()");
+
+/** Seals, then queues checkpoint_audit on demand (as an operator would) and runs the queue's checkpoint jobs once. */
 async function checkpoint(with_: AuditCheckpointSettings = settings()): Promise<void> {
+  await seal();
   await query(db.name, "select app_admin.checkpoint_audit_chains()");
   await runOnce({ pgPool: pool, noHandleSignals: true, logger: workerLogger(logger) }, { checkpoint_audit: makeCheckpointAudit(with_) as never });
 }
@@ -107,8 +111,10 @@ async function verifyAll(checkpoints: readonly unknown[], trusted = [publicKey])
 const verdictOf = (v: Verification, orgId: string) => v.chains.find((c) => c.orgId === orgId);
 
 /** The chain's own verdict, without checkpoints (what an owner's rewrite can fool). */
-const verifyAlone = async (orgId: string) =>
-  (await query<{ valid: boolean; first_broken_seq: string | null; problem: string | null }>(db.name, "select * from app_admin.verify_audit_chain($1)", [orgId]))[0]!;
+const verifyAlone = async (orgId: string) => {
+  await seal();
+  return (await query<{ valid: boolean; first_broken_seq: string | null; problem: string | null }>(db.name, "select * from app_admin.verify_audit_chain($1)", [orgId]))[0]!;
+};
 
 /** As the owner: set quire.definer and run `body` (plpgsql) with `org` bound to the organization. */
 const asOwner = (orgId: string, body: string) =>
@@ -280,6 +286,7 @@ describe("an owner's rewrite, verified against the checkpoints", () => {
 
   test("(d) a changed id breaks the event's hash, even without checkpoints", async () => {
     const t = await createTenant(db, "Renumbered");
+    await seal();
     await asOwner(t.orgId, "update app_public.audit_events a set id = gen_random_uuid() where a.org_id = org and a.seq = 2;");
     expect(await verifyAlone(t.orgId)).toMatchObject({ valid: false, first_broken_seq: "2", problem: expect.stringMatching(/edited/) });
   });
