@@ -4,7 +4,7 @@
 // outlive their organization, and a purge keeps what remains verifiable.
 import pg from "pg";
 import { createTestDatabase, query, roles, urlFor, type TestDatabase } from "../support/database.ts";
-import { createTenant, type Member, type Tenant } from "../support/tenants.ts";
+import { beginAs, createTenant, type Member, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
 let a: Tenant;
@@ -292,16 +292,9 @@ describe("sealed after commit", () => {
 
   test("writers of one organization no longer wait for each other: an open audited transaction does not block another's commit", async () => {
     const t = await createTenant(db, "Unblocked");
-    const holder = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
-    await holder.connect();
+    const holder = await beginAs(db.name, t.members.admin, t.orgId);
     try {
-      await holder.query("begin");
-      await holder.query(
-        "select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true), set_config('jwt.claims.user_id', $4, true)",
-        [roles.authenticated, t.members.admin.sessionId, t.orgId, t.members.admin.userId],
-      );
       await holder.query("insert into app_public.templates (name, body) values ('Held open', 'x')");
-      // (Templates: changing them emits no live event, whose per-organization numbering is a lock of its own.)
       // Before, the second writer queued on the chain head held by the first until it committed: lock_timeout fired.
       await asMember(t.members.owner, t.orgId, async (client) => {
         await client.query("set local lock_timeout = '1s'");

@@ -2,7 +2,8 @@
 // tokens signed the way the server signs them. Faster than going through register/login for every fixture.
 import { randomUUID } from "node:crypto";
 import { createTokenService, type MemberRole } from "../../lib/tokens.ts";
-import { query, type TestDatabase } from "./database.ts";
+import pg from "pg";
+import { query, roles as dbRoles, urlFor, type TestDatabase } from "./database.ts";
 
 /** bcrypt (cost 10) of "correct horse battery staple", the password every fixture person has. */
 export const fixturePassword = "correct horse battery staple";
@@ -96,4 +97,24 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     "root",
   );
   return { orgId: org!.id, slug, members };
+}
+
+/**
+ * A connection as the API would hold it for `member` of `orgId` (authenticator login, authenticated role, session
+ * claims), inside a transaction already begun: the caller commits or rolls back, then ends it.
+ */
+export async function beginAs(database: string, member: Member, orgId: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: urlFor(dbRoles.authenticator, database) });
+  await client.connect();
+  try {
+    await client.query("begin");
+    await client.query(
+      "select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true), set_config('jwt.claims.user_id', $4, true)",
+      [dbRoles.authenticated, member.sessionId, orgId, member.userId],
+    );
+    return client;
+  } catch (error) {
+    await client.end();
+    throw error;
+  }
 }
