@@ -14,6 +14,7 @@ import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import { makeWithPgClient } from "./pg-client.ts";
+import { shareReads, type EndedSessions } from "./shared-reads.ts";
 import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
@@ -67,6 +68,15 @@ const idleLiveEvents: LiveEvents = {
   close: () => undefined,
 };
 
+/** app_private.ended_sessions over the server's pool (its own role): for shared subscription reads' check. */
+const endedSessions =
+  (pool: pg.Pool): EndedSessions =>
+  async (sessionIds) => {
+    if (sessionIds.length === 0) return new Set();
+    const { rows } = await pool.query<{ id: string }>({ text: "select id::text from app_private.ended_sessions($1::uuid[]) as id", values: [sessionIds] });
+    return new Set(rows.map((r) => r.id));
+  };
+
 export function makePreset({
   config,
   logger,
@@ -89,6 +99,7 @@ export function makePreset({
   const sessions = metrics ? countSignIns(created, metrics) : created;
   const graphqlMetrics = metrics ? makeGraphqlMetrics(metrics) : null;
   const maskError = makeMaskError(logger, { suggestions: config.graphql.introspection });
+  const withPgClient = makeWithPgClient(pool);
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [
@@ -110,7 +121,18 @@ export function makePreset({
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest, withPgClient: makeWithPgClient(pool) }) },
+    grafast: {
+      context: makeContext({
+        config,
+        tokens,
+        addressOf,
+        liveSockets,
+        logger,
+        countRequest,
+        withPgClient,
+        subscriptionWithPgClient: shareReads(withPgClient, endedSessions(pool)),
+      }),
+    },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,
