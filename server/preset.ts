@@ -14,7 +14,7 @@ import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import { makeWithPgClient } from "./pg-client.ts";
-import { shareReads, type EndedSessions } from "./shared-reads.ts";
+import { endedSessionsIn, shareReads } from "./shared-reads.ts";
 import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
@@ -67,15 +67,6 @@ const idleLiveEvents: LiveEvents = {
   size: 0,
   close: () => undefined,
 };
-
-/** app_private.ended_sessions over the server's pool (its own role): for shared subscription reads' check. */
-const endedSessions =
-  (pool: pg.Pool): EndedSessions =>
-  async (sessionIds) => {
-    if (sessionIds.length === 0) return new Set();
-    const { rows } = await pool.query<{ id: string }>({ text: "select id::text from app_private.ended_sessions($1::uuid[]) as id", values: [sessionIds] });
-    return new Set(rows.map((r) => r.id));
-  };
 
 export function makePreset({
   config,
@@ -130,7 +121,7 @@ export function makePreset({
         logger,
         countRequest,
         withPgClient,
-        subscriptionWithPgClient: shareReads(withPgClient, endedSessions(pool)),
+        subscriptionWithPgClient: shareReads(withPgClient, endedSessionsIn(pool)),
       }),
     },
     grafserv: {

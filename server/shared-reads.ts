@@ -30,9 +30,19 @@
 // transaction, which then falls back as above.
 import type { PgClientQuery, PgClientResult, WithPgClient } from "postgraphile/@dataplan/pg";
 import type { NodePostgresPgClient } from "postgraphile/adaptors/pg";
+import type pg from "pg";
 
 /** Which of the given sessions have ended (revoked, expired, membership, user or organization gone). */
 export type EndedSessions = (sessionIds: readonly string[]) => Promise<ReadonlySet<string>>;
+
+/** EndedSessions over `pool`, the server's own role (app_private.ended_sessions is granted to it only). */
+export const endedSessionsIn =
+  (pool: pg.Pool): EndedSessions =>
+  async (sessionIds) => {
+    if (sessionIds.length === 0) return new Set();
+    const { rows } = await pool.query<{ id: string }>({ text: "select id::text from app_private.ended_sessions($1::uuid[]) as id", values: [sessionIds] });
+    return new Set(rows.map((r) => r.id));
+  };
 
 /**
  * What sharing did, since the process started: `callers` calls made through shareReads, run in `transactions`
