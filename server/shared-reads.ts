@@ -100,7 +100,8 @@ function sharingClient(client: NodePostgresPgClient): NodePostgresPgClient {
 /** Of the group's users, those whose membership has the role of the verified context; runs enter_context. */
 const sameRoleMembers = `select m.user_id::text as user_id
                            from app_public.memberships m
-                          where m.user_id = any($1::uuid[]) and m.role = app_public.current_member_role()`;
+                          where m.org_id = app_public.current_org_id() and m.user_id = any($1::uuid[])
+                            and m.role = app_public.current_member_role()`;
 
 /**
  * A withPgClient that runs the reads of callers of one (organization, member role), made within one tick, in one
