@@ -11,6 +11,7 @@ import type { IncomingMessage } from "node:http";
 import type { WithPgClient } from "postgraphile/@dataplan/pg";
 import type { NodePostgresPgClient } from "postgraphile/adaptors/pg";
 import { SafeError } from "postgraphile/grafast";
+import { getOperationAST } from "postgraphile/graphql";
 import type { Config } from "../lib/config.ts";
 import { addToLogContext } from "../lib/log-context.ts";
 import type { Logger } from "../lib/logger.ts";
@@ -142,9 +143,20 @@ export interface ContextOptions {
    * PostGraphile's own, from its pgService.
    */
   readonly withPgClient?: WithPgClient<NodePostgresPgClient>;
+  /**
+   * How subscriptions over a WebSocket reach the database: their reads shared per organization and role
+   * (server/shared-reads.ts). Default: `withPgClient`.
+   */
+  readonly subscriptionWithPgClient?: WithPgClient<NodePostgresPgClient>;
 }
 
-export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger, withPgClient }: ContextOptions) {
+/** Whether the operation `args` will run is a subscription (the only operations whose reads are shared). */
+function isSubscription(args: Grafast.ExecutionArgs | undefined): boolean {
+  if (!args?.document) return false;
+  return getOperationAST(args.document, args.operationName ?? undefined)?.operation === "subscription";
+}
+
+export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger, withPgClient, subscriptionWithPgClient }: ContextOptions) {
   const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
     const verdict = await countRequest(ip, claims);
     if (verdict.retryAfterSeconds > 0) {
@@ -152,7 +164,7 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
     }
     return context;
   };
-  return (requestContext: Partial<Grafast.RequestContext>): Partial<Grafast.Context> | Promise<Partial<Grafast.Context>> => {
+  return (requestContext: Partial<Grafast.RequestContext>, args?: Grafast.ExecutionArgs): Partial<Grafast.Context> | Promise<Partial<Grafast.Context>> => {
     const req = requestContext.node?.req ?? requestContext.ws?.request;
     let claims: AccessClaims | null;
     if (requestContext.node) {
@@ -169,11 +181,13 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
       if (claims && socket) liveSockets?.track(socket, claims);
     }
     const ip = req ? addressOf(req) : null;
+    // Mutations and queries over a WebSocket keep their own transactions; only subscriptions' re-reads are shared.
+    const pgClient = requestContext.ws && subscriptionWithPgClient && isSubscription(args) ? subscriptionWithPgClient : withPgClient;
     const context: Partial<Grafast.Context> = {
       pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip),
       quireAuth: claims,
       quireClientIp: ip,
-      ...(withPgClient ? { withPgClient } : {}),
+      ...(pgClient ? { withPgClient: pgClient } : {}),
     };
     return requestContext.ws ? counted(context, ip, claims) : context;
   };

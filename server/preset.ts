@@ -14,6 +14,7 @@ import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import { makeWithPgClient } from "./pg-client.ts";
+import { endedSessionsIn, shareReads } from "./shared-reads.ts";
 import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
@@ -89,6 +90,7 @@ export function makePreset({
   const sessions = metrics ? countSignIns(created, metrics) : created;
   const graphqlMetrics = metrics ? makeGraphqlMetrics(metrics) : null;
   const maskError = makeMaskError(logger, { suggestions: config.graphql.introspection });
+  const withPgClient = makeWithPgClient(pool);
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [
@@ -110,7 +112,18 @@ export function makePreset({
     ],
     // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
-    grafast: { context: makeContext({ config, tokens, addressOf, liveSockets, logger, countRequest, withPgClient: makeWithPgClient(pool) }) },
+    grafast: {
+      context: makeContext({
+        config,
+        tokens,
+        addressOf,
+        liveSockets,
+        logger,
+        countRequest,
+        withPgClient,
+        subscriptionWithPgClient: shareReads(withPgClient, endedSessionsIn(pool)),
+      }),
+    },
     grafserv: {
       graphqlPath: "/graphql",
       graphiql: config.http.graphiql,
