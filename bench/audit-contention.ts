@@ -1,7 +1,6 @@
 // `node bench/audit-contention.ts`: audited writes of one organization under contention. BENCH_WRITERS (default
-// 100) connections of one organization's owner each commit audited changes (a template insert: audited, and free
-// of other per-organization locks such as the live-event numbering) as fast as they can for BENCH_SECONDS (default
-// 20), the way the API runs them (authenticator login, `begin` with the settings of server/context.ts, the insert,
+// 100) connections of one organization's owner each commit audited changes (BENCH_WRITE, below) as fast as they
+// can for BENCH_SECONDS (default 20), the way the API runs them (authenticator login, `begin` with the settings of server/context.ts, the insert,
 // `commit`). Before issue 12 every audited change took its organization's chain head until it committed, so these
 // writers took turns; now they append unsealed events and the worker's sealer (worker/audit-sealer.ts, run here
 // at its default interval when this checkout has it) chains them.
@@ -31,6 +30,17 @@ const writers = envInt("BENCH_WRITERS", 100, 1, 500);
 const seconds = envInt("BENCH_SECONDS", 20, 1, 600);
 /** BENCH_AUDIT=off: the same writes with the audit triggers of the two tables disabled, the ceiling without audit. */
 const audited = process.env.BENCH_AUDIT !== "off";
+/**
+ * BENCH_WRITE: what each transaction writes. `templates` (default): a template (two audited rows: the template and
+ * its first version, no live event). `documents`: a document (one audited row and one live event, whose
+ * per-organization numbering is a lock of its own at commit).
+ */
+const write = process.env.BENCH_WRITE === "documents" ? "documents" : "templates";
+const statement =
+  write === "documents"
+    ? "insert into app_public.documents (title, content) values ($1, 'Contended content')"
+    : "insert into app_public.templates (name, body) values ($1, 'Summarize {{document.title}}')";
+const eventsPerWrite = write === "documents" ? 1 : 2;
 
 let embedded: EmbeddedPostgres | null = null;
 let dataDir: string | null = null;
@@ -63,7 +73,9 @@ try {
     [sessionId, userId, orgId, Buffer.from(sessionId)],
   );
   if (!audited) {
-    await admin.query("alter table app_public.templates disable trigger _900_audit; alter table app_public.template_versions disable trigger _900_audit");
+    await admin.query(
+      "alter table app_public.templates disable trigger _900_audit; alter table app_public.template_versions disable trigger _900_audit; alter table app_public.documents disable trigger _900_audit",
+    );
   }
   const eventsBefore = Number((await admin.query<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1", [orgId])).rows[0]!.n);
 
@@ -94,7 +106,7 @@ try {
         const t0 = performance.now();
         try {
           await client.query(begin);
-          await client.query("insert into app_public.templates (name, body) values ($1, 'Summarize {{document.title}}')", [`w${w}-${i}`]);
+          await client.query(statement, [`w${w}-${i}`]);
           await client.query("commit");
           latencies.push(performance.now() - t0);
         } catch (error) {
@@ -114,19 +126,18 @@ try {
   for (const client of clients) await client.end();
   if (sealerModule) await admin.query("select app_admin.seal_audit_events()");
   const verdict = (await admin.query<{ valid: boolean; events: string; problem: string | null }>("select valid, events, problem from app_admin.verify_audit_chain($1)", [orgId])).rows[0]!;
-  // Each template insert is two audited changes (the template and its first version).
   const stored = Number((await admin.query<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1", [orgId])).rows[0]!.n);
   await admin.end();
 
   const committed = latencies.length;
   const sorted = latencies.sort((a, b) => a - b);
   const mean = sorted.reduce((s, x) => s + x, 0) / Math.max(1, committed);
-  const expected = eventsBefore + (audited ? 2 * committed : 0);
+  const expected = eventsBefore + (audited ? eventsPerWrite * committed : 0);
   failed = !verdict.valid || Number(verdict.events) !== expected || stored !== expected || errors > 0;
   const lines = [
     `# Audit under contention (${new Date().toISOString()})`,
     "",
-    `PostgreSQL ${version} (embedded), ${writers} writers of one organization, ${seconds} s, ${os.cpus().length} CPUs${audited ? "" : ", audit triggers off (BENCH_AUDIT=off)"}.`,
+    `PostgreSQL ${version} (embedded), ${writers} writers of one organization writing ${write}, ${seconds} s, ${os.cpus().length} CPUs${audited ? "" : ", audit triggers off (BENCH_AUDIT=off)"}.`,
     "",
     "| Transactions | Transactions/s | Mean latency | p99 latency | Errors | Unsealed when writers stopped | Chain |",
     "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -19,6 +19,7 @@ import { clientAddress } from "./client-address.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
+import { startLiveNumberer } from "./live-numberer.ts";
 import { createLiveSockets } from "./live-sockets.ts";
 import { createNotificationListener } from "./notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
@@ -208,6 +209,8 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   });
   const liveSockets = createLiveSockets({ listener, pool, logger });
   const liveEvents = createLiveEvents(listener, logger, { outageGraceMs: config.live.outageGraceMs });
+  // Numbers and announces the live events changes append (on this server's pool; one numberer works at a time).
+  const numberer = startLiveNumberer(pool, config.live.numberIntervalMs, logger);
   const requestClients = trackCheckedOut(pool);
   metrics.observeSubscriptions(() => liveEvents.size);
   // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
@@ -266,6 +269,8 @@ export async function createQuireServer({ config, logger, pool, metrics = create
     },
     async close(timeoutMs) {
       stopping = true;
+      // Other servers (or the next start) number what this one leaves; its own subscriptions are ending.
+      await numberer.stop();
       const drained = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       // close() only closes connections idle at that moment; a keep-alive connection whose request finishes later
       // would hold shutdown open until its client hangs up, so keep closing the ones that become idle.

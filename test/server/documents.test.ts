@@ -153,8 +153,9 @@ describe("cost", () => {
       app.pool.off("acquire", onAcquire);
       for (const client of recording.keys()) recording.set(client, []);
     }
-    // The instance's periodic rate-limit sync may run meanwhile on a client of its own: it is not the request's.
-    const request = checkouts.filter((statements) => !statements.every((text) => /sync_rate_limits/.test(text)));
+    // The instance's periodic rate-limit sync and live-event numberer may run meanwhile on clients of their own: they
+    // are not the request's.
+    const request = checkouts.filter((statements) => !statements.every((text) => /sync_rate_limits|number_live_events/.test(text)));
     const sent = request.flat();
     // begin and the settings (and, on a connection new to PostGraphile, its JIT setting) travel as one message.
     expect(sent).toHaveLength(3);
