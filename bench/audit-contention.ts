@@ -3,7 +3,8 @@
 // can for BENCH_SECONDS (default 20), the way the API runs them (authenticator login, `begin` with the settings of server/context.ts, the insert,
 // `commit`). Before issue 12 every audited change took its organization's chain head until it committed, so these
 // writers took turns; now they append unsealed events and the worker's sealer (worker/audit-sealer.ts, run here
-// at its default interval when this checkout has it) chains them.
+// at its default interval when this checkout has it) chains them; live events (documents) are numbered by the API
+// server's numberer (server/live-numberer.ts), run here too.
 //
 // It starts an embedded PostgreSQL (db/embedded.ts, a temp DATA_DIR), applies the migrations, runs the writers,
 // then seals what is left and checks the chain (app_admin.verify_audit_chain): the run exits 1 if the chain does not
@@ -81,8 +82,11 @@ try {
 
   // The worker's sealer, where this checkout has one (before issue 12 the chain was built by the writers).
   const sealerModule = await import("../worker/audit-sealer.ts").catch(() => null);
-  const sealerPool = new pg.Pool({ connectionString: config.database.url, max: 1 });
+  const sealerPool = new pg.Pool({ connectionString: config.database.url, max: 2 });
   const sealer = sealerModule?.startAuditSealer(sealerPool, config.worker.auditSealIntervalMs ?? 500, logger) ?? null;
+  // And the API server's live-event numberer, where this checkout has one (before, changes numbered their own).
+  const numbererModule = await import("../server/live-numberer.ts").catch(() => null);
+  const numberer = numbererModule?.startLiveNumberer(sealerPool, config.live.numberIntervalMs ?? 10, logger) ?? null;
 
   const settings = pgSettingsFor(config, { userId, orgId, sessionId, role: "owner", expiresAt: new Date(Date.now() + 3_600_000) }, "bench", "127.0.0.1");
   const begin = `begin; select ${Object.entries(settings)
@@ -122,6 +126,7 @@ try {
     (await admin.query<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1 and seq is null", [orgId]).catch(() => ({ rows: [{ n: "0" }] }))).rows[0]!.n,
   );
   await sealer?.stop();
+  await numberer?.stop();
   await sealerPool.end();
   for (const client of clients) await client.end();
   if (sealerModule) await admin.query("select app_admin.seal_audit_events()");
