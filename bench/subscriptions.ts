@@ -19,9 +19,10 @@
 // starts, and one event per organization proves every subscription live. Memory is read then; then come
 // BENCH_WARMUP_SECONDS of changes at the full rate (delivery checked, latency not counted: the server's pool and
 // V8's compiled code warm up) and the measured BENCH_SECONDS. Events are made by the superuser with `update app_public.documents set title = …` followed, in the same
-// implicit transaction (one simple-protocol round trip), by reading the organization's live-event counter: the
-// triggers run as for any writer, and the bench learns each event's seq. Send time is taken just before the
-// round trip, so latency includes the update's own commit.
+// implicit transaction (one simple-protocol round trip), by reading the outbox row the trigger appended: the
+// triggers run as for any writer, and the bench learns each event's place in the outbox, then its seq once Quire's
+// numberer has given it. Send time is taken just before the round trip, so latency includes the update's own
+// commit and the wait for the numberer.
 //
 // Exits 1 on a correctness failure (a lost, repeated, unexpected or cross-organization delivery, a subscriber error
 // or dropped connection, a LISTEN count other than one, a failed start or stop); the latency and memory targets
@@ -77,7 +78,10 @@ const SUBSCRIPTION = `subscription ($since: BigInt) { documentChanged(since: $si
 
 interface ChangeEvent {
   readonly orgIndex: number;
-  readonly seq: number;
+  /** The organization's number of the event, once the server's numberer has given it (resolveSeqs). */
+  seq: number;
+  /** The event's place in the outbox, known when the change commits (the number comes after). */
+  readonly appendOrder: string;
   readonly documentId: string;
   readonly title: string;
   readonly sentAt: number;
@@ -108,20 +112,41 @@ process.on("SIGTERM", () => {
   interrupted = true;
 });
 
-/** Changes one document's title and returns its event (the organization's seq after the change). */
+/** Changes one document's title and returns its event (its seq still unknown: see resolveSeqs). */
 async function change(pool: pg.Pool, tenant: Tenant, documentId: string, title: string, measured: boolean): Promise<ChangeEvent> {
   const sentAt = clock();
-  // Two statements in one simple-protocol query run as one transaction: the counter row our own trigger just
-  // bumped is still locked by it, so its value is this change's seq. Values are inlined (a uuid and a title made
-  // here), since the simple protocol takes no parameters.
+  // Two statements in one simple-protocol query run as one transaction: the second reads the outbox row our own
+  // trigger just appended (rows this transaction wrote have its xid as xmin). Values are inlined (a uuid and a
+  // title made here), since the simple protocol takes no parameters.
   const results = (await pool.query(
     `update app_public.documents set title = '${title}' where id = '${documentId}';
-     select last_seq from app_private.live_event_counters where org_id = '${tenant.orgId}'`,
-  )) as unknown as Array<pg.QueryResult<{ last_seq: string }>>;
+     select e.append_order::text from app_public.live_events e where e.xmin = pg_current_xact_id()::xid`,
+  )) as unknown as Array<pg.QueryResult<{ append_order: string }>>;
   const sourceMs = clock() - sentAt;
-  const seq = Number(results[1]?.rows[0]?.last_seq);
-  if (results[0]?.rowCount !== 1 || !Number.isSafeInteger(seq)) throw new Error(`changing document ${documentId} did not make an event`);
-  return { orgIndex: tenant.index, seq, documentId, title, sentAt, sourceMs, measured };
+  const appendOrder = results[1]?.rows[0]?.append_order;
+  if (results[0]?.rowCount !== 1 || !appendOrder) throw new Error(`changing document ${documentId} did not make an event`);
+  return { orgIndex: tenant.index, seq: Number.NaN, appendOrder, documentId, title, sentAt, sourceMs, measured };
+}
+
+/**
+ * Fills in each event's seq once Quire's numberer has given it (server/live-numberer.ts numbers committed events
+ * every LIVE_NUMBER_INTERVAL_MS); fails after 60 s.
+ */
+async function resolveSeqs(pool: pg.Pool, events: readonly ChangeEvent[]): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  let open = events.filter((e) => Number.isNaN(e.seq));
+  while (open.length > 0) {
+    const { rows } = await pool.query<{ append_order: string; seq: string }>(
+      "select append_order::text, seq::text from app_public.live_events where append_order = any($1::bigint[]) and seq is not null",
+      [open.map((e) => e.appendOrder)],
+    );
+    const seqs = new Map(rows.map((r) => [r.append_order, Number(r.seq)]));
+    for (const event of open) event.seq = seqs.get(event.appendOrder) ?? Number.NaN;
+    open = open.filter((e) => Number.isNaN(e.seq));
+    if (open.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`${open.length} events were not numbered within 60 s`);
+    await sleep(20);
+  }
 }
 
 // --- the run ----------------------------------------------------------------------------------------------------
@@ -233,6 +258,7 @@ try {
   // One event per organization; every subscriber must receive its own before anything is measured.
   const warmupStarted = clock();
   const warmups = await Promise.all(tenants.map((t) => change(pool!, t, t.documentIds[0]!, "subscribed", false)));
+  await resolveSeqs(pool!, warmups);
   warmupSeqs = warmups.map((e) => e.seq);
   for (const delivery of deliveries) {
     if (Number((delivery.data as DocumentChanged).seq) === warmupSeqs[orgOfClient(delivery.client)]) warmupSeen.add(delivery.client);
@@ -300,6 +326,7 @@ try {
   // Wait until every expected delivery arrived (or the drain time ran out: then some are lost).
   const expected = events.length * clientsPerOrg;
   const drainStart = clock();
+  await resolveSeqs(pool!, events);
   const byOrgSeq = new Map<string, ChangeEvent>(events.map((e) => [`${e.orgIndex}:${e.seq}`, e]));
   const countMeasured = () => deliveries.reduce((n, d) => n + (byOrgSeq.has(`${orgOfClient(d.client)}:${(d.data as DocumentChanged).seq}`) ? 1 : 0), 0);
   while (countMeasured() < expected && clock() - drainStart < drainSeconds * 1000 && !interrupted) await sleep(100);
@@ -433,7 +460,7 @@ function tables(o: Outcome): string {
     "",
     "| Detail | Value |",
     "| --- | --- |",
-    `| Change round trip (superuser update + counter read, commit included) p50 / p99 | ${fmtMs(o.source.p50)} / ${fmtMs(o.source.p99)} |`,
+    `| Change round trip (superuser update + outbox read, commit included) p50 / p99 | ${fmtMs(o.source.p50)} / ${fmtMs(o.source.p99)} |`,
     `| Changes sent more than one interval late (bench fell behind) | ${o.lateSends} |`,
     `| Re-reads that already saw a newer title | ${o.newerRereads} |`,
     `| Time for the last deliveries after the last change | ${fmtMs(o.drainedMs)} |`,
