@@ -227,7 +227,8 @@ interface Cumulative {
   readonly walRecords: number;
   readonly walFpi: number;
   readonly walBytes: number;
-  /** WAL write() and fsync calls: pg_stat_io (object wal) from PostgreSQL 18, pg_stat_wal before. */
+  /** WAL write() and fsync calls: by client backends (pg_stat_io, object wal) from PostgreSQL 18, where a commit
+   *  that waits for its flush does it; by every process (pg_stat_wal) before. */
   readonly walWrites: number;
   readonly walSyncs: number;
   readonly functions: ReadonlyMap<string, number>;
@@ -238,7 +239,7 @@ class Counter {
   /** On Quire's database: pg_stat_user_functions shows only the current database's functions. */
   private readonly local: pg.Client;
   private readonly databaseOid: number;
-  private readonly walFromIo: boolean;
+  readonly walFromIo: boolean;
 
   private constructor(observer: pg.Client, local: pg.Client, databaseOid: number, walFromIo: boolean) {
     this.observer = observer;
@@ -301,8 +302,8 @@ class Counter {
     const wal = await this.observer.query<{ records: string; fpi: string; bytes: string; writes: string; syncs: string }>(
       this.walFromIo
         ? `select w.wal_records as records, w.wal_fpi as fpi, w.wal_bytes as bytes,
-                  (select coalesce(sum(writes), 0) from pg_stat_io where object = 'wal') as writes,
-                  (select coalesce(sum(fsyncs), 0) from pg_stat_io where object = 'wal') as syncs
+                  (select coalesce(sum(writes), 0) from pg_stat_io where object = 'wal' and backend_type = 'client backend') as writes,
+                  (select coalesce(sum(fsyncs), 0) from pg_stat_io where object = 'wal' and backend_type = 'client backend') as syncs
              from pg_stat_wal w`
         : "select wal_records as records, wal_fpi as fpi, wal_bytes as bytes, wal_write as writes, wal_sync as syncs from pg_stat_wal",
     );
@@ -342,8 +343,10 @@ interface PhaseCounts {
   readonly before: Cumulative;
   /** The cumulative statistics once every backend had reported. */
   readonly after: Cumulative;
-  /** Top-level statements Quire ran during that wait, on its own: included in `after`. */
-  readonly idleStatements: number;
+  /** Top-level statements Quire ran on its own during that wait (included in `after`), by text. */
+  readonly tail: readonly Statement[];
+  /** Statements run inside functions during that wait. */
+  readonly nestedDuringTail: number;
   readonly seconds: number;
 }
 
@@ -363,9 +366,15 @@ async function countPhase(counter: Counter, name: string, unit: string, n: numbe
   log(`${name}: done in ${seconds.toFixed(1)} s; ${STATS_SETTLE_MS / 1000} s for every backend to report`);
   await sleep(STATS_SETTLE_MS);
   const after = await counter.cumulative();
-  const topLevel = (list: readonly Statement[]) => list.filter((s) => s.toplevel).reduce((sum, s) => sum + s.calls, 0);
-  const idleStatements = topLevel(await counter.statements()) - topLevel(statements);
-  return { name, unit, n, statements, before, after, idleStatements, seconds };
+  const atEnd = new Map(statements.filter((s) => s.toplevel).map((s) => [s.query, s.calls]));
+  const settled = await counter.statements();
+  const nestedCalls = (list: readonly Statement[]) => list.filter((s) => !s.toplevel).reduce((n, s) => n + s.calls, 0);
+  const nestedDuringTail = nestedCalls(settled) - nestedCalls(statements);
+  const tail = settled
+    .filter((s) => s.toplevel)
+    .map((s) => ({ ...s, calls: s.calls - (atEnd.get(s.query) ?? 0) }))
+    .filter((s) => s.calls > 0);
+  return { name, unit, n, statements, before, after, tail, nestedDuringTail, seconds };
 }
 
 /** Waits until the top-level statements matching `pattern` have been called `calls` times. */
@@ -404,28 +413,67 @@ function shorten(query: string): string {
   return `\`${cut.replaceAll("|", "\\|").replaceAll("`", "'")}\``;
 }
 
+/** The rate-limit sync (server/rate-limits.ts): one round trip every RATE_LIMIT_SYNC_MS while keys are in use, and
+ *  one when a key is new in its minute, whatever the number of requests: time-based, so counted apart. */
+const isSync = (s: Statement) => s.query.includes("app_private.sync_rate_limits(");
+const SYNC_FUNCTION = "app_private.sync_rate_limits";
+
+/** The phase's figures with the rate-limit syncs, and what Quire ran on its own while the statistics settled,
+ *  taken out. Each of those is a single statement in a transaction of its own (checked: no `begin` among them),
+ *  so it adds exactly one commit; statements inside a sync are estimated from the settle wait, when nothing else
+ *  ran inside functions. */
+function netOf(p: PhaseCounts) {
+  const top = p.statements.filter((s) => s.toplevel);
+  const nested = p.statements.filter((s) => !s.toplevel);
+  const calls = (list: readonly Statement[]) => list.reduce((n, s) => n + s.calls, 0);
+  const syncs = calls(top.filter(isSync));
+  const tailSyncs = calls(p.tail.filter(isSync));
+  const tailOthers = calls(p.tail.filter((s) => !isSync(s)));
+  const tailHasBegin = p.tail.some((s) => s.query.trim().toLowerCase() === "begin");
+  // Statements inside functions per sync, from the wait: there, only the tail ran, and only syncs call functions.
+  const nestedPerSync = tailSyncs > 0 ? p.nestedDuringTail / tailSyncs : 0;
+  const functionCalls = [...p.after.functions]
+    .filter(([name]) => name !== SYNC_FUNCTION)
+    .reduce((n, [name, after]) => n + after - (p.before.functions.get(name) ?? 0), 0);
+  return {
+    roundTrips: calls(top) - syncs,
+    syncs,
+    tailSyncs,
+    tailOthers,
+    tailHasBegin,
+    commits: p.after.commits - p.before.commits - syncs - tailSyncs - tailOthers,
+    nested: calls(nested) - syncs * nestedPerSync,
+    nestedPerSync,
+    functionCalls,
+    walRecords: top.filter((s) => !isSync(s)).reduce((n, s) => n + s.walRecords, 0),
+    walBytes: top.filter((s) => !isSync(s)).reduce((n, s) => n + s.walBytes, 0),
+  };
+}
+
 function summaryTable(phases: readonly PhaseCounts[]): string {
   const head = `| Per request / job | ${phases.map((p) => `${p.name} (${whole(p.n)} ${p.unit}s)`).join(" | ")} |`;
   const rule = `| --- | ${phases.map(() => "---:").join(" | ")} |`;
-  const row = (label: string, value: (p: PhaseCounts) => string) => `| ${label} | ${phases.map(value).join(" | ")} |`;
-  const sum = (p: PhaseCounts, top: boolean, pick: (s: Statement) => number) => p.statements.filter((s) => s.toplevel === top).reduce((n, s) => n + pick(s), 0);
+  const row = (label: string, value: (p: PhaseCounts, net: ReturnType<typeof netOf>) => string) =>
+    `| ${label} | ${phases.map((p) => value(p, netOf(p))).join(" | ")} |`;
   const named = (p: PhaseCounts, word: string) => p.statements.filter((s) => s.toplevel && s.query.trim().toLowerCase() === word).reduce((n, s) => n + s.calls, 0);
   const delta = (p: PhaseCounts, pick: (c: Cumulative) => number) => per(pick(p.after) - pick(p.before), p.n);
   return [
     head,
     rule,
-    row("Round trips: top-level statements from Quire's pools", (p) => per(sum(p, true, (s) => s.calls), p.n)),
+    row("Round trips: top-level statements from Quire's pools, rate-limit syncs aside", (p, net) => per(net.roundTrips, p.n)),
     row("… of which `begin` / `commit`", (p) => `${per(named(p, "begin"), p.n)} / ${per(named(p, "commit"), p.n)}`),
-    row("Transactions committed / rolled back (pg_stat_database)", (p) => `${delta(p, (c) => c.commits)} / ${delta(p, (c) => c.rollbacks)}`),
-    row("Statements inside functions (toplevel = false)", (p) => per(sum(p, false, (s) => s.calls), p.n)),
-    row("WAL records / full-page images (pg_stat_wal)", (p) => `${delta(p, (c) => c.walRecords)} / ${delta(p, (c) => c.walFpi)}`),
-    row("WAL bytes (pg_stat_wal)", (p) => delta(p, (c) => c.walBytes)),
-    row("… WAL records / bytes of Quire's statements (pg_stat_statements)", (p) => `${per(sum(p, true, (s) => s.walRecords), p.n)} / ${per(sum(p, true, (s) => s.walBytes), p.n)}`),
-    row("WAL writes / flushes (fsync)", (p) => `${delta(p, (c) => c.walWrites)} / ${delta(p, (c) => c.walSyncs)}`),
-    row("Function calls (pg_stat_user_functions, all functions)", (p) =>
-      per([...p.after.functions].reduce((n, [name, calls]) => n + calls - (p.before.functions.get(name) ?? 0), 0), p.n),
+    row("Transactions committed, rate-limit syncs aside (pg_stat_database) / rolled back", (p, net) => `${per(net.commits, p.n)} / ${delta(p, (c) => c.rollbacks)}`),
+    row("Statements inside functions (toplevel = false), rate-limit syncs' aside", (p, net) => per(net.nested, p.n)),
+    row("Function calls (pg_stat_user_functions), `sync_rate_limits` aside", (p, net) => per(net.functionCalls, p.n)),
+    row("WAL records / bytes of those statements (pg_stat_statements)", (p, net) => `${per(net.walRecords, p.n)} / ${per(net.walBytes, p.n)}`),
+    row("WAL records / full-page images / bytes, whole cluster (pg_stat_wal: commit records, the syncs and the settle wait included)", (p) =>
+      `${delta(p, (c) => c.walRecords)} / ${delta(p, (c) => c.walFpi)} / ${delta(p, (c) => c.walBytes)}`,
     ),
-    row("Top-level statements Quire ran on its own while the statistics settled (total, included above)", (p) => String(p.idleStatements)),
+    row(`WAL writes / flushes (${walLabel})`, (p) => `${delta(p, (c) => c.walWrites)} / ${delta(p, (c) => c.walSyncs)}`),
+    row("Rate-limit syncs during the phase: total (per request or job)", (p, net) => `${whole(net.syncs)} (${per(net.syncs, p.n)})`),
+    row(`While the statistics settled (${STATS_SETTLE_MS / 1000} s after the phase): syncs / other statements Quire ran on its own`, (_p, net) =>
+      `${net.tailSyncs} / ${net.tailOthers}${net.tailHasBegin ? " (**with a `begin`: transactions approximate**)" : ""}`,
+    ),
   ].join("\n");
 }
 
@@ -473,6 +521,7 @@ let quire: Quire | null = null;
 let counter: Counter | null = null;
 let stopped: ExitStatus | null = null;
 let postgresVersion = "?";
+let walLabel = "pg_stat_wal";
 let llmCalls = NaN;
 
 const external = externalUrl();
@@ -495,6 +544,8 @@ try {
         BCRYPT_COST: "10",
         ACCESS_TOKEN_TTL_SECONDS: "3600",
         SMTP_URL: "",
+        // Heartbeats are per worker and per interval, not per job: out of the way of the counts.
+        WORKER_HEARTBEAT_SECONDS: "3600",
       },
     },
     () => interrupted,
@@ -502,6 +553,7 @@ try {
   const base = quire.base;
   counter = await Counter.open(server.observerUrl, server.database);
   postgresVersion = await counter.serverVersion();
+  walLabel = counter.walFromIo ? "by client backends: pg_stat_io, object wal" : "every process: pg_stat_wal";
   const ownerClient = new pg.Client({ connectionString: server.quireEnv["OWNER_DATABASE_URL"], application_name: "bench-counts-setup" });
   await ownerClient.connect();
   try {
@@ -554,7 +606,7 @@ const facts = [
   `- Machine: ${machineFacts()}`,
   `- PostgreSQL ${postgresVersion}, ${server?.description ?? "not started"}; pg_stat_statements.track = all, track_functions = all`,
   `- Quire: \`node main.ts\` (server and worker in one process), LOG_LEVEL=warn, GRAPHILE_ENV=${process.env["GRAPHILE_ENV"] || "production"}, ` +
-    `WORKER_CONCURRENCY=${workerConcurrency}, LLM_PROVIDER=openai (zero-latency fake: ${Number.isNaN(llmCalls) ? "?" : whole(llmCalls)} completions answered)`,
+    `WORKER_CONCURRENCY=${workerConcurrency}, WORKER_HEARTBEAT_SECONDS=3600, LLM_PROVIDER=openai (zero-latency fake: ${Number.isNaN(llmCalls) ? "?" : whole(llmCalls)} completions answered)`,
   `- Settings: BENCH_JOBS=${jobCount}, BENCH_REQUESTS=${requestCount}, BENCH_WARMUP=${warmup}, BENCH_ORGS=${orgCount}, BENCH_DOCS_PER_ORG=${documentsPerOrg}; ` +
     `every request and job one at a time`,
   `- Command: \`node bench/counts.ts\``,
@@ -567,6 +619,9 @@ const sections = phases.flatMap((p) => [
   statementTable(p, false),
   "",
   functionTable(p),
+  "",
+  `Quire on its own while the statistics settled (${STATS_SETTLE_MS / 1000} s after the phase; in the cumulative figures above): ` +
+    (p.tail.length === 0 ? "nothing." : p.tail.map((s) => `${shorten(s.query)} × ${s.calls}`).join(", ")),
   "",
 ]);
 const body = phases.length > 0 ? [summaryTable(phases), "", ...sections].join("\n") : "(no results: the run did not reach a counted phase)";
