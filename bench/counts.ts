@@ -523,6 +523,8 @@ let stopped: ExitStatus | null = null;
 let postgresVersion = "?";
 let walLabel = "pg_stat_wal";
 let llmCalls = NaN;
+/** How many events the after-commit phase numbered and sealed. */
+let afterCommitNote = "";
 
 const external = externalUrl();
 try {
@@ -546,6 +548,10 @@ try {
         SMTP_URL: "",
         // Heartbeats are per worker and per interval, not per job: out of the way of the counts.
         WORKER_HEARTBEAT_SECONDS: "3600",
+        // So are the live-event numberer's and the audit sealer's runs, which work in batches after commit: the
+        // bench runs them itself, once per phase, and counts that work as a phase of its own.
+        LIVE_NUMBER_INTERVAL_MS: "60000",
+        AUDIT_SEAL_INTERVAL_MS: "60000",
       },
     },
     () => interrupted,
@@ -577,9 +583,38 @@ try {
     log(`warm-up: ${warmup} jobs and ${warmup} list requests (not counted)`);
     for (let i = 0; i < warmup; i++) await summarize(i);
   }
-  phases.push(
-    await countPhase(counter, "Summary job", "job", jobCount, (i) => summarize(warmup + i), () => waitForQuiet(counter!, 500)),
-  );
+  // What the numberer and the sealer do, run as Quire runs them (its own login), until nothing is left.
+  const api = new pg.Client({ connectionString: server.quireEnv["DATABASE_URL"], application_name: "bench-counts-after-commit" });
+  await api.connect();
+  const afterCommit = async () => {
+    let numbered = 0;
+    let sealed = 0;
+    for (let n = -1; n !== 0; numbered += n) n = (await api.query<{ n: number }>("select app_private.number_live_events(10000) as n")).rows[0]!.n;
+    for (let n = -1; n !== 0; sealed += n) n = (await api.query<{ n: number }>("select app_private.seal_audit_events(10000) as n")).rows[0]!.n;
+    return { numbered, sealed };
+  };
+  try {
+    await afterCommit(); // the warm-up's, not counted
+    phases.push(
+      await countPhase(counter, "Summary job", "job", jobCount, (i) => summarize(warmup + i), () => waitForQuiet(counter!, 500)),
+    );
+    let done = { numbered: 0, sealed: 0 };
+    phases.push(
+      await countPhase(
+        counter,
+        "Summary job, after commit: its live events numbered and its audit events sealed (batched)",
+        "job",
+        jobCount,
+        async (i) => {
+          if (i === 0) done = await afterCommit();
+        },
+        async () => undefined,
+      ),
+    );
+    afterCommitNote = `the after-commit phase numbered ${whole(done.numbered)} live events and sealed ${whole(done.sealed)} audit events of the ${whole(jobCount)} jobs`;
+  } finally {
+    await api.end();
+  }
   const list = async (tenant: Tenant) => {
     const data = await graphql<{ documents: { nodes: unknown[] } }>(base, LIST_QUERY, {}, tenant.memberToken);
     if (data.documents.nodes.length !== Math.min(20, documentsPerOrg)) throw new Error(`the list answered ${data.documents.nodes.length} documents`);
@@ -610,6 +645,7 @@ const facts = [
   `- Settings: BENCH_JOBS=${jobCount}, BENCH_REQUESTS=${requestCount}, BENCH_WARMUP=${warmup}, BENCH_ORGS=${orgCount}, BENCH_DOCS_PER_ORG=${documentsPerOrg}; ` +
     `every request and job one at a time`,
   `- Command: \`node bench/counts.ts\``,
+  ...(afterCommitNote ? [`- After commit: ${afterCommitNote}`] : []),
 ];
 const sections = phases.flatMap((p) => [
   `### ${p.name}: ${whole(p.n)} ${p.unit}s in ${p.seconds.toFixed(1)} s`,

@@ -7,8 +7,8 @@
 //
 // Per request, as Quire does it: the bearer token is verified with jsonwebtoken (HS256 pinned, issuer and
 // audience checked); a connection is taken from a pg pool of DATABASE_POOL_MAX (default 10) logged in as the
-// authenticator; `begin`; the settings of server/context.ts's pgSettingsFor are applied with @dataplan/pg's own
-// statement (set_config(…, true) for the role, jwt.claims.* and quire.*); one select, as a named prepared
+// authenticator; `begin` and the settings of server/context.ts's pgSettingsFor (set_config(…, true) for the role,
+// jwt.claims.* and quire.*) in one message, as server/pg-client.ts sends them; one select, as a named prepared
 // statement like PostGraphile's (first 20 documents by created_at desc, id desc, each with its latest summary
 // through a lateral join; RLS scopes both tables to the session's organization); `commit`; the rows as the same
 // JSON Quire answers with.
@@ -115,9 +115,9 @@ async function listDocuments(req: Request, res: Response): Promise<void> {
   const client = await pool.connect();
   let rows: Row[];
   try {
-    await client.query("begin");
     try {
-      await client.query("select set_config(el->>0, el->>1, true) from json_array_elements($1::json) el", [JSON.stringify(settings)]);
+      const configs = settings.map(([key, value]) => `set_config(${client.escapeLiteral(key)}, ${client.escapeLiteral(value)}, true)`);
+      await client.query(`begin; select ${configs.join(", ")}`);
       rows = (await client.query<Row>({ name: "bench-documents-list", text: baselineSql })).rows;
       await client.query("commit");
     } catch (error) {

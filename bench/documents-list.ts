@@ -11,11 +11,13 @@
 //    carries its owner's access token); then, as the PostgreSQL superuser, loads BENCH_DOCUMENTS documents per
 //    organization, one or two finished summaries (a succeeded job and its summary) for two documents in three,
 //    and runs ANALYZE;
-// 3. forks the baseline with Quire's environment (same database, JWT secret, issuer, audience, pool size);
-// 4. checks by hand, with every organization's token, that Quire and the baseline both answer 200 with exactly
+// 3. forks the baseline, and bare PostGraphile serving the same schema with none of Quire's plugins
+//    (bench/documents-list-bare.ts), with Quire's environment (same database, JWT secret, issuer, audience, pool
+//    size);
+// 4. checks by hand, with every organization's token, that all three answer 200 with exactly
 //    that organization's 20 newest documents and their latest summaries, as the superuser reads them with an
 //    explicit organization filter;
-// 5. per target (baseline first), BENCH_ROUNDS times (default 1): BENCH_CONNECTIONS connections (default 50), a
+// 5. per target (baseline, bare PostGraphile, Quire), BENCH_ROUNDS times (default 1): BENCH_CONNECTIONS connections (default 50), a
 //    2 s warm-up thrown away, then BENCH_DURATION s (default 10) measured with autocannon; each connection sends
 //    the organizations' tokens in turn, and every answer must be the body checked by hand for its token. CPU use
 //    of the target's Node process, PostgreSQL, this bench and everything else comes from /proc; a target measured
@@ -160,9 +162,9 @@ async function waitUntilReady(quire: Child, url: string): Promise<number> {
   throw new Error(`Quire was not ready within ${READY_TIMEOUT_MS / 1000} s (last answer: ${last})`);
 }
 
-/** Forks the baseline and waits for its port. */
-async function startBaseline(env: NodeJS.ProcessEnv): Promise<{ baseline: Child; port: number }> {
-  const child = fork(path.join(root, "bench", "documents-list-baseline.ts"), [], {
+/** Forks `script` (the baseline, or bare PostGraphile) and waits for its port. */
+async function startForked(script: string, name: string, env: NodeJS.ProcessEnv): Promise<{ baseline: Child; port: number }> {
+  const child = fork(path.join(root, "bench", script), [], {
     cwd: root,
     env,
     execArgv: [],
@@ -170,17 +172,17 @@ async function startBaseline(env: NodeJS.ProcessEnv): Promise<{ baseline: Child;
     detached: true,
     serialization: "json",
   });
-  const baseline = watch("baseline", child);
+  const baseline = watch(name, child);
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the baseline did not start within 30 s")), 30_000);
+    const timer = setTimeout(() => reject(new Error(`the ${name} did not start within 30 s`)), 30_000);
     child.once("message", (message: BaselineMessage) => {
       clearTimeout(timer);
       if (message.type === "ready") resolve(message.port);
-      else reject(new Error(`the baseline failed to start: ${message.message}`));
+      else reject(new Error(`the ${name} failed to start: ${message.message}`));
     });
     void baseline.exited.then(({ code }) => {
       clearTimeout(timer);
-      reject(new Error(`the baseline exited with code ${code} before it was ready:\n${baseline.tail.join("\n")}`));
+      reject(new Error(`the ${name} exited with code ${code} before it was ready:\n${baseline.tail.join("\n")}`));
     });
   });
   return { baseline, port };
@@ -424,21 +426,34 @@ const median = (values: readonly number[]) => {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 };
 
-/** The two targets, from each round's pair (the median over rounds when there are several). */
+const baselineName = "baseline: Express + pg, same SQL work";
+const bareName = "bare PostGraphile, same schema, no Quire plugins";
+const quireName = "Quire `POST /graphql`";
+
+/** The issue's targets, from each round's three runs (the median over rounds when there are several). */
 function targetLines(rows: readonly Measured[]): string[] {
-  const pairs: Array<[Measured, Measured]> = [];
+  const triples: Array<{ baseline: Measured; bare: Measured; quire: Measured }> = [];
   for (let round = 1; round <= rounds; round++) {
-    const [baseline, quire] = rows.filter((r) => r.round === round);
-    if (baseline && quire) pairs.push([baseline, quire]);
+    const of = (name: string) => rows.find((r) => r.round === round && r.target.name === name);
+    const [b, p, q] = [of(baselineName), of(bareName), of(quireName)];
+    if (b && p && q) triples.push({ baseline: b, bare: p, quire: q });
   }
-  if (pairs.length === 0) return [];
-  const throughput = pairs.map(([b, q]) => q.result.requests.average / b.result.requests.average);
-  const tail = pairs.map(([b, q]) => q.result.latency.p99 / Math.max(1, b.result.latency.p99));
+  if (triples.length === 0) return [];
+  const reqs = (m: Measured) => m.result.requests.average;
+  const p99 = (m: Measured) => Math.max(1, m.result.latency.p99);
+  const throughput = triples.map((t) => reqs(t.quire) / reqs(t.baseline));
+  const tail = triples.map((t) => p99(t.quire) / p99(t.baseline));
+  const bareCost = triples.map((t) => reqs(t.bare) / reqs(t.quire));
+  const bareThroughput = triples.map((t) => reqs(t.bare) / reqs(t.baseline));
+  const bareTail = triples.map((t) => p99(t.quire) / p99(t.bare));
   const of = (values: number[]) => (values.length > 1 ? `median of ${values.map(ratio).join(", ")}: ` : "");
   return [
     `- Requests per second, Quire ÷ baseline: ${of(throughput)}${ratio(median(throughput))} ` +
       `(target ≥ 0.60×: ${median(throughput) >= 0.6 ? "met" : "missed"})`,
     `- Latency p99, Quire ÷ baseline: ${of(tail)}${ratio(median(tail))} (target ≤ 2.00×: ${median(tail) <= 2 ? "met" : "missed"})`,
+    `- Cost per request, Quire ÷ bare PostGraphile (bare req/s ÷ Quire req/s): ${of(bareCost)}${ratio(median(bareCost))} ` +
+      `(target ≤ 1.30×: ${median(bareCost) <= 1.3 ? "met" : "missed"}); latency p99, Quire ÷ bare: ${of(bareTail)}${ratio(median(bareTail))}`,
+    `- Requests per second, bare PostGraphile ÷ baseline (PostGraphile's own share): ${of(bareThroughput)}${ratio(median(bareThroughput))}`,
   ];
 }
 
@@ -458,6 +473,7 @@ const rows: Measured[] = [];
 const notes: string[] = [];
 let quire: Child | null = null;
 let baseline: Child | null = null;
+let bare: Child | null = null;
 let dataDir: string | null = null;
 let postgresVersion = "?";
 let poolMax = 0;
@@ -472,7 +488,7 @@ process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
 // Last resort if this process ends some other way: the servers must not outlive it.
 process.on("exit", () => {
-  for (const child of [quire, baseline]) if (child && running(child.child)) child.child.kill("SIGTERM");
+  for (const child of [quire, baseline, bare]) if (child && running(child.child)) child.child.kill("SIGTERM");
 });
 
 try {
@@ -525,13 +541,17 @@ try {
   }
   log(notes.slice(-2).join("; "));
 
-  const forked = await startBaseline(env);
+  const forked = await startForked("documents-list-baseline.ts", "baseline", env);
   baseline = forked.baseline;
   log(`baseline Express route on 127.0.0.1:${forked.port} (pid ${baseline.pid})`);
+  const forkedBare = await startForked("documents-list-bare.ts", "bare PostGraphile", env);
+  bare = forkedBare.baseline;
+  log(`bare PostGraphile on 127.0.0.1:${forkedBare.port} (pid ${bare.pid})`);
 
   const targets: Target[] = [
-    { name: "baseline: Express + pg, same SQL work", url: `http://127.0.0.1:${forked.port}/graphql`, pid: baseline.pid, bodies: [] },
-    { name: "Quire `POST /graphql`", url: graphqlUrl, pid: quire.pid, bodies: [] },
+    { name: baselineName, url: `http://127.0.0.1:${forked.port}/graphql`, pid: baseline.pid, bodies: [] },
+    { name: bareName, url: `http://127.0.0.1:${forkedBare.port}/graphql`, pid: bare.pid, bodies: [] },
+    { name: quireName, url: graphqlUrl, pid: quire.pid, bodies: [] },
   ];
 
   // The check by hand: every token, both targets, against what the superuser reads.
@@ -544,7 +564,7 @@ try {
       }
       target.bodies.push(text);
     }
-    if (targets[0]!.bodies[i] === targets[1]!.bodies[i]) identical++;
+    if (targets[0]!.bodies[i] === targets[2]!.bodies[i]) identical++;
   }
   const shown = expected[0]!.data.documents.nodes.length;
   notes.push(
@@ -570,7 +590,7 @@ try {
 } catch (error) {
   failures.push(error instanceof Error ? error.message : String(error));
 } finally {
-  for (const child of [baseline, quire]) {
+  for (const child of [baseline, bare, quire]) {
     if (!child) continue;
     log(`stopping ${child.name} (SIGTERM)`);
     const stopped = await stopChild(child);

@@ -173,7 +173,7 @@ const envSchema = z.object({
   LIVE_RECONNECT_BASE_MS: intText(10, 60_000).default(250),
   LIVE_RECONNECT_MAX_MS: intText(10, 600_000).default(10_000),
   LIVE_OUTAGE_GRACE_SECONDS: intText(1, 3600).default(30),
-  LIVE_NUMBER_INTERVAL_MS: intText(1, 10_000).default(10),
+  LIVE_NUMBER_INTERVAL_MS: intText(1, 60_000).default(10),
 });
 
 /** Every variable Quire reads (`.env.example` must document each one). */
