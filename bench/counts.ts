@@ -45,7 +45,7 @@ import { createLogger } from "../lib/logger.ts";
 import { FAKE_MODEL } from "./fake-llm.ts";
 import { createTenants, graphql, startFakeLlm, type FakeLlm, type Tenant } from "./live-support.ts";
 import { startQuire, type ExitStatus, type Quire } from "./quire-child.ts";
-import { envInt, log, machineFacts, whole, freePort } from "./support.ts";
+import { envInt, freePort, log, machineFacts, watchInterrupts, whole } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const resultsFile = path.join(root, "bench", "results", "counts-latest.md");
@@ -82,17 +82,8 @@ const ENABLE_HINT = [
   "the bench then starts an embedded PostgreSQL of its own with those settings.",
 ].join("\n");
 
-let interrupted = false;
-const checkInterrupted = () => {
-  if (interrupted) throw new Error("interrupted");
-};
-process.on("SIGINT", () => {
-  interrupted = true;
-  log("SIGINT: stopping the run and cleaning up");
-});
-process.on("SIGTERM", () => {
-  interrupted = true;
-});
+const interrupt = watchInterrupts();
+const checkInterrupted = interrupt.check;
 
 // --- the server -----------------------------------------------------------------------------------------------
 
@@ -554,7 +545,7 @@ try {
         AUDIT_SEAL_INTERVAL_MS: "60000",
       },
     },
-    () => interrupted,
+    () => interrupt.stopped,
   );
   const base = quire.base;
   counter = await Counter.open(server.observerUrl, server.database);

@@ -49,7 +49,7 @@ import {
 } from "./live-support.ts";
 import { cpuBetween, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
 import { startQuire, type ExitStatus, type ProfileSummary, type Quire } from "./quire-child.ts";
-import { clock, envInt, fmtMs, log, machineFacts, summarise, whole, type LatencySummary } from "./support.ts";
+import { clock, envInt, fmtMs, log, machineFacts, summarise, watchInterrupts, whole, type LatencySummary } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const resultsFile = path.join(root, "bench", "results", "job-pipeline-latest.md");
@@ -102,17 +102,8 @@ interface JobUpdated {
   readonly job: { readonly status: string } | null;
 }
 
-let interrupted = false;
-const checkInterrupted = () => {
-  if (interrupted) throw new Error("interrupted");
-};
-process.on("SIGINT", () => {
-  interrupted = true;
-  log("SIGINT: stopping the run and cleaning up");
-});
-process.on("SIGTERM", () => {
-  interrupted = true;
-});
+const interrupt = watchInterrupts();
+const checkInterrupted = interrupt.check;
 
 // --- the jobs and their events ---------------------------------------------------------------------------------
 
@@ -218,7 +209,7 @@ class Ledger {
   /** Waits until every job of `phase` succeeded, or `timeoutMs` passed. */
   async drain(phase: PhaseName, timeoutMs: number): Promise<void> {
     const deadline = clock() + timeoutMs;
-    while (clock() < deadline && !interrupted && this.inPhase(phase).some(([, job]) => job.succeededAt === null)) await sleep(50);
+    while (clock() < deadline && !interrupt.stopped && this.inPhase(phase).some(([, job]) => job.succeededAt === null)) await sleep(50);
   }
 
   get earlyCount(): number {
@@ -252,7 +243,7 @@ async function steadyPhase(base: string, ledger: Ledger): Promise<{ seconds: num
   const pending = new Set<Promise<unknown>>();
   const start = clock();
   let lateSends = 0;
-  for (let i = 0; i < total && !interrupted; i++) {
+  for (let i = 0; i < total && !interrupt.stopped; i++) {
     const wait = start + i * interval - clock();
     if (wait > 0) await sleep(wait);
     else if (wait < -interval) lateSends++;
@@ -269,7 +260,7 @@ async function maxPhase(base: string, ledger: Ledger): Promise<{ seconds: number
   const start = clock();
   const end = start + maxSeconds * 1000;
   const lane = async () => {
-    while (clock() < end && !interrupted) {
+    while (clock() < end && !interrupt.stopped) {
       const id = await ledger.send(base, "max");
       if (id === null) await sleep(100); // counted as an error; do not spin
       else if (!(await ledger.succeeded(id, drainSeconds * 1000))) return; // lost: counted below
@@ -386,7 +377,7 @@ try {
         SMTP_URL: "",
       },
     },
-    () => interrupted,
+    () => interrupt.stopped,
   );
   const server = quire;
   db = new pg.Client({ connectionString: server.superuserUrl, application_name: "bench-observer" });

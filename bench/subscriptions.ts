@@ -46,6 +46,7 @@ import {
   machineFacts,
   rssOf,
   summarise,
+  watchInterrupts,
   whole,
   type LatencySummary,
 } from "./support.ts";
@@ -100,17 +101,8 @@ interface DocumentChanged {
   readonly document?: { readonly title: string } | null;
 }
 
-let interrupted = false;
-const checkInterrupted = () => {
-  if (interrupted) throw new Error("interrupted");
-};
-process.on("SIGINT", () => {
-  interrupted = true;
-  log("SIGINT: stopping the run and cleaning up");
-});
-process.on("SIGTERM", () => {
-  interrupted = true;
-});
+const interrupt = watchInterrupts();
+const checkInterrupted = interrupt.check;
 
 /** Changes one document's title and returns its event (its seq still unknown: see resolveSeqs). */
 async function change(pool: pg.Pool, tenant: Tenant, documentId: string, title: string, measured: boolean): Promise<ChangeEvent> {
@@ -206,7 +198,7 @@ try {
       inspect: true,
       env: { BCRYPT_COST: "10", PASSWORD_HASH_CONCURRENCY: "2", ACCESS_TOKEN_TTL_SECONDS: "3600" },
     },
-    () => interrupted,
+    () => interrupt.stopped,
   );
   const server = quire;
   const inspector = server.inspector!;
@@ -294,7 +286,7 @@ try {
   const scheduleStart = clock();
   let lateSends = 0;
   const produce = async (from: number, to: number, measured: boolean) => {
-    for (let i = from; i < to && !interrupted; i++) {
+    for (let i = from; i < to && !interrupt.stopped; i++) {
       const wait = scheduleStart + i * interval - clock();
       if (wait > 0) await sleep(wait);
       else if (wait < -interval && measured) lateSends++;
@@ -329,7 +321,7 @@ try {
   await resolveSeqs(pool!, events);
   const byOrgSeq = new Map<string, ChangeEvent>(events.map((e) => [`${e.orgIndex}:${e.seq}`, e]));
   const countMeasured = () => deliveries.reduce((n, d) => n + (byOrgSeq.has(`${orgOfClient(d.client)}:${(d.data as DocumentChanged).seq}`) ? 1 : 0), 0);
-  while (countMeasured() < expected && clock() - drainStart < drainSeconds * 1000 && !interrupted) await sleep(100);
+  while (countMeasured() < expected && clock() - drainStart < drainSeconds * 1000 && !interrupt.stopped) await sleep(100);
   const drainedMs = clock() - drainStart;
   const cpu = cpuBetween(cpuFrom, liveCpuSnapshot(server.pid));
   const profileSummary = profile ? await inspector.stopProfile() : null;

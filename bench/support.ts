@@ -19,6 +19,26 @@ export function envInt(name: string, fallback: number, min: number, max: number)
 /** Progress goes to stderr, so stdout holds only the results. */
 export const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
 
+/** Ctrl-C or SIGTERM: the run is to stop at its next step (`check` throws from then on) and clean up. */
+export function watchInterrupts(): { readonly stopped: boolean; check(): void } {
+  let stopped = false;
+  process.on("SIGINT", () => {
+    stopped = true;
+    log("SIGINT: stopping the run and cleaning up");
+  });
+  process.on("SIGTERM", () => {
+    stopped = true;
+  });
+  return {
+    get stopped() {
+      return stopped;
+    },
+    check() {
+      if (stopped) throw new Error("interrupted");
+    },
+  };
+}
+
 function listenOnce(port: number): Promise<number | null> {
   return new Promise((resolve) => {
     const probe = createServer();

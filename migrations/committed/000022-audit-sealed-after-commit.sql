@@ -1,5 +1,5 @@
 --! Previous: sha1:891b15b6c08e8d9533d8f8c29b9e8cbcdaa4d3f5
---! Hash: sha1:8cc218e4852046394de90882cdcecc628d1dc1a1
+--! Hash: sha1:6b49dd846a3556e2d84ba42e722e1f9a44109082
 --! Message: audit sealed after commit
 
 -- The audit chain, sealed after commit. Until now every audited change took its organization's chain head row
@@ -53,7 +53,8 @@ comment on function app_private.append_audit_event(uuid, text, text, uuid, text[
 
 -- Sealing: the committed unsealed rows this transaction sees (a row of a transaction still running is not seen; it
 -- is sealed by a later run), organization by organization, each under its chain head's lock, numbered on from the
--- head and hashed in append order. One sealer at a time: a second caller returns 0 at once instead of queueing.
+-- head and hashed in append order (one after another: each hash covers the one before), then written with one
+-- update per organization. One sealer at a time: a second caller returns 0 at once instead of queueing.
 create function app_private.seal_audit_events(batch int) returns int
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
@@ -63,9 +64,13 @@ declare
   v_org uuid;
   v_chain app_private.audit_chains;
   e app_public.audit_events;
+  v_ids uuid[];
+  v_seqs bigint[];
+  v_prevs bytea[];
+  v_hashes bytea[];
   v_sealed int := 0;
 begin
-  -- 'audit_seal' as an advisory lock key: the bytes of the name, so no other lock of Quire's shares it.
+  -- The advisory lock's key is a hash of a name no other lock of Quire's uses.
   if not pg_try_advisory_xact_lock(hashtextextended('quire.audit_seal', 0)) then
     return 0;
   end if;
@@ -74,6 +79,10 @@ begin
   loop
     insert into app_private.audit_chains (org_id) values (v_org) on conflict on constraint audit_chains_pkey do nothing;
     select * into v_chain from app_private.audit_chains c where c.org_id = v_org for update;
+    v_ids := '{}';
+    v_seqs := '{}';
+    v_prevs := '{}';
+    v_hashes := '{}';
     for e in
       select * from app_public.audit_events a where a.org_id = v_org and a.seq is null
        order by a.append_order limit greatest(seal_audit_events.batch - v_sealed, 0)
@@ -81,11 +90,17 @@ begin
       e.seq := v_chain.last_seq + 1;
       e.prev_hash := v_chain.last_hash;
       e.hash := app_private.audit_hash(e.prev_hash, e);
-      update app_public.audit_events a set seq = e.seq, prev_hash = e.prev_hash, hash = e.hash where a.id = e.id;
+      v_ids := v_ids || e.id;
+      v_seqs := v_seqs || e.seq;
+      v_prevs := v_prevs || e.prev_hash;
+      v_hashes := v_hashes || e.hash;
       v_chain.last_seq := e.seq;
       v_chain.last_hash := e.hash;
-      v_sealed := v_sealed + 1;
     end loop;
+    update app_public.audit_events a set seq = s.seq, prev_hash = s.prev_hash, hash = s.hash
+      from unnest(v_ids, v_seqs, v_prevs, v_hashes) as s(id, seq, prev_hash, hash)
+     where a.id = s.id;
+    v_sealed := v_sealed + cardinality(v_ids);
     update app_private.audit_chains c set last_seq = v_chain.last_seq, last_hash = v_chain.last_hash where c.org_id = v_org;
     exit when v_sealed >= seal_audit_events.batch;
   end loop;
@@ -118,6 +133,98 @@ end;
 $$;
 comment on function app_admin.seal_audit_events() is
   E'Seals every committed audit event not yet chained (the worker does this about every second); returns how many.\nExample: select app_admin.seal_audit_events();';
+
+-- The audit trigger, cheaper per row. Per row it also looked its actor up again (a security definer call reading
+-- sessions or job tokens) and called another security definer function to insert. Now the actor comes from the
+-- transaction's verified context when app_hidden.enter_context has cached one (every API request and job: the
+-- policies ask for it first), with the old lookups kept for transactions that have none (an operator in psql), and
+-- the trigger inserts its row itself. What is recorded is unchanged.
+
+-- The actor: the verified context's user and session (or job), else the lookups of before.
+create or replace function app_private.audit_actor(out user_id uuid, out session_id uuid, out job_id uuid, out request_id text, out client_ip inet)
+  language plpgsql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  if current_setting('quire.ctx', true) = app_hidden.context_key() and nullif(current_setting('quire.ctx_user_id', true), '') is not null then
+    user_id := current_setting('quire.ctx_user_id', true)::uuid;
+    job_id := nullif(current_setting('quire.ctx_job_id', true), '')::uuid;
+    session_id := case when job_id is null then app_private.uuid_setting('jwt.claims.session_id') end;
+  else
+    session_id := app_private.uuid_setting('jwt.claims.session_id');
+    if session_id is not null then
+      select s.user_id into user_id from app_private.sessions s where s.id = audit_actor.session_id;
+      if not found then
+        session_id := null;
+      end if;
+    else
+      select j.requested_by, j.id into user_id, job_id
+        from app_private.job_tokens t join app_public.jobs j on j.id = t.job_id
+       where t.job_id = app_private.uuid_setting('quire.job_id')
+         and t.token_hash = sha256(convert_to(coalesce(nullif(current_setting('quire.job_token', true), ''), '-'), 'UTF8'));
+    end if;
+  end if;
+  request_id := left(nullif(current_setting('quire.request_id', true), ''), 128);
+  client_ip := case when current_setting('quire.client_ip', true) ~ '^[0-9a-fA-F.:]{2,45}$'
+                    then current_setting('quire.client_ip', true)::inet end;
+end;
+$$;
+
+-- Row changes, as before, inserting the unsealed event directly (app_private.append_audit_event stays for the
+-- security events, which are one per transaction at most).
+create or replace function app_private.tg__audit() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_old jsonb := case when tg_op <> 'INSERT' then to_jsonb(old) end;
+  v_new jsonb := case when tg_op <> 'DELETE' then to_jsonb(new) end;
+  v_row jsonb := coalesce(v_new, v_old);
+  v_org uuid := case when tg_table_name = 'organizations' then (v_row->>'id')::uuid else (v_row->>'org_id')::uuid end;
+  v_changed text[];
+  v_action text := lower(tg_op);
+  v_actor record;
+begin
+  if tg_table_name <> 'organizations' and not exists (select 1 from app_public.organizations o where o.id = v_org) then
+    return null;
+  end if;
+  if tg_op = 'UPDATE' then
+    select coalesce(array_agg(n.key order by n.key), '{}') into v_changed
+      from jsonb_each(v_new) n where n.key <> 'updated_at' and n.value is distinct from v_old->n.key;
+    if cardinality(v_changed) = 0 then
+      return null;
+    end if;
+    select jsonb_object_agg(o.key, o.value) into v_old from jsonb_each(v_old) o where o.key = any(v_changed);
+    select jsonb_object_agg(n.key, n.value) into v_new from jsonb_each(v_new) n where n.key = any(v_changed);
+    if tg_table_name = 'memberships' and 'role' = any(v_changed) then
+      v_action := 'role_change';
+    elsif tg_table_name = 'integrations' and 'status' = any(v_changed) then
+      v_action := case v_new->>'status' when 'connected' then 'integration_connect' when 'disconnected' then 'integration_disconnect' else v_action end;
+    end if;
+  else
+    select coalesce(array_agg(r.key order by r.key), '{}') into v_changed from jsonb_each(v_row) r where r.value <> 'null'::jsonb;
+    if tg_table_name = 'integrations' then
+      v_action := case tg_op when 'INSERT' then 'integration_connect' else 'integration_disconnect' end;
+    end if;
+  end if;
+  if tg_nargs > 0 then
+    v_old := v_old - tg_argv;
+    v_new := v_new - tg_argv;
+  end if;
+  v_actor := app_private.audit_actor();
+  insert into app_public.audit_events (
+    org_id, occurred_at, actor_user_id, actor_session_id, actor_job_id, db_role, action, table_name, record_id,
+    changed_columns, old_values, new_values, details, request_id, client_ip
+  ) values (
+    v_org, now(), v_actor.user_id, v_actor.session_id, v_actor.job_id, session_user, v_action, tg_table_name,
+    (v_row->>'id')::uuid, v_changed, v_old, v_new, '{}', v_actor.request_id, v_actor.client_ip
+  );
+  return null;
+end;
+$$;
+comment on function app_private.tg__audit() is 'Records a row change as an unsealed audit event; the trigger arguments name columns whose values are left out.';
 
 -- Readers: the newest first, unsealed events (the newest of all) before sealed ones.
 create or replace function app_public.audit_log(
@@ -198,8 +305,6 @@ begin
 end;
 $$;
 comment on function app_admin.verify_audit_chain(uuid) is
-  'Checks an organization''s audit hash chain (the nil UUID for events of no organization); names the first broken event and why.';
-comment on function app_admin.verify_audit_chain(uuid) is
   'Checks an organization''s sealed audit chain (the nil UUID for events of no organization); names the first broken event and why, and counts the events not sealed yet (pending).';
 
 create function app_admin.verify_audit_chain(org_id uuid, checkpoints jsonb)
@@ -272,8 +377,6 @@ begin
 end;
 $$;
 comment on function app_admin.verify_audit_chain(uuid, jsonb) is
-  'Checks an organization''s audit chain and, beyond it, that it still holds every checkpoint given (signatures checked by the caller: npm run audit:verify).';
-comment on function app_admin.verify_audit_chain(uuid, jsonb) is
   'Checks an organization''s sealed audit chain and, beyond it, that it still holds every checkpoint given (signatures checked by the caller: npm run audit:verify); counts the events not sealed yet (pending).';
 
 create function app_admin.verify_audit_chains(checkpoints jsonb)
@@ -301,9 +404,7 @@ begin
 end;
 $$;
 comment on function app_admin.verify_audit_chains(jsonb) is
-  'Checks every organization''s audit chain against the checkpoints given (signatures checked by the caller: npm run audit:verify); one row per organization.';
-comment on function app_admin.verify_audit_chains(jsonb) is
   'Checks every organization''s audit chain against the checkpoints given (signatures checked by the caller: npm run audit:verify); one row per organization, with its events not sealed yet (pending).';
 
--- Checkpoints cover what is sealed: the checkpoint task seals first (worker/tasks/checkpoint_audit.ts), and the
--- heads it reads (audit_checkpoints_due) only ever move through the sealer.
+-- Checkpoints (app_private.audit_checkpoints_due) sign chain heads, which only the sealer moves: they cover what is
+-- sealed, and events still unsealed are signed by the next checkpoint after the sealer reaches them.

@@ -1,5 +1,5 @@
---! Previous: sha1:8cc218e4852046394de90882cdcecc628d1dc1a1
---! Hash: sha1:73c48f19d596e149e9a9eada1175e66b6328910d
+--! Previous: sha1:6b49dd846a3556e2d84ba42e722e1f9a44109082
+--! Hash: sha1:e4dfd40c83017e0ed3e030a90e0f33c9fe071a31
 --! Message: live events numbered after commit
 
 -- Live events numbered after commit. Each organization numbers its live events (seq) without gaps, and every event
