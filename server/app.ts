@@ -1,12 +1,10 @@
-// The HTTP server: Express with request logging, security headers and CORS (server/security.ts), the health routes,
+// The HTTP server: Express with request ids and access lines (server/access-log.ts), security headers and CORS (server/security.ts), the health routes,
 // and PostGraphile (GraphQL over HTTP at /graphql, graphql-ws subscriptions on the same path behind an Origin check,
 // Ruru at /graphiql in development).
-import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import express, { type ErrorRequestHandler, type RequestHandler } from "express";
 import pg from "pg";
-import { pinoHttp } from "pino-http";
 import { postgraphile, type PostGraphileInstance } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/express/v4";
 import type { Config } from "../lib/config.ts";
@@ -16,6 +14,7 @@ import { createConnectors } from "../lib/connectors.ts";
 import { withLogContext } from "../lib/log-context.ts";
 import { createTokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
+import { accessLog } from "./access-log.ts";
 import { authenticateHttp } from "./context.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
@@ -54,29 +53,6 @@ export interface ServerOptions {
   readonly pool: pg.Pool;
   /** Where this process's metrics are recorded (shared with its worker in `npm start`). Default: a new registry. */
   readonly metrics?: Metrics;
-}
-
-/** A client's x-request-id is reused when it is a sane token; anything else gets a fresh UUID. */
-const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
-
-function requestLogger(logger: Logger) {
-  return pinoHttp({
-    logger,
-    genReqId(req: IncomingMessage, res: ServerResponse) {
-      const given = req.headers["x-request-id"];
-      const id = typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
-      res.setHeader("x-request-id", id);
-      return id;
-    },
-    serializers: {
-      req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split("?")[0] }),
-      res: (res: { statusCode: number }) => ({ status: res.statusCode }),
-    },
-    customAttributeKeys: { responseTime: "durationMs" },
-    customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? "error" : "info"),
-    customSuccessMessage: (req, res) => `${req.method} ${res.statusCode}`,
-    customErrorMessage: (req, res) => `${req.method} ${res.statusCode}`,
-  });
 }
 
 /**
@@ -161,7 +137,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   let stopping = false;
   const app = express();
   app.disable("x-powered-by");
-  app.use(requestLogger(logger));
+  app.use(accessLog(logger));
   // Every line logged while handling a request, its access line included, carries its id (and, once verified, its
   // organization and user).
   app.use((req, _res, next) => withLogContext({ requestId: String(req.id) }, next));

@@ -1,28 +1,13 @@
 // What log lines carry and what they never do: credentials and document bodies are redacted wherever a call passes
 // them; every line of a request names its request id (and, once verified, its organization and user), and every
 // line of a job names Quire's job, its organization and requester. Read from a real logger's output.
-import { Writable } from "node:stream";
 import { createPool } from "../../db/pool.ts";
 import { withLogContext, addToLogContext } from "../../lib/log-context.ts";
-import { createLogger, type Logger } from "../../lib/logger.ts";
 import { createQuireServer, type QuireServer } from "../../server/app.ts";
 import { startQuireWorker } from "../../worker/runner.ts";
 import { createTestDatabase, type TestDatabase } from "../support/database.ts";
+import { capturingLogger, type Line } from "../support/logs.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
-
-type Line = Record<string, unknown> & { msg?: string };
-
-/** A logger at debug level whose lines are collected, parsed, in `lines`. */
-function capturingLogger(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const text of chunk.toString().split("\n")) if (text) lines.push(JSON.parse(text) as Line);
-      done();
-    },
-  });
-  return { logger: createLogger({ level: "debug", pretty: false }, destination), lines };
-}
 
 describe("redaction", () => {
   test("credentials and bodies are redacted at the top level and one level down; other fields stay", () => {
