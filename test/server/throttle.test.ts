@@ -2,7 +2,8 @@
 // nor a second server instance get more guesses: per account from one address (5 per 15 minutes), per account
 // from anywhere (20), and per address whatever the account (100 failures; successes give their slot back, so a
 // shared address is not shut out by a few people's typos).
-import { createTestDatabase, query, roles, testConfig, type TestDatabase } from "../support/database.ts";
+import pg from "pg";
+import { createTestDatabase, query, roles, rootUrl, testConfig, type TestDatabase } from "../support/database.ts";
 import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword } from "../support/tenants.ts";
 
@@ -95,3 +96,31 @@ test("guessing the current password through changePassword draws on the same bud
   expect(await verifiedFailures(me.email)).toBe(5);
   expect(codeOf((await change(fixturePassword)).body)).toBe("RATE_LIMITED");
 }, 60_000);
+
+test("a storm of sign-ins holds one pooled connection at a time: the rest wait in the server, not in PostgreSQL", async () => {
+  const t = await createTenant(db, "Storm");
+  const url = new URL(rootUrl());
+  url.pathname = `/${db.name}`;
+  const locker = new pg.Client({ connectionString: url.toString() });
+  await locker.connect();
+  let pending: Promise<unknown> | null = null;
+  try {
+    // Every sign-in's first statement now waits on the throttle table.
+    await locker.query("begin");
+    await locker.query("lock table app_private.login_throttle in exclusive mode");
+    pending = Promise.all(Array.from({ length: 8 }, (_, i) => login(a, t.members.member.email, `storm guess ${i}`)));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const [{ waiting }] = (await query<{ waiting: number }>(
+      db.name,
+      "select count(*)::int as waiting from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query like '%begin_login%'",
+      [db.name],
+      "root",
+    )) as [{ waiting: number }];
+    // Before, each sign-in took a connection of the pool (4 in tests) to wait with.
+    expect(waiting).toBe(1);
+  } finally {
+    await locker.query("rollback").catch(() => undefined);
+    await locker.end();
+    await pending;
+  }
+});
