@@ -117,6 +117,23 @@ describe("tenancy invariants", () => {
   });
 });
 
+describe("what shared subscription reads rely on", () => {
+  // server/shared-reads.ts runs the re-reads of subscribers of one organization and role in one transaction: that is
+  // only right while no policy an API role reads through depends on who the user is beyond organization and role.
+  test("the only read policy that names the user is users' own (self or colleague: the same set for every member)", async () => {
+    const rows = await query<{ table: string; policy: string }>(
+      db.name,
+      `select p.tablename as table, p.policyname as policy from pg_policies p
+        where p.schemaname = 'app_public' and p.cmd in ('SELECT', 'ALL') and $1 = any (p.roles)
+          and (coalesce(p.qual, '') ~ '(current_user_id|jwt\\.claims\\.user_id|session_id)')
+        order by 1, 2`,
+      [roles.authenticated],
+      "root",
+    );
+    expect(rows).toEqual([{ table: "users", policy: "select_self_and_colleagues" }]);
+  });
+});
+
 describe("each rule catches a planted violation", () => {
   test("a tenant table breaking invariants 1, 2, 3, 4 and 7", async () => {
     await query(
