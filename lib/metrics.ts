@@ -16,6 +16,10 @@ export interface MetricsOptions {
   readonly maxOperationNames?: number;
 }
 
+/** What server/shared-reads.ts counts. */
+const sharedReadKinds = ["callers", "transactions", "shared", "fallbacks"] as const;
+export type SharedReadKind = (typeof sharedReadKinds)[number];
+
 export interface Metrics {
   /** The Content-Type of {@link Metrics.render}'s text. */
   readonly contentType: string;
@@ -33,6 +37,11 @@ export interface Metrics {
   observePool(name: string, pool: pg.Pool): void;
   /** Reports `count()` as the number of open GraphQL subscriptions on each scrape. */
   observeSubscriptions(count: () => number): void;
+  /**
+   * Reports, on each scrape, what the subscriptions' shared re-reads did since the process started
+   * (server/shared-reads.ts): callers, transactions, shared transactions and callers that fell back to their own.
+   */
+  observeSharedReads(counts: () => Readonly<Record<SharedReadKind, number>>): void;
   /** Counts and times every job run `events` (a graphile-worker runner's) reports. */
   observeJobs(events: WorkerEvents): void;
   /**
@@ -180,6 +189,23 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
     },
   });
 
+  let sharedReads: (() => Readonly<Record<SharedReadKind, number>>) | null = null;
+  const sharedReported: Record<SharedReadKind, number> = { callers: 0, transactions: 0, shared: 0, fallbacks: 0 };
+  new Counter({
+    name: "quire_live_shared_reads_total",
+    help: "Subscription re-reads by kind: callers, transactions run for them, transactions shared by several, callers that fell back to their own.",
+    labelNames: ["kind"] as const,
+    registers,
+    collect() {
+      if (!sharedReads) return;
+      const now = sharedReads();
+      for (const kind of sharedReadKinds) {
+        this.inc({ kind }, Math.max(0, now[kind] - sharedReported[kind]));
+        sharedReported[kind] = now[kind];
+      }
+    },
+  });
+
   let jobQueue: { pool: pg.Pool; tasks: readonly string[]; logger: Logger } | null = null;
   new Gauge({
     name: "quire_job_queue_oldest_age_seconds",
@@ -259,6 +285,9 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
     },
     observeSubscriptions(count) {
       subscriptions = count;
+    },
+    observeSharedReads(counts) {
+      sharedReads = counts;
     },
     observeJobQueue(pool, tasks, logger) {
       jobQueue = { pool, tasks, logger };

@@ -27,6 +27,7 @@ import { createRateLimiter, rateLimit } from "./rate-limits.ts";
 import { checkUpgradeOrigin, corsPolicy, originPolicy, securityHeaders } from "./security.ts";
 import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
+import { sharedReadCounts } from "./shared-reads.ts";
 import { createWebSocketEndpoint } from "./websocket.ts";
 
 export interface QuireServer {
@@ -189,6 +190,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   const numberer = startLiveNumberer(pool, config.live.numberIntervalMs, logger);
   const requestClients = trackCheckedOut(pool);
   metrics.observeSubscriptions(() => liveEvents.size);
+  metrics.observeSharedReads(() => sharedReadCounts);
   // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
   await listener.start().catch(() => undefined);
   const connectors = createConnectors(config);

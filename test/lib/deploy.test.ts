@@ -43,6 +43,7 @@ async function exposedFamilies(): Promise<Map<string, Family>> {
   metrics.observePool("server", pool);
   metrics.observeJobQueue(pool, ["probe"], silentLogger);
   metrics.observeSubscriptions(() => 0);
+  metrics.observeSharedReads(() => ({ callers: 1, transactions: 1, shared: 0, fallbacks: 0 }));
   const events = new EventEmitter();
   metrics.observeJobs(events as WorkerEvents);
   // Only the fields the job listeners read.

@@ -148,6 +148,10 @@ describe("with METRICS_TOKEN", () => {
     const added = (name: string, labels: Record<string, string>) => total(closed, name, labels) - total(before, name, labels);
     expect(added("quire_graphql_operations_total", { type: "invalid" })).toBe(1);
     expect(added("quire_graphql_errors_total", {})).toBe(1);
+    // The subscription read where its organization's events stand through the shared reads: counted.
+    expect(select(closed, "quire_live_shared_reads_total").map((sample) => sample.labels.kind).sort()).toEqual(["callers", "fallbacks", "shared", "transactions"]);
+    expect(added("quire_live_shared_reads_total", { kind: "callers" })).toBeGreaterThanOrEqual(1);
+    expect(added("quire_live_shared_reads_total", { kind: "transactions" })).toBeGreaterThanOrEqual(1);
     expect(added("quire_graphql_errors_total", { operation: "anonymous", type: "invalid", code: "UNAUTHENTICATED" })).toBe(1);
   });
 
