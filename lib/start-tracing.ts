@@ -2,7 +2,7 @@
 // OTEL_EXPORTER_OTLP_ENDPOINT set (in the environment or .env), tracing starts here, synchronously, before the entry
 // point's other modules run and before runService makes the logger (which then adds trace ids to its lines).
 // Unset, nothing is loaded. A configuration that does not load starts nothing: runService reports it next.
-import { routeOf } from "../server/metrics-route.ts";
+import { routeOf } from "./http-routes.ts";
 import { loadConfigFromProcess, type Config } from "./config.ts";
 import { startTracing } from "./tracing.ts";
 

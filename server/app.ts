@@ -15,7 +15,7 @@ import { withLogContext } from "../lib/log-context.ts";
 import { createTokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
 import { accessLog } from "./access-log.ts";
-import { authenticateHttp } from "./context.ts";
+import { authenticateHttp } from "./bearer-auth.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
 import { startLiveNumberer } from "./live-numberer.ts";

@@ -1,11 +1,8 @@
 // The per-request GraphQL context: the PostgreSQL settings every transaction of the request runs with, from a
 // verified access token. The role is always one of the two API roles chosen here, never a value from the token or
-// the client. The same check runs for HTTP (Authorization header) and graphql-ws (connectionParams.authorization).
-// A request without a token is anonymous; a request with a bad one (malformed, unsigned, wrongly signed, expired,
-// wrong issuer or audience) is refused with UNAUTHENTICATED and nothing else: HTTP 401 for HTTP requests. The code
-// stays UNAUTHENTICATED whatever the cause (clients rely on it); `extensions.reason` and the message tell an expired
-// token (TOKEN_EXPIRED: refresh it) from any other (TOKEN_INVALID: sign in again), and the log line says exactly
-// why (expired, bad_signature, wrong_audience, …; never the token).
+// the client. The same check (server/bearer-auth.ts) runs for HTTP (the Authorization header, verified once by
+// authenticateHttp) and graphql-ws (connectionParams.authorization); a bad token is refused with UNAUTHENTICATED,
+// HTTP 401 for HTTP requests.
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { WithPgClient } from "postgraphile/@dataplan/pg";
@@ -13,10 +10,9 @@ import type { NodePostgresPgClient } from "postgraphile/adaptors/pg";
 import { SafeError } from "postgraphile/grafast";
 import { getOperationAST } from "postgraphile/graphql";
 import type { Config } from "../lib/config.ts";
-import { addToLogContext } from "../lib/log-context.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { RequestHandler } from "express";
-import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
+import type { AccessClaims, TokenService } from "../lib/tokens.ts";
+import { claimsOf, refuseToken, type AuthenticatedRequest } from "./bearer-auth.ts";
 import type { ClientAddress } from "./client-address.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import type { LiveSockets } from "./live-sockets.ts";
@@ -41,65 +37,6 @@ const requestIdOf = (req: IncomingMessage | undefined): string => {
   return typeof id === "string" ? id : randomUUID();
 };
 
-/** What a route that needs a token answers when there is none (the upload route; GraphQL is then anonymous). */
-export const unauthenticatedMessage = "This needs an access token: sign in first.";
-
-/** What a client is told about a refused token, over HTTP (401) and WebSockets alike: code, reason, message. */
-export interface TokenRefusalAnswer {
-  readonly code: "UNAUTHENTICATED";
-  readonly reason: "TOKEN_EXPIRED" | "TOKEN_INVALID";
-  readonly message: string;
-}
-
-const expiredAnswer: TokenRefusalAnswer = {
-  code: "UNAUTHENTICATED",
-  reason: "TOKEN_EXPIRED",
-  message: "The access token has expired; get a new one with refreshToken.",
-};
-const invalidAnswer: TokenRefusalAnswer = {
-  code: "UNAUTHENTICATED",
-  reason: "TOKEN_INVALID",
-  message: "The access token is malformed or invalid; sign in again.",
-};
-
-/**
- * The answer for an error `claimsOf` threw, after logging why (info for an expired token, which is routine; warn
- * otherwise: a misconfigured client or key, or someone trying tokens). Not an InvalidTokenError: rethrown.
- */
-export function refuseToken(error: unknown, log: Logger | undefined): TokenRefusalAnswer {
-  if (!(error instanceof InvalidTokenError)) throw error;
-  const expired = error.refusal === "expired";
-  log?.[expired ? "info" : "warn"]({ tokenRefusal: error.refusal }, `access token refused: ${error.refusal}`);
-  return expired ? expiredAnswer : invalidAnswer;
-}
-
-/** The claims of `authorization` ("Bearer <jwt>"); null when absent; InvalidTokenError when present but bad. */
-export function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
-  if (authorization === undefined || authorization === null || authorization === "") return null;
-  const match = typeof authorization === "string" ? /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/.exec(authorization) : null;
-  if (!match) throw new InvalidTokenError(typeof authorization === "string" && /^Bearer /.test(authorization) ? "malformed" : "not_bearer");
-  return tokens.verifyAccessToken(match[1]!);
-}
-
-/**
- * Express middleware for HTTP GraphQL requests: verifies the bearer token before PostGraphile sees the request,
- * answering 401 UNAUTHENTICATED for a bad one; the claims ride on the request to the context below.
- */
-export function authenticateHttp(tokens: TokenService): RequestHandler {
-  return (req, res, next) => {
-    try {
-      const claims = claimsOf(req.headers.authorization, tokens);
-      (req as AuthenticatedRequest).quireAuth = claims;
-      if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
-      next();
-    } catch (error) {
-      const { code, reason, message } = refuseToken(error, (req as { log?: Logger }).log);
-      res.status(401).json({ errors: [{ message, extensions: { code, reason } }] });
-    }
-  };
-}
-
-type AuthenticatedRequest = IncomingMessage & { quireAuth?: AccessClaims | null };
 
 /** The settings for a request made with `claims` (or anonymously). */
 export function pgSettingsFor(config: Config, claims: AccessClaims | null, requestId: string, ip: string | null): PgSettings {

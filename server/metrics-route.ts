@@ -4,23 +4,8 @@
 // neither, /metrics on the public port is a 404.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { RequestHandler } from "express";
+import { routeOf } from "../lib/http-routes.ts";
 import type { Metrics } from "../lib/metrics.ts";
-
-/** The `route` label: the routes Quire serves, as patterns; anything else is `other` (unbounded paths are not labels). */
-export function routeOf(path: string): string {
-  switch (path) {
-    case "/graphql":
-    case "/graphiql":
-    case "/health":
-    case "/health/ready":
-    case "/metrics":
-    case "/.well-known/jwks.json":
-    case "/api/v1/documents/upload":
-      return path;
-    default:
-      return /^\/oauth\/[^/]+\/callback$/.test(path) ? "/oauth/:provider/callback" : "other";
-  }
-}
 
 /**
  * Express middleware counting every response by route and status, with its duration. A request whose client went

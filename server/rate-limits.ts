@@ -24,7 +24,7 @@ import type { ErrorCode } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import type { ClientAddress } from "./client-address.ts";
-import { claimsOf } from "./context.ts";
+import { claimsOf } from "./bearer-auth.ts";
 
 /** The verdict on one request: 0 seconds to wait means go ahead; otherwise which limit it hit. */
 export interface RequestCount {

@@ -34,7 +34,8 @@ import { extractTextIsolated } from "../lib/extract/isolated.ts";
 import type { Extracted } from "../lib/extract/index.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
-import { claimsOf, pgSettingsFor, refuseToken, unauthenticatedMessage } from "./context.ts";
+import { claimsOf, refuseToken, unauthenticatedMessage } from "./bearer-auth.ts";
+import { pgSettingsFor } from "./context.ts";
 import type { ClientAddress } from "./client-address.ts";
 
 export const uploadPath = "/api/v1/documents/upload";

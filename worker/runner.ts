@@ -13,7 +13,7 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { EventEmitter } from "node:events";
 import { run, type Job, type WorkerEvents } from "graphile-worker";
-import { workerLogger } from "../db/migrate.ts";
+import { workerLogger } from "../lib/worker-logger.ts";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics } from "../lib/metrics.ts";

@@ -15,7 +15,7 @@ import pg from "pg";
 import { pino } from "pino";
 import { createPool } from "../../db/pool.ts";
 import { ConfigError, loadConfig } from "../../lib/config.ts";
-import { workerLogger } from "../../db/migrate.ts";
+import { workerLogger } from "../../lib/worker-logger.ts";
 import {
   checkpointProblem,
   checkpointPublicKey,

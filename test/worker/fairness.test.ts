@@ -5,7 +5,7 @@
 import pg from "pg";
 import { run, type TaskList } from "graphile-worker";
 import { createPool } from "../../db/pool.ts";
-import { workerLogger } from "../../db/migrate.ts";
+import { workerLogger } from "../../lib/worker-logger.ts";
 import { createTestDatabase, query, roles, silentLogger, urlFor, type TestDatabase } from "../support/database.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 

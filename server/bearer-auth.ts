@@ -1,0 +1,73 @@
+// Bearer tokens on HTTP and WebSocket requests: parsing the Authorization value and verifying it (lib/tokens.ts),
+// the Express middleware that does so once for each GraphQL request before PostGraphile sees it, and what a client
+// is told when its token is refused. A request without a token is anonymous; one with a bad token (malformed,
+// unsigned, wrongly signed, expired, wrong issuer or audience) is refused with UNAUTHENTICATED and nothing else.
+// The code stays UNAUTHENTICATED whatever the cause (clients rely on it); `extensions.reason` and the message tell
+// an expired token (TOKEN_EXPIRED: refresh it) from any other (TOKEN_INVALID: sign in again), and the log line says
+// exactly why (expired, bad_signature, wrong_audience, …; never the token).
+import type { IncomingMessage } from "node:http";
+import type { RequestHandler } from "express";
+import { addToLogContext } from "../lib/log-context.ts";
+import type { Logger } from "../lib/logger.ts";
+import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
+
+/** A request authenticateHttp has seen: its verified claims, or null for an anonymous one. */
+export type AuthenticatedRequest = IncomingMessage & { quireAuth?: AccessClaims | null };
+
+/** What a route that needs a token answers when there is none (the upload route; GraphQL is then anonymous). */
+export const unauthenticatedMessage = "This needs an access token: sign in first.";
+
+/** What a client is told about a refused token, over HTTP (401) and WebSockets alike: code, reason, message. */
+export interface TokenRefusalAnswer {
+  readonly code: "UNAUTHENTICATED";
+  readonly reason: "TOKEN_EXPIRED" | "TOKEN_INVALID";
+  readonly message: string;
+}
+
+const expiredAnswer: TokenRefusalAnswer = {
+  code: "UNAUTHENTICATED",
+  reason: "TOKEN_EXPIRED",
+  message: "The access token has expired; get a new one with refreshToken.",
+};
+const invalidAnswer: TokenRefusalAnswer = {
+  code: "UNAUTHENTICATED",
+  reason: "TOKEN_INVALID",
+  message: "The access token is malformed or invalid; sign in again.",
+};
+
+/**
+ * The answer for an error `claimsOf` threw, after logging why (info for an expired token, which is routine; warn
+ * otherwise: a misconfigured client or key, or someone trying tokens). Not an InvalidTokenError: rethrown.
+ */
+export function refuseToken(error: unknown, log: Logger | undefined): TokenRefusalAnswer {
+  if (!(error instanceof InvalidTokenError)) throw error;
+  const expired = error.refusal === "expired";
+  log?.[expired ? "info" : "warn"]({ tokenRefusal: error.refusal }, `access token refused: ${error.refusal}`);
+  return expired ? expiredAnswer : invalidAnswer;
+}
+
+/** The claims of `authorization` ("Bearer <jwt>"); null when absent; InvalidTokenError when present but bad. */
+export function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
+  if (authorization === undefined || authorization === null || authorization === "") return null;
+  const match = typeof authorization === "string" ? /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/.exec(authorization) : null;
+  if (!match) throw new InvalidTokenError(typeof authorization === "string" && /^Bearer /.test(authorization) ? "malformed" : "not_bearer");
+  return tokens.verifyAccessToken(match[1]!);
+}
+
+/**
+ * Express middleware for HTTP GraphQL requests: verifies the bearer token before PostGraphile sees the request,
+ * answering 401 UNAUTHENTICATED for a bad one; the claims ride on the request to the context below.
+ */
+export function authenticateHttp(tokens: TokenService): RequestHandler {
+  return (req, res, next) => {
+    try {
+      const claims = claimsOf(req.headers.authorization, tokens);
+      (req as AuthenticatedRequest).quireAuth = claims;
+      if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
+      next();
+    } catch (error) {
+      const { code, reason, message } = refuseToken(error, (req as { log?: Logger }).log);
+      res.status(401).json({ errors: [{ message, extensions: { code, reason } }] });
+    }
+  };
+}
