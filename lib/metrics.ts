@@ -10,6 +10,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import { LlmError, type Completion, type LlmProvider } from "./llm/provider.ts";
 import { listenInternal, type InternalServer } from "./internal-server.ts";
 import type { Logger } from "./logger.ts";
+import { timedQuery } from "./timed-query.ts";
 
 export interface MetricsOptions {
   /** Distinct GraphQL operation names kept as labels; later new names count as `other`. Default 200. */
@@ -216,7 +217,7 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
       if (!jobQueue) return;
       this.reset();
       try {
-        const { rows } = await jobQueue.pool.query<{ task: string; age: number }>({ text: oldestJobsSql, query_timeout: 2_000 } as pg.QueryConfig);
+        const { rows } = await jobQueue.pool.query<{ task: string; age: number }>(timedQuery(oldestJobsSql, [], 2_000));
         const ages = new Map<string, number>(jobQueue.tasks.map((task) => [task, 0]));
         for (const row of rows) ages.set(row.task, Math.max(0, row.age));
         for (const [task, age] of ages) this.set({ task }, age);

@@ -6,6 +6,7 @@
 // worker has its own health endpoint (worker/health-server.ts).
 import { Router } from "express";
 import type pg from "pg";
+import { timedQuery } from "../lib/timed-query.ts";
 import { latestCommittedMigration } from "../db/migrate.ts";
 
 export interface ReadinessOptions {
@@ -31,10 +32,7 @@ const expectedMigration = latestCommittedMigration();
 export async function checkReadiness({ pool, workerMaxAgeSeconds }: ReadinessOptions): Promise<Readiness> {
   let row: { latest_migration: string | null; worker_seen_seconds_ago: number | null };
   try {
-    const result = await pool.query<typeof row>({
-      text: "select latest_migration, worker_seen_seconds_ago from app_private.readiness()",
-      query_timeout: 2_000,
-    } as pg.QueryConfig);
+    const result = await pool.query<typeof row>(timedQuery("select latest_migration, worker_seen_seconds_ago from app_private.readiness()", [], 2_000));
     row = result.rows[0]!;
   } catch (error) {
     // The driver's code (ECONNREFUSED, 57P03, …) helps an operator; its message can name hosts, so it stays out.

@@ -6,28 +6,12 @@
 // others' calls return 0 at once). Runs never overlap and failures are retried on the next tick (lib/periodic.ts).
 import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
-import { startPeriodic, type Periodic } from "../lib/periodic.ts";
-
-/** Events numbered per statement. */
-const batch = 1_000;
-/** Longest one numbering statement may run before it counts as failed (pg's per-query query_timeout). */
-const statementTimeoutMs = 10_000;
+import { startBatches, type Periodic } from "../lib/periodic.ts";
 
 export function startLiveNumberer(pool: pg.Pool, intervalMs: number, logger: Logger): Periodic {
-  return startPeriodic({
-    name: "live-event numberer",
-    intervalMs,
+  return startBatches(
+    pool,
+    { name: "live-event numberer", text: "select app_private.number_live_events($1) as done", batch: 1_000, statementTimeoutMs: 10_000, intervalMs },
     logger,
-    async run() {
-      for (;;) {
-        // @types/pg lists query_timeout only on the client's config; pg reads it per query too (lib/client.js).
-        const { rows } = await pool.query<{ numbered: number }>({
-          text: "select app_private.number_live_events($1) as numbered",
-          values: [batch],
-          query_timeout: statementTimeoutMs,
-        } as pg.QueryConfig);
-        if ((rows[0]?.numbered ?? 0) < batch) return;
-      }
-    },
-  });
+  );
 }

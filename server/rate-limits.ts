@@ -22,6 +22,7 @@ import type pg from "pg";
 import type { Config } from "../lib/config.ts";
 import type { ErrorCode } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
+import { timedQuery } from "../lib/timed-query.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import type { ClientAddress } from "./client-address.ts";
 import { claimsOf } from "./bearer-auth.ts";
@@ -125,13 +126,10 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
     });
     const orgIds = [...orgsSeen];
     try {
-      const { rows } = await pool.query<{ answer: SyncAnswer }>({
-        text: "select app_private.sync_rate_limits($1, $2, $3, $4) as answer",
-        values: [keys, deltas, new Date(sentWindow).toISOString(), orgIds],
-        // A sync that hangs (a stalled connection) would hold every new key's first request, and shutdown, with it.
-        // pg reads query_timeout per query (lib/client.js); @types/pg only lists it on the client's config.
-        query_timeout: syncTimeoutMs,
-      } as pg.QueryConfig);
+      // A sync that hangs (a stalled connection) would hold every new key's first request, and shutdown, with it.
+      const { rows } = await pool.query<{ answer: SyncAnswer }>(
+        timedQuery("select app_private.sync_rate_limits($1, $2, $3, $4) as answer", [keys, deltas, new Date(sentWindow).toISOString(), orgIds], syncTimeoutMs),
+      );
       const { hits, limits } = rows[0]!.answer;
       for (const [orgId, [user, org]] of Object.entries(limits)) tierLimits.set(orgId, { user, org });
       for (const key of keys) {

@@ -6,28 +6,13 @@
 // and a stalled statement gives up after its timeout.
 import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
-import { startPeriodic, type Periodic } from "../lib/periodic.ts";
-
-/** Events sealed per statement: one statement's work stays short, and a backlog takes several in a row. */
-const batch = 2_000;
-/** Longest one sealing statement may run before it counts as failed (pg's per-query query_timeout). */
-const statementTimeoutMs = 30_000;
+import { startBatches, type Periodic } from "../lib/periodic.ts";
 
 export function startAuditSealer(pool: pg.Pool, intervalMs: number, logger: Logger): Periodic {
-  return startPeriodic({
-    name: "audit sealer",
-    intervalMs,
+  // Batches of 2,000 keep one statement short; a backlog takes several in a row.
+  return startBatches(
+    pool,
+    { name: "audit sealer", text: "select app_private.seal_audit_events($1) as done", batch: 2_000, statementTimeoutMs: 30_000, intervalMs },
     logger,
-    async run() {
-      for (;;) {
-        // @types/pg lists query_timeout only on the client's config; pg reads it per query too (lib/client.js).
-        const { rows } = await pool.query<{ sealed: number }>({
-          text: "select app_private.seal_audit_events($1) as sealed",
-          values: [batch],
-          query_timeout: statementTimeoutMs,
-        } as pg.QueryConfig);
-        if ((rows[0]?.sealed ?? 0) < batch) return;
-      }
-    },
-  });
+  );
 }

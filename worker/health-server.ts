@@ -8,6 +8,7 @@ import { createServer } from "node:http";
 import type pg from "pg";
 import { listenInternal, type InternalServer } from "../lib/internal-server.ts";
 import type { Logger } from "../lib/logger.ts";
+import { timedQuery } from "../lib/timed-query.ts";
 
 export interface WorkerHealthOptions {
   readonly host: string;
@@ -26,7 +27,7 @@ type Answer = { status: number; body: Record<string, unknown> };
 async function readiness(pool: pg.Pool, stopping: () => boolean): Promise<Answer> {
   if (stopping()) return { status: 503, body: { status: "stopping" } };
   try {
-    await pool.query({ text: "select 1", query_timeout: 2_000 } as pg.QueryConfig);
+    await pool.query(timedQuery("select 1", [], 2_000));
     return { status: 200, body: { status: "ready", checks: { database: { ok: true } } } };
   } catch (error) {
     // The driver's code helps an operator; its message can name hosts, so it stays out.

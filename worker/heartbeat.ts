@@ -13,6 +13,7 @@
 import { hostname } from "node:os";
 import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
+import { timedQuery } from "../lib/timed-query.ts";
 
 export interface Heartbeat {
   readonly workerId: string;
@@ -44,10 +45,9 @@ const minLockedSeconds = 5;
 
 export async function startHeartbeat(pool: pg.Pool, workerId: string, options: HeartbeatOptions, held: HeldJobs, logger: Logger): Promise<Heartbeat> {
   // Each statement gives up after one beat (at least 2 s): a stalled connection must neither stop the beats nor hold
-  // shutdown. pg reads query_timeout per query (lib/client.js); @types/pg only lists it on the client's config.
+  // shutdown.
   const timeoutMs = Math.max(2_000, options.heartbeatSeconds * 1000);
-  const query = <R extends pg.QueryResultRow>(text: string, values: unknown[]) =>
-    pool.query<R>({ text, values, query_timeout: timeoutMs } as pg.QueryConfig);
+  const query = <R extends pg.QueryResultRow>(text: string, values: unknown[]) => pool.query<R>(timedQuery(text, values, timeoutMs));
   const beat = async () => {
     const lockId = held.lockId();
     await query("select app_private.record_worker_heartbeat($1, $2, $3, $4)", [workerId, hostname(), process.pid, lockId]);
