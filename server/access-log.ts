@@ -24,7 +24,7 @@ declare module "node:http" {
 /** A client's x-request-id is reused when it is a sane token; anything else gets a fresh UUID. */
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 
-const requestIdOf = (req: IncomingMessage): string => {
+const requestIdFrom = (req: IncomingMessage): string => {
   const given = req.headers["x-request-id"];
   return typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
 };
@@ -32,9 +32,12 @@ const requestIdOf = (req: IncomingMessage): string => {
 /** The request as access lines show it: never its query string (it may hold a token). */
 const shown = (req: IncomingMessage, id: string) => ({ id, method: req.method, path: (req.url ?? "").split("?")[0] });
 
+/** The id accessLog gave `req`; a fresh one for a request that did not go through it (a WebSocket's, in tests). */
+export const requestIdOf = (req: IncomingMessage | undefined): string => req?.id ?? randomUUID();
+
 export function accessLog(logger: Logger): RequestHandler {
   return (req, res, next) => {
-    const id = requestIdOf(req);
+    const id = requestIdFrom(req);
     req.id = id;
     res.setHeader("x-request-id", id);
     let child: Logger | undefined;

@@ -216,7 +216,7 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   });
   const onError: ErrorRequestHandler = (error, req, res, _next) => {
     const status = typeof error?.status === "number" && error.status >= 400 && error.status < 500 ? error.status : 500;
-    if (status === 500) (req as { log?: Logger }).log?.error({ err: error }, "unhandled route error");
+    if (status === 500) req.log?.error({ err: error }, "unhandled route error");
     const body =
       status === 500
         ? { code: "INTERNAL", message: "An internal error occurred." }

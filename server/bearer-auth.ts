@@ -66,7 +66,7 @@ export function authenticateHttp(tokens: TokenService): RequestHandler {
       if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
       next();
     } catch (error) {
-      const { code, reason, message } = refuseToken(error, (req as { log?: Logger }).log);
+      const { code, reason, message } = refuseToken(error, req.log);
       res.status(401).json({ errors: [{ message, extensions: { code, reason } }] });
     }
   };

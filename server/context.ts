@@ -3,8 +3,6 @@
 // the client. The same check (server/bearer-auth.ts) runs for HTTP (the Authorization header, verified once by
 // authenticateHttp) and graphql-ws (connectionParams.authorization); a bad token is refused with UNAUTHENTICATED,
 // HTTP 401 for HTTP requests.
-import { randomUUID } from "node:crypto";
-import type { IncomingMessage } from "node:http";
 import type { WithPgClient } from "postgraphile/@dataplan/pg";
 import type { NodePostgresPgClient } from "postgraphile/adaptors/pg";
 import { SafeError } from "postgraphile/grafast";
@@ -12,6 +10,7 @@ import { getOperationAST } from "postgraphile/graphql";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
+import { requestIdOf } from "./access-log.ts";
 import { claimsOf, refuseToken, type AuthenticatedRequest } from "./bearer-auth.ts";
 import type { ClientAddress } from "./client-address.ts";
 import type { CountRequest } from "./rate-limits.ts";
@@ -31,11 +30,6 @@ declare global {
   }
 }
 
-/** A request id set by the HTTP logging middleware (server/app.ts), if the request went through it. */
-const requestIdOf = (req: IncomingMessage | undefined): string => {
-  const id = (req as (IncomingMessage & { id?: unknown }) | undefined)?.id;
-  return typeof id === "string" ? id : randomUUID();
-};
 
 
 /** The settings for a request made with `claims` (or anonymously). */

@@ -18,7 +18,7 @@ const connectionSetup = "set jit_optimize_above_cost = -1";
 const setUp = new WeakSet<pg.PoolClient>();
 
 /** `begin` and every setting, as one message: `begin; select set_config('k', 'v', true), …`. */
-function beginWith(client: pg.PoolClient, settings: Array<[string, string]>): string {
+export function beginWith(client: pg.ClientBase, settings: ReadonlyArray<readonly [string, string]>): string {
   const configs = settings.map(([key, value]) => `set_config(${client.escapeLiteral(key)}, ${client.escapeLiteral(value)}, true)`);
   return `begin; select ${configs.join(", ")}`;
 }
@@ -31,14 +31,14 @@ export function makeWithPgClient(pool: pg.Pool): WithPgClient<NodePostgresPgClie
     let broken = false;
     try {
       const settings = Object.entries(pgSettings ?? {}).filter((entry): entry is [string, string] => entry[1] != null);
-      const first = setUp.has(client) ? [] : [connectionSetup];
+      const setup = setUp.has(client) ? null : connectionSetup;
       setUp.add(client);
       if (settings.length === 0) {
-        if (first.length > 0) await client.query(first[0]!);
+        if (setup) await client.query(setup);
         return await makeWithPgClientViaPgClientAlreadyInTransaction(client, false)(null, callback);
       }
       try {
-        await client.query([...first, beginWith(client, settings)].join("; "));
+        await client.query(setup ? `${setup}; ${beginWith(client, settings)}` : beginWith(client, settings));
         // Already in the transaction: the adaptor's client turns nested transactions into savepoints.
         const result = await makeWithPgClientViaPgClientAlreadyInTransaction(client, true)(null, callback);
         await client.query("commit");

@@ -3,10 +3,9 @@
 // ready, this grafserv middleware records it in a transaction of its own (app_private.record_request_failure,
 // which only the server's login may call): access_denied for FORBIDDEN, request_failed for the other errors a
 // signed-in caller's request can earn. The root fields that failed and their codes are recorded, never inputs.
-import type { IncomingMessage } from "node:http";
 import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
-import type { AccessClaims } from "../lib/tokens.ts";
+import type { AuthenticatedRequest } from "./bearer-auth.ts";
 import type { ClientAddress } from "./client-address.ts";
 import { responseBody, type ResponseError } from "./errors.ts";
 
@@ -30,7 +29,7 @@ export function makeRequestAuditPlugin({ pool, logger, addressOf }: { pool: pg.P
       middleware: {
         async processRequest(next, event) {
           const result = await next();
-          const req = event.requestDigest.requestContext.node?.req as (IncomingMessage & { id?: unknown; quireAuth?: AccessClaims | null }) | undefined;
+          const req = event.requestDigest.requestContext.node?.req as AuthenticatedRequest | undefined;
           const claims = req?.quireAuth;
           if (!req || !claims || result?.type !== "buffer" || !result.buffer.includes('"errors"')) return result;
           const failure = auditableFailure(responseBody(result)?.errors ?? []);
@@ -42,7 +41,7 @@ export function makeRequestAuditPlugin({ pool, logger, addressOf }: { pool: pg.P
               claims.sessionId,
               failure.action,
               JSON.stringify({ failures: failure.failures }),
-              typeof req.id === "string" ? req.id : null,
+              req.id ?? null,
               addressOf(req),
             ]);
           } catch (error) {

@@ -32,8 +32,8 @@ import { publicDatabaseError, type DatabaseErrorDetail, type ErrorCode } from ".
 import { ExtractError } from "../lib/extract/errors.ts";
 import { extractTextIsolated } from "../lib/extract/isolated.ts";
 import type { Extracted } from "../lib/extract/index.ts";
-import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
+import { requestIdOf } from "./access-log.ts";
 import { claimsOf, refuseToken, unauthenticatedMessage } from "./bearer-auth.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { ClientAddress } from "./client-address.ts";
@@ -212,10 +212,6 @@ function chooseTitle(given: string | null, extracted: Extracted, filename: strin
   return "Untitled upload";
 }
 
-const requestIdOf = (req: IncomingMessage): string => {
-  const id = (req as IncomingMessage & { id?: unknown }).id;
-  return typeof id === "string" ? id : randomUUID();
-};
 
 const sqlStateOf = (error: unknown): string | null => {
   const code = (error as { code?: unknown } | null)?.code;
@@ -262,7 +258,7 @@ export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOpti
       ({ code, message } = known);
     } else {
       const errorId = randomUUID();
-      (req as { log?: Logger }).log?.error({ err: error, errorId }, "document upload failed");
+      req.log?.error({ err: error, errorId }, "document upload failed");
       res.status(500).json({ error: { code: "INTERNAL", message: "An internal error occurred.", errorId } });
       return;
     }
@@ -277,7 +273,7 @@ export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOpti
       try {
         claims = claimsOf(req.headers.authorization, tokens);
       } catch (error) {
-        const { reason, message } = refuseToken(error, (req as { log?: Logger }).log);
+        const { reason, message } = refuseToken(error, req.log);
         res.status(401).json({ error: { code: "UNAUTHENTICATED", reason, message } });
         return;
       }
