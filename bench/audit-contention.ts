@@ -23,6 +23,7 @@ import { createLogger } from "../lib/logger.ts";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../db/embedded.ts";
 import { prepareDatabase } from "../db/migrate.ts";
 import { pgSettingsFor } from "../server/context.ts";
+import { beginWith } from "../server/pg-client.ts";
 import { envInt, freePort, log, percentile } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -89,9 +90,6 @@ try {
   const numberer = numbererModule?.startLiveNumberer(sealerPool, config.live.numberIntervalMs ?? 10, logger) ?? null;
 
   const settings = pgSettingsFor(config, { userId, orgId, sessionId, role: "owner", expiresAt: new Date(Date.now() + 3_600_000) }, "bench", "127.0.0.1");
-  const begin = `begin; select ${Object.entries(settings)
-    .map(([k, v]) => `set_config('${k}', '${String(v).replace(/'/g, "''")}', true)`)
-    .join(", ")}`;
   const clients = await Promise.all(
     Array.from({ length: writers }, async () => {
       const client = new pg.Client({ connectionString: config.database.url, application_name: "bench-audit-writer" });
@@ -109,7 +107,8 @@ try {
       for (let i = 0; performance.now() < until; i++) {
         const t0 = performance.now();
         try {
-          await client.query(begin);
+          // As the API begins a transaction: begin and the request's settings in one message.
+          await client.query(beginWith(client, Object.entries(settings)));
           await client.query(statement, [`w${w}-${i}`]);
           await client.query("commit");
           latencies.push(performance.now() - t0);
