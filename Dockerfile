@@ -1,7 +1,7 @@
 # Quire's production image: Node 24 runs the TypeScript sources directly (type stripping), so there is no build
 # step; only production dependencies are installed, and the process runs as the unprivileged `node` user.
-# One image, three commands (see docker-compose.yml): `node db/main.ts` migrates, `node server/main.ts` serves,
-# `node worker/main.ts` runs jobs.
+# One image, three commands (see docker-compose.yml): `node bin/migrate.ts` migrates, `node bin/server.ts` serves,
+# `node bin/worker.ts` runs jobs.
 FROM node:24-slim AS dependencies
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -13,7 +13,8 @@ FROM node:24-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=5678
 WORKDIR /app
 COPY --from=dependencies /app/node_modules ./node_modules
-COPY package.json .gmrc main.ts schema.graphql ./
+COPY package.json .gmrc schema.graphql ./
+COPY bin ./bin
 COPY lib ./lib
 COPY db ./db
 COPY migrations ./migrations
@@ -21,4 +22,4 @@ COPY server ./server
 COPY worker ./worker
 USER node
 EXPOSE 5678
-CMD ["node", "server/main.ts"]
+CMD ["node", "bin/server.ts"]

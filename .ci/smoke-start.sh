@@ -28,7 +28,7 @@ echo "$answer"
 [ "$answer" = '{"data":{"__typename":"Query"}}' ] || { echo "unexpected GraphQL answer"; cat "$log"; exit 1; }
 
 # Signal Quire's node process, as a process supervisor would (npm itself reports 143 when it is signalled).
-node_pid=$(pgrep -s "$pid" -fx "node main.ts" | head -n 1)
+node_pid=$(pgrep -s "$pid" -fx "node bin/start.ts" | head -n 1)
 [ -n "$node_pid" ] || { echo "no node process under npm start"; exit 1; }
 kill -TERM "$node_pid"
 status=0

@@ -4,7 +4,7 @@
 // 1. starts its own embedded PostgreSQL (db/embedded.ts, a fresh DATA_DIR under the OS temp directory, a free port)
 //    and restarts it once with shared_preload_libraries = pg_stat_statements, pg_stat_statements.track = all (so
 //    statements inside functions are counted too, as toplevel = false), track_functions = all, and autovacuum off
-//    (its work would land in whichever phase it happened to run in); then runs Quire (`node main.ts`, server and
+//    (its work would land in whichever phase it happened to run in); then runs Quire (`node bin/start.ts`, server and
 //    worker in one process, quire-child.ts) on that server through DATABASE_URL, OWNER_DATABASE_URL and
 //    ROOT_DATABASE_URL, with the zero-latency fake LLM (fake-llm.ts) as its provider, as bench/job-pipeline.ts does.
 //    With DATABASE_URL (or `--url <url>`) set instead, Quire runs on that server (OWNER_DATABASE_URL and
@@ -631,7 +631,7 @@ const facts = [
   `- Date: ${new Date().toISOString()}, commit ${gitCommit()}`,
   `- Machine: ${machineFacts()}`,
   `- PostgreSQL ${postgresVersion}, ${server?.description ?? "not started"}; pg_stat_statements.track = all, track_functions = all`,
-  `- Quire: \`node main.ts\` (server and worker in one process), LOG_LEVEL=warn, GRAPHILE_ENV=${process.env["GRAPHILE_ENV"] || "production"}, ` +
+  `- Quire: \`node bin/start.ts\` (server and worker in one process), LOG_LEVEL=warn, GRAPHILE_ENV=${process.env["GRAPHILE_ENV"] || "production"}, ` +
     `WORKER_CONCURRENCY=${workerConcurrency}, WORKER_HEARTBEAT_SECONDS=3600, LLM_PROVIDER=openai (zero-latency fake: ${Number.isNaN(llmCalls) ? "?" : whole(llmCalls)} completions answered)`,
   `- Settings: BENCH_JOBS=${jobCount}, BENCH_REQUESTS=${requestCount}, BENCH_WARMUP=${warmup}, BENCH_ORGS=${orgCount}, BENCH_DOCS_PER_ORG=${documentsPerOrg}; ` +
     `every request and job one at a time`,

@@ -12,7 +12,7 @@
 // PostgreSQL's clock), and the jobs started per second over the first BENCH_WINDOW_SECONDS after A's backlog was
 // queued (fairness must not cost a lone backlog throughput); then A's remaining jobs are cancelled.
 //
-// How: Quire runs as `node main.ts` (server and worker in one process, see quire-child.ts) with WORKER_CONCURRENCY
+// How: Quire runs as `node bin/start.ts` (server and worker in one process, see quire-child.ts) with WORKER_CONCURRENCY
 // (default 4) and LLM_PROVIDER=openai pointed at the fake (bench/fake-llm.ts, a worker thread). The organizations are
 // made through the public API; A's backlog is queued by A's member through app_public.summarize_document in one
 // transaction (so the whole backlog is there at once and the counts are stable), B's job through the GraphQL

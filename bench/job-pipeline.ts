@@ -14,7 +14,7 @@
 // per job and nothing left in graphile-worker's queue (checked in SQL as the superuser afterwards).
 //
 // How: a zero-latency OpenAI-compatible fake (bench/fake-llm.ts) runs in a worker thread; Quire runs as
-// `node main.ts` (server and worker in one process, see quire-child.ts) with LLM_PROVIDER=openai pointed at it and
+// `node bin/start.ts` (server and worker in one process, see quire-child.ts) with LLM_PROVIDER=openai pointed at it and
 // WORKER_CONCURRENCY from the environment. The free tier's monthly allowance is raised as the owner
 // (app_admin.set_tier_allowance) so QUOTA_EXCEEDED never interferes. BENCH_ORGS organizations, each with a member
 // and BENCH_DOCS_PER_ORG documents, are made through the public API; jobs go round-robin over organizations and
@@ -621,7 +621,7 @@ const facts = [
   `- Settings: BENCH_ORGS=${orgCount}, BENCH_DOCS_PER_ORG=${documentsPerOrg}, WORKER_CONCURRENCY=${workerConcurrency}, BENCH_RATE=${rate}, ` +
     `BENCH_STEADY_SECONDS=${steadySeconds}, BENCH_IN_FLIGHT=${inFlight}, BENCH_MAX_SECONDS=${maxSeconds}, BENCH_WARMUP_JOBS=${warmupJobsPerOrg}, ` +
     `BENCH_PROFILE=${profile ? 1 : 0}`,
-  `- Quire: \`node main.ts\` (server and worker in one process), fresh embedded PostgreSQL, LOG_LEVEL=warn, ` +
+  `- Quire: \`node bin/start.ts\` (server and worker in one process), fresh embedded PostgreSQL, LOG_LEVEL=warn, ` +
     `GRAPHILE_ENV=${process.env["GRAPHILE_ENV"] || "production"}, LLM_PROVIDER=openai (zero-latency fake in a worker thread of the bench), ` +
     `DATABASE_POOL_MAX=${process.env["DATABASE_POOL_MAX"] || "10"} (worker pool ${workerConcurrency + 2})` +
     (quire ? `; ready ${(quire.readyMs / 1000).toFixed(1)} s after spawn` : "") +

@@ -2,7 +2,7 @@
 // from inside it. bench/login.ts forks this file (child_process.fork, an IPC channel, execArgv []); it is not a
 // way to run Quire.
 //
-// It composes what main.ts composes for the API, without the worker (the login storm does not involve it):
+// It composes what bin/start.ts composes for the API, without the worker (the login storm does not involve it):
 // loadConfig (from this process's environment, which the bench sets: a fresh DATA_DIR, a free PORT and
 // EMBEDDED_POSTGRES_PORT, LOG_LEVEL=warn, BCRYPT_COST=12, GRAPHILE_ENV=production), the embedded PostgreSQL, the
 // migrations, the server's pool and createQuireServer. perf_hooks.monitorEventLoopDelay (10 ms resolution) runs

@@ -1,7 +1,7 @@
 // `node bench/login.ts`: does a login storm starve reads? Steady, paced authenticated GraphQL reads, then many
 // simultaneous logins at bcrypt cost 12 while the reads go on.
 //
-// 1. forks bench/login-server.ts: Quire's server (what main.ts composes, without the worker) in a child process
+// 1. forks bench/login-server.ts: Quire's server (what bin/start.ts composes, without the worker) in a child process
 //    with a fresh DATA_DIR under the OS temp directory, free ports, LOG_LEVEL=warn, GRAPHILE_ENV=production, and
 //    perf_hooks.monitorEventLoopDelay running inside it, answering this process over IPC;
 // 2. creates one organization and BENCH_LOGINS member accounts through app_admin as the owner (setup: PostgreSQL

@@ -1,4 +1,4 @@
-// Quire as the live benchmarks run it: `node main.ts` (server and worker in one process, exactly what `npm start`
+// Quire as the live benchmarks run it: `node bin/start.ts` (server and worker in one process, exactly what `npm start`
 // runs) as a child process with a fresh DATA_DIR under the OS temp directory, so its embedded PostgreSQL is
 // initialised from scratch and .data is never touched; free loopback ports, LOG_LEVEL=warn, GRAPHILE_ENV=production
 // (as in `npm run bench`). Optionally with the V8 inspector on a loopback port, through which the bench asks for a
@@ -71,10 +71,10 @@ export async function startQuire(options: QuireOptions, interrupted: () => boole
     ...options.env,
   };
   delete env["NODE_ENV"]; // Quire's default (development); production would demand DATABASE_URL
-  const args = [...(options.inspect ? ["--inspect=127.0.0.1:0"] : []), "main.ts"];
+  const args = [...(options.inspect ? ["--inspect=127.0.0.1:0"] : []), "bin/start.ts"];
   // Its own process group: a Ctrl-C at the terminal reaches only the bench, which then stops Quire itself.
   const child: ChildProcess = spawn(process.execPath, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  if (child.pid === undefined) throw new Error("could not spawn `node main.ts`");
+  if (child.pid === undefined) throw new Error("could not spawn `node bin/start.ts`");
   const pid = child.pid;
   const tail: string[] = [];
   let inspectorUrl: string | null = null;

@@ -12,7 +12,7 @@
 //   subscriber and with all 1,000 connected and idle, the difference divided by 1,000, as RSS and as V8 heap;
 // - the LISTEN connections the server holds (pg_stat_activity, application_name quire-listener): one.
 //
-// How: Quire runs as `node --inspect=127.0.0.1:0 main.ts` (server and worker in one process, see quire-child.ts).
+// How: Quire runs as `node --inspect=127.0.0.1:0 bin/start.ts` (server and worker in one process, see quire-child.ts).
 // Organizations, members and documents are made through the public API. Subscribers run in BENCH_THREADS worker
 // threads (bench/live-clients.ts), so the bench measures Quire rather than its own event loop; each subscribes
 // with `since` set to its organization's last seq, so none can miss an event however late its subscription
@@ -505,7 +505,7 @@ const facts = [
     `BENCH_DOCS_PER_ORG=${documentsPerOrg}, BENCH_THREADS=${threads}, BENCH_SETTLE_SECONDS=${settleSeconds}, BENCH_WARMUP_SECONDS=${warmupSeconds}, ` +
     `BENCH_REREAD=${reread ? 1 : 0}, ` +
     `BENCH_PROFILE=${profile ? 1 : 0}`,
-  `- Quire: \`node --inspect=127.0.0.1:0 main.ts\` (server and worker in one process), fresh embedded PostgreSQL, LOG_LEVEL=warn, ` +
+  `- Quire: \`node --inspect=127.0.0.1:0 bin/start.ts\` (server and worker in one process), fresh embedded PostgreSQL, LOG_LEVEL=warn, ` +
     `GRAPHILE_ENV=${process.env["GRAPHILE_ENV"] || "production"}, BCRYPT_COST=10, DATABASE_POOL_MAX=${process.env["DATABASE_POOL_MAX"] || "10"}` +
     (quire ? `; ready ${(quire.readyMs / 1000).toFixed(1)} s after spawn` : "") +
     (Number.isNaN(setupMs) ? "" : `; setup (organizations, members, documents) ${(setupMs / 1000).toFixed(1)} s`),

@@ -69,7 +69,7 @@ async function deploy(): Promise<Deployment> {
     BCRYPT_COST: "10",
     RATE_LIMITS: "false",
   };
-  const migrate = spawn(process.execPath, ["db/main.ts"], {
+  const migrate = spawn(process.execPath, ["bin/migrate.ts"], {
     cwd: root,
     env: { ...env, OWNER_DATABASE_URL: at("chaos_owner", "o-pass", "quire_chaos"), ROOT_DATABASE_URL: at("postgres", "chaos-root", "postgres") },
     stdio: ["ignore", "inherit", "inherit"],
@@ -85,8 +85,8 @@ async function deploy(): Promise<Deployment> {
     return child;
   };
   // A small heap makes a memory leak a crash rather than a slow drift.
-  const server = start("server/main.ts", { PORT: String(http), METRICS_PORT: String(metrics) }, ["--max-old-space-size=384"]);
-  const workers = [start("worker/main.ts", {}), start("worker/main.ts", {})];
+  const server = start("bin/server.ts", { PORT: String(http), METRICS_PORT: String(metrics) }, ["--max-old-space-size=384"]);
+  const workers = [start("bin/worker.ts", {}), start("bin/worker.ts", {})];
   const url = `http://127.0.0.1:${http}`;
   const deadline = Date.now() + 60_000;
   while ((await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) !== 200) {
@@ -106,7 +106,7 @@ async function deploy(): Promise<Deployment> {
       const worker = workers[index]!;
       worker.kill("SIGTERM");
       await stopped(worker);
-      workers[index] = start("worker/main.ts", {});
+      workers[index] = start("bin/worker.ts", {});
     },
     async stopPostgres() {
       await postgres?.stop();

@@ -1,4 +1,4 @@
-// Imported first by each entry point (main.ts, server/main.ts, worker/main.ts), for its side effect: with
+// Imported first by each entry point (bin/start.ts, bin/server.ts, bin/worker.ts), for its side effect: with
 // OTEL_EXPORTER_OTLP_ENDPOINT set (in the environment or .env), tracing starts here, synchronously, before the entry
 // point's other modules run and before runService makes the logger (which then adds trace ids to its lines).
 // Unset, nothing is loaded. A configuration that does not load starts nothing: runService reports it next.

@@ -13,7 +13,7 @@ afterAll(async () => {
 });
 
 const seed = (env: Record<string, string>, database: TestDatabase = db) =>
-  spawnSync(process.execPath, ["db/seed.ts"], {
+  spawnSync(process.execPath, ["bin/seed.ts"], {
     cwd: fileURLToPath(new URL("../..", import.meta.url)),
     encoding: "utf8",
     timeout: 120_000,

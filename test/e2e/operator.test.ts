@@ -1,4 +1,4 @@
-// The paths a newcomer or an operator walks, run as they run them (`node main.ts`, `node db/seed.ts`, …, as child
+// The paths a newcomer or an operator walks, run as they run them (`node bin/start.ts`, `node bin/seed.ts`, …, as child
 // processes on their own DATA_DIR): one-shot commands and a second `npm start` beside a running `npm start`, a port
 // already taken, and the database mistakes every entry point must name in one line (exit code 1, no stack).
 import { spawn, type ChildProcess } from "node:child_process";
@@ -65,7 +65,7 @@ const ready = (url: string) => fetch(`${url}/health/ready`).then((r) => r.status
 const hasStack = (output: string) => /(^|\\n)\s+at \S+/m.test(output);
 
 async function startQuire(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ["main.ts"], { cwd: root, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["bin/start.ts"], { cwd: root, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -89,7 +89,7 @@ test("beside a running `npm start`: seed and migrate use its database, a second 
   const pid = first.child.pid!;
 
   // `npm run seed`: connects to the running server's database, leaves it running.
-  const seeded = await runToEnd("db/seed.ts", env);
+  const seeded = await runToEnd("bin/seed.ts", env);
   expect(seeded.status).toBe(0);
   expect(seeded.output).toContain("owner@acme.example");
   expect(await ready(first.url)).toBe(200);
@@ -104,11 +104,11 @@ test("beside a running `npm start`: seed and migrate use its database, a second 
   expect(((await login.json()) as { data: { login: { accessToken: string } | null } }).data.login?.accessToken).toEqual(expect.any(String));
 
   // `npm run migrate` likewise.
-  expect((await runToEnd("db/main.ts", env)).status).toBe(0);
+  expect((await runToEnd("bin/migrate.ts", env)).status).toBe(0);
   expect(await ready(first.url)).toBe(200);
 
   // A second `npm start` on the same DATA_DIR (on another PORT): refused, naming the running one; nothing stopped.
-  const second = await runToEnd("main.ts", { ...env, PORT: String(await freePort()) });
+  const second = await runToEnd("bin/start.ts", { ...env, PORT: String(await freePort()) });
   expect(second.status).toBe(1);
   expect(second.stderr).toContain(`Quire is already running on ${dataDir}: npm start (pid ${pid}, API at ${first.url}, PostgreSQL on port ${env.EMBEDDED_POSTGRES_PORT})`);
   expect(hasStack(second.output)).toBe(false);
@@ -118,7 +118,7 @@ test("beside a running `npm start`: seed and migrate use its database, a second 
   const secrets = JSON.parse(readFileSync(join(dataDir, "secrets.json"), "utf8")) as { postgresPassword: string };
   const at = (credentials: string, database: string) => `postgres://${credentials}@127.0.0.1:${env.EMBEDDED_POSTGRES_PORT}/${database}`;
   const production = { NODE_ENV: "production", JWT_SECRET: "operator-test-secret-operator-test-secret", LOG_LEVEL: "warn" };
-  for (const script of ["server/main.ts", "worker/main.ts"]) {
+  for (const script of ["bin/server.ts", "bin/worker.ts"]) {
     const wrongPassword = await runToEnd(script, { ...production, PORT: String(await freePort()), DATABASE_URL: at("quire_authenticator:wrong", "quire") });
     expect({ script, status: wrongPassword.status, stderr: wrongPassword.stderr.trim() }).toEqual({
       script,
@@ -151,7 +151,7 @@ test("a taken PORT or METRICS_PORT: one line naming it, exit 1, fast, and no emb
         METRICS_PORT: String(variable === "METRICS_PORT" ? taken : await freePort()),
         EMBEDDED_POSTGRES_PORT: String(await freePort()),
       };
-      const result = await runToEnd("main.ts", env);
+      const result = await runToEnd("bin/start.ts", env);
       expect({ variable, status: result.status, stderr: result.stderr.trim() }).toEqual({
         variable,
         status: 1,
@@ -174,9 +174,9 @@ test("an unreachable database: server, worker and migrate name DATABASE_URL (or 
     OWNER_DATABASE_URL: `postgres://quire_owner:x@127.0.0.1:${closed}/quire`,
   };
   for (const [script, variable, user] of [
-    ["server/main.ts", "DATABASE_URL", "quire_authenticator"],
-    ["worker/main.ts", "DATABASE_URL", "quire_authenticator"],
-    ["db/main.ts", "OWNER_DATABASE_URL", "quire_owner"],
+    ["bin/server.ts", "DATABASE_URL", "quire_authenticator"],
+    ["bin/worker.ts", "DATABASE_URL", "quire_authenticator"],
+    ["bin/migrate.ts", "OWNER_DATABASE_URL", "quire_owner"],
   ] as const) {
     const result = await runToEnd(script, { ...env, PORT: String(await freePort()) });
     expect({ script, status: result.status, stderr: result.stderr.trim() }).toEqual({

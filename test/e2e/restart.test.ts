@@ -59,7 +59,7 @@ test("a PostgreSQL restart mid-load: fast 503s while down, recovery within secon
     WORKER_HEARTBEAT_SECONDS: "1",
     BCRYPT_COST: "10",
   };
-  child = spawn(process.execPath, ["main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  child = spawn(process.execPath, ["bin/start.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));

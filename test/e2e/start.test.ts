@@ -35,7 +35,7 @@ async function start(ports: { http: number; postgres: number }): Promise<Started
     LOG_PRETTY: "false",
     WORKER_HEARTBEAT_SECONDS: "1",
   });
-  const child = spawn(process.execPath, ["main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["bin/start.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));

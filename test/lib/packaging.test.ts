@@ -18,9 +18,9 @@ const quireServices = ["migrate", "server", "worker"] as const;
 
 test("compose runs PostgreSQL 16, a one-shot migration, the server and a worker (Prometheus and Grafana under a profile)", () => {
   expect(Object.keys(compose.services).sort()).toEqual(["grafana", "migrate", "postgres", "prometheus", "server", "worker"]);
-  expect(compose.services.migrate!.command).toEqual(["node", "db/main.ts"]);
-  expect(compose.services.server!.command).toEqual(["node", "server/main.ts"]);
-  expect(compose.services.worker!.command).toEqual(["node", "worker/main.ts"]);
+  expect(compose.services.migrate!.command).toEqual(["node", "bin/migrate.ts"]);
+  expect(compose.services.server!.command).toEqual(["node", "bin/server.ts"]);
+  expect(compose.services.worker!.command).toEqual(["node", "bin/worker.ts"]);
   expect(compose.services.server!.depends_on).toEqual({ migrate: { condition: "service_completed_successfully" } });
   expect(compose.services.worker!.depends_on).toEqual({ migrate: { condition: "service_completed_successfully" } });
 });
@@ -45,7 +45,7 @@ test("the migration gets the owner and superuser URLs; the long-running services
 
 test("the image copies every source folder, runs as a non-root user and installs production dependencies only", () => {
   const dockerfile = read("Dockerfile");
-  for (const folder of ["lib", "db", "migrations", "server", "worker"]) expect(dockerfile).toContain(`COPY ${folder} ./${folder}`);
+  for (const folder of ["bin", "lib", "db", "migrations", "server", "worker"]) expect(dockerfile).toContain(`COPY ${folder} ./${folder}`);
   expect(dockerfile).toMatch(/^FROM node:24-slim/m);
   expect(dockerfile).toContain("npm install --omit=dev");
   expect(dockerfile).toMatch(/^USER node$/m);

@@ -1,5 +1,5 @@
-// Tracing end to end, through the real entry points run as processes (`node server/main.ts`, `node worker/main.ts`,
-// `node main.ts`) against a local HTTP server that receives OTLP/HTTP JSON exports like a collector. In processes
+// Tracing end to end, through the real entry points run as processes (`node bin/server.ts`, `node bin/worker.ts`,
+// `node bin/start.ts`) against a local HTTP server that receives OTLP/HTTP JSON exports like a collector. In processes
 // because that is what production runs, and because the instrumentations patch Node's own module loader, which
 // Jest's module registry bypasses: only a real process shows that pg under ESM is traced. With the endpoint set: one
 // GraphQL request is one trace (HTTP server span → GraphQL operation → SQL), its request log line carries that trace
@@ -288,8 +288,8 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT set (server and worker processes)", (
       LLM_BASE_URL: `${llm.url}/v1`,
       LLM_API_KEY: apiKey,
     };
-    const server = await startQuire("server/main.ts", { ...env, PORT: String(await freePort()) }, serving);
-    const worker = await startQuire("worker/main.ts", { ...env, PORT: String(await freePort()) }, workerStarted);
+    const server = await startQuire("bin/server.ts", { ...env, PORT: String(await freePort()) }, serving);
+    const worker = await startQuire("bin/worker.ts", { ...env, PORT: String(await freePort()) }, workerStarted);
     try {
       await graphql(server.url, listDocuments, {}, t.members.member.accessToken, "traced-request");
       await fetch(`${server.url}/oauth/notion/callback?code=${oauthCode}&state=opaque`, { redirect: "manual" });
@@ -401,7 +401,7 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT unset (npm start: server and worker i
     );
     try {
       const quire = await startQuire(
-        "main.ts",
+        "bin/start.ts",
         {
           ...quireEnv(db, dataDir),
           PORT: String(await freePort()),

@@ -466,7 +466,7 @@ describe("documents and jobs without a worker", () => {
     reply = () => (++calls === 1 ? "hang" : completion("Made once."));
     const config = testConfig(db2.name, { ...llmEnv(), LLM_TIMEOUT_SECONDS: "600" });
     const jobId = await queue(await newDocument());
-    const child = spawn(process.execPath, ["worker/main.ts"], {
+    const child = spawn(process.execPath, ["bin/worker.ts"], {
       env: {
         PATH: process.env.PATH,
         NODE_ENV: "test",

@@ -200,7 +200,7 @@ describe("the checkpoint task", () => {
 /** Runs `npm run audit:verify -- <args>` (its script, with node) against the test database; its exit code and output. */
 function auditVerify(args: readonly string[]): Promise<{ code: number | null; stdout: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["db/audit-verify.ts", ...args], {
+    const child = spawn(process.execPath, ["bin/audit-verify.ts", ...args], {
       env: {
         PATH: process.env.PATH,
         NODE_ENV: "test",

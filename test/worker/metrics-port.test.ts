@@ -24,9 +24,9 @@ interface Worker {
   stop(): Promise<number | null>;
 }
 
-/** Starts `node worker/main.ts` on the test database and waits for "worker started". */
+/** Starts `node bin/worker.ts` on the test database and waits for "worker started". */
 async function startWorker(env: Record<string, string>): Promise<Worker> {
-  const child = spawn(process.execPath, ["worker/main.ts"], {
+  const child = spawn(process.execPath, ["bin/worker.ts"], {
     cwd: root,
     env: {
       PATH: process.env.PATH,

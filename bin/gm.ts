@@ -3,9 +3,9 @@
 // default it uses the database of a running `npm start`, or starts one for the command's duration.
 import { OperatorError } from "../lib/operator-error.ts";
 import { runOnce } from "../lib/process.ts";
-import { databaseOnPort, useEmbeddedPostgres } from "./embedded.ts";
-import { migrateEnv, runMigrateCli } from "./migrate.ts";
-import { checkFirstLogin } from "./preflight.ts";
+import { databaseOnPort, useEmbeddedPostgres } from "../db/embedded.ts";
+import { migrateEnv, runMigrateCli } from "../db/migrate.ts";
+import { checkFirstLogin } from "../db/preflight.ts";
 
 await runOnce("gm", async (config, logger) => {
   if (!config.database.ownerUrl) throw new OperatorError("OWNER_DATABASE_URL is required for graphile-migrate commands");

@@ -7,7 +7,7 @@ import { prepareDatabase } from "../db/migrate.ts";
 import { createPool } from "../db/pool.ts";
 import { checkFirstLogin, checkSchema, targetOf } from "../db/preflight.ts";
 import { runOnce } from "../lib/process.ts";
-import { buildSchema } from "./schema.ts";
+import { buildSchema } from "../server/schema.ts";
 
 await runOnce("schema", async (config, logger) => {
   // With `npm start` running, its database is used (and left running); else one is started for this alone.

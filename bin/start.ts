@@ -5,18 +5,18 @@
 // PORT and METRICS_PORT are checked first, and the database's reachability before migrating, so the usual operator
 // mistakes (a port taken, a second `npm start` on the same DATA_DIR, a wrong DATABASE_URL) end at once with one line
 // and exit code 1, with the embedded database (if started) stopped cleanly.
-import "./lib/start-tracing.ts";
-import "./lib/graphile-env.ts";
-import { startEmbeddedPostgres } from "./db/embedded.ts";
-import { prepareDatabase } from "./db/migrate.ts";
-import { createPool } from "./db/pool.ts";
-import { checkConnection, checkFirstLogin, checkSchema, targetOf } from "./db/preflight.ts";
-import { checkPortsFree, listenProblem, type PortUse } from "./lib/listen-check.ts";
-import { createMetrics } from "./lib/metrics.ts";
-import { runService } from "./lib/process.ts";
-import { shutdownTracing } from "./lib/tracing.ts";
-import { createQuireServer } from "./server/app.ts";
-import { startQuireWorker } from "./worker/runner.ts";
+import "../lib/start-tracing.ts";
+import "../lib/graphile-env.ts";
+import { startEmbeddedPostgres } from "../db/embedded.ts";
+import { prepareDatabase } from "../db/migrate.ts";
+import { createPool } from "../db/pool.ts";
+import { checkConnection, checkFirstLogin, checkSchema, targetOf } from "../db/preflight.ts";
+import { checkPortsFree, listenProblem, type PortUse } from "../lib/listen-check.ts";
+import { createMetrics } from "../lib/metrics.ts";
+import { runService } from "../lib/process.ts";
+import { shutdownTracing } from "../lib/tracing.ts";
+import { createQuireServer } from "../server/app.ts";
+import { startQuireWorker } from "../worker/runner.ts";
 
 await runService("quire", async (config, logger) => {
   const { database } = config;

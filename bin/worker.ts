@@ -1,4 +1,4 @@
-// `npm run worker`: the job runner alone, as production runs it. Needs DATABASE_URL (see server/main.ts).
+// `npm run worker`: the job runner alone, as production runs it. Needs DATABASE_URL (see bin/server.ts).
 // With METRICS_PORT it serves its own /metrics there (jobs, queue, its pool, LLM calls): startQuireWorker, given no
 // shared metrics, starts that server and closes it in stop(). With WORKER_HEALTH_PORT it answers /health and
 // /health/ready there (worker/health-server.ts) for its container's healthcheck.
@@ -13,8 +13,8 @@ import { ConfigError } from "../lib/config.ts";
 import { checkPortsFree, listenProblem, type PortUse } from "../lib/listen-check.ts";
 import { runService } from "../lib/process.ts";
 import { shutdownTracing } from "../lib/tracing.ts";
-import { startWorkerHealthServer } from "./health-server.ts";
-import { startQuireWorker } from "./runner.ts";
+import { startWorkerHealthServer } from "../worker/health-server.ts";
+import { startQuireWorker } from "../worker/runner.ts";
 
 await runService("worker", async (config, logger) => {
   if (config.database.embedded) {

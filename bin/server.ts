@@ -11,7 +11,7 @@ import { ConfigError } from "../lib/config.ts";
 import { checkPortsFree, listenProblem, type PortUse } from "../lib/listen-check.ts";
 import { runService } from "../lib/process.ts";
 import { shutdownTracing } from "../lib/tracing.ts";
-import { createQuireServer } from "./app.ts";
+import { createQuireServer } from "../server/app.ts";
 
 await runService("server", async (config, logger) => {
   if (config.database.embedded) {

@@ -6,9 +6,9 @@ import pg from "pg";
 import { ConfigError } from "../lib/config.ts";
 import { OperatorError } from "../lib/operator-error.ts";
 import { runOnce } from "../lib/process.ts";
-import { databaseOnPort, useEmbeddedPostgres } from "./embedded.ts";
-import { prepareDatabase } from "./migrate.ts";
-import { checkFirstLogin } from "./preflight.ts";
+import { databaseOnPort, useEmbeddedPostgres } from "../db/embedded.ts";
+import { prepareDatabase } from "../db/migrate.ts";
+import { checkFirstLogin } from "../db/preflight.ts";
 
 /** Every demo account's password. Development data only: `npm run seed` refuses to run in production. */
 const demoPassword = "quire demo passphrase";

@@ -3,9 +3,9 @@
 // Without DATABASE_URL it migrates the embedded PostgreSQL: the one a running `npm start` owns, left running, or
 // else one it starts and stops again.
 import { runOnce } from "../lib/process.ts";
-import { databaseOnPort, useEmbeddedPostgres } from "./embedded.ts";
-import { prepareDatabase } from "./migrate.ts";
-import { checkFirstLogin } from "./preflight.ts";
+import { databaseOnPort, useEmbeddedPostgres } from "../db/embedded.ts";
+import { prepareDatabase } from "../db/migrate.ts";
+import { checkFirstLogin } from "../db/preflight.ts";
 
 await runOnce("migrate", async (config, logger) => {
   const embedded = config.database.embedded ? await useEmbeddedPostgres(config.database.embedded, logger, { command: "npm run migrate" }) : null;
