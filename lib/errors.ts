@@ -1,8 +1,11 @@
-// The one list of error codes clients can rely on. A PostgreSQL error reaches a client only through this table:
-// Quire's own SQL raises the five-letter custom SQLSTATEs below (`raise exception '...' using errcode = 'NTFND'`)
-// with a message written for the user; a few standard SQLSTATEs map to a code with a fixed message (PostgreSQL's
-// own text can name constraints and values, so it is never passed on). Anything else is masked as INTERNAL with an
-// id that is logged beside the real error. The README's error table is checked against this list by a test.
+// The two lists of error codes clients can rely on: the API's (ErrorCode, what a failed request answers) and the
+// jobs' (JobErrorCode, what a failed or retrying job carries), so both are typed and kept in one place.
+//
+// A PostgreSQL error reaches a client of the API only through the tables below: Quire's own SQL raises the
+// five-letter custom SQLSTATEs (`raise exception '...' using errcode = 'NTFND'`) with a message written for the
+// user; a few standard SQLSTATEs map to a code with a fixed message (PostgreSQL's own text can name constraints and
+// values, so it is never passed on). Anything else is masked as INTERNAL with an id that is logged beside the real
+// error. The README's error table is checked against this list by a test.
 
 export type ErrorCode =
   | "BAD_REQUEST" // the GraphQL document itself is malformed or invalid against the schema
@@ -28,6 +31,45 @@ export type ErrorCode =
   | "TIMEOUT"
   | "UNAVAILABLE"
   | "INTERNAL";
+
+/**
+ * The codes a job carries in app_public.jobs.error_code (the API's `Job.errorCode`) with a message safe to show:
+ * written by the worker (worker/job-task.ts and the tasks it wraps) and by the database's own functions. A failed
+ * job keeps its code; a job waiting for a retry carries its last attempt's.
+ */
+export const jobErrorCodes = [
+  // The LLM failed (lib/llm/provider.ts, llmErrorCodes: each is written as it is).
+  "LLM_TIMEOUT",
+  "LLM_RATE_LIMITED",
+  "LLM_UNAVAILABLE",
+  "LLM_REJECTED",
+  "LLM_AUTH",
+  "LLM_BAD_RESPONSE",
+  "LLM_CANCELLED", // the worker stopped mid-call: the job is queued again at once
+  // Notion or Confluence failed (lib/integrations/errors.ts: INTEGRATION_ and the client's code, except
+  // INVALID_GRANT, which is INTEGRATION_NEEDS_REAUTH).
+  "INTEGRATION_RATE_LIMITED",
+  "INTEGRATION_UNAVAILABLE",
+  "INTEGRATION_TIMEOUT",
+  "INTEGRATION_AUTH_EXPIRED",
+  "INTEGRATION_FORBIDDEN",
+  "INTEGRATION_NOT_FOUND",
+  "INTEGRATION_REJECTED",
+  "INTEGRATION_BAD_RESPONSE",
+  "INTEGRATION_CANCELLED", // the worker stopped mid-call: the job is queued again at once
+  "INTEGRATION_NEEDS_REAUTH", // the provider refused the refresh token; also written by app_public.integration_needs_reauth
+  "INTEGRATION_DISCONNECTED", // the integration is gone or disconnected; also written when it is disconnected
+  "NOT_CONFIGURED", // this worker has no client or no SEALING_KEYS for the integration's provider
+  // What the job works on is gone or unusable.
+  "DOCUMENT_DELETED", // also written when the document is deleted
+  "SUMMARY_DELETED",
+  "BAD_TEMPLATE",
+  "BAD_INPUT", // the job's parameters lack what it needs
+  // The run itself failed.
+  "WORKER_LOST", // written by the database when the worker running the last attempt died
+  "INTERNAL", // anything else, on the last attempt; the worker's log has the details
+] as const;
+export type JobErrorCode = (typeof jobErrorCodes)[number];
 
 /** Quire's custom SQLSTATEs. The SQL's message is shown to the client as written. */
 export const customSqlStates = {

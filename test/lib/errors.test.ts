@@ -1,6 +1,9 @@
 // The README's error table is the client's documentation of lib/errors.ts: it must list exactly the same codes.
-import { readFileSync } from "node:fs";
-import { customSqlStates, standardSqlStates } from "../../lib/errors.ts";
+// The jobs' list must hold every code that can land in app_public.jobs.error_code, the database's own included.
+import { readdirSync, readFileSync } from "node:fs";
+import { customSqlStates, jobErrorCodes, standardSqlStates } from "../../lib/errors.ts";
+import { integrationErrorCodes } from "../../lib/integrations/errors.ts";
+import { llmErrorCodes } from "../../lib/llm/provider.ts";
 
 const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
 const table = readme.slice(readme.indexOf("| SQLSTATE |"));
@@ -20,4 +23,21 @@ test("the README lists every SQLSTATE lib/errors.ts passes to clients, with the 
     ...Object.fromEntries(Object.entries(standardSqlStates).map(([state, { code }]) => [state, code])),
   };
   expect(documented).toEqual(expected);
+});
+
+test("the jobs' error codes include every code the migrations write into app_public.jobs.error_code", () => {
+  const folder = new URL("../../migrations/committed/", import.meta.url);
+  const written = new Set<string>();
+  for (const file of readdirSync(folder)) {
+    for (const match of readFileSync(new URL(file, folder), "utf8").matchAll(/\berror_code = '([A-Z_]+)'/g)) written.add(match[1]!);
+  }
+  expect(written).toContain("WORKER_LOST"); // the pattern still finds what the migrations write
+  expect([...written].filter((code) => !(jobErrorCodes as readonly string[]).includes(code))).toEqual([]);
+});
+
+test("the jobs' error codes include every LLM code and every integration code the worker passes on", () => {
+  for (const code of llmErrorCodes) expect(jobErrorCodes).toContain(code);
+  // INVALID_GRANT is never passed on: the job fails INTEGRATION_NEEDS_REAUTH (worker/integration-task.ts).
+  for (const code of integrationErrorCodes.filter((c) => c !== "INVALID_GRANT")) expect(jobErrorCodes).toContain(`INTEGRATION_${code}`);
+  expect(new Set(jobErrorCodes).size).toBe(jobErrorCodes.length);
 });
