@@ -4,6 +4,7 @@
 // (worker/job-context.ts).
 import type { JobHelpers } from "graphile-worker";
 import type { PoolClient } from "pg";
+import type { JobErrorCode } from "../lib/errors.ts";
 import { addToLogContext } from "../lib/log-context.ts";
 import { inJobContext, type JobContextOptions, type JobTicket } from "./job-context.ts";
 
@@ -47,7 +48,7 @@ export async function startJob(client: PoolClient): Promise<StartedJob | null> {
 }
 
 /** Sets the job's outcome while it is this task's to set; `queued` means a retry follows. */
-export async function settleJob(client: PoolClient, status: "failed" | "queued", code: string, message: string): Promise<void> {
+export async function settleJob(client: PoolClient, status: "failed" | "queued", code: JobErrorCode, message: string): Promise<void> {
   await client.query(
     `update app_public.jobs j
         set status = $1::app_public.job_status, error_code = $2, error_message = left($3, 1000),
@@ -78,7 +79,7 @@ export async function succeedJob(client: PoolClient, summaryId: string | null = 
  * (app_hidden.retry_job_later); the run must then return normally, so graphile-worker completes its current entry.
  * False when the job is no longer queued or running.
  */
-export async function retryLater(client: PoolClient, delayMs: number, code: string, message: string): Promise<boolean> {
+export async function retryLater(client: PoolClient, delayMs: number, code: JobErrorCode, message: string): Promise<boolean> {
   const { rows } = await client.query<{ queued: boolean }>("select app_hidden.retry_job_later(make_interval(secs => $1 / 1000.0), $2, $3) as queued", [
     Math.max(0, Math.round(delayMs)),
     code,
@@ -99,7 +100,7 @@ export const isLastAttempt = (helpers: JobHelpers) => helpers.job.attempts >= he
 export const isShuttingDown = (helpers: JobHelpers) => helpers.abortSignal?.aborted === true;
 
 /** Marks the job failed on its last attempt, when even that fails (the original error is what gets rethrown). */
-export async function failQuietly(helpers: JobHelpers, ticket: JobTicket, options: JobContextOptions, code: string, message: string): Promise<void> {
+export async function failQuietly(helpers: JobHelpers, ticket: JobTicket, options: JobContextOptions, code: JobErrorCode, message: string): Promise<void> {
   await inJobContext(helpers, ticket, options, (client) => settleJob(client, "failed", code, message)).catch((error: unknown) => {
     helpers.logger.error(`could not mark job ${ticket.jobId} failed: ${String(error)}`);
   });

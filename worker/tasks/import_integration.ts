@@ -15,7 +15,7 @@ declare global {
   }
 }
 
-export function makeImportIntegration(deps: IntegrationTaskDependencies): Task {
+export function makeImportIntegration(deps: IntegrationTaskDependencies): Task<"import_integration"> {
   return makeIntegrationTask("import_integration", deps, async ({ helpers, job, provider, connector, session, inJob }) => {
     const ids = Array.isArray(job.params.externalIds) ? job.params.externalIds.filter((id): id is string => typeof id === "string") : [];
     const counts = emptyCounts();

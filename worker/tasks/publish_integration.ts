@@ -9,7 +9,8 @@ import type { Task } from "graphile-worker";
 import { IntegrationError } from "../../lib/integrations/errors.ts";
 import type { JobTicket } from "../job-context.ts";
 import { lockRunningJob, succeedJob } from "../job-lifecycle.ts";
-import { JobFailure, makeIntegrationTask, type IntegrationTaskDependencies } from "../integration-task.ts";
+import { makeIntegrationTask, type IntegrationTaskDependencies } from "../integration-task.ts";
+import { JobFailure } from "../job-task.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -27,7 +28,7 @@ interface Source {
 
 const text = (value: unknown) => (typeof value === "string" && value !== "" ? value : null);
 
-export function makePublishIntegration(deps: IntegrationTaskDependencies): Task {
+export function makePublishIntegration(deps: IntegrationTaskDependencies): Task<"publish_integration"> {
   return makeIntegrationTask("publish_integration", deps, async ({ job, connector, session, inJob }) => {
     const target = { parentPageId: text(job.params.parentPageId), spaceId: text(job.params.spaceId) };
     const targetKey = text(job.params.targetKey);

@@ -9,8 +9,8 @@
 // job finished (its token no longer opens a context) or meets the unique job_id of summaries and usage_records, so
 // there is never a second summary or a second charge. A cancelled job's result is dropped.
 //
-// Every run claims the job first (worker/job-context.ts): once another run has taken it over (its worker presumed
-// dead), this run's transactions change nothing and throw RunSuperseded.
+// The job contract (claiming the run, RunSuperseded, failing INTERNAL on the last attempt, putting the job back in
+// the queue) is worker/job-task.ts's; this task says how it starts, what it does, and what an LLM error means.
 //
 // Failures: LLM errors that will not change (auth, rejected, bad response) fail the job at once with their code.
 // Passing ones (timeouts, 429, 5xx, unreachable), after the provider's few quick retries, put the job back in the
@@ -22,9 +22,10 @@ import type { Task } from "graphile-worker";
 import { LlmError, type LlmProvider } from "../../lib/llm/provider.ts";
 import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
 import { nextRunDelayMs, type RescheduleOptions } from "../../lib/llm/retry.ts";
-import { inJobContext, isJobTicket, RunSuperseded, type JobTicket } from "../job-context.ts";
+import { RunSuperseded, type JobTicket } from "../job-context.ts";
 import { addToLogContext } from "../../lib/log-context.ts";
-import { failingForMs, failQuietly, isLastAttempt, isShuttingDown, retryLater, settleJob } from "../job-lifecycle.ts";
+import { isShuttingDown } from "../job-lifecycle.ts";
+import { JobFailure, makeJobTask, type JobOutcome, type JobTaskDependencies } from "../job-task.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -34,12 +35,8 @@ declare global {
   }
 }
 
-export interface SummarizeDependencies {
+export interface SummarizeDependencies extends JobTaskDependencies {
   readonly llm: LlmProvider;
-  /** DATABASE_AUTHENTICATED_ROLE. */
-  readonly role: string;
-  /** This process's heartbeat id, recorded on the job so a dead process's jobs can be released. */
-  readonly runnerId: string;
   /** LLM_MAX_OUTPUT_TOKENS. */
   readonly maxOutputTokens: number;
   /** LLM_RETRY_*: how long and how often a job is put back in the queue after transient LLM failures. */
@@ -64,113 +61,73 @@ interface Started {
   readonly prompt: string | null;
 }
 
-export function makeSummarize({ llm, role, runnerId, maxOutputTokens, llmRetry }: SummarizeDependencies): Task<"summarize"> {
-  return async (payload, helpers) => {
-    if (!isJobTicket(payload)) {
-      helpers.logger.error("summarize: malformed payload, dropped");
-      return;
-    }
-    try {
-      await run(payload, helpers);
-    } catch (error) {
-      // Thrown, not returned: graphile-worker then leaves the queue entry, now the other run's, alone.
-      if (error instanceof RunSuperseded) helpers.logger.warn(`summarize: job ${payload.jobId} was taken over by another run; this one stopped`);
-      throw error;
-    }
-  };
-
-  async function run(payload: JobTicket, helpers: Parameters<Task<"summarize">>[1]): Promise<void> {
-    const runId = randomUUID();
-    const options = { role, runId };
-    const inJob = <T>(fn: Parameters<typeof inJobContext<T>>[3]) => inJobContext(helpers, payload, options, fn);
-    // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
-    const marker = `\u0001content-${randomUUID()}\u0001`;
-    let started: Started;
-    try {
+export function makeSummarize(deps: SummarizeDependencies): Task<"summarize"> {
+  const { llm, runnerId, maxOutputTokens, llmRetry } = deps;
+  return makeJobTask("summarize", deps, {
+    async start({ helpers, ticket, runId }): Promise<Work | null> {
+      // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
+      const marker = `\u0001content-${randomUUID()}\u0001`;
       const { rows } = await helpers.withPgClient((client) =>
         client.query<Started>(
           "select outcome, org_id, requested_by, revision, content, prompt from app_private.start_summary_job($1, $2, $3, $4, $5, $6)",
-          [payload.jobId, payload.token, runId, runnerId, helpers.job.locked_by ?? null, marker],
+          [ticket.jobId, ticket.token, runId, runnerId, helpers.job.locked_by ?? null, marker],
         ),
       );
-      started = rows[0]!;
-    } catch (error) {
-      if (isLastAttempt(helpers)) await failQuietly(helpers, payload, options, "INTERNAL", "The job could not be started.");
-      throw error;
-    }
-    if (started.outcome === "gone") {
-      helpers.logger.info(`summarize: job ${payload.jobId} is no longer queued or running; nothing to do`);
-      return;
-    }
-    // From here on the job's log lines name its organization and requester.
-    addToLogContext({ orgId: started.org_id!, ...(started.requested_by ? { userId: started.requested_by } : {}) });
-    if (started.outcome === "document-gone") {
-      await inJob((client) => settleJob(client, "failed", "DOCUMENT_DELETED", "The document was deleted."));
-      return;
-    }
-    const work: Work = { revision: started.revision!, content: started.content!, prompt: started.prompt!, marker };
-    const { prompt } = work;
-    // Templates may place the content once (checked when saved); one saved before that rule would multiply the
-    // document in every LLM call, so it fails at once rather than spend the organization's allowance.
-    if (prompt.split(marker).length > 2) {
-      await inJob((client) => settleJob(client, "failed", "BAD_TEMPLATE", "The template uses {{document.content}} more than once."));
-      return;
-    }
-    let completion;
-    try {
-      completion = await summarizeInStages({
+      const started = rows[0]!;
+      if (started.outcome === "gone") return null;
+      // From here on the job's log lines name its organization and requester.
+      addToLogContext({ orgId: started.org_id!, ...(started.requested_by ? { userId: started.requested_by } : {}) });
+      if (started.outcome === "document-gone") throw new JobFailure("DOCUMENT_DELETED", "The document was deleted.");
+      return { revision: started.revision!, content: started.content!, prompt: started.prompt!, marker };
+    },
+
+    async work({ helpers, ticket, runId }, work) {
+      const { prompt, marker } = work;
+      // Templates may place the content once (checked when saved); one saved before that rule would multiply the
+      // document in every LLM call, so it fails at once rather than spend the organization's allowance.
+      if (prompt.split(marker).length > 2) throw new JobFailure("BAD_TEMPLATE", "The template uses {{document.content}} more than once.");
+      const completion = await summarizeInStages({
         provider: llm,
         content: work.content,
         render: (content) => prompt.split(marker).join(content),
         maxOutputTokens,
         ...(helpers.abortSignal ? { signal: helpers.abortSignal } : {}),
       });
-    } catch (error) {
-      if (!(error instanceof LlmError)) {
-        if (isLastAttempt(helpers)) await failQuietly(helpers, payload, options, "INTERNAL", "The summary could not be made.");
-        throw error;
-      }
-      await inJob(async (client) => {
-        if (error.code === "LLM_CANCELLED" || isShuttingDown(helpers)) {
-          // The worker is stopping: another one takes the job at once, this attempt not counted.
-          await retryLater(client, 0, error.code, error.message);
-          helpers.logger.info(`summarize: job ${payload.jobId} put back in the queue (worker stopping)`);
-          return;
-        }
-        const delayMs = error.retryable ? nextRunDelayMs(error, await failingForMs(client), llmRetry) : null;
-        if (delayMs === null) {
-          await settleJob(client, "failed", error.code, error.message);
-          helpers.logger.warn(`summarize: job ${payload.jobId} failed: ${error.code}`);
-          return;
-        }
-        await retryLater(client, delayMs, error.code, error.message);
-        helpers.logger.info(`summarize: job ${payload.jobId} retries in ${Math.round(delayMs / 1000)} s (${error.code})`);
-      });
-      return;
-    }
-    const { rows } = await helpers.withPgClient((client) =>
-      client.query<{ outcome: "succeeded" | "superseded" | "gone" }>(
-        "select app_private.finish_summary_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as outcome",
-        [
-          payload.jobId,
-          payload.token,
-          runId,
-          completion.text,
-          completion.provider,
-          completion.model,
-          completion.promptTokens,
-          completion.completionTokens,
-          Math.round(completion.latencyMs),
-          work.revision,
-        ],
-      ),
-    );
-    const outcome = rows[0]!.outcome;
-    if (outcome === "superseded") throw new RunSuperseded(payload.jobId);
-    helpers.logger.info(
-      outcome === "succeeded"
-        ? `summarize: job ${payload.jobId} succeeded (${completion.calls} LLM calls)`
-        : `summarize: job ${payload.jobId} was cancelled; result dropped`,
-    );
-  }
+      const { rows } = await helpers.withPgClient((client) =>
+        client.query<{ outcome: "succeeded" | "superseded" | "gone" }>(
+          "select app_private.finish_summary_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as outcome",
+          [
+            ticket.jobId,
+            ticket.token,
+            runId,
+            completion.text,
+            completion.provider,
+            completion.model,
+            completion.promptTokens,
+            completion.completionTokens,
+            Math.round(completion.latencyMs),
+            work.revision,
+          ],
+        ),
+      );
+      const outcome = rows[0]!.outcome;
+      if (outcome === "superseded") throw new RunSuperseded(ticket.jobId);
+      helpers.logger.info(
+        outcome === "succeeded"
+          ? `summarize: job ${ticket.jobId} succeeded (${completion.calls} LLM calls)`
+          : `summarize: job ${ticket.jobId} was cancelled; result dropped`,
+      );
+    },
+
+    outcome(error, { helpers }): JobOutcome | null {
+      if (!(error instanceof LlmError)) return null;
+      const { code, message } = error;
+      // The worker is stopping: another one takes the job at once.
+      if (code === "LLM_CANCELLED" || isShuttingDown(helpers)) return { kind: "stopping", code, message };
+      if (!error.retryable) return { kind: "fail", code, message };
+      return { kind: "later", code, message, delayMs: (failingForMs) => nextRunDelayMs(error, failingForMs, llmRetry) };
+    },
+
+    internalMessage: "The summary could not be made.",
+  });
 }

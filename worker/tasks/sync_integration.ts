@@ -15,7 +15,7 @@ declare global {
   }
 }
 
-export function makeSyncIntegration(deps: IntegrationTaskDependencies): Task {
+export function makeSyncIntegration(deps: IntegrationTaskDependencies): Task<"sync_integration"> {
   return makeIntegrationTask("sync_integration", deps, async ({ helpers, job, provider, connector, session, inJob }) => {
     const documents = await inJob(async (client) =>
       (
