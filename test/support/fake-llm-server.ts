@@ -24,8 +24,11 @@ export interface FakeLlmServer {
   close(): Promise<void>;
 }
 
-/** Starts a server on a free port; `reply` is given each request and how many came before it. */
-export async function startFakeLlmServer(reply: (request: RecordedRequest, index: number) => Reply): Promise<FakeLlmServer> {
+/**
+ * Starts a server on a free port; `reply` is given each request and how many came before it, and may answer later
+ * (a promise), e.g. to hold requests until others have arrived.
+ */
+export async function startFakeLlmServer(reply: (request: RecordedRequest, index: number) => Reply | Promise<Reply>): Promise<FakeLlmServer> {
   const requests: RecordedRequest[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -40,13 +43,17 @@ export async function startFakeLlmServer(reply: (request: RecordedRequest, index
       }
       const request = { method: req.method ?? "", path: req.url ?? "", headers: req.headers, body, at: performance.now() };
       requests.push(request);
+      const send = (answer: Reply) => {
+        if (answer === "hang") return;
+        const payload = answer.raw ?? (answer.json === undefined ? "" : JSON.stringify(answer.json));
+        setTimeout(() => {
+          res.writeHead(answer.status ?? 200, { "content-type": "application/json", ...answer.headers });
+          res.end(payload);
+        }, answer.delayMs ?? 0);
+      };
       const answer = reply(request, requests.length - 1);
-      if (answer === "hang") return;
-      const payload = answer.raw ?? (answer.json === undefined ? "" : JSON.stringify(answer.json));
-      setTimeout(() => {
-        res.writeHead(answer.status ?? 200, { "content-type": "application/json", ...answer.headers });
-        res.end(payload);
-      }, answer.delayMs ?? 0);
+      if (answer instanceof Promise) void answer.then(send);
+      else send(answer);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
