@@ -12,7 +12,7 @@ import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from "../lib/metrics.ts";
 import { createConnectors } from "../lib/connectors.ts";
 import { withLogContext } from "../lib/log-context.ts";
-import { createTokenService } from "../lib/tokens.ts";
+import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
 import { accessLog } from "./access-log.ts";
 import { authenticateHttp } from "./bearer-auth.ts";
@@ -54,6 +54,8 @@ export interface ServerOptions {
   readonly pool: pg.Pool;
   /** Where this process's metrics are recorded (shared with its worker in `npm start`). Default: a new registry. */
   readonly metrics?: Metrics;
+  /** Signs and verifies access tokens. Default: made from config (createTokenService). */
+  readonly tokens?: TokenService;
 }
 
 /**
@@ -134,7 +136,7 @@ async function signalBackends(url: string, clients: Set<pg.PoolClient>, how: "pg
   }
 }
 
-export async function createQuireServer({ config, logger, pool, metrics = createMetrics() }: ServerOptions): Promise<QuireServer> {
+export async function createQuireServer({ config, logger, pool, metrics = createMetrics(), tokens = createTokenService(config) }: ServerOptions): Promise<QuireServer> {
   let stopping = false;
   const app = express();
   app.disable("x-powered-by");
@@ -163,17 +165,17 @@ export async function createQuireServer({ config, logger, pool, metrics = create
     socket.on("error", () => socket.destroy());
   });
 
-  const tokens = createTokenService(config);
   // Public keys that verify Quire's access tokens: empty with HS256 (a shared secret is never published).
   const jwks = { keys: config.jwt.signingKey ? [config.jwt.signingKey.jwk] : [] };
   app.get("/.well-known/jwks.json", (_req, res) => {
     res.set("cache-control", "public, max-age=300").json(jwks);
   });
-  // Multipart uploads: before GraphQL and its body parser; same bearer token check (claimsOf), REST error shape.
+  // Multipart uploads: before GraphQL and its body parser. On both routes the bearer token is verified once, first
+  // (a bad one is refused in the route's error shape), and the limiter and the handler read what was verified.
   const addressOf = clientAddress(config.http.trustedProxies);
   const limiter = createRateLimiter({ config, pool, logger });
-  const limit = rateLimit({ limiter, tokens, addressOf });
-  app.post(uploadPath, limit, uploadRoute({ config, pool, tokens, addressOf }));
+  const limit = rateLimit({ limiter, addressOf });
+  app.post(uploadPath, authenticateHttp(tokens, "rest"), limit, uploadRoute({ config, pool, addressOf }));
   app.all(uploadPath, (_req, res) => {
     res.status(405).set("allow", "POST").json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
   });

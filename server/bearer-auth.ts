@@ -55,10 +55,23 @@ export function claimsOf(authorization: unknown, tokens: TokenService): AccessCl
 }
 
 /**
- * Express middleware for HTTP GraphQL requests: verifies the bearer token before PostGraphile sees the request,
- * answering 401 UNAUTHENTICATED for a bad one; the claims ride on the request to the context below.
+ * The claims authenticateHttp verified for this request (null: anonymous). Every handler behind it (the rate
+ * limiter, the upload route, the GraphQL context) reads them here, so a request's token is verified exactly once.
+ * Throws when the request never passed authenticateHttp: a route wired without it is a bug, not an anonymous call.
  */
-export function authenticateHttp(tokens: TokenService): RequestHandler {
+export function authOf(req: IncomingMessage): AccessClaims | null {
+  const claims = (req as AuthenticatedRequest).quireAuth;
+  if (claims === undefined) throw new Error("authOf: this route is not behind authenticateHttp");
+  return claims;
+}
+
+/**
+ * Express middleware that verifies the bearer token once, before any other handler of the route (rate limiter
+ * included), answering 401 UNAUTHENTICATED for a bad one in the route's error shape: GraphQL's `errors` array
+ * (`"graphql"`, the default) or the REST routes' `{ error }` (`"rest"`, the upload route). The claims ride on
+ * the request (authOf).
+ */
+export function authenticateHttp(tokens: TokenService, shape: "graphql" | "rest" = "graphql"): RequestHandler {
   return (req, res, next) => {
     try {
       const claims = claimsOf(req.headers.authorization, tokens);
@@ -67,7 +80,7 @@ export function authenticateHttp(tokens: TokenService): RequestHandler {
       next();
     } catch (error) {
       const { code, reason, message } = refuseToken(error, req.log);
-      res.status(401).json({ errors: [{ message, extensions: { code, reason } }] });
+      res.status(401).json(shape === "graphql" ? { errors: [{ message, extensions: { code, reason } }] } : { error: { code, reason, message } });
     }
   };
 }

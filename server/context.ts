@@ -11,7 +11,7 @@ import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import { requestIdOf } from "./access-log.ts";
-import { claimsOf, refuseToken, type AuthenticatedRequest } from "./bearer-auth.ts";
+import { authOf, claimsOf, refuseToken } from "./bearer-auth.ts";
 import type { ClientAddress } from "./client-address.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import type { LiveSockets } from "./live-sockets.ts";
@@ -99,7 +99,7 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
     const req = requestContext.node?.req ?? requestContext.ws?.request;
     let claims: AccessClaims | null;
     if (requestContext.node) {
-      claims = (requestContext.node.req as AuthenticatedRequest).quireAuth ?? null;
+      claims = authOf(requestContext.node.req);
     } else {
       try {
         claims = claimsOf(requestContext.ws?.normalizedConnectionParams?.["authorization"], tokens);

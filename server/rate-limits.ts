@@ -23,9 +23,9 @@ import type { Config } from "../lib/config.ts";
 import type { ErrorCode } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import { timedQuery } from "../lib/timed-query.ts";
-import type { AccessClaims, TokenService } from "../lib/tokens.ts";
+import type { AccessClaims } from "../lib/tokens.ts";
 import type { ClientAddress } from "./client-address.ts";
-import { claimsOf } from "./bearer-auth.ts";
+import { authOf } from "./bearer-auth.ts";
 
 /** The verdict on one request: 0 seconds to wait means go ahead; otherwise which limit it hit. */
 export interface RequestCount {
@@ -238,29 +238,17 @@ function refuse(req: Request, res: Response, status: number, code: ErrorCode, me
   res.json(req.baseUrl.startsWith("/graphql") || req.path.startsWith("/graphql") ? { errors: [{ message, extensions }] } : { error: { ...extensions, message } });
 }
 
-/** The caller's verified claims (set by authenticateHttp on /graphql), or read here; a bad token counts as anonymous. */
-function claimsFor(req: Request, tokens: TokenService): AccessClaims | null {
-  const known = (req as Request & { quireAuth?: AccessClaims | null }).quireAuth;
-  if (known !== undefined) return known;
-  try {
-    return claimsOf(req.headers.authorization, tokens);
-  } catch {
-    return null;
-  }
-}
-
 export interface RateLimitOptions {
   readonly limiter: RateLimiter;
-  readonly tokens: TokenService;
   readonly addressOf: ClientAddress;
 }
 
 /** Express middleware counting each HTTP request (but CORS preflights) against the limits. */
-export function rateLimit({ limiter, tokens, addressOf }: RateLimitOptions): RequestHandler {
+export function rateLimit({ limiter, addressOf }: RateLimitOptions): RequestHandler {
   return async (req, res, next) => {
     if (req.method === "OPTIONS") return next();
     try {
-      const { retryAfterSeconds: wait, scope } = await limiter.count(addressOf(req), claimsFor(req, tokens));
+      const { retryAfterSeconds: wait, scope } = await limiter.count(addressOf(req), authOf(req));
       if (wait > 0) {
         refuse(req, res, 429, "RATE_LIMITED", "Too many requests; try again later.", wait, { scope });
         return;

@@ -1,7 +1,7 @@
 // POST /api/v1/documents/upload: a file in, a document out.
 //
 // multipart/form-data with one file in the field `file` and an optional `title` field, authenticated with the same
-// bearer token as GraphQL. The file is streamed into memory with a hard cap (UPLOAD_MAX_BYTES: the request is
+// bearer token as GraphQL, verified once by authenticateHttp before the rate limiter. The file is streamed into memory with a hard cap (UPLOAD_MAX_BYTES: the request is
 // refused with 413 the moment it is crossed, and nothing more is buffered), never written to disk. Its type is
 // decided from its bytes (lib/extract/sniff.ts), its text extracted in a worker thread with time and memory
 // bounds (lib/extract/isolated.ts), and the document inserted as the caller, in one transaction that applies
@@ -27,14 +27,12 @@ import type { Request, RequestHandler, Response } from "express";
 import type pg from "pg";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
-import { addToLogContext } from "../lib/log-context.ts";
 import { publicDatabaseError, type DatabaseErrorDetail, type ErrorCode } from "../lib/errors.ts";
 import { ExtractError } from "../lib/extract/errors.ts";
 import { extractTextIsolated } from "../lib/extract/isolated.ts";
 import type { Extracted } from "../lib/extract/index.ts";
-import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import { requestIdOf } from "./access-log.ts";
-import { claimsOf, refuseToken, unauthenticatedMessage } from "./bearer-auth.ts";
+import { authOf, unauthenticatedMessage } from "./bearer-auth.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { ClientAddress } from "./client-address.ts";
 
@@ -43,7 +41,6 @@ export const uploadPath = "/api/v1/documents/upload";
 export interface UploadRouteOptions {
   readonly config: Config;
   readonly pool: pg.Pool;
-  readonly tokens: TokenService;
   /** The client's address, through TRUSTED_PROXIES (server/client-address.ts). */
   readonly addressOf: ClientAddress;
 }
@@ -238,7 +235,7 @@ function insertDocument(pool: pg.Pool, settings: Record<string, string>, values:
   });
 }
 
-export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOptions): RequestHandler {
+export function uploadRoute({ config, pool, addressOf }: UploadRouteOptions): RequestHandler {
   const limits = {
     maxPdfPages: config.uploads.maxPdfPages,
     maxDocxUncompressedBytes: config.uploads.maxDocxUncompressedBytes,
@@ -269,16 +266,8 @@ export function uploadRoute({ config, pool, tokens, addressOf }: UploadRouteOpti
 
   return async (req, res) => {
     try {
-      let claims: AccessClaims | null;
-      try {
-        claims = claimsOf(req.headers.authorization, tokens);
-      } catch (error) {
-        const { reason, message } = refuseToken(error, req.log);
-        res.status(401).json({ error: { code: "UNAUTHENTICATED", reason, message } });
-        return;
-      }
+      const claims = authOf(req);
       if (!claims) throw new UploadError("UNAUTHENTICATED", unauthenticatedMessage);
-      addToLogContext({ orgId: claims.orgId, userId: claims.userId });
       if (!/^multipart\/form-data\s*;/i.test(req.headers["content-type"] ?? "")) {
         throw new UploadError("BAD_INPUT", "Send the file as multipart/form-data, in a field named `file`.");
       }

@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import type pg from "pg";
 import { createPool } from "../../db/pool.ts";
 import type { Config } from "../../lib/config.ts";
-import { createQuireServer, type QuireServer } from "../../server/app.ts";
+import { createQuireServer, type QuireServer, type ServerOptions } from "../../server/app.ts";
 import type { Logger } from "../../lib/logger.ts";
 import { silentLogger } from "./database.ts";
 
@@ -25,10 +25,10 @@ export interface GraphQLBody {
 /** The stable code of a response's first error, or null when there is none. */
 export const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
 
-/** Starts a server on `config`, logging to `logger` (default: nowhere). */
-export async function startTestServer(config: Config, logger: Logger = silentLogger): Promise<TestServer> {
+/** Starts a server on `config`, logging to `logger` (default: nowhere), with `options` passed on (default: none). */
+export async function startTestServer(config: Config, logger: Logger = silentLogger, options: Pick<ServerOptions, "tokens"> = {}): Promise<TestServer> {
   const pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-server", waitMs: config.database.poolWaitMs }, logger);
-  const server = await createQuireServer({ config, logger, pool });
+  const server = await createQuireServer({ config, logger, pool, ...options });
   const address: AddressInfo = await server.listen(0);
   const url = `http://127.0.0.1:${address.port}`;
   return {
