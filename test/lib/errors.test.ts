@@ -1,12 +1,14 @@
-// The README's error table is the client's documentation of lib/errors.ts: it must list exactly the same codes.
+// The documented error table (README.md or docs/*.md, wherever it lives) is the client's documentation of lib/errors.ts: it must list exactly the same codes.
 // The jobs' list must hold every code that can land in app_public.jobs.error_code, the database's own included.
 import { readdirSync, readFileSync } from "node:fs";
 import { customSqlStates, jobErrorCodes, standardSqlStates } from "../../lib/errors.ts";
 import { integrationErrorCodes } from "../../lib/integrations/errors.ts";
 import { llmErrorCodes } from "../../lib/llm/provider.ts";
 
-const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
-const table = readme.slice(readme.indexOf("| SQLSTATE |"));
+const root = new URL("../../", import.meta.url);
+const pages = ["README.md", ...readdirSync(new URL("docs/", root)).map((f) => `docs/${f}`)].map((f) => readFileSync(new URL(f, root), "utf8"));
+const withTable = pages.filter((text) => text.includes("| SQLSTATE |"));
+const table = withTable[0]!.slice(withTable[0]!.indexOf("| SQLSTATE |"));
 const rows = table
   .split("\n")
   .slice(2)
@@ -16,7 +18,11 @@ const rows = table
     return { states: [...states!.matchAll(/`([0-9A-Z]{5})`/g)].map((m) => m[1]!), code: /`([A-Z_]+)`/.exec(code!)![1]! };
   });
 
-test("the README lists every SQLSTATE lib/errors.ts passes to clients, with the same code", () => {
+test("exactly one page holds the errors table", () => {
+  expect(withTable).toHaveLength(1);
+});
+
+test("the errors table lists every SQLSTATE lib/errors.ts passes to clients, with the same code", () => {
   const documented = Object.fromEntries(rows.flatMap(({ states, code }) => states.map((s) => [s, code])));
   const expected = {
     ...customSqlStates,

@@ -7,8 +7,9 @@ import { buildSchema, Kind, parse, validate, visit } from "postgraphile/graphql"
 import { createExtractiveProvider, emptySummary } from "../../lib/llm/extractive.ts";
 
 const schema = buildSchema(readFileSync("schema.graphql", "utf8"));
-const readme = readFileSync("README.md", "utf8");
-const blocks = [...readme.matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1]!);
+// The README and every docs/*.md: all their GraphQL examples validate and all their links resolve.
+const docs = ["README.md", "deploy/README.md", ...readdirSync("docs").map((f) => `docs/${f}`)].filter((f) => f.endsWith(".md"));
+const blocks = docs.flatMap((file) => [...readFileSync(file, "utf8").matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1]!));
 
 test("the README has GraphQL examples (so the check below is not vacuous)", () => {
   expect(blocks.length).toBeGreaterThanOrEqual(5);
@@ -30,18 +31,24 @@ function splitOperations(block: string): string[] {
 }
 
 // The repository stands alone: its docs link only to files inside it, never to a design document next to it.
-const docs = ["README.md", "deploy/README.md", ...readdirSync("docs").map((f) => `docs/${f}`)].filter((f) => f.endsWith(".md"));
-
-test.each(docs)("%s links only to files inside the repository", (file) => {
+test.each(docs)("%s links only to files and #anchors inside the repository", (file) => {
   const text = readFileSync(file, "utf8");
   expect(text).not.toMatch(/\.\.\/shared|DESIGN\.md/);
-  const targets = [...text.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((t) => !/^(https?:|mailto:|#)/.test(t));
+  const targets = [...text.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((t) => !/^(https?:|mailto:)/.test(t));
   for (const target of targets) {
-    const path = resolve(dirname(file), target.split("#")[0]!);
+    const [pathPart, anchor] = target.split("#");
+    const path = pathPart ? resolve(dirname(file), pathPart) : resolve(file);
     expect([target, path.startsWith(resolve("."))]).toEqual([target, true]);
     expect([target, existsSync(path)]).toEqual([target, true]);
+    if (anchor !== undefined && path.endsWith(".md")) expect([target, anchorsOf(readFileSync(path, "utf8")).has(anchor)]).toEqual([target, true]);
   }
 });
+
+/** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens (fenced code skipped). */
+function anchorsOf(markdown: string): Set<string> {
+  const prose = markdown.replace(/```[\s\S]*?```/g, "");
+  return new Set([...prose.matchAll(/^#+ (.+)$/gm)].map((m) => m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N}\- _]/gu, "").replaceAll(" ", "-")));
+}
 
 test("the createDocument example's content summarizes to sentences with the offline default provider", async () => {
   const create = blocks.flatMap((block) => splitOperations(block)).find((op) => op.includes("createDocument("));
