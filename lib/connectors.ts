@@ -123,7 +123,7 @@ function confluenceConnector(config: Config, options: NonNullable<Config["integr
     authorizationUrl: (state, codeChallenge) => client.authorizationUrl({ state, codeChallenge }),
     async connect(code, codeVerifier) {
       const { tokens, site } = await client.exchangeCode({ code, codeVerifier });
-      return { tokens, externalId: site.id, externalName: site.name, externalUrl: /^https:\/\//.test(site.url) ? site.url : null };
+      return { tokens, externalId: site.id, externalName: site.name, externalUrl: site.url.startsWith("https://") ? site.url : null };
     },
     refresh: (refreshToken) => client.refresh(refreshToken),
     revoke: (accessToken) => client.revoke(accessToken),

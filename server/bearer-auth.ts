@@ -50,7 +50,7 @@ export function refuseToken(error: unknown, log: Logger | undefined): TokenRefus
 export function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
   if (authorization === undefined || authorization === null || authorization === "") return null;
   const match = typeof authorization === "string" ? /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/.exec(authorization) : null;
-  if (!match) throw new InvalidTokenError(typeof authorization === "string" && /^Bearer /.test(authorization) ? "malformed" : "not_bearer");
+  if (!match) throw new InvalidTokenError(typeof authorization === "string" && authorization.startsWith("Bearer ") ? "malformed" : "not_bearer");
   return tokens.verifyAccessToken(match[1]!);
 }
 

@@ -67,7 +67,7 @@ export async function postJson(options: PostJsonOptions): Promise<JsonAnswer> {
   const [code, what] = statusMeaning(status);
   throw new LlmError(code, `The ${service} ${what} (HTTP ${status})${detail ? `: ${detail}` : "."}`, {
     status,
-    ...(retryAfterOf(response.headers, status) ?? {}),
+    ...retryAfterOf(response.headers, status),
   });
 }
 

@@ -69,7 +69,8 @@ describe("graphql-ws", () => {
           next: (value) => (result = value),
           error: (error) => {
             void client.dispose();
-            Array.isArray(error) ? resolve({ errors: error }) : reject(error);
+            if (Array.isArray(error)) resolve({ errors: error });
+            else reject(error);
           },
           complete: () => {
             void client.dispose();
