@@ -122,14 +122,22 @@ try {
   );
   const elapsed = (performance.now() - started) / 1000;
   const pending = Number(
-    (await admin.query<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1 and seq is null", [orgId]).catch(() => ({ rows: [{ n: "0" }] }))).rows[0]!.n,
+    (
+      await admin
+        .query<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1 and seq is null", [orgId])
+        .catch(() => ({ rows: [{ n: "0" }] }))
+    ).rows[0]!.n,
   );
   await sealer?.stop();
   await numberer?.stop();
   await sealerPool.end();
   for (const client of clients) await client.end();
   if (sealerModule) await admin.query("select app_admin.seal_audit_events()");
-  const verdict = (await admin.query<{ valid: boolean; events: string; problem: string | null }>("select valid, events, problem from app_admin.verify_audit_chain($1)", [orgId])).rows[0]!;
+  const verdict = (
+    await admin.query<{ valid: boolean; events: string; problem: string | null }>("select valid, events, problem from app_admin.verify_audit_chain($1)", [
+      orgId,
+    ])
+  ).rows[0]!;
   const stored = Number((await admin.query<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1", [orgId])).rows[0]!.n);
   await admin.end();
 

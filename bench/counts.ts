@@ -273,7 +273,13 @@ class Counter {
         order by sum(s.calls) desc, s.query`,
       [this.databaseOid],
     );
-    return rows.map((r) => ({ query: r.query, toplevel: r.toplevel, calls: Number(r.calls), walRecords: Number(r.wal_records), walBytes: Number(r.wal_bytes) }));
+    return rows.map((r) => ({
+      query: r.query,
+      toplevel: r.toplevel,
+      calls: Number(r.calls),
+      walRecords: Number(r.wal_records),
+      walBytes: Number(r.wal_bytes),
+    }));
   }
 
   /** Calls so far of the top-level statements matching `pattern` (ILIKE) in Quire's database. */
@@ -341,7 +347,14 @@ interface PhaseCounts {
   readonly seconds: number;
 }
 
-async function countPhase(counter: Counter, name: string, unit: string, n: number, one: (i: number) => Promise<void>, settle: () => Promise<void>): Promise<PhaseCounts> {
+async function countPhase(
+  counter: Counter,
+  name: string,
+  unit: string,
+  n: number,
+  one: (i: number) => Promise<void>,
+  settle: () => Promise<void>,
+): Promise<PhaseCounts> {
   checkInterrupted();
   log(`${name}: CHECKPOINT, then ${STATS_SETTLE_MS / 1000} s for the statistics to settle`);
   const before = await counter.start();
@@ -446,24 +459,30 @@ function summaryTable(phases: readonly PhaseCounts[]): string {
   const rule = `| --- | ${phases.map(() => "---:").join(" | ")} |`;
   const row = (label: string, value: (p: PhaseCounts, net: ReturnType<typeof netOf>) => string) =>
     `| ${label} | ${phases.map((p) => value(p, netOf(p))).join(" | ")} |`;
-  const named = (p: PhaseCounts, word: string) => p.statements.filter((s) => s.toplevel && s.query.trim().toLowerCase() === word).reduce((n, s) => n + s.calls, 0);
+  const named = (p: PhaseCounts, word: string) =>
+    p.statements.filter((s) => s.toplevel && s.query.trim().toLowerCase() === word).reduce((n, s) => n + s.calls, 0);
   const delta = (p: PhaseCounts, pick: (c: Cumulative) => number) => per(pick(p.after) - pick(p.before), p.n);
   return [
     head,
     rule,
     row("Round trips: top-level statements from Quire's pools, rate-limit syncs aside", (p, net) => per(net.roundTrips, p.n)),
     row("… of which `begin` / `commit`", (p) => `${per(named(p, "begin"), p.n)} / ${per(named(p, "commit"), p.n)}`),
-    row("Transactions committed, rate-limit syncs aside (pg_stat_database) / rolled back", (p, net) => `${per(net.commits, p.n)} / ${delta(p, (c) => c.rollbacks)}`),
+    row(
+      "Transactions committed, rate-limit syncs aside (pg_stat_database) / rolled back",
+      (p, net) => `${per(net.commits, p.n)} / ${delta(p, (c) => c.rollbacks)}`,
+    ),
     row("Statements inside functions (toplevel = false), rate-limit syncs' aside", (p, net) => per(net.nested, p.n)),
     row("Function calls (pg_stat_user_functions), `sync_rate_limits` aside", (p, net) => per(net.functionCalls, p.n)),
     row("WAL records / bytes of those statements (pg_stat_statements)", (p, net) => `${per(net.walRecords, p.n)} / ${per(net.walBytes, p.n)}`),
-    row("WAL records / full-page images / bytes, whole cluster (pg_stat_wal: commit records, the syncs and the settle wait included)", (p) =>
-      `${delta(p, (c) => c.walRecords)} / ${delta(p, (c) => c.walFpi)} / ${delta(p, (c) => c.walBytes)}`,
+    row(
+      "WAL records / full-page images / bytes, whole cluster (pg_stat_wal: commit records, the syncs and the settle wait included)",
+      (p) => `${delta(p, (c) => c.walRecords)} / ${delta(p, (c) => c.walFpi)} / ${delta(p, (c) => c.walBytes)}`,
     ),
     row(`WAL writes / flushes (${walLabel})`, (p) => `${delta(p, (c) => c.walWrites)} / ${delta(p, (c) => c.walSyncs)}`),
     row("Rate-limit syncs during the phase: total (per request or job)", (p, net) => `${whole(net.syncs)} (${per(net.syncs, p.n)})`),
-    row(`While the statistics settled (${STATS_SETTLE_MS / 1000} s after the phase): syncs / other statements Quire ran on its own`, (_p, net) =>
-      `${net.tailSyncs} / ${net.tailOthers}${net.tailHasBegin ? " (**with a `begin`: transactions approximate**)" : ""}`,
+    row(
+      `While the statistics settled (${STATS_SETTLE_MS / 1000} s after the phase): syncs / other statements Quire ran on its own`,
+      (_p, net) => `${net.tailSyncs} / ${net.tailOthers}${net.tailHasBegin ? " (**with a `begin`: transactions approximate**)" : ""}`,
     ),
   ].join("\n");
 }
@@ -587,7 +606,14 @@ try {
   try {
     await afterCommit(); // the warm-up's, not counted
     phases.push(
-      await countPhase(counter, "Summary job", "job", jobCount, (i) => summarize(warmup + i), () => waitForQuiet(counter!, 500)),
+      await countPhase(
+        counter,
+        "Summary job",
+        "job",
+        jobCount,
+        (i) => summarize(warmup + i),
+        () => waitForQuiet(counter!, 500),
+      ),
     );
     let done = { numbered: 0, sealed: 0 };
     phases.push(
@@ -612,7 +638,14 @@ try {
   };
   for (let i = 0; i < warmup; i++) await list(tenants[i % tenants.length]!);
   phases.push(
-    await countPhase(counter, "Documents list", "request", requestCount, (i) => list(tenants[i % tenants.length]!), async () => undefined),
+    await countPhase(
+      counter,
+      "Documents list",
+      "request",
+      requestCount,
+      (i) => list(tenants[i % tenants.length]!),
+      async () => undefined,
+    ),
   );
 } catch (error) {
   failures.push(error instanceof Error ? error.message : String(error));

@@ -217,15 +217,14 @@ async function post(url: string, body: string, token?: string): Promise<{ status
   return { status: response.status, text: await response.text() };
 }
 
-const registerMutation =
-  "mutation Register($input: RegisterInput!) { register(input: $input) { accessToken user { rowId } organization { rowId } } }";
+const registerMutation = "mutation Register($input: RegisterInput!) { register(input: $input) { accessToken user { rowId } organization { rowId } } }";
 
 /** One organization per call of the real sign-up mutation; its answer carries the owner's access token. */
 async function register(graphqlUrl: string, n: number): Promise<Tenant> {
   const input = { organizationName: `Bench Org ${n}`, email: `owner${n}@bench.example`, password: PASSWORD, fullName: `Owner ${n}` };
   const { status, text } = await post(graphqlUrl, JSON.stringify({ query: registerMutation, variables: { input } }));
-  const payload = (JSON.parse(text) as { data?: { register?: { accessToken: string; user: { rowId: string }; organization: { rowId: string } } } })
-    .data?.register;
+  const payload = (JSON.parse(text) as { data?: { register?: { accessToken: string; user: { rowId: string }; organization: { rowId: string } } } }).data
+    ?.register;
   if (status !== 200 || !payload) throw new Error(`register ${n}: ${status} ${text.slice(0, 300)}`);
   return { orgId: payload.organization.rowId, userId: payload.user.rowId, token: payload.accessToken };
 }
@@ -531,9 +530,7 @@ try {
     postgresVersion = (await db.query<{ v: string }>("select current_setting('server_version') as v")).rows[0]!.v;
     started = Date.now();
     const loaded = await loadDocuments(db, tenants);
-    notes.push(
-      `${whole(loaded.documents)} documents and ${whole(loaded.summaries)} summaries loaded in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-    );
+    notes.push(`${whole(loaded.documents)} documents and ${whole(loaded.summaries)} summaries loaded in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     expected = [];
     for (const tenant of tenants) expected.push(await expectedPage(db, tenant.orgId));
   } finally {

@@ -142,11 +142,15 @@ async function runPhase(name: PhaseName, db: pg.Client, base: string, busy: Tena
   );
   await waitFor(`${name}: the worker did not become idle`, 60, async () => {
     // A job cancelled after the worker took it fails its run and stays in graphile-worker's table, out of attempts.
-    const { rows: left } = await db.query<{ n: number }>("select count(*)::int as n from graphile_worker._private_jobs where is_available or locked_at is not null");
+    const { rows: left } = await db.query<{ n: number }>(
+      "select count(*)::int as n from graphile_worker._private_jobs where is_available or locked_at is not null",
+    );
     return left[0]!.n === 0 ? true : null;
   });
   await db.query(DROP_PRIORITY_ZERO);
-  log(`${name}: B waited ${fmtMs(row.wait_ms)} behind ${whole(row.position)} jobs (started ${fmtMs(started.getTime() - committed.getTime())} after A's commit)`);
+  log(
+    `${name}: B waited ${fmtMs(row.wait_ms)} behind ${whole(row.position)} jobs (started ${fmtMs(started.getTime() - committed.getTime())} after A's commit)`,
+  );
   return { name, aheadOfB: row.ahead, position: row.position, waitMs: row.wait_ms, jobsPerSecond: row.in_window / windowSeconds, queueMs, cpu };
 }
 
@@ -238,12 +242,14 @@ function table(): string {
     ...phases.map(
       (p) =>
         `| ${described[p.name]} | ${whole(backlog)} | ${whole(p.aheadOfB)} | ${whole(p.position)} | ${fmtMs(p.waitMs)} | ` +
-        `≈ ${whole((Math.ceil(p.position / workerConcurrency) * REALISTIC_CALL_SECONDS))} s | ${p.jobsPerSecond.toFixed(1)} | ${fmtCpu(p.cpu)} |`,
+        `≈ ${whole(Math.ceil(p.position / workerConcurrency) * REALISTIC_CALL_SECONDS)} s | ${p.jobsPerSecond.toFixed(1)} | ${fmtCpu(p.cpu)} |`,
     ),
     "",
     `B's wait is its job row's created_at → started_at. "At ${REALISTIC_CALL_SECONDS} s per LLM call": ⌈position ÷ WORKER_CONCURRENCY⌉ × ${REALISTIC_CALL_SECONDS} s, ` +
       `the rounds of the worker's ${workerConcurrency} slots B waits for when each call takes that long.`,
-    ...(disturbed.length > 0 ? ["", `**Disturbed run:** other processes used more than ${DISTURBED_CORES} cores during ${disturbed.map((p) => p.name).join(" and ")}.`] : []),
+    ...(disturbed.length > 0
+      ? ["", `**Disturbed run:** other processes used more than ${DISTURBED_CORES} cores during ${disturbed.map((p) => p.name).join(" and ")}.`]
+      : []),
   ].join("\n");
 }
 

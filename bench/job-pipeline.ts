@@ -35,18 +35,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { FAKE_MODEL, FAKE_USAGE } from "./fake-llm.ts";
 import type { Delivery, LoopStats } from "./live-clients.ts";
-import {
-  LiveClients,
-  createTenants,
-  fmtCpu,
-  graphql,
-  inParallel,
-  lastSeqs,
-  liveCpuSnapshot,
-  startFakeLlm,
-  type FakeLlm,
-  type Tenant,
-} from "./live-support.ts";
+import { LiveClients, createTenants, fmtCpu, graphql, inParallel, lastSeqs, liveCpuSnapshot, startFakeLlm, type FakeLlm, type Tenant } from "./live-support.ts";
 import { cpuBetween, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
 import { startQuire, type ExitStatus, type ProfileSummary, type Quire } from "./quire-child.ts";
 import { clock, envInt, fmtMs, log, machineFacts, summarise, watchInterrupts, whole, type LatencySummary } from "./support.ts";
@@ -262,7 +251,8 @@ async function maxPhase(base: string, ledger: Ledger): Promise<{ seconds: number
   const lane = async () => {
     while (clock() < end && !interrupt.stopped) {
       const id = await ledger.send(base, "max");
-      if (id === null) await sleep(100); // counted as an error; do not spin
+      if (id === null)
+        await sleep(100); // counted as an error; do not spin
       else if (!(await ledger.succeeded(id, drainSeconds * 1000))) return; // lost: counted below
     }
   };
@@ -302,7 +292,10 @@ async function jobTimes(db: pg.Client, ids: readonly string[]): Promise<Map<stri
 async function stagesOf(db: pg.Client, jobs: Array<[string, JobRecord]>): Promise<PhaseResult["stages"]> {
   const done = jobs.filter(([, job]) => job.succeededAt !== null);
   if (done.length === 0) return null;
-  const times = await jobTimes(db, done.map(([id]) => id));
+  const times = await jobTimes(
+    db,
+    done.map(([id]) => id),
+  );
   const stages: [number[], number[], number[], number[]] = [[], [], [], []];
   for (const [id, job] of done) {
     const t = times.get(id);
@@ -404,7 +397,10 @@ try {
 
   const book = new Ledger(tenants);
   ledger = book;
-  const since = await lastSeqs(db, tenants.map((t) => t.orgId));
+  const since = await lastSeqs(
+    db,
+    tenants.map((t) => t.orgId),
+  );
   clients = new LiveClients({
     base: server.base,
     query: SUBSCRIPTION,
@@ -470,7 +466,9 @@ try {
       lateSends,
     });
     const last = phases.at(-1)!;
-    log(`${name}: ${last.succeeded} of ${last.jobs} jobs succeeded, p50 ${fmtMs(last.latency.p50)}, p99 ${fmtMs(last.latency.p99)}, ${last.jobsPerSecond.toFixed(0)} jobs/s`);
+    log(
+      `${name}: ${last.succeeded} of ${last.jobs} jobs succeeded, p50 ${fmtMs(last.latency.p50)}, p99 ${fmtMs(last.latency.p99)}, ${last.jobsPerSecond.toFixed(0)} jobs/s`,
+    );
   };
   if (steadySeconds > 0) {
     await runPhase("steady", `${rate} summarizeDocument/s on a fixed schedule for ${steadySeconds} s`, () => steadyPhase(server.base, book));
@@ -542,13 +540,9 @@ function tables(): string {
     );
   });
   const stageRows = phases.map((p) =>
-    p.stages
-      ? `| ${p.name} | ${p.stages.map(fmtMs).join(" | ")} | ${fmtMs(p.latency.p50)} |`
-      : `| ${p.name} | – | – | – | – | – |`,
+    p.stages ? `| ${p.name} | ${p.stages.map(fmtMs).join(" | ")} | ${fmtMs(p.latency.p50)} |` : `| ${p.name} | – | – | – | – | – |`,
   );
-  const loopRows = phases.map(
-    (p) => `| ${p.name} | ${fmtMs(p.benchLoop.p99)} | ${fmtMs(p.subscriberLoop.p99)} | ${p.lateSends} |`,
-  );
+  const loopRows = phases.map((p) => `| ${p.name} | ${fmtMs(p.benchLoop.p99)} | ${fmtMs(p.subscriberLoop.p99)} | ${p.lateSends} |`);
   const steady = phases.find((p) => p.name === "steady");
   const max = phases.find((p) => p.name === "max");
   const best = Math.max(...phases.map((p) => p.jobsPerSecond));
@@ -592,7 +586,9 @@ function tables(): string {
     "| --- | ---: | --- |",
     steady ? `| Steady p50 ≤ ${TARGET_P50_MS} ms | ${fmtMs(steady.latency.p50)} | ${verdict(steady.latency.p50 <= TARGET_P50_MS)} |` : "",
     steady ? `| Steady p99 ≤ ${TARGET_P99_MS} ms | ${fmtMs(steady.latency.p99)} | ${verdict(steady.latency.p99 <= TARGET_P99_MS)} |` : "",
-    max ? `| Max-rate p50 / p99 | ${fmtMs(max.latency.p50)} / ${fmtMs(max.latency.p99)} | ${verdict(max.latency.p50 <= TARGET_P50_MS && max.latency.p99 <= TARGET_P99_MS)} |` : "",
+    max
+      ? `| Max-rate p50 / p99 | ${fmtMs(max.latency.p50)} / ${fmtMs(max.latency.p99)} | ${verdict(max.latency.p50 <= TARGET_P50_MS && max.latency.p99 <= TARGET_P99_MS)} |`
+      : "",
     `| ≥ ${TARGET_JOBS_PER_SECOND} jobs/s sustained | ${best.toFixed(0)} | ${verdict(best >= TARGET_JOBS_PER_SECOND)} |`,
     `| None lost or duplicated | ${lost} lost, ${repeated} repeated | ${verdict(lost + repeated === 0)} |`,
     ...(disturbed.length > 0 ? ["", `**Disturbed run:** other processes used more than ${DISTURBED_CORES} cores during ${disturbed.join(" and ")}.`] : []),

@@ -15,9 +15,7 @@ import { log } from "./support.ts";
  *  Quire runs (null), of this bench alone, so `other` is what the rest of the machine does. */
 export const liveCpuSnapshot = (quirePid: number | null): CpuSnapshot | null =>
   cpuSnapshot({
-    ...(quirePid === null
-      ? {}
-      : { quire: { pid: quirePid, descendants: false }, postgres: { pid: quirePid, descendants: true } }),
+    ...(quirePid === null ? {} : { quire: { pid: quirePid, descendants: false }, postgres: { pid: quirePid, descendants: true } }),
     bench: { pid: process.pid, descendants: false },
   });
 
@@ -98,44 +96,53 @@ export async function createTenants(base: string, count: number, documentsPerOrg
   const run = `${Date.now().toString(36)}`;
   let made = 0;
   let lastReport = Date.now();
-  return inParallel(Array.from({ length: count }, (_, i) => i), 4, async (index) => {
-    const name = `Bench Org ${index + 1}`;
-    const registered = await graphql<{ register: { accessToken: string; organization: { rowId: string; slug: string } } }>(
-      base,
-      REGISTER,
-      { i: { organizationName: name, email: `owner${index + 1}.${run}@bench.example`, password: PASSWORD, fullName: `Owner ${index + 1}` } },
-      null,
-    );
-    const { accessToken: ownerToken, organization } = registered.register;
-    const invited = await graphql<{ inviteMember: { inviteLink: string | null } }>(base, INVITE, { e: `member${index + 1}.${run}@bench.example` }, ownerToken);
-    const link = invited.inviteMember.inviteLink;
-    const invitation = link ? new URL(link).searchParams.get("token") : null;
-    if (!invitation) throw new Error("inviteMember returned no link (is SMTP_URL set in the environment? the bench needs it unset)");
-    const accepted = await graphql<{ acceptInvitation: { accessToken: string; organization: { rowId: string } } }>(
-      base,
-      ACCEPT,
-      { t: invitation, p: PASSWORD, n: `Member ${index + 1}` },
-      null,
-    );
-    if (accepted.acceptInvitation.organization.rowId !== organization.rowId) throw new Error("acceptInvitation signed in to another organization");
-    const memberToken = accepted.acceptInvitation.accessToken;
-    const documentIds: string[] = [];
-    for (let d = 0; d < documentsPerOrg; d++) {
-      const created = await graphql<{ createDocument: { document: { rowId: string } } }>(
+  return inParallel(
+    Array.from({ length: count }, (_, i) => i),
+    4,
+    async (index) => {
+      const name = `Bench Org ${index + 1}`;
+      const registered = await graphql<{ register: { accessToken: string; organization: { rowId: string; slug: string } } }>(
         base,
-        CREATE_DOCUMENT,
-        { d: { title: `${name} document ${d + 1}`, content, format: "markdown" } },
-        memberToken,
+        REGISTER,
+        { i: { organizationName: name, email: `owner${index + 1}.${run}@bench.example`, password: PASSWORD, fullName: `Owner ${index + 1}` } },
+        null,
       );
-      documentIds.push(created.createDocument.document.rowId);
-    }
-    made++;
-    if (Date.now() - lastReport >= 5_000) {
-      lastReport = Date.now();
-      log(`  ${made} of ${count} organizations ready`);
-    }
-    return { index, orgId: organization.rowId, slug: organization.slug, memberToken, documentIds };
-  });
+      const { accessToken: ownerToken, organization } = registered.register;
+      const invited = await graphql<{ inviteMember: { inviteLink: string | null } }>(
+        base,
+        INVITE,
+        { e: `member${index + 1}.${run}@bench.example` },
+        ownerToken,
+      );
+      const link = invited.inviteMember.inviteLink;
+      const invitation = link ? new URL(link).searchParams.get("token") : null;
+      if (!invitation) throw new Error("inviteMember returned no link (is SMTP_URL set in the environment? the bench needs it unset)");
+      const accepted = await graphql<{ acceptInvitation: { accessToken: string; organization: { rowId: string } } }>(
+        base,
+        ACCEPT,
+        { t: invitation, p: PASSWORD, n: `Member ${index + 1}` },
+        null,
+      );
+      if (accepted.acceptInvitation.organization.rowId !== organization.rowId) throw new Error("acceptInvitation signed in to another organization");
+      const memberToken = accepted.acceptInvitation.accessToken;
+      const documentIds: string[] = [];
+      for (let d = 0; d < documentsPerOrg; d++) {
+        const created = await graphql<{ createDocument: { document: { rowId: string } } }>(
+          base,
+          CREATE_DOCUMENT,
+          { d: { title: `${name} document ${d + 1}`, content, format: "markdown" } },
+          memberToken,
+        );
+        documentIds.push(created.createDocument.document.rowId);
+      }
+      made++;
+      if (Date.now() - lastReport >= 5_000) {
+        lastReport = Date.now();
+        log(`  ${made} of ${count} organizations ready`);
+      }
+      return { index, orgId: organization.rowId, slug: organization.slug, memberToken, documentIds };
+    },
+  );
 }
 
 /** Each organization's last live-event seq (0 when it has none yet): where a subscription resumes with `since`. */
@@ -219,7 +226,14 @@ export class LiveClients {
   private readonly waiting = new Map<Worker, Array<(message: ClientsMessage) => void>>();
   private readonly openedCounts: Promise<{ connected: number; failed: number }>;
 
-  constructor(options: { base: string; query: string; clients: readonly ClientSpec[]; threads: number; maxConnecting: number; onDeliveries: (deliveries: readonly Delivery[]) => void }) {
+  constructor(options: {
+    base: string;
+    query: string;
+    clients: readonly ClientSpec[];
+    threads: number;
+    maxConnecting: number;
+    onDeliveries: (deliveries: readonly Delivery[]) => void;
+  }) {
     this.onDeliveries = options.onDeliveries;
     const threads = Math.max(1, Math.min(options.threads, options.clients.length));
     const url = `${options.base.replace(/^http/, "ws")}/graphql`;
@@ -237,10 +251,10 @@ export class LiveClients {
       return worker;
     });
     this.openedCounts = Promise.all(this.workers.map((worker) => this.expect(worker, "opened", 300_000))).then((messages) =>
-      messages.reduce(
-        (sum, m) => (m.type === "opened" ? { connected: sum.connected + m.connected, failed: sum.failed + m.failed } : sum),
-        { connected: 0, failed: 0 },
-      ),
+      messages.reduce((sum, m) => (m.type === "opened" ? { connected: sum.connected + m.connected, failed: sum.failed + m.failed } : sum), {
+        connected: 0,
+        failed: 0,
+      }),
     );
   }
 

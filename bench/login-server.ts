@@ -46,9 +46,7 @@ export interface ReadyMessage {
 }
 
 export type ChildMessage =
-  | ReadyMessage
-  | { readonly type: "eld"; readonly id: number; readonly stats: LoopDelayStats }
-  | { readonly type: "failed"; readonly message: string };
+  ReadyMessage | { readonly type: "eld"; readonly id: number; readonly stats: LoopDelayStats } | { readonly type: "failed"; readonly message: string };
 
 export type ParentMessage = { readonly cmd: "eld"; readonly id: number; readonly reset: boolean };
 

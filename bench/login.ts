@@ -50,8 +50,6 @@ const TARGET_READ_P99_FACTOR = 2;
 const TARGET_LOOP_DELAY_P99_MS = 20;
 const LOOP_DELAY_RESOLUTION_MS = 10;
 
-
-
 // The read token lives ACCESS_TOKEN_TTL_SECONDS (15 min by default): the phases must fit well inside it.
 const readSeconds = envInt("BENCH_READ_SECONDS", 30, 1, 600);
 const rate = envInt("BENCH_RATE", 200, 1, 2000);
@@ -62,7 +60,6 @@ const bcryptSamples = envInt("BENCH_BCRYPT_SAMPLES", 5, 1, 50);
 const graphileEnv = process.env["GRAPHILE_ENV"] || "production";
 // Each login waits its turn for the server's bcrypt slots; generous, but bounded.
 const loginTimeoutMs = 60_000 + loginCount * 2_000;
-
 
 // Ctrl-C (or SIGTERM) aborts every request in flight and ends the loops; the finally block then cleans up.
 const abortAll = new AbortController();
@@ -78,7 +75,6 @@ const pause = async (ms: number) => {
 
 // --- ports and the server process -----------------------------------------------------------------------------
 
-
 interface Harness {
   readonly child: ChildProcess;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -88,7 +84,6 @@ interface Harness {
   /** The last lines the server wrote (it runs at LOG_LEVEL=warn, so normally none), for error reports. */
   readonly tail: string[];
 }
-
 
 function startHarness(port: number, postgresPort: number, dataDir: string): Harness {
   const env: NodeJS.ProcessEnv = {
@@ -564,8 +559,7 @@ function cpuBetween(a: CpuSnapshot | null, b: CpuSnapshot | null): CpuUse | null
   return { all, bench, server, postgres, other: Math.max(0, all - bench - server - postgres), steal: cores(b.steal - a.steal) };
 }
 
-const fmtCpu = (use: CpuUse | null) =>
-  use ? [use.all, use.server, use.postgres, use.bench, use.other].map((n) => n.toFixed(2)).join(" / ") : "–";
+const fmtCpu = (use: CpuUse | null) => (use ? [use.all, use.server, use.postgres, use.bench, use.other].map((n) => n.toFixed(2)).join(" / ") : "–");
 
 // --- main -------------------------------------------------------------------------------------------------------
 
@@ -862,9 +856,7 @@ const facts = [
   `- CPU (from /proc, in cores of ${os.availableParallelism()}): "server" is the server's Node process (bcrypt's ` +
     `threads included), "PostgreSQL" its embedded database, "bench" this process, "other" everything else` +
     (quietCpu ? `; other processes used ${quietCpu.other.toFixed(2)} cores in the second before the run` : "") +
-    (before?.cpu && during?.cpu
-      ? `; hypervisor steal ${before.cpu.steal.toFixed(2)} cores before the storm, ${during.cpu.steal.toFixed(2)} during`
-      : ""),
+    (before?.cpu && during?.cpu ? `; hypervisor steal ${before.cpu.steal.toFixed(2)} cores before the storm, ${during.cpu.steal.toFixed(2)} during` : ""),
   `- Event-loop delay: perf_hooks.monitorEventLoopDelay at ${LOOP_DELAY_RESOLUTION_MS} ms resolution; it records ` +
     `each timer interval whole, so an idle loop reads about ${LOOP_DELAY_RESOLUTION_MS} ms`,
   stopped
@@ -876,7 +868,7 @@ const body = [tables(), "", timeline()].join("\n").trimEnd();
 const report = [
   "# Quire login-storm benchmark: latest run",
   "",
-  "Written by `node bench/login.ts`; see the \"Login storm\" section of bench/README.md for what is measured and how to read it.",
+  'Written by `node bench/login.ts`; see the "Login storm" section of bench/README.md for what is measured and how to read it.',
   "",
   ...facts,
   "",

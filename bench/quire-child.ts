@@ -83,7 +83,8 @@ export async function startQuire(options: QuireOptions, interrupted: () => boole
       if (line.trim() === "") continue;
       const debuggerUrl = /^Debugger listening on (ws:\/\/\S+)/.exec(line)?.[1];
       if (debuggerUrl) inspectorUrl = debuggerUrl;
-      if (debuggerUrl || line.startsWith("For help, see: https://nodejs.org") || line === "Debugger attached." || line.startsWith("Debugger ending on")) continue;
+      if (debuggerUrl || line.startsWith("For help, see: https://nodejs.org") || line === "Debugger attached." || line.startsWith("Debugger ending on"))
+        continue;
       process.stderr.write(`[quire] ${concise(line)}\n`);
       tail.push(line);
       if (tail.length > 30) tail.shift();

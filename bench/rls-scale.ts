@@ -513,11 +513,18 @@ try {
         );
         const owned = expected.rows[0]?.owned ?? 0;
         log(`${whole(scale)} documents, ${name} organization (${whole(owned)}): ${warmup} warm-up + ${queries} timed queries`);
-        const measured = await measure(api, settingsOf(n), expected.rows.map((r) => r.id), orgIndexes);
+        const measured = await measure(
+          api,
+          settingsOf(n),
+          expected.rows.map((r) => r.id),
+          orgIndexes,
+        );
         result.measurements.push({ organization: name, owned, ...measured });
         for (const problem of measured.verdict.problems) failures.push(`${whole(scale)} documents, ${name} organization: ${problem}`);
-        log(`  select p50 ${ms(measured.select.p50)}, p95 ${ms(measured.select.p95)}; ${accessPath(measured.verdict)}; ` +
-          `plan ${measured.verdict.problems.length === 0 ? "as required" : "WRONG"}`);
+        log(
+          `  select p50 ${ms(measured.select.p50)}, p95 ${ms(measured.select.p95)}; ${accessPath(measured.verdict)}; ` +
+            `plan ${measured.verdict.problems.length === 0 ? "as required" : "WRONG"}`,
+        );
       }
     }
   } finally {
@@ -542,7 +549,10 @@ const planChecks = results.flatMap((r) =>
 const disturbed = results.flatMap((r) =>
   r.measurements
     .filter((m) => m.otherCores !== null && m.otherCores > DISTURBED_CORES)
-    .map((m) => `- **Disturbed**: other processes used ${m.otherCores!.toFixed(2)} cores while the ${m.organization} organization was timed at ${whole(r.documents)} documents`),
+    .map(
+      (m) =>
+        `- **Disturbed**: other processes used ${m.otherCores!.toFixed(2)} cores while the ${m.organization} organization was timed at ${whole(r.documents)} documents`,
+    ),
 );
 const allFacts = [
   `- Date: ${new Date().toISOString()}`,
@@ -555,7 +565,14 @@ const allFacts = [
     `the cores other processes used meanwhile (above ${DISTURBED_CORES} marks the measurement disturbed)`,
 ];
 const plans = results.flatMap((r) =>
-  r.measurements.flatMap((m) => ["", `Plan at ${whole(r.documents)} documents, ${m.organization} organization (EXPLAIN ANALYZE, BUFFERS, COSTS OFF):`, "", "```", m.planText, "```"]),
+  r.measurements.flatMap((m) => [
+    "",
+    `Plan at ${whole(r.documents)} documents, ${m.organization} organization (EXPLAIN ANALYZE, BUFFERS, COSTS OFF):`,
+    "",
+    "```",
+    m.planText,
+    "```",
+  ]),
 );
 const output = [table(results), "", ...ratioLines(results), ...planChecks, ...disturbed, "", ...allFacts, ...plans].join("\n");
 process.stdout.write(`${output}\n`);

@@ -30,17 +30,13 @@ const STOP_TIMEOUT_MS = 45_000; // Quire gives itself SHUTDOWN_TIMEOUT_SECONDS (
 const PREFERRED_QUIRE_PORT = 56780;
 const PREFERRED_POSTGRES_PORT = 54390;
 
-
-
 const durationSeconds = envInt("BENCH_DURATION", 10, 1, 3600);
 const connections = envInt("BENCH_CONNECTIONS", 10, 1, 1000);
 // Grafast reads GRAPHILE_ENV; development mode (npm start's default outside production) adds checks that make
 // planning slower, so the bench pins production mode, what a deployment runs, unless told otherwise.
 const graphileEnv = process.env["GRAPHILE_ENV"] || "production";
 
-
 // --- ports, processes, memory -------------------------------------------------------------------------------
-
 
 interface Baseline {
   readonly port: number;
@@ -114,7 +110,6 @@ function startQuire(port: number, postgresPort: number, dataDir: string): Quire 
   );
   return { child, pid: child.pid, exited, tail };
 }
-
 
 /** Polls GET /health/ready until it answers 200; resolves with how long that took. */
 async function waitUntilReady(quire: Quire, url: string): Promise<number> {

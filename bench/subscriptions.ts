@@ -38,18 +38,7 @@ import type { Delivery, LoopStats } from "./live-clients.ts";
 import { LiveClients, createTenants, fmtCpu, lastSeqs, listenConnections, liveCpuSnapshot, type Tenant } from "./live-support.ts";
 import { cpuBetween, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
 import { startQuire, type ExitStatus, type HeapReading, type ProfileSummary, type Quire } from "./quire-child.ts";
-import {
-  clock,
-  envInt,
-  fmtMs,
-  log,
-  machineFacts,
-  rssOf,
-  summarise,
-  watchInterrupts,
-  whole,
-  type LatencySummary,
-} from "./support.ts";
+import { clock, envInt, fmtMs, log, machineFacts, rssOf, summarise, watchInterrupts, whole, type LatencySummary } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const resultsFile = path.join(root, "bench", "results", "subscriptions-latest.md");
@@ -231,7 +220,10 @@ try {
       if (seq === warmupSeqs[orgOfClient(delivery.client)]) warmupSeen.add(delivery.client);
     }
   };
-  const since = await lastSeqs(db, tenants.map((t) => t.orgId));
+  const since = await lastSeqs(
+    db,
+    tenants.map((t) => t.orgId),
+  );
   const specs = tenants.flatMap((tenant) =>
     Array.from({ length: clientsPerOrg }, (_, c) => ({
       id: tenant.index * clientsPerOrg + c,
@@ -515,7 +507,9 @@ const facts = [
     ? `- Quire stopped on SIGTERM with exit code ${stopped.code}${stopped.signal ? ` (signal ${stopped.signal})` : ""} in ${(stopped.ms / 1000).toFixed(1)} s`
     : "- Quire was not started",
 ];
-const body = outcome ? [tables(outcome), ...(outcome.profile ? ["", profileTable(outcome.profile)] : [])].join("\n") : "(no results: the run did not reach the measured phase)";
+const body = outcome
+  ? [tables(outcome), ...(outcome.profile ? ["", profileTable(outcome.profile)] : [])].join("\n")
+  : "(no results: the run did not reach the measured phase)";
 process.stdout.write(`${body}\n\n${facts.join("\n")}\n`);
 if (outcome) process.stderr.write(`\n${timelineTable(outcome)}\n\n`);
 

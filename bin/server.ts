@@ -21,7 +21,10 @@ await runService("server", async (config, logger) => {
   const ports = [http, ...(config.metrics.port === null ? [] : [{ variable: "METRICS_PORT", host: config.http.host, port: config.metrics.port }])];
   await checkPortsFree(ports);
   await checkSchema({ variable: "DATABASE_URL", url: config.database.url }, logger);
-  const pool = createPool({ url: config.database.url, max: config.database.poolMax, applicationName: "quire-server", waitMs: config.database.poolWaitMs }, logger);
+  const pool = createPool(
+    { url: config.database.url, max: config.database.poolMax, applicationName: "quire-server", waitMs: config.database.poolWaitMs },
+    logger,
+  );
   const server = await createQuireServer({ config, logger, pool });
   const address = await server.listen().catch(async (error: unknown) => {
     await server.close(0);

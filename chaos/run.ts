@@ -89,7 +89,12 @@ async function deploy(): Promise<Deployment> {
   const workers = [start("bin/worker.ts", {}), start("bin/worker.ts", {})];
   const url = `http://127.0.0.1:${http}`;
   const deadline = Date.now() + 60_000;
-  while ((await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) !== 200) {
+  while (
+    (await fetch(`${url}/health/ready`).then(
+      (r) => r.status,
+      () => 0,
+    )) !== 200
+  ) {
     if (server.exitCode !== null) throw new Error(`the server exited (${server.exitCode}):\n${output}`);
     if (Date.now() > deadline) throw new Error(`the server was not ready within 60 s:\n${output}`);
     await sleep(200);
@@ -227,8 +232,15 @@ async function main() {
     for (let i = 0; i < 300; i += 50) {
       await Promise.all(Array.from({ length: 50 }, (_, j) => badFrames(d.url, malformed[(i + j) % malformed.length]!)));
     }
-    const health1 = await fetch(`${d.url}/health`).then((r) => r.status, () => 0);
-    check("malformed WebSocket frames", d.server.exitCode === null && health1 === 200, `300 connections, server ${d.server.exitCode === null ? "up" : "exited"}, /health ${health1}`);
+    const health1 = await fetch(`${d.url}/health`).then(
+      (r) => r.status,
+      () => 0,
+    );
+    check(
+      "malformed WebSocket frames",
+      d.server.exitCode === null && health1 === 200,
+      `300 connections, server ${d.server.exitCode === null ? "up" : "exited"}, /health ${health1}`,
+    );
 
     // 2. Distinct oversized documents: 150 anonymous ~2 MB query documents, each different.
     const statuses = new Map<number, number>();
@@ -244,10 +256,21 @@ async function main() {
     // 3. Huge responses: twenty 1 MB documents, then every content in one list under six aliases.
     const body = "Chaos sentence number one is here. ".repeat(30_000);
     for (let i = 0; i < 20; i++) {
-      await graphql(d.url, "mutation ($t: String!, $c: String!) { createDocument(input: { document: { title: $t, content: $c } }) { document { rowId } } }", { t: `Big ${i}`, c: body }, tokens[0]);
+      await graphql(
+        d.url,
+        "mutation ($t: String!, $c: String!) { createDocument(input: { document: { title: $t, content: $c } }) { document { rowId } } }",
+        { t: `Big ${i}`, c: body },
+        tokens[0],
+      );
     }
     const aliases = Array.from({ length: 6 }, (_, i) => `a${i}: documents(first: 20) { nodes { content } }`).join(" ");
-    const huge = await Promise.all([graphql(d.url, `{ ${aliases} }`, {}, tokens[0]), fetch(`${d.url}/health`).then((r) => r.status, () => 0)]);
+    const huge = await Promise.all([
+      graphql(d.url, `{ ${aliases} }`, {}, tokens[0]),
+      fetch(`${d.url}/health`).then(
+        (r) => r.status,
+        () => 0,
+      ),
+    ]);
     check(
       "huge responses",
       d.server.exitCode === null && huge[0].status !== 500 && huge[0].status !== 0 && codeOf(huge[0]) !== "INTERNAL" && huge[1] === 200,
@@ -315,7 +338,11 @@ async function main() {
         "select status::text, count(*)::int as n from app_public.jobs where id = any($1::uuid[]) group by status order by status",
         [jobs],
       );
-      check("every job finished", open === 0, `${jobs.length} jobs acknowledged; by status ${JSON.stringify(Object.fromEntries(counts.map((r) => [r.status, r.n])))}`);
+      check(
+        "every job finished",
+        open === 0,
+        `${jobs.length} jobs acknowledged; by status ${JSON.stringify(Object.fromEntries(counts.map((r) => [r.status, r.n])))}`,
+      );
       const { rows: exact } = await db.query<{ bad: number; succeeded: number }>(
         `select count(*) filter (where s.n <> 1 or u.n <> 1)::int as bad, count(*)::int as succeeded
            from app_public.jobs j
@@ -323,13 +350,21 @@ async function main() {
            cross join lateral (select count(*) as n from app_public.usage_records u where u.job_id = j.id) u
           where j.status = 'succeeded'`,
       );
-      check("each succeeded job made one summary and one charge", exact[0]!.bad === 0, `${exact[0]!.succeeded} succeeded, ${exact[0]!.bad} with other than one summary or usage record`);
+      check(
+        "each succeeded job made one summary and one charge",
+        exact[0]!.bad === 0,
+        `${exact[0]!.succeeded} succeeded, ${exact[0]!.bad} with other than one summary or usage record`,
+      );
       const { rows: present } = await db.query<{ n: number }>("select count(*)::int as n from app_public.documents where id = any($1::uuid[])", [acknowledged]);
       check("every acknowledged write is there", present[0]!.n === acknowledged.length, `${present[0]!.n} of ${acknowledged.length}`);
       const { rows: chains } = await db.query<{ org_id: string; valid: boolean; problem: string | null }>(
         "select o.id as org_id, v.valid, v.problem from app_public.organizations o cross join lateral app_admin.verify_audit_chain(o.id) v",
       );
-      check("audit chains verify", chains.length > 0 && chains.every((c) => c.valid), chains.map((c) => `${c.valid ? "valid" : `broken (${c.problem})`}`).join(", "));
+      check(
+        "audit chains verify",
+        chains.length > 0 && chains.every((c) => c.valid),
+        chains.map((c) => `${c.valid ? "valid" : `broken (${c.problem})`}`).join(", "),
+      );
     } finally {
       await db.end();
     }

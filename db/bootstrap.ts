@@ -44,12 +44,7 @@ export async function bootstrapDatabase(plan: BootstrapPlan, logger: Logger): Pr
     // Concurrent bootstraps (several test workers, two processes starting at once) would race on "create role".
     await root.query("select pg_advisory_lock(hashtext('quire.bootstrap'))");
     await ensureRole(root, plan.owner.role, "login nosuperuser nocreatedb nocreaterole nobypassrls", plan.owner.password);
-    await ensureRole(
-      root,
-      plan.authenticator.role,
-      "login noinherit nosuperuser nocreatedb nocreaterole nobypassrls",
-      plan.authenticator.password,
-    );
+    await ensureRole(root, plan.authenticator.role, "login noinherit nosuperuser nocreatedb nocreaterole nobypassrls", plan.authenticator.password);
     // Security definer functions declare `set quire.definer = 'on'` (the owner's RLS policy admits that), and a
     // function may only SET a custom parameter its owner was granted (PostgreSQL 15+).
     await root.query(`grant set on parameter "quire.definer" to ${id(plan.owner.role)}`);

@@ -224,7 +224,9 @@ export async function useEmbeddedPostgres(
       return { port: owner.port, stop: async () => undefined };
     }
     if (Date.now() > deadline) {
-      throw new OperatorError(`${describeOwner(owner)} owns ${resolve(options.dataDir, "..")} but its PostgreSQL does not answer: wait until it is ready, or stop it, and try again`);
+      throw new OperatorError(
+        `${describeOwner(owner)} owns ${resolve(options.dataDir, "..")} but its PostgreSQL does not answer: wait until it is ready, or stop it, and try again`,
+      );
     }
     await sleep(250);
   }

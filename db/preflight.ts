@@ -90,12 +90,15 @@ export async function checkSchema(target: DatabaseTarget, logger: Logger): Promi
     const { rows } = await client.query<{ latest_migration: string | null }>("select latest_migration from app_private.readiness()");
     const expected = latestCommittedMigration();
     const found = rows[0]?.latest_migration ?? null;
-    if (found !== expected) logger.warn({ database: found, code: expected }, "the database's migrations are not the ones this code ships: run `npm run migrate`");
+    if (found !== expected)
+      logger.warn({ database: found, code: expected }, "the database's migrations are not the ones this code ships: run `npm run migrate`");
   } catch (error) {
     const code = (error as { code?: unknown }).code;
     // undefined function or schema, or no right to it: the schema was never migrated into this database.
     if (code === "42883" || code === "3F000" || code === "42501") {
-      throw new OperatorError(`${target.variable}: the database ${describeUrl(target.url)} has no Quire schema: run \`npm run migrate\` first`, { cause: error });
+      throw new OperatorError(`${target.variable}: the database ${describeUrl(target.url)} has no Quire schema: run \`npm run migrate\` first`, {
+        cause: error,
+      });
     }
     throw databaseProblem(target, error) ?? error;
   } finally {

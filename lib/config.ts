@@ -85,7 +85,10 @@ const envSchema = z.object({
   EMBEDDED_POSTGRES_PORT: intText(1, 65535).default(54320),
   JWT_SECRET: z.string().min(32, { message: "must be at least 32 characters" }).optional(),
   JWT_PRIVATE_KEY: z.string().optional(),
-  JWT_KEY_ID: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, { message: "must be 1–128 characters of A-Z a-z 0-9 . _ -" }).optional(),
+  JWT_KEY_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,128}$/, { message: "must be 1–128 characters of A-Z a-z 0-9 . _ -" })
+    .optional(),
   JWT_ISSUER: z.string().min(1).max(200).default("quire"),
   JWT_AUDIENCE: z.string().min(1).max(200).default("quire"),
   ACCESS_TOKEN_TTL_SECONDS: intText(60, 86400).default(900),
@@ -158,17 +161,29 @@ const envSchema = z.object({
     .optional(),
   NOTION_CLIENT_ID: z.string().min(1).max(200).optional(),
   NOTION_CLIENT_SECRET: z.string().min(1).max(500).optional(),
-  NOTION_API_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).default("https://api.notion.com"),
+  NOTION_API_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .default("https://api.notion.com"),
   ATLASSIAN_CLIENT_ID: z.string().min(1).max(200).optional(),
   ATLASSIAN_CLIENT_SECRET: z.string().min(1).max(500).optional(),
-  ATLASSIAN_AUTH_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).default("https://auth.atlassian.com"),
-  ATLASSIAN_API_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).default("https://api.atlassian.com"),
+  ATLASSIAN_AUTH_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .default("https://auth.atlassian.com"),
+  ATLASSIAN_API_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .default("https://api.atlassian.com"),
   INTEGRATION_TIMEOUT_SECONDS: intText(1, 600).default(30),
   INTEGRATION_MAX_RETRIES: intText(0, 10).default(4),
   LIVE_EVENT_RETENTION_HOURS: intText(1, 24 * 90).default(24),
   AUDIT_CHECKPOINT_KEY: z.string().min(1).optional(),
   AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
-  AUDIT_CHECKPOINT_URL: z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" }).optional(),
+  AUDIT_CHECKPOINT_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .optional(),
   AUDIT_CHECKPOINT_TOKEN: z.string().min(16, { message: "must be at least 16 characters" }).max(2000).optional(),
   LIVE_RECONNECT_BASE_MS: intText(10, 60_000).default(250),
   LIVE_RECONNECT_MAX_MS: intText(10, 600_000).default(10_000),

@@ -52,11 +52,14 @@ export interface Connector {
   refresh(refreshToken: string): Promise<TokenSet>;
   /** Revokes at the provider where it offers revocation; a no-op where it does not. */
   revoke(accessToken: string): Promise<void>;
-  listPages(accessToken: string, externalId: string, options: { cursor: string | null; query: string | null }): Promise<{ pages: PageRef[]; nextCursor: string | null }>;
+  listPages(
+    accessToken: string,
+    externalId: string,
+    options: { cursor: string | null; query: string | null },
+  ): Promise<{ pages: PageRef[]; nextCursor: string | null }>;
   /** Confluence spaces (publishing targets); null where the provider has none (Notion). */
   listSpaces:
-    | ((accessToken: string, externalId: string, options: { cursor: string | null }) => Promise<{ spaces: SpaceRef[]; nextCursor: string | null }>)
-    | null;
+    ((accessToken: string, externalId: string, options: { cursor: string | null }) => Promise<{ spaces: SpaceRef[]; nextCursor: string | null }>) | null;
   fetchPage(accessToken: string, externalId: string, pageId: string, signal?: AbortSignal): Promise<PageContent>;
   /** Creates the page, or replaces the content of `existingPageId` (re-publishing updates rather than duplicates). */
   publish(

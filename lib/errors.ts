@@ -186,8 +186,7 @@ export function publicDatabaseError(
     const column = constraintField(detail);
     if (column) {
       const field = apiName(column);
-      const problem =
-        sqlState === "23502" ? `${field} is required.` : `${field} is not allowed: it is empty, too long, or not in the accepted form.`;
+      const problem = sqlState === "23502" ? `${field} is required.` : `${field} is not allowed: it is empty, too long, or not in the accepted form.`;
       return { code: "BAD_INPUT", message: problem, field };
     }
   }

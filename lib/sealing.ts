@@ -157,13 +157,7 @@ export async function open(keys: SealingKeys, sealed: Sealed, context: SealConte
   await ready;
   let plaintext: Uint8Array;
   try {
-    plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-      null,
-      sealed.ciphertext,
-      associatedData(sealed.keyId, context),
-      sealed.nonce,
-      key,
-    );
+    plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, sealed.ciphertext, associatedData(sealed.keyId, context), sealed.nonce, key);
   } catch {
     throw tampered();
   }

@@ -88,8 +88,7 @@ export function createTokenService(config: Pick<Config, "jwt" | "auth">): TokenS
   const signWith = signingKey?.privateKey ?? secretKey;
   const verifyWith = signingKey?.publicKey ?? secretKey;
   const refreshKey = Buffer.from(hkdfSync("sha256", secret, "quire", "refresh-token", 32));
-  const mac = (sessionId: string, generation: number) =>
-    createHmac("sha256", refreshKey).update(`${sessionId}.${generation}`).digest("base64url");
+  const mac = (sessionId: string, generation: number) => createHmac("sha256", refreshKey).update(`${sessionId}.${generation}`).digest("base64url");
 
   return {
     signAccessToken({ sessionId, userId, orgId, role }) {

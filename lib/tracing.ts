@@ -63,7 +63,12 @@ export const isTracingEnabled = (): boolean => running !== null;
  * settles; an error `fn` throws is recorded on the span, which is marked failed, and rethrown. While tracing is off,
  * `fn` runs directly with a span that records nothing. Attributes never carry content, prompts or secrets.
  */
-export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => T | PromiseLike<T>, kind: SpanKind = SpanKind.INTERNAL): Promise<T> {
+export async function withSpan<T>(
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span) => T | PromiseLike<T>,
+  kind: SpanKind = SpanKind.INTERNAL,
+): Promise<T> {
   if (!running) return fn(noopSpan);
   return tracer.startActiveSpan(name, { kind, attributes }, async (span) => {
     try {

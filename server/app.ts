@@ -136,7 +136,13 @@ async function signalBackends(url: string, clients: Set<pg.PoolClient>, how: "pg
   }
 }
 
-export async function createQuireServer({ config, logger, pool, metrics = createMetrics(), tokens = createTokenService(config) }: ServerOptions): Promise<QuireServer> {
+export async function createQuireServer({
+  config,
+  logger,
+  pool,
+  metrics = createMetrics(),
+  tokens = createTokenService(config),
+}: ServerOptions): Promise<QuireServer> {
   let stopping = false;
   const app = express();
   app.disable("x-powered-by");
@@ -177,7 +183,10 @@ export async function createQuireServer({ config, logger, pool, metrics = create
   const limit = rateLimit({ limiter, addressOf });
   app.post(uploadPath, authenticateHttp(tokens, "rest"), limit, uploadRoute({ config, pool, addressOf }));
   app.all(uploadPath, (_req, res) => {
-    res.status(405).set("allow", "POST").json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
+    res
+      .status(405)
+      .set("allow", "POST")
+      .json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
   });
   app.use("/graphql", authenticateHttp(tokens), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({

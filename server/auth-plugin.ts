@@ -51,14 +51,18 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
         input RegisterInput {
           organizationName: String!
           email: String!
-          """At least 8 characters, at most 72 bytes, and not one of the most common passwords."""
+          """
+          At least 8 characters, at most 72 bytes, and not one of the most common passwords.
+          """
           password: String!
           fullName: String!
         }
         input LoginInput {
           email: String!
           password: String!
-          """The organization to sign in to; by default the one this person used most recently."""
+          """
+          The organization to sign in to; by default the one this person used most recently.
+          """
           organizationSlug: String
         }
         input RefreshTokenInput {
@@ -67,18 +71,26 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
         input SwitchOrganizationInput {
           organizationSlug: String!
         }
-        """A signed-in session: send accessToken as 'Authorization: Bearer …'; trade refreshToken for a new pair before expiresAt."""
+        """
+        A signed-in session: send accessToken as 'Authorization: Bearer …'; trade refreshToken for a new pair before expiresAt.
+        """
         type AuthPayload {
           accessToken: String!
-          """Single use: each refresh returns a new one, and reusing a spent one ends the session."""
+          """
+          Single use: each refresh returns a new one, and reusing a spent one ends the session.
+          """
           refreshToken: String!
-          """When the access token expires."""
+          """
+          When the access token expires.
+          """
           expiresAt: Datetime!
           user: User
           organization: Organization
         }
         type LogoutPayload {
-          """False when the session had already ended."""
+          """
+          False when the session had already ended.
+          """
           success: Boolean!
         }
         type LogoutEverywherePayload {
@@ -89,14 +101,18 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           newPassword: String!
         }
         type ChangePasswordPayload {
-          """How many of your other sessions ended (this one stays)."""
+          """
+          How many of your other sessions ended (this one stays).
+          """
           otherSessionsEnded: Int!
         }
         input RequestPasswordResetInput {
           email: String!
         }
         type RequestPasswordResetPayload {
-          """Always true: the answer never reveals whether the address has an account."""
+          """
+          Always true: the answer never reveals whether the address has an account.
+          """
           success: Boolean!
         }
         input ResetPasswordInput {
@@ -112,60 +128,81 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
         }
         type InviteMemberPayload {
           invitation: Invitation
-          """The link to hand to the invitee when this deployment sends no email (SMTP_URL unset); null when emailed."""
+          """
+          The link to hand to the invitee when this deployment sends no email (SMTP_URL unset); null when emailed.
+          """
           inviteLink: String
         }
         input AcceptInvitationInput {
           token: String!
-          """The existing account's password (unless signed in as it), or the new account's."""
+          """
+          The existing account's password (unless signed in as it), or the new account's.
+          """
           password: String
-          """For a new account."""
+          """
+          For a new account.
+          """
           fullName: String
         }
         extend type Mutation {
-          """Changes your password and ends your other sessions."""
+          """
+          Changes your password and ends your other sessions.
+          """
           changePassword(input: ChangePasswordInput!): ChangePasswordPayload
-          """Emails a one-hour reset link if the address has an account."""
+          """
+          Emails a one-hour reset link if the address has an account.
+          """
           requestPasswordReset(input: RequestPasswordResetInput!): RequestPasswordResetPayload
-          """Sets a new password with a reset link's token; every session of the account ends."""
+          """
+          Sets a new password with a reset link's token; every session of the account ends.
+          """
           resetPassword(input: ResetPasswordInput!): ResetPasswordPayload
-          """Invites someone to the current organization (admins; owners to invite owners). Valid for 7 days."""
+          """
+          Invites someone to the current organization (admins; owners to invite owners). Valid for 7 days.
+          """
           inviteMember(input: InviteMemberInput!): InviteMemberPayload
-          """Accepts an invitation and signs in to its organization."""
+          """
+          Accepts an invitation and signs in to its organization.
+          """
           acceptInvitation(input: AcceptInvitationInput!): AuthPayload
-          """Creates an organization with you as its owner, and signs you in."""
+          """
+          Creates an organization with you as its owner, and signs you in.
+          """
           register(input: RegisterInput!): AuthPayload
           login(input: LoginInput!): AuthPayload
           refreshToken(input: RefreshTokenInput!): AuthPayload
-          """New tokens for another organization you belong to."""
+          """
+          New tokens for another organization you belong to.
+          """
           switchOrganization(input: SwitchOrganizationInput!): AuthPayload
-          """Ends this session: its tokens stop working on the next request."""
+          """
+          Ends this session: its tokens stop working on the next request.
+          """
           logout: LogoutPayload
-          """Ends every session of the signed-in person."""
+          """
+          Ends every session of the signed-in person.
+          """
           logoutEverywhere: LogoutEverywherePayload
         }
         extend type Query {
-          """The signed-in person, or null."""
+          """
+          The signed-in person, or null.
+          """
           currentUser: User
-          """The organization of the current session, or null."""
+          """
+          The organization of the current session, or null.
+          """
           currentOrganization: Organization
         }
       `,
       objects: {
         Mutation: {
           plans: {
-            register: (_$root, args) =>
-              signIn(args.getRaw("input"), (input, ctx) =>
-                sessions.register(input as never, ctx.quireClientIp ?? null),
-              ),
-            login: (_$root, args) =>
-              signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
-            refreshToken: (_$root, args) =>
-              signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
+            register: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.register(input as never, ctx.quireClientIp ?? null)),
+            login: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
+            refreshToken: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
             switchOrganization: (_$root, args) =>
-              signIn(args.getRaw("input"), (input, ctx) =>
-                sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug)),
-              ),
+              signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug))),
             changePassword: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
                 const { currentPassword, newPassword } = input as { currentPassword: string; newPassword: string };
@@ -198,8 +235,7 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
               }),
             acceptInvitation: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.acceptInvitation(input as never, ctx.quireAuth?.userId ?? null)),
-            logout: () =>
-              sideEffect(context(), async (ctx) => ({ success: await onBehalfOf(originOf(ctx), () => sessions.logout(claimsOf(ctx).sessionId)) })),
+            logout: () => sideEffect(context(), async (ctx) => ({ success: await onBehalfOf(originOf(ctx), () => sessions.logout(claimsOf(ctx).sessionId)) })),
             logoutEverywhere: () =>
               sideEffect(context(), async (ctx) => ({
                 sessionsEnded: await onBehalfOf(originOf(ctx), () => sessions.logoutEverywhere(claimsOf(ctx).userId)),
@@ -210,8 +246,7 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           plans: {
             // Anonymous: null without a query (the anonymous role may not read these tables at all).
             currentUser: () => users.get({ id: inhibitOnNull(lambda(context(), (ctx) => ctx.quireAuth?.userId ?? null)) }),
-            currentOrganization: () =>
-              organizations.get({ id: inhibitOnNull(lambda(context(), (ctx) => ctx.quireAuth?.orgId ?? null)) }),
+            currentOrganization: () => organizations.get({ id: inhibitOnNull(lambda(context(), (ctx) => ctx.quireAuth?.orgId ?? null)) }),
           },
         },
         AuthPayload: {

@@ -30,8 +30,6 @@ declare global {
   }
 }
 
-
-
 /** The settings for a request made with `claims` (or anonymously). */
 export function pgSettingsFor(config: Config, claims: AccessClaims | null, requestId: string, ip: string | null): PgSettings {
   const common = {

@@ -39,13 +39,7 @@ import {
 import type { Config } from "../lib/config.ts";
 import type { ErrorCode } from "../lib/errors.ts";
 import { responseBody, withoutSuggestions } from "./errors.ts";
-import {
-  estimateResponseBytes,
-  exceedsJsonLength,
-  responseTooLargeActual,
-  responseTooLargeEstimate,
-  type HeavyFields,
-} from "./response-size.ts";
+import { estimateResponseBytes, exceedsJsonLength, responseTooLargeActual, responseTooLargeEstimate, type HeavyFields } from "./response-size.ts";
 
 export type GraphQLLimits = Config["graphql"];
 
@@ -75,12 +69,7 @@ const free: Cost = { depth: 0, fields: 0, aliases: 0 };
  * (GraphQL's own NoFragmentCycles rule refuses the document). Inside introspection (`__schema`, `__type`), `ofType`
  * adds no depth: its chain is linear (one type each), and the standard introspection query nests it many levels deep.
  */
-function costOf(
-  selectionSet: SelectionSetNode,
-  fragments: ReadonlyMap<string, FragmentDefinitionNode>,
-  memo: Map<string, Cost>,
-  introspecting: boolean,
-): Cost {
+function costOf(selectionSet: SelectionSetNode, fragments: ReadonlyMap<string, FragmentDefinitionNode>, memo: Map<string, Cost>, introspecting: boolean): Cost {
   let depth = 0;
   let fields = 0;
   let aliases = 0;
@@ -115,8 +104,7 @@ function costOf(
   return { depth, fields, aliases };
 }
 
-const operationLabel = (operation: OperationDefinitionNode) =>
-  operation.name ? `Operation "${operation.name.value}"` : "The operation";
+const operationLabel = (operation: OperationDefinitionNode) => (operation.name ? `Operation "${operation.name.value}"` : "The operation");
 
 /** Refuses operations deeper, or with more aliases or field selections, than `limits` allow (QUERY_TOO_COMPLEX). */
 export function complexityRule(limits: Pick<GraphQLLimits, "maxDepth" | "maxAliases" | "maxFields">): ValidationRule {
@@ -288,7 +276,10 @@ export function makeGraphQLLimitsPlugin(limits: GraphQLLimits, { heavy }: Respon
   const trusted = limits.trustedDocumentsFile ? loadTrustedDocuments(limits.trustedDocumentsFile) : null;
   const hardCap = limits.maxResponseBytes * 2;
   /** Refuses before running what could answer too much; measures what ran before anything serializes it. */
-  async function bounded<R>(args: { schema: Parameters<typeof estimateResponseBytes>[0]; document: DocumentNode; operationName?: string | null; variableValues?: unknown }, next: () => R | PromiseLike<R>) {
+  async function bounded<R>(
+    args: { schema: Parameters<typeof estimateResponseBytes>[0]; document: DocumentNode; operationName?: string | null; variableValues?: unknown },
+    next: () => R | PromiseLike<R>,
+  ) {
     const variables = typeof args.variableValues === "object" && args.variableValues !== null ? (args.variableValues as Record<string, unknown>) : {};
     const estimate = estimateResponseBytes(args.schema, args.document, args.operationName, variables, { heavy, maxPageSize: limits.maxPageSize });
     if (estimate > limits.maxResponseBytes) return { errors: [responseTooLargeEstimate(estimate, limits.maxResponseBytes)] } as R;
@@ -338,11 +329,7 @@ export function makeGraphQLLimitsPlugin(limits: GraphQLLimits, { heavy }: Respon
         processGraphQLRequestBody(next, { body }) {
           // Before anything parses it: the query text of every request, HTTP or graphql-ws.
           if (typeof body.query === "string" && body.query.length > limits.maxDocumentBytes / 3 && Buffer.byteLength(body.query) > limits.maxDocumentBytes) {
-            throw refusal(
-              `The GraphQL document is larger than ${limits.maxDocumentBytes} bytes; send large values as variables.`,
-              "QUERY_TOO_LARGE",
-              413,
-            );
+            throw refusal(`The GraphQL document is larger than ${limits.maxDocumentBytes} bytes; send large values as variables.`, "QUERY_TOO_LARGE", 413);
           }
           if (trusted) {
             const id = documentIdOf(body);

@@ -49,8 +49,11 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
   };
   /** The integration's provider, read as the caller (NOT_FOUND when it is not theirs). */
   const providerOf = async (settings: Record<string, string>, integrationId: string): Promise<IntegrationProvider> => {
-    const rows = await asCaller(pool, settings, async (client) =>
-      (await client.query<{ provider: IntegrationProvider }>("select provider from app_public.integrations where id = $1", [integrationId])).rows,
+    const rows = await asCaller(
+      pool,
+      settings,
+      async (client) =>
+        (await client.query<{ provider: IntegrationProvider }>("select provider from app_public.integrations where id = $1", [integrationId])).rows,
     );
     if (!rows[0]) throw new QuireError("NTFND", "No such integration.");
     return rows[0].provider;
@@ -154,8 +157,10 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
               const $input = fieldArgs.getRaw(["input"]) as Step<{ integrationId: string }>;
               const $id = sideEffect([$input, context()], async ([input, ctx]) => {
                 const settings = settingsOf(ctx);
-                const [{ role } = { role: null }] = await asCaller(pool, settings, async (client) =>
-                  (await client.query<{ role: string | null }>("select app_public.current_member_role()::text as role")).rows,
+                const [{ role } = { role: null }] = await asCaller(
+                  pool,
+                  settings,
+                  async (client) => (await client.query<{ role: string | null }>("select app_public.current_member_role()::text as role")).rows,
                 );
                 if (role !== "admin" && role !== "owner") throw new QuireError("DNIED", "Only admins and owners disconnect integrations.");
                 const provider = await providerOf(settings, input.integrationId);
@@ -186,12 +191,18 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
                   const found = await session.use((token) =>
                     connector.listPages(token, session.externalId, { cursor: args.cursor ?? null, query: args.query ?? null }),
                   );
-                  return { pages: found.pages.map((p: PageRef) => ({ ...p, lastEditedAt: p.lastEditedAt?.toISOString() ?? null })), nextCursor: found.nextCursor };
+                  return {
+                    pages: found.pages.map((p: PageRef) => ({ ...p, lastEditedAt: p.lastEditedAt?.toISOString() ?? null })),
+                    nextCursor: found.nextCursor,
+                  };
                 }),
               );
             },
             integrationSpaces(_$root: Step, fieldArgs: { getRaw(name: string): Step }) {
-              const $args = object({ id: fieldArgs.getRaw("integrationId"), cursor: fieldArgs.getRaw("cursor") }) as Step<{ id: string; cursor?: string | null }>;
+              const $args = object({ id: fieldArgs.getRaw("integrationId"), cursor: fieldArgs.getRaw("cursor") }) as Step<{
+                id: string;
+                cursor?: string | null;
+              }>;
               return lambda([$args, context()], ([args, ctx]) =>
                 browse(ctx, args.id, async (connector, session) => {
                   const listSpaces = connector.listSpaces;

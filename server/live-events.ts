@@ -98,7 +98,11 @@ interface Subscriber {
   end(): void;
 }
 
-export function createLiveEvents(listener: NotificationListener, logger: Logger, { outageGraceMs = 30_000, maxQueuedEvents = 1000 }: LiveEventsOptions = {}): LiveEvents {
+export function createLiveEvents(
+  listener: NotificationListener,
+  logger: Logger,
+  { outageGraceMs = 30_000, maxQueuedEvents = 1000 }: LiveEventsOptions = {},
+): LiveEvents {
   const byOrg = new Map<string, Set<Subscriber>>();
   let size = 0;
   const everyone = () => [...byOrg.values()].flatMap((subscribers) => [...subscribers]);

@@ -95,8 +95,7 @@ export function makeLivePlugin(live: LiveEvents) {
 
     /** A subscribe plan: the caller's organization's events, narrowed by `accept`. */
     const subscribePlan =
-      (idArg: string, accept: (event: LiveEvent, id: string | null) => boolean) =>
-      (_$root: Step, fieldArgs: { getRaw(name: string): Step }) => {
+      (idArg: string, accept: (event: LiveEvent, id: string | null) => boolean) => (_$root: Step, fieldArgs: { getRaw(name: string): Step }) => {
         const $args = object({ id: fieldArgs.getRaw(idArg), since: fieldArgs.getRaw("since") }) as Step<LiveArgs>;
         const $subscriber = lambda([context(), $args], ([ctx, args]) => {
           const claims = ctx.quireAuth;
@@ -111,8 +110,7 @@ export function makeLivePlugin(live: LiveEvents) {
       };
 
     /** The row an event names, when it names one of `entity`; re-read under the subscriber's RLS. */
-    const idFor = ($event: Step<LiveEvent>, entity: LiveEvent["entity"]) =>
-      inhibitOnNull(lambda($event, (e) => (e.entity === entity ? e.entityId : null)));
+    const idFor = ($event: Step<LiveEvent>, entity: LiveEvent["entity"]) => inhibitOnNull(lambda($event, (e) => (e.entity === entity ? e.entityId : null)));
 
     return {
       typeDefs: gql`
@@ -173,7 +171,10 @@ export function makeLivePlugin(live: LiveEvents) {
               plan: ($event: Step) => $event,
             },
             documentChanged: {
-              subscribePlan: subscribePlan("documentId", (e, id) => (e.entity === "document" || e.entity === "summary") && (id === null || e.documentId === id)),
+              subscribePlan: subscribePlan(
+                "documentId",
+                (e, id) => (e.entity === "document" || e.entity === "summary") && (id === null || e.documentId === id),
+              ),
               plan: ($event: Step) => $event,
             },
             integrationChanged: {

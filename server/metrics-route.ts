@@ -40,6 +40,9 @@ export function metricsRoute(metrics: Metrics, token: string): RequestHandler {
         .json({ error: { code: "UNAUTHENTICATED", message: "Metrics need the metrics bearer token." } });
       return;
     }
-    res.set("content-type", metrics.contentType).set("cache-control", "no-store").send(await metrics.render());
+    res
+      .set("content-type", metrics.contentType)
+      .set("cache-control", "no-store")
+      .send(await metrics.render());
   };
 }

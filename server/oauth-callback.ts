@@ -55,10 +55,7 @@ export function oauthCallback({ config, pool, connectors, logger }: OAuthCallbac
     let grant: Grant | null = null;
     try {
       const stateHash = createHash("sha256").update(state, "utf8").digest();
-      const { rows } = await pool.query<{ g: Grant | null }>(
-        "select to_json(app_private.consume_oauth_state($1, $2)) as g",
-        [provider, stateHash],
-      );
+      const { rows } = await pool.query<{ g: Grant | null }>("select to_json(app_private.consume_oauth_state($1, $2)) as g", [provider, stateHash]);
       grant = rows[0]?.g ?? null;
       if (!grant || !grant.org_id) return res.redirect(303, fail(null, "INVALID_STATE"));
       if (param("error")) return res.redirect(303, fail(grant.return_to, "ACCESS_DENIED"));

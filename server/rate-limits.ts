@@ -235,7 +235,9 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
 function refuse(req: Request, res: Response, status: number, code: ErrorCode, message: string, retryAfterSeconds: number, extra = {}) {
   res.set("retry-after", String(retryAfterSeconds)).status(status);
   const extensions = { code, retryAfterSeconds, ...extra };
-  res.json(req.baseUrl.startsWith("/graphql") || req.path.startsWith("/graphql") ? { errors: [{ message, extensions }] } : { error: { ...extensions, message } });
+  res.json(
+    req.baseUrl.startsWith("/graphql") || req.path.startsWith("/graphql") ? { errors: [{ message, extensions }] } : { error: { ...extensions, message } },
+  );
 }
 
 export interface RateLimitOptions {

@@ -13,7 +13,9 @@ import { responseBody, type ResponseError } from "./errors.ts";
 const unaudited = new Set(["UNAVAILABLE", "RATE_LIMITED", "BAD_REQUEST", "QUERY_TOO_COMPLEX", "UNTRUSTED_DOCUMENT", "UNAUTHENTICATED", "INTERNAL", "TIMEOUT"]);
 
 /** What to record of a response's errors: the action, and the failed root fields with their codes; null: nothing. */
-export function auditableFailure(errors: readonly ResponseError[]): { action: "access_denied" | "request_failed"; failures: Array<{ field: string | null; code: string }> } | null {
+export function auditableFailure(
+  errors: readonly ResponseError[],
+): { action: "access_denied" | "request_failed"; failures: Array<{ field: string | null; code: string }> } | null {
   const failures = errors
     .map((error) => ({ field: typeof error.path?.[0] === "string" ? error.path[0] : null, code: String(error.extensions?.code ?? "") }))
     .filter((failure) => failure.code !== "" && !unaudited.has(failure.code));

@@ -82,13 +82,7 @@ const unwrapsToList = (type: GraphQLOutputType): boolean => (isNonNullType(type)
  * (`first`/`last`; unbounded without one), one for a connection's `nodes`/`edges` (the connection counted it), and
  * `maxPageSize` for any other list.
  */
-function multiplicity(
-  field: FieldNode,
-  parent: GraphQLNamedType,
-  type: GraphQLOutputType,
-  args: readonly { name: string }[],
-  context: Walk,
-): number {
+function multiplicity(field: FieldNode, parent: GraphQLNamedType, type: GraphQLOutputType, args: readonly { name: string }[], context: Walk): number {
   if (args.some((a) => a.name === "first" || a.name === "last")) {
     const sizes = pageArguments
       .map((name) => field.arguments?.find((a) => a.name.value === name))
@@ -168,7 +162,8 @@ export function estimateResponseBytes(
   const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
   const operation = operationName ? operations.find((o) => o.name?.value === operationName) : operations.length === 1 ? operations[0] : undefined;
   if (!operation) return 0; // grafast reports the missing or ambiguous operation itself
-  const root = operation.operation === "query" ? schema.getQueryType() : operation.operation === "mutation" ? schema.getMutationType() : schema.getSubscriptionType();
+  const root =
+    operation.operation === "query" ? schema.getQueryType() : operation.operation === "mutation" ? schema.getMutationType() : schema.getSubscriptionType();
   if (!root) return 0;
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);

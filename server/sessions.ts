@@ -82,8 +82,7 @@ const origins = new AsyncLocalStorage<RequestOrigin>();
 export const onBehalfOf = <T>(origin: RequestOrigin, work: () => Promise<T>): Promise<T> => origins.run(origin, work);
 
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
-const throttled = (retryAfterSeconds: number) =>
-  new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", { retryAfterSeconds });
+const throttled = (retryAfterSeconds: number) => new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", { retryAfterSeconds });
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
 
 interface GrantRow {
@@ -152,10 +151,15 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       assertAcceptablePassword(input.password);
       const passwordHash = await hasher.hash(input.password);
       const session = newSession();
-      const { rows } = await recorded<GrantRow>(
-        "select * from app_private.register($1, $2, $3, $4, $5, $6, $7)",
-        [organizationName, email, fullName, passwordHash, session.sessionId, session.refreshHash, expiresAt()],
-      );
+      const { rows } = await recorded<GrantRow>("select * from app_private.register($1, $2, $3, $4, $5, $6, $7)", [
+        organizationName,
+        email,
+        fullName,
+        passwordHash,
+        session.sessionId,
+        session.refreshHash,
+        expiresAt(),
+      ]);
       logger.info({ userId: rows[0]!.user_id, orgId: rows[0]!.org_id, ip }, "registered");
       return signedIn(rows[0]!, session.refreshToken);
     },
@@ -182,13 +186,13 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       const session = newSession();
       const result = await signInStatements(() =>
         recorded<GrantRow>("select * from app_private.complete_login($1, $2, $3, $4, $5, $6, $7)", [
-        attempt.user_id,
-        email,
-        ip,
-        input.organizationSlug ?? null,
-        session.sessionId,
-        session.refreshHash,
-        expiresAt(),
+          attempt.user_id,
+          email,
+          ip,
+          input.organizationSlug ?? null,
+          session.sessionId,
+          session.refreshHash,
+          expiresAt(),
         ]),
       );
       logger.info({ userId: attempt.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
@@ -306,10 +310,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     },
 
     async logoutEverywhere(userId) {
-      const { rows } = await recorded<{ ended: number }>(
-        "select app_private.revoke_user_sessions($1, 'logout everywhere') as ended",
-        [userId],
-      );
+      const { rows } = await recorded<{ ended: number }>("select app_private.revoke_user_sessions($1, 'logout everywhere') as ended", [userId]);
       return rows[0]!.ended;
     },
   };

@@ -209,7 +209,6 @@ function chooseTitle(given: string | null, extracted: Extracted, filename: strin
   return "Untitled upload";
 }
 
-
 const sqlStateOf = (error: unknown): string | null => {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : null;

@@ -18,10 +18,7 @@ export default async function globalSetup(): Promise<void> {
   if (!root) {
     const embeddedPort = await freePort();
     const superuserPassword = readDevSecrets(".data/test").postgresPassword;
-    globalThis.quireTestEmbedded = await startEmbeddedPostgres(
-      { dataDir: ".data/test/postgres", port: embeddedPort, superuserPassword },
-      silentLogger,
-    );
+    globalThis.quireTestEmbedded = await startEmbeddedPostgres({ dataDir: ".data/test/postgres", port: embeddedPort, superuserPassword }, silentLogger);
     root = `postgres://postgres:${encodeURIComponent(superuserPassword)}@127.0.0.1:${embeddedPort}/postgres`;
   }
   process.env.QUIRE_TEST_ROOT_URL = root;
@@ -29,9 +26,7 @@ export default async function globalSetup(): Promise<void> {
   const client = new pg.Client({ connectionString: root });
   await client.connect();
   try {
-    const stale = await client.query<{ datname: string }>("select datname from pg_database where datname like $1", [
-      `${testDatabasePrefix}%`,
-    ]);
+    const stale = await client.query<{ datname: string }>("select datname from pg_database where datname like $1", [`${testDatabasePrefix}%`]);
     for (const { datname } of stale.rows) await client.query(`drop database ${client.escapeIdentifier(datname)} with (force)`);
   } finally {
     await client.end();

@@ -39,7 +39,8 @@ async function readiness(pool: pg.Pool, stopping: () => boolean): Promise<Answer
 export async function startWorkerHealthServer({ host, port, pool, stopping, logger }: WorkerHealthOptions): Promise<WorkerHealthServer> {
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    const send = ({ status, body }: Answer) => res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify(body));
+    const send = ({ status, body }: Answer) =>
+      res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify(body));
     if (req.method !== "GET" && req.method !== "HEAD") return send({ status: 405, body: { error: { code: "BAD_REQUEST", message: "Only GET." } } });
     if (path === "/health") return send({ status: 200, body: { status: "ok" } });
     if (path === "/health/ready") {

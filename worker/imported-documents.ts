@@ -39,10 +39,7 @@ export async function upsertPage(client: PoolClient, provider: IntegrationProvid
 
 /** Flags a document whose page is gone at the source (its content stays: it is the organization's copy). */
 export async function markDeletedAtSource(client: PoolClient, documentId: string): Promise<void> {
-  await client.query(
-    `update app_public.documents set metadata = metadata || jsonb_build_object('deletedAtSource', now()) where id = $1`,
-    [documentId],
-  );
+  await client.query(`update app_public.documents set metadata = metadata || jsonb_build_object('deletedAtSource', now()) where id = $1`, [documentId]);
 }
 
 /** Records the run's counts and outcome, and the job's success, if the job is still running. */

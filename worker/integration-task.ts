@@ -56,7 +56,9 @@ export function makeIntegrationTask<Name extends JobTaskName>(
       inJob(async (client) => {
         const job = await startJob(client);
         if (!job) return null;
-        const { rows } = await client.query<{ provider: IntegrationProvider }>("select provider from app_public.integrations where id = $1", [job.integration_id]);
+        const { rows } = await client.query<{ provider: IntegrationProvider }>("select provider from app_public.integrations where id = $1", [
+          job.integration_id,
+        ]);
         return { job, provider: rows[0]?.provider ?? null };
       }, claim),
     work: async ({ helpers, inJob }, { job, provider }) => {

@@ -147,4 +147,3 @@ function trackHeldJobs(events: WorkerEvents, heartbeatSeconds: number): HeldJobs
     },
   };
 }
-

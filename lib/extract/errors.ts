@@ -17,5 +17,4 @@ export class ExtractError extends Error {
   }
 }
 
-export const isExtractErrorCode = (code: unknown): code is ExtractErrorCode =>
-  typeof code === "string" && Object.hasOwn(statusByCode, code);
+export const isExtractErrorCode = (code: unknown): code is ExtractErrorCode => typeof code === "string" && Object.hasOwn(statusByCode, code);

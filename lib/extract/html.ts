@@ -5,7 +5,29 @@
 import { convert, type HtmlToTextOptions } from "html-to-text";
 import { ExtractError } from "./errors.ts";
 
-const skipped = ["head", "title", "script", "style", "noscript", "template", "img", "picture", "svg", "canvas", "iframe", "object", "embed", "audio", "video", "source", "track", "input", "button", "select", "textarea"];
+const skipped = [
+  "head",
+  "title",
+  "script",
+  "style",
+  "noscript",
+  "template",
+  "img",
+  "picture",
+  "svg",
+  "canvas",
+  "iframe",
+  "object",
+  "embed",
+  "audio",
+  "video",
+  "source",
+  "track",
+  "input",
+  "button",
+  "select",
+  "textarea",
+];
 
 const heading = (selector: string) => ({ selector, options: { uppercase: false } });
 
@@ -32,7 +54,9 @@ export const maxHtmlDepth = 1000;
 
 /** Elements that never hold others, or whose end tag is optional (a parser closes them itself): they are not counted. */
 const uncounted = new Set(
-  "area base br col embed hr img input link meta source track wbr li p dt dd td th tr thead tbody tfoot option optgroup rb rt rtc rp caption colgroup".split(" "),
+  "area base br col embed hr img input link meta source track wbr li p dt dd td th tr thead tbody tfoot option optgroup rb rt rtc rp caption colgroup".split(
+    " ",
+  ),
 );
 /** Elements whose content is raw text: a `<div>` inside a script is not an element. */
 const rawText = new Set(["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext"]);

@@ -46,7 +46,10 @@ export interface Extracted {
 const withoutNul = (text: string) => text.replaceAll("\u0000", "");
 
 const cleanTitle = (title: string | null | undefined): string | undefined => {
-  const cleaned = (title ?? "").replace(/[\u0000-\u001f\u007f]+/g, " ").replace(/\s+/g, " ").trim();
+  const cleaned = (title ?? "")
+    .replace(/[\u0000-\u001f\u007f]+/g, " ")
+    .replace(/\s+/g, " ")
+    .trim();
   return cleaned === "" ? undefined : [...cleaned].slice(0, 500).join("");
 };
 

@@ -5,13 +5,7 @@
 // the caller's: extractTextIsolated (isolated.ts) runs this in a worker thread it stops when either is exceeded.
 // A PDF with more pages than allowed is refused before any page is read, and so is an encrypted one (whether or not
 // it needs a password to open: its author chose to protect it).
-import {
-  getDocument,
-  InvalidPDFException,
-  PasswordException,
-  VerbosityLevel,
-  type PDFDocumentProxy,
-} from "pdfjs-dist/legacy/build/pdf.mjs";
+import { getDocument, InvalidPDFException, PasswordException, VerbosityLevel, type PDFDocumentProxy } from "pdfjs-dist/legacy/build/pdf.mjs";
 import { ExtractError } from "./errors.ts";
 
 /** pdf.js looks for its worker's message handler here before trying to load the worker script itself. */
@@ -57,7 +51,8 @@ export async function extractPdf(bytes: Uint8Array, { maxPages }: { maxPages: nu
     try {
       document = await task.promise;
     } catch (error) {
-      if (error instanceof PasswordException) throw new ExtractError("BAD_INPUT", "The PDF is password-protected; upload an unprotected copy.", { cause: error });
+      if (error instanceof PasswordException)
+        throw new ExtractError("BAD_INPUT", "The PDF is password-protected; upload an unprotected copy.", { cause: error });
       const message = error instanceof InvalidPDFException ? "The PDF is corrupt or malformed." : "The PDF could not be read.";
       throw new ExtractError("BAD_INPUT", message, { cause: error });
     }
@@ -82,7 +77,14 @@ export async function extractPdf(bytes: Uint8Array, { maxPages }: { maxPages: nu
       throw new ExtractError("BAD_INPUT", "The PDF is corrupt or malformed.", { cause: error });
     }
     const title = typeof info["Title"] === "string" ? info["Title"] : null;
-    return { text: texts.map((t) => t.trim()).filter((t) => t !== "").join("\n\n"), title, pages };
+    return {
+      text: texts
+        .map((t) => t.trim())
+        .filter((t) => t !== "")
+        .join("\n\n"),
+      title,
+      pages,
+    };
   } finally {
     await task.destroy();
   }

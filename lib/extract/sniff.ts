@@ -2,11 +2,7 @@
 // PDF by its `%PDF-` header, ZIP by its local-file (or empty-archive) signature (whether a ZIP is a DOCX is decided
 // from its central directory, in docx.ts), known binary formats by their magic numbers, and anything else by
 // whether it looks like text at all (few control bytes). Text is then decoded strictly as UTF-8 (text.ts).
-export type Sniffed =
-  | { readonly kind: "pdf" }
-  | { readonly kind: "zip" }
-  | { readonly kind: "text" }
-  | { readonly kind: "binary"; readonly what: string };
+export type Sniffed = { readonly kind: "pdf" } | { readonly kind: "zip" } | { readonly kind: "text" } | { readonly kind: "binary"; readonly what: string };
 
 const startsWith = (bytes: Uint8Array, signature: readonly number[], at = 0) =>
   bytes.length >= at + signature.length && signature.every((b, i) => bytes[at + i] === b);

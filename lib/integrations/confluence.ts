@@ -416,7 +416,22 @@ interface XText {
 type XNode = XElement | XText;
 
 /** Elements never given children. */
-const voidElements: ReadonlySet<string> = new Set(["br", "hr", "img", "col", "input", "meta", "link", "area", "base", "wbr", "source", "embed", "param", "track"]);
+const voidElements: ReadonlySet<string> = new Set([
+  "br",
+  "hr",
+  "img",
+  "col",
+  "input",
+  "meta",
+  "link",
+  "area",
+  "base",
+  "wbr",
+  "source",
+  "embed",
+  "param",
+  "track",
+]);
 /** Elements whose content is dropped unread (code, styles, embedded documents). */
 const droppedElements: ReadonlySet<string> = new Set(["script", "style", "textarea", "title", "iframe", "noscript", "template", "object", "svg", "math"]);
 
@@ -539,9 +554,44 @@ interface Marks {
 const noMarks: Marks = { bold: false, italic: false, strike: false, code: false, href: null };
 
 const blockElements: ReadonlySet<string> = new Set([
-  "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "pre", "blockquote", "table", "thead", "tbody", "tfoot",
-  "tr", "td", "th", "hr", "div", "section", "article", "header", "footer", "aside", "nav", "main", "figure",
-  "center", "dl", "dt", "dd", "ac:task-list", "ac:layout", "ac:layout-section", "ac:layout-cell", "ac:rich-text-body",
+  "p",
+  "h1",
+  "h2",
+  "h3",
+  "h4",
+  "h5",
+  "h6",
+  "ul",
+  "ol",
+  "li",
+  "pre",
+  "blockquote",
+  "table",
+  "thead",
+  "tbody",
+  "tfoot",
+  "tr",
+  "td",
+  "th",
+  "hr",
+  "div",
+  "section",
+  "article",
+  "header",
+  "footer",
+  "aside",
+  "nav",
+  "main",
+  "figure",
+  "center",
+  "dl",
+  "dt",
+  "dd",
+  "ac:task-list",
+  "ac:layout",
+  "ac:layout-section",
+  "ac:layout-cell",
+  "ac:rich-text-body",
 ]);
 /** Macros that sit inside a line of text. */
 const inlineMacros: ReadonlySet<string> = new Set(["status", "anchor"]);
@@ -684,7 +734,11 @@ function tableRows(table: XElement): Span[][][] {
     for (const child of element.children) {
       if (child.kind !== "element") continue;
       if (child.name === "tr") {
-        rows.push(child.children.filter((cell): cell is XElement => cell.kind === "element" && (cell.name === "td" || cell.name === "th")).map((cell) => inlineOf(cell.children)));
+        rows.push(
+          child.children
+            .filter((cell): cell is XElement => cell.kind === "element" && (cell.name === "td" || cell.name === "th"))
+            .map((cell) => inlineOf(cell.children)),
+        );
       } else if (child.name === "thead" || child.name === "tbody" || child.name === "tfoot") visit(child);
     }
   };
@@ -699,7 +753,9 @@ function macroBlocks(element: XElement, depth: number): MdBlock[] {
   const inner = body ? storageBlocks(body.children, depth + 1) : [];
   if (name === "code" || name === "noformat") {
     const plain = childElements(element, "ac:plain-text-body")[0];
-    return [{ type: "code", language: (macroParameter(element, "language") ?? "").toLowerCase().replace(/[^\w#+.-]/g, ""), text: plain ? textContent(plain) : "" }];
+    return [
+      { type: "code", language: (macroParameter(element, "language") ?? "").toLowerCase().replace(/[^\w#+.-]/g, ""), text: plain ? textContent(plain) : "" },
+    ];
   }
   if (panelMacros.has(name)) {
     const title = macroParameter(element, "title");
@@ -786,8 +842,7 @@ export function storageToMarkdown(storage: string): string {
 /** Characters XML 1.0 forbids (most C0 controls, U+FFFE/FFFF, unpaired surrogates), which Confluence would refuse. */
 const invalidXml = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-const escapeXml = (value: string) =>
-  value.replace(invalidXml, "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+const escapeXml = (value: string) => value.replace(invalidXml, "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
 const cdata = (value: string) => `<![CDATA[${value.replace(invalidXml, "").replace(/]]>/g, "]]]]><![CDATA[>")}]]>`;
 
@@ -818,7 +873,7 @@ function markedStorage(spans: readonly Span[]): string {
 function inlineStorage(spans: readonly Span[]): string {
   const pieces = normalizeSpans(spans);
   let out = "";
-  for (let i = 0; i < pieces.length; ) {
+  for (let i = 0; i < pieces.length;) {
     const href = pieces[i]!.href;
     let j = i + 1;
     while (j < pieces.length && pieces[j]!.href === href) j++;
@@ -830,8 +885,19 @@ function inlineStorage(spans: readonly Span[]): string {
 }
 
 const confluenceLanguages: Readonly<Record<string, string>> = {
-  javascript: "js", node: "js", python: "py", sh: "bash", shell: "bash", zsh: "bash", yaml: "yml", "c#": "csharp",
-  cs: "csharp", "c++": "cpp", plaintext: "text", txt: "text", ts: "typescript",
+  javascript: "js",
+  node: "js",
+  python: "py",
+  sh: "bash",
+  shell: "bash",
+  zsh: "bash",
+  yaml: "yml",
+  "c#": "csharp",
+  cs: "csharp",
+  "c++": "cpp",
+  plaintext: "text",
+  txt: "text",
+  ts: "typescript",
 };
 
 function storageOf(blocks: readonly MdBlock[]): string {

@@ -50,5 +50,4 @@ export class IntegrationError extends Error {
 export const cancelledError = (service: string) => new IntegrationError("CANCELLED", `The request to the ${service} was cancelled.`);
 
 /** The error for a 2xx answer whose JSON lacks what the client needs. */
-export const badResponse = (service: string, what: string) =>
-  new IntegrationError("BAD_RESPONSE", `The ${service} answered without ${what}.`);
+export const badResponse = (service: string, what: string) => new IntegrationError("BAD_RESPONSE", `The ${service} answered without ${what}.`);

@@ -49,8 +49,7 @@ export const span = (text: string, marks: Partial<Omit<Span, "text">> = {}): Spa
   href: marks.href ?? null,
 });
 
-const sameMarks = (a: Span, b: Span) =>
-  a.bold === b.bold && a.italic === b.italic && a.strike === b.strike && a.code === b.code && a.href === b.href;
+const sameMarks = (a: Span, b: Span) => a.bold === b.bold && a.italic === b.italic && a.strike === b.strike && a.code === b.code && a.href === b.href;
 
 /** Adjacent spans with the same marks merged, empty ones dropped. */
 export function normalizeSpans(spans: readonly Span[]): Span[] {
@@ -94,10 +93,43 @@ export function safeHref(url: string): string | null {
 }
 
 const namedEntities: Readonly<Record<string, string>> = {
-  amp: "&", lt: "<", gt: ">", quot: '"', apos: "'", nbsp: "\u00a0", shy: "", hellip: "…", mdash: "—", ndash: "–",
-  lsquo: "‘", rsquo: "’", ldquo: "“", rdquo: "”", laquo: "«", raquo: "»", bull: "•", middot: "·", copy: "©",
-  reg: "®", trade: "™", euro: "€", pound: "£", yen: "¥", cent: "¢", deg: "°", plusmn: "±", times: "×",
-  divide: "÷", para: "¶", sect: "§", larr: "←", rarr: "→", uarr: "↑", darr: "↓", harr: "↔", check: "✓",
+  amp: "&",
+  lt: "<",
+  gt: ">",
+  quot: '"',
+  apos: "'",
+  nbsp: "\u00a0",
+  shy: "",
+  hellip: "…",
+  mdash: "—",
+  ndash: "–",
+  lsquo: "‘",
+  rsquo: "’",
+  ldquo: "“",
+  rdquo: "”",
+  laquo: "«",
+  raquo: "»",
+  bull: "•",
+  middot: "·",
+  copy: "©",
+  reg: "®",
+  trade: "™",
+  euro: "€",
+  pound: "£",
+  yen: "¥",
+  cent: "¢",
+  deg: "°",
+  plusmn: "±",
+  times: "×",
+  divide: "÷",
+  para: "¶",
+  sect: "§",
+  larr: "←",
+  rarr: "→",
+  uarr: "↑",
+  darr: "↓",
+  harr: "↔",
+  check: "✓",
 };
 
 /** HTML character references decoded: the named ones above and all numeric ones; unknown names stay as written. */
@@ -532,7 +564,12 @@ function parseBlocks(lines: readonly string[], depth: number): MdBlock[] {
         collected.push(lines[i]!);
         if (lines[i++]!.includes("-->")) break;
       }
-      const text = collected.join("\n").trim().replace(/^<!--/, "").replace(/-->[\s\S]*$/, "").trim();
+      const text = collected
+        .join("\n")
+        .trim()
+        .replace(/^<!--/, "")
+        .replace(/-->[\s\S]*$/, "")
+        .trim();
       blocks.push({ type: "comment", text });
       continue;
     }
@@ -735,7 +772,7 @@ const encodeHref = (href: string) => href.replace(/[ ()<>]/g, (c) => `%${c.charC
 export function renderInline(spans: readonly Span[], inCell = false): string {
   const pieces = normalizeSpans(spans);
   let out = "";
-  for (let i = 0; i < pieces.length; ) {
+  for (let i = 0; i < pieces.length;) {
     const href = pieces[i]!.href;
     let j = i + 1;
     while (j < pieces.length && pieces[j]!.href === href) j++;

@@ -6,18 +6,7 @@
 // are paced per access token (3 per second by default, Notion's documented average).
 import { badResponse, IntegrationError } from "./errors.ts";
 import { createHttpClient, type HttpClientOptions, type HttpMethod } from "./http.ts";
-import {
-  normalizeSpans,
-  parseMarkdown,
-  plainText,
-  renderMarkdown,
-  safeHref,
-  span,
-  trimSpans,
-  type ListItem,
-  type MdBlock,
-  type Span,
-} from "./markdown.ts";
+import { normalizeSpans, parseMarkdown, plainText, renderMarkdown, safeHref, span, trimSpans, type ListItem, type MdBlock, type Span } from "./markdown.ts";
 import { basicAuthorization, tokenEndpointMeaning, tokenSetFrom, type TokenSet } from "./oauth.ts";
 import { array, dateOf, record, text, type JsonRecord, type PageList, type PageRef, type PublishedPage } from "./types.ts";
 
@@ -178,7 +167,7 @@ export function createNotionClient(options: NotionClientOptions): NotionClient {
 
   /** Appends blocks under `parentId` in as few requests as Notion's limits allow, deeper levels by later requests. */
   async function appendChildren(accessToken: string, parentId: string, nodes: readonly BlockNode[], signal?: AbortSignal): Promise<void> {
-    for (let start = 0; start < nodes.length; ) {
+    for (let start = 0; start < nodes.length;) {
       const batch = takeBatch(nodes, start, false);
       const answer = await api(accessToken, "PATCH", `/v1/blocks/${encodeURIComponent(parentId)}/children`, {
         body: { children: batch.payload },
@@ -333,7 +322,9 @@ const separatePages: ReadonlySet<string> = new Set(["child_page", "child_databas
 function pageRefOf(page: JsonRecord): PageRef {
   const id = text(page.id);
   if (!id) throw badResponse(service, "a page id");
-  const titleProperty = Object.values(record(page.properties)).map(record).find((property) => property.type === "title");
+  const titleProperty = Object.values(record(page.properties))
+    .map(record)
+    .find((property) => property.type === "title");
   const parent = record(page.parent);
   const parentId = text(parent.page_id) ?? text(parent.database_id) ?? text(parent.data_source_id) ?? text(parent.block_id) ?? null;
   return {
@@ -374,8 +365,17 @@ function childrenOf(block: JsonRecord, data: JsonRecord): readonly JsonRecord[] 
 }
 
 const fromNotionLanguage: Readonly<Record<string, string>> = {
-  "plain text": "", "c++": "cpp", "c#": "csharp", "f#": "fsharp", "objective-c": "objectivec", "vb.net": "vbnet",
-  "visual basic": "vb", "java/c/c++/c#": "", "ascii art": "", "notion formula": "", "llvm ir": "llvm",
+  "plain text": "",
+  "c++": "cpp",
+  "c#": "csharp",
+  "f#": "fsharp",
+  "objective-c": "objectivec",
+  "vb.net": "vbnet",
+  "visual basic": "vb",
+  "java/c/c++/c#": "",
+  "ascii art": "",
+  "notion formula": "",
+  "llvm ir": "llvm",
 };
 
 const listKinds: Readonly<Record<string, "bulleted" | "numbered">> = {
@@ -446,7 +446,9 @@ function notionBlocksToMdBlocks(blocks: readonly JsonRecord[], depth = 0): MdBlo
         out.push({ type: "divider" });
         break;
       case "table": {
-        const rows = (children ?? []).filter((row) => row.type === "table_row").map((row) => array(record(row.table_row).cells).map((cell) => trimSpans(richTextSpans(cell))));
+        const rows = (children ?? [])
+          .filter((row) => row.type === "table_row")
+          .map((row) => array(record(row.table_row).cells).map((cell) => trimSpans(richTextSpans(cell))));
         const width = Math.max(0, ...rows.map((row) => row.length));
         if (width) out.push({ type: "table", rows: rows.map((row) => Array.from({ length: width }, (_, k) => row[k] ?? [])) });
         break;
@@ -477,23 +479,133 @@ const unreadMarker = (block: JsonRecord, children: readonly JsonRecord[] | null)
 // Markdown → Notion blocks
 
 const notionLanguages: ReadonlySet<string> = new Set([
-  "abap", "arduino", "bash", "basic", "c", "clojure", "coffeescript", "c++", "c#", "css", "dart", "diff", "docker",
-  "elixir", "elm", "erlang", "flow", "fortran", "f#", "gherkin", "glsl", "go", "graphql", "groovy", "haskell", "html",
-  "java", "javascript", "json", "julia", "kotlin", "latex", "less", "lisp", "livescript", "lua", "makefile", "markdown",
-  "markup", "matlab", "mermaid", "nix", "objective-c", "ocaml", "pascal", "perl", "php", "plain text", "powershell",
-  "prolog", "protobuf", "python", "r", "reason", "ruby", "rust", "sass", "scala", "scheme", "scss", "shell", "sql",
-  "swift", "typescript", "vb.net", "verilog", "vhdl", "visual basic", "webassembly", "xml", "yaml", "java/c/c++/c#",
+  "abap",
+  "arduino",
+  "bash",
+  "basic",
+  "c",
+  "clojure",
+  "coffeescript",
+  "c++",
+  "c#",
+  "css",
+  "dart",
+  "diff",
+  "docker",
+  "elixir",
+  "elm",
+  "erlang",
+  "flow",
+  "fortran",
+  "f#",
+  "gherkin",
+  "glsl",
+  "go",
+  "graphql",
+  "groovy",
+  "haskell",
+  "html",
+  "java",
+  "javascript",
+  "json",
+  "julia",
+  "kotlin",
+  "latex",
+  "less",
+  "lisp",
+  "livescript",
+  "lua",
+  "makefile",
+  "markdown",
+  "markup",
+  "matlab",
+  "mermaid",
+  "nix",
+  "objective-c",
+  "ocaml",
+  "pascal",
+  "perl",
+  "php",
+  "plain text",
+  "powershell",
+  "prolog",
+  "protobuf",
+  "python",
+  "r",
+  "reason",
+  "ruby",
+  "rust",
+  "sass",
+  "scala",
+  "scheme",
+  "scss",
+  "shell",
+  "sql",
+  "swift",
+  "typescript",
+  "vb.net",
+  "verilog",
+  "vhdl",
+  "visual basic",
+  "webassembly",
+  "xml",
+  "yaml",
+  "java/c/c++/c#",
 ]);
 
 const languageAliases: Readonly<Record<string, string>> = {
-  js: "javascript", jsx: "javascript", mjs: "javascript", cjs: "javascript", ts: "typescript", tsx: "typescript",
-  py: "python", rb: "ruby", sh: "shell", zsh: "shell", console: "shell", yml: "yaml", md: "markdown", cpp: "c++",
-  cxx: "c++", cc: "c++", hpp: "c++", h: "c", cs: "c#", csharp: "c#", fs: "f#", fsharp: "f#", objc: "objective-c",
-  objectivec: "objective-c", vbnet: "vb.net", vb: "visual basic", dockerfile: "docker", golang: "go", rs: "rust",
-  kt: "kotlin", ps1: "powershell", pwsh: "powershell", ex: "elixir", exs: "elixir", erl: "erlang", hs: "haskell",
-  ml: "ocaml", pl: "perl", proto: "protobuf", scm: "scheme", tex: "latex", wasm: "webassembly", gql: "graphql",
-  make: "makefile", patch: "diff", jsonc: "json", htm: "html", svg: "xml", llvm: "plain text", text: "plain text",
-  txt: "plain text", plaintext: "plain text",
+  js: "javascript",
+  jsx: "javascript",
+  mjs: "javascript",
+  cjs: "javascript",
+  ts: "typescript",
+  tsx: "typescript",
+  py: "python",
+  rb: "ruby",
+  sh: "shell",
+  zsh: "shell",
+  console: "shell",
+  yml: "yaml",
+  md: "markdown",
+  cpp: "c++",
+  cxx: "c++",
+  cc: "c++",
+  hpp: "c++",
+  h: "c",
+  cs: "c#",
+  csharp: "c#",
+  fs: "f#",
+  fsharp: "f#",
+  objc: "objective-c",
+  objectivec: "objective-c",
+  vbnet: "vb.net",
+  vb: "visual basic",
+  dockerfile: "docker",
+  golang: "go",
+  rs: "rust",
+  kt: "kotlin",
+  ps1: "powershell",
+  pwsh: "powershell",
+  ex: "elixir",
+  exs: "elixir",
+  erl: "erlang",
+  hs: "haskell",
+  ml: "ocaml",
+  pl: "perl",
+  proto: "protobuf",
+  scm: "scheme",
+  tex: "latex",
+  wasm: "webassembly",
+  gql: "graphql",
+  make: "makefile",
+  patch: "diff",
+  jsonc: "json",
+  htm: "html",
+  svg: "xml",
+  llvm: "plain text",
+  text: "plain text",
+  txt: "plain text",
+  plaintext: "plain text",
 };
 
 /** A Markdown info string as one of Notion's code languages ("plain text" when it has no equivalent). */
@@ -528,7 +640,7 @@ const maxBlockChars = 40_000;
 /** `value` in pieces of at most `size` UTF-16 units, never splitting a surrogate pair. */
 function chunks(value: string, size: number): string[] {
   const out: string[] = [];
-  for (let start = 0; start < value.length; ) {
+  for (let start = 0; start < value.length;) {
     let end = Math.min(value.length, start + size);
     if (end < value.length && /[\uD800-\uDBFF]/.test(value[end - 1]!)) end--;
     out.push(value.slice(start, end));
@@ -636,10 +748,24 @@ function requestOf(n: BlockNode): { json: JsonRecord; blocks: number; deferred: 
   if (!n.children.length) return { json: blockJson(n), blocks: 1, deferred: [] };
   if (n.childrenRequired) {
     const sent = n.children.slice(0, 100);
-    return { json: blockJson(n, sent.map((c) => blockJson(c))), blocks: 1 + sent.length, deferred: n.children.slice(100) };
+    return {
+      json: blockJson(
+        n,
+        sent.map((c) => blockJson(c)),
+      ),
+      blocks: 1 + sent.length,
+      deferred: n.children.slice(100),
+    };
   }
   if (n.children.length <= 100 && n.children.every((c) => !c.children.length)) {
-    return { json: blockJson(n, n.children.map((c) => blockJson(c))), blocks: 1 + n.children.length, deferred: [] };
+    return {
+      json: blockJson(
+        n,
+        n.children.map((c) => blockJson(c)),
+      ),
+      blocks: 1 + n.children.length,
+      deferred: [],
+    };
   }
   return { json: blockJson(n), blocks: 1, deferred: n.children };
 }

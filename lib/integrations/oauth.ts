@@ -32,8 +32,7 @@ export function codeChallenge(verifier: string): string {
 }
 
 /** The HTTP Basic credentials header value for a client id and secret. */
-export const basicAuthorization = (clientId: string, clientSecret: string) =>
-  `Basic ${Buffer.from(`${clientId}:${clientSecret}`, "utf8").toString("base64")}`;
+export const basicAuthorization = (clientId: string, clientSecret: string) => `Basic ${Buffer.from(`${clientId}:${clientSecret}`, "utf8").toString("base64")}`;
 
 /**
  * The token set in a token endpoint's JSON answer (RFC 6749 §5.1): access_token required; refresh_token, expires_in
@@ -45,8 +44,7 @@ export function tokenSetFrom(body: unknown, service: string, now: Date = new Dat
   if (typeof accessToken !== "string" || !accessToken) throw badResponse(service, "an access token");
   const refreshToken = typeof answer.refresh_token === "string" && answer.refresh_token ? answer.refresh_token : null;
   const expiresIn = answer.expires_in;
-  const expiresAt =
-    typeof expiresIn === "number" && Number.isFinite(expiresIn) && expiresIn > 0 ? new Date(now.getTime() + expiresIn * 1000) : null;
+  const expiresAt = typeof expiresIn === "number" && Number.isFinite(expiresIn) && expiresIn > 0 ? new Date(now.getTime() + expiresIn * 1000) : null;
   const scopes = typeof answer.scope === "string" ? answer.scope.split(/\s+/).filter(Boolean) : [];
   return { accessToken, refreshToken, expiresAt, scopes };
 }

@@ -29,8 +29,7 @@ export interface PublishedPage {
 export type JsonRecord = Readonly<Record<string, unknown>>;
 
 /** `value` as an object (arrays and null read as an empty one). */
-export const record = (value: unknown): JsonRecord =>
-  typeof value === "object" && value !== null && !Array.isArray(value) ? (value as JsonRecord) : {};
+export const record = (value: unknown): JsonRecord => (typeof value === "object" && value !== null && !Array.isArray(value) ? (value as JsonRecord) : {});
 
 /** `value` if it is a string, else undefined. */
 export const text = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);

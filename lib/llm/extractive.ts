@@ -49,10 +49,23 @@ interface Hints {
 }
 
 const numberWords: Readonly<Record<string, number>> = {
-  one: 1, two: 2, three: 3, four: 4, five: 5, six: 6, seven: 7, eight: 8, nine: 9, ten: 10, single: 1,
+  one: 1,
+  two: 2,
+  three: 3,
+  four: 4,
+  five: 5,
+  six: 6,
+  seven: 7,
+  eight: 8,
+  nine: 9,
+  ten: 10,
+  single: 1,
 };
 const quantity = String.raw`(\d{1,3}|one|two|three|four|five|six|seven|eight|nine|ten|single)`;
-const sentenceCount = new RegExp(String.raw`\b${quantity}[\s-]+(?:(?:short|brief|concise|key|clear|main)\s+)?(?:sentences?|bullet[\s-]?points?|bullets?|points|items|lines)\b`, "i");
+const sentenceCount = new RegExp(
+  String.raw`\b${quantity}[\s-]+(?:(?:short|brief|concise|key|clear|main)\s+)?(?:sentences?|bullet[\s-]?points?|bullets?|points|items|lines)\b`,
+  "i",
+);
 const wordCount = new RegExp(String.raw`\b(\d{1,4})\s+words?\b`, "i");
 
 function readHints(instructions: string): Hints {
@@ -148,7 +161,9 @@ function inline(text: string): string {
 
 // Words after which a full stop does not end a sentence.
 const abbreviations = new Set(
-  "mr mrs ms dr prof sr jr st vs etc e.g i.e cf fig approx dept inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec z.b usw bzw mme mlle sra sres p.ej".split(" "),
+  "mr mrs ms dr prof sr jr st vs etc e.g i.e cf fig approx dept inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec z.b usw bzw mme mlle sra sres p.ej".split(
+    " ",
+  ),
 );
 
 /** Sentences of a paragraph: after . ! ? … followed by a space and not a lowercase letter, or after 。！？. */
@@ -185,7 +200,9 @@ const stopWords = new Set(
     "aber als am an auch auf aus bei bin bis bist da damit dann der den des dem die das dass du er es ein eine einem einen einer eines für hat hatte ich ihr im in ist ja kann mit nach nicht noch nur oder sein sich sie sind so um und uns von vor war was wie wir wird zu zum zur über",
     // Spanish
     "al algo como con de del desde donde el ella ellos en entre era es esa ese eso esta este esto fue ha hay la las le les lo los más me mi muy no nos o para pero por que se si sin sobre son su sus también te tu un una uno y ya",
-  ].join(" ").split(" "),
+  ]
+    .join(" ")
+    .split(" "),
 );
 
 // Scripts written without spaces: their text is counted as overlapping character pairs instead of words.
@@ -264,8 +281,7 @@ function summarize(source: string, hints: Hints, maxTokens: number): string {
   const render = (picked: readonly Scored[]) => format(picked, hints.bullets);
   // Least important first, drop sentences until the summary is within the word and size limits.
   const byRank = [...chosen].sort(byScore);
-  const within = (picked: readonly Scored[]) =>
-    estimateTokens(render(picked)) <= maxTokens && (hints.words === null || wordsIn(render(picked)) <= hints.words);
+  const within = (picked: readonly Scored[]) => estimateTokens(render(picked)) <= maxTokens && (hints.words === null || wordsIn(render(picked)) <= hints.words);
   while (byRank.length > 1 && !within(byRank)) byRank.pop();
   const result = render(byRank.sort((a, b) => a.index - b.index));
   return fit(hints.words === null ? result : cutWords(result, hints.words), maxTokens);

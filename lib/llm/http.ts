@@ -181,8 +181,7 @@ function retryAfterOf(headers: Headers, status: number): { retryAfterMs: number 
 const formatSeconds = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`);
 
 /** A token count the service reported, or undefined when it is absent or not a whole number ≥ 0. */
-export const tokenCount = (value: unknown): number | undefined =>
-  typeof value === "number" && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+export const tokenCount = (value: unknown): number | undefined => (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 ? value : undefined);
 
 /** The model name an answer gives, when it is a plausible one (what summaries and usage records store). */
 export const answeredModel = (value: unknown): string | undefined =>

@@ -29,7 +29,10 @@ async function compare(orgId: string) {
 test("the counters follow jobs and usage rows exactly, through status changes, usage rows and deletions", async () => {
   const t = await createTenant(db, "Counted");
   const [doc] = await root<{ id: string }>("insert into app_public.documents (org_id, title, content) values ($1, 'd', 'x') returning id", [t.orgId]);
-  const jobs = await root<{ id: string }>("insert into app_public.jobs (org_id, kind, document_id) select $1, 'summarize', $2 from generate_series(1, 5) returning id", [t.orgId, doc!.id]);
+  const jobs = await root<{ id: string }>(
+    "insert into app_public.jobs (org_id, kind, document_id) select $1, 'summarize', $2 from generate_series(1, 5) returning id",
+    [t.orgId, doc!.id],
+  );
   const before = await compare(t.orgId);
   expect(before.counted).toBe(before.aggregated);
   await root("update app_public.jobs set status = 'running' where id = $1", [jobs[0]!.id]);

@@ -33,7 +33,9 @@ const verify = async (orgId: string) => {
 };
 
 const countEvents = async (orgId: string, where = "true", values: unknown[] = []) =>
-  Number((await query<{ n: string }>(db.name, `select count(*) as n from app_public.audit_events where org_id = $1 and ${where}`, [orgId, ...values], "root"))[0]!.n);
+  Number(
+    (await query<{ n: string }>(db.name, `select count(*) as n from app_public.audit_events where org_id = $1 and ${where}`, [orgId, ...values], "root"))[0]!.n,
+  );
 
 /** Runs `statements` as `member` would through the API (authenticated role, session claims, request settings). */
 async function asMember<T>(member: Member, orgId: string, work: (client: pg.Client) => Promise<T>, commit = true): Promise<T> {
@@ -66,10 +68,11 @@ async function failureOf(role: "anonymous" | "authenticator" | Member, sql: stri
     await client.query("begin");
     if (role === "anonymous") await client.query("select set_config('role', $1, true)", [roles.anonymous]);
     else if (role !== "authenticator") {
-      await client.query(
-        "select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true)",
-        [roles.authenticated, role.sessionId, a.orgId],
-      );
+      await client.query("select set_config('role', $1, true), set_config('jwt.claims.session_id', $2, true), set_config('jwt.claims.org_id', $3, true)", [
+        roles.authenticated,
+        role.sessionId,
+        a.orgId,
+      ]);
     }
     await client.query(sql);
     return null;
@@ -120,12 +123,18 @@ describe("tampering", () => {
     expect(await verify(t.orgId)).toMatchObject({ valid: true, problem: null });
     const total = await countEvents(t.orgId);
     expect(total).toBeGreaterThan(4);
-    await query(db.name, `set quire.definer = 'on'; update app_public.audit_events set details = '{"edited": true}' where org_id = $1 and seq = 3`.replace("$1", `'${t.orgId}'`));
+    await query(
+      db.name,
+      `set quire.definer = 'on'; update app_public.audit_events set details = '{"edited": true}' where org_id = $1 and seq = 3`.replace("$1", `'${t.orgId}'`),
+    );
     expect(await verify(t.orgId)).toMatchObject({ valid: false, first_broken_seq: "3", problem: expect.stringMatching(/edited/) });
 
     const u = await createTenant(db, "Truncated");
     await seal();
-    await query(db.name, `set quire.definer = 'on'; delete from app_public.audit_events where org_id = '${u.orgId}' and seq = (select max(seq) from app_public.audit_events where org_id = '${u.orgId}')`);
+    await query(
+      db.name,
+      `set quire.definer = 'on'; delete from app_public.audit_events where org_id = '${u.orgId}' and seq = (select max(seq) from app_public.audit_events where org_id = '${u.orgId}')`,
+    );
     expect(await verify(u.orgId)).toMatchObject({ valid: false, problem: expect.stringMatching(/newest events were removed/) });
 
     const v = await createTenant(db, "Holed");
@@ -139,8 +148,12 @@ describe("what is recorded", () => {
   test("one event per committed change, with actor, session, request id and address; none for a rolled-back one", async () => {
     const member = a.members.member;
     const before = await countEvents(a.orgId, "table_name = 'documents'");
-    const id = await asMember(member, a.orgId, async (client) =>
-      (await client.query<{ id: string }>("insert into app_public.documents (title, content) values ('Audited', 'secret body text') returning id")).rows[0]!.id,
+    const id = await asMember(
+      member,
+      a.orgId,
+      async (client) =>
+        (await client.query<{ id: string }>("insert into app_public.documents (title, content) values ('Audited', 'secret body text') returning id")).rows[0]!
+          .id,
     );
     await asMember(member, a.orgId, (client) => client.query("insert into app_public.documents (title, content) values ('Rolled back', 'x')"), false);
     expect(await countEvents(a.orgId, "table_name = 'documents'")).toBe(before + 1);
@@ -260,8 +273,10 @@ describe("what is recorded", () => {
     );
     expect(visible).toEqual([a.orgId]);
     expect(await countEvents(b.orgId)).toBeGreaterThan(0);
-    const asMemberRole = await asMember(a.members.member, a.orgId, async (client) =>
-      (await client.query<{ n: string }>("select count(*) as n from app_public.audit_events")).rows[0]!.n,
+    const asMemberRole = await asMember(
+      a.members.member,
+      a.orgId,
+      async (client) => (await client.query<{ n: string }>("select count(*) as n from app_public.audit_events")).rows[0]!.n,
     );
     expect(asMemberRole).toBe("0");
   });

@@ -29,10 +29,7 @@ afterAll(async () => {
 
 describe("the migrated schema", () => {
   test("has the four schemas of DESIGN.md", async () => {
-    const rows = await query<{ nspname: string }>(
-      db.name,
-      "select nspname from pg_namespace where nspname like 'app\\_%' order by 1",
-    );
+    const rows = await query<{ nspname: string }>(db.name, "select nspname from pg_namespace where nspname like 'app\\_%' order by 1");
     expect(rows.map((r) => r.nspname)).toEqual(["app_admin", "app_hidden", "app_private", "app_public"]);
   });
 
@@ -205,10 +202,7 @@ describe("each rule catches a planted violation", () => {
     try {
       await query(db.name, `alter role ${roles.anonymous} bypassrls`, [], "root");
       await query(db.name, `alter role ${roles.authenticator} inherit`, [], "root");
-      expect(await apiRoleProblems(db.name, roles)).toEqual([
-        `${roles.anonymous}: bypasses RLS`,
-        `${roles.authenticator}: authenticator inherits`,
-      ]);
+      expect(await apiRoleProblems(db.name, roles)).toEqual([`${roles.anonymous}: bypasses RLS`, `${roles.authenticator}: authenticator inherits`]);
     } finally {
       await query(db.name, `alter role ${roles.anonymous} nobypassrls`, [], "root");
       await query(db.name, `alter role ${roles.authenticator} noinherit`, [], "root");
@@ -224,9 +218,7 @@ describe("each rule catches a planted violation", () => {
 
   test("an app_private table granted to an API role", async () => {
     await query(db.name, `grant select on app_private.worker_heartbeats to ${roles.authenticated}`);
-    expect(await privateTablesReachableByApiRoles(db.name, roles)).toEqual([
-      `${roles.authenticated} on app_private.worker_heartbeats`,
-    ]);
+    expect(await privateTablesReachableByApiRoles(db.name, roles)).toEqual([`${roles.authenticated} on app_private.worker_heartbeats`]);
     await query(db.name, `revoke select on app_private.worker_heartbeats from ${roles.authenticated}`);
   });
 });

@@ -111,7 +111,9 @@ describe("the context is checked once per transaction (app_hidden.enter_context)
   // The backend's pending function counts, which only grow within a transaction (they may include earlier
   // transactions not yet flushed to the statistics, so tests compare with a reading taken after `begin`).
   const checks = async () =>
-    Number((await client.query<{ n: string | null }>("select pg_stat_get_xact_function_calls('app_hidden.enter_context()'::regprocedure) as n")).rows[0]!.n ?? 0);
+    Number(
+      (await client.query<{ n: string | null }>("select pg_stat_get_xact_function_calls('app_hidden.enter_context()'::regprocedure) as n")).rows[0]!.n ?? 0,
+    );
 
   test("many statements, each reading several helpers and policies, run the definer check once", async () => {
     await beginAs(tenant.members.member);
@@ -127,7 +129,9 @@ describe("the context is checked once per transaction (app_hidden.enter_context)
 
   test("the policies fold the helpers into the plan: no SubPlan, no per-row function call", async () => {
     await beginAs(tenant.members.member);
-    const { rows } = await client.query<{ "QUERY PLAN": string }>("explain (verbose, costs off) select id from app_public.documents order by created_at desc limit 20");
+    const { rows } = await client.query<{ "QUERY PLAN": string }>(
+      "explain (verbose, costs off) select id from app_public.documents order by created_at desc limit 20",
+    );
     const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
     await client.query("rollback");
     expect(plan).not.toMatch(/SubPlan/);

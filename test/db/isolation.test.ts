@@ -99,7 +99,9 @@ beforeAll(async () => {
       `select format('%I.%I', n.nspname, c.relname) as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where n.nspname in ('app_public', 'app_hidden') and c.relkind in ('r', 'p') order by 1`,
     )
-  ).map((r) => r.name).filter((name) => !sharedTables.includes(name));
+  )
+    .map((r) => r.name)
+    .filter((name) => !sharedTables.includes(name));
   for (const table of tables) digestsBefore.set(table, await digestOf(table, b.orgId));
 }, 60_000);
 afterAll(async () => {
@@ -161,8 +163,7 @@ describe.each(commands)("%s on another organization's rows", (command) => {
 
 // Own-organization cells: what each role may do with its own organization's rows (the README's role matrix).
 describe("own organization, per the role matrix", () => {
-  const ownCount = (actor: Actor, table: string) =>
-    asActor(actor, `select count(*) from ${table} where ${scopeOf(table, tenantTableNames)}`, [a.orgId]);
+  const ownCount = (actor: Actor, table: string) => asActor(actor, `select count(*) from ${table} where ${scopeOf(table, tenantTableNames)}`, [a.orgId]);
 
   test.each(actors)("%s reads its organization, its members and their memberships (anonymous: nothing)", async (actor) => {
     const expected = actor === "anonymous" ? { error: "42501" } : undefined;
@@ -201,9 +202,9 @@ describe("own organization, per the role matrix", () => {
     const target = a.members.viewer.userId;
     expect(await asActor(actor, "update app_public.memberships set role = 'owner' where user_id = $1", [target])).toEqual({ error: "42501" });
     expect(await asActor(actor, "delete from app_public.memberships where user_id = $1", [target])).toEqual({ error: "42501" });
-    expect(
-      await asActor(actor, "insert into app_public.memberships (user_id, role) values ($1, 'owner')", [b.members.viewer.userId]),
-    ).toEqual({ error: "42501" });
+    expect(await asActor(actor, "insert into app_public.memberships (user_id, role) values ($1, 'owner')", [b.members.viewer.userId])).toEqual({
+      error: "42501",
+    });
   });
 });
 

@@ -18,10 +18,16 @@ afterAll(async () => {
 
 /** Queues a summary job for `tenant` as its member; returns the job id and the token the worker would get. */
 async function queueJob(tenant: Tenant): Promise<{ jobId: string; token: string }> {
-  const [row] = await asSettings({ "jwt.claims.session_id": tenant.members.member.sessionId, "jwt.claims.org_id": tenant.orgId }, async (c) =>
-    (await c.query<{ id: string }>("select (app_public.summarize_document(d.id)).id from app_public.documents d limit 1")).rows,
+  const [row] = await asSettings(
+    { "jwt.claims.session_id": tenant.members.member.sessionId, "jwt.claims.org_id": tenant.orgId },
+    async (c) => (await c.query<{ id: string }>("select (app_public.summarize_document(d.id)).id from app_public.documents d limit 1")).rows,
   );
-  const [payload] = await query<{ payload: { jobId: string; token: string } }>(db.name, "select payload from graphile_worker._private_jobs where key = $1", [row!.id], "root");
+  const [payload] = await query<{ payload: { jobId: string; token: string } }>(
+    db.name,
+    "select payload from graphile_worker._private_jobs where key = $1",
+    [row!.id],
+    "root",
+  );
   return payload!.payload;
 }
 
@@ -42,7 +48,8 @@ async function asSettings<T>(settings: Record<string, string>, fn: (client: pg.C
   }
 }
 const asJob = <T>(jobId: string, token: string, fn: (client: pg.Client) => Promise<T>) => asSettings({ "quire.job_id": jobId, "quire.job_token": token }, fn);
-const orgAndJob = (c: pg.Client) => c.query<{ org: string | null; job: string | null }>("select app_public.current_org_id() as org, app_public.current_job_id() as job").then((r) => r.rows[0]!);
+const orgAndJob = (c: pg.Client) =>
+  c.query<{ org: string | null; job: string | null }>("select app_public.current_org_id() as org, app_public.current_job_id() as job").then((r) => r.rows[0]!);
 
 test("the right token opens the job's organization, and only it", async () => {
   const { jobId, token } = await queueJob(a);

@@ -40,9 +40,12 @@ test("an open transaction that changed a document does not hold up another write
     if (event.orgId === t.orgId) heard.push({ seq: event.seq, entityId: event.entityId });
   });
   await listener.query("listen quire_live");
-  const [{ last }] = (await query<{ last: string }>(db.name, "select coalesce(max(seq), 0) as last from app_public.live_events where org_id = $1", [t.orgId], "root")) as [
-    { last: string },
-  ];
+  const [{ last }] = (await query<{ last: string }>(
+    db.name,
+    "select coalesce(max(seq), 0) as last from app_public.live_events where org_id = $1",
+    [t.orgId],
+    "root",
+  )) as [{ last: string }];
   const first = await beginAs(db.name, t.members.member, t.orgId);
   const second = await beginAs(db.name, t.members.admin, t.orgId);
   try {
@@ -75,9 +78,12 @@ test("an open transaction that changed a document does not hold up another write
 });
 
 test("a rolled-back change takes no number: the next committed event follows the last without a gap", async () => {
-  const [{ last }] = (await query<{ last: string }>(db.name, "select coalesce(max(seq), 0) as last from app_public.live_events where org_id = $1", [t.orgId], "root")) as [
-    { last: string },
-  ];
+  const [{ last }] = (await query<{ last: string }>(
+    db.name,
+    "select coalesce(max(seq), 0) as last from app_public.live_events where org_id = $1",
+    [t.orgId],
+    "root",
+  )) as [{ last: string }];
   const undone = await beginAs(db.name, t.members.member, t.orgId);
   try {
     await undone.query("insert into app_public.documents (title, content) values ('Undone', 'x')");

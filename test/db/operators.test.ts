@@ -43,11 +43,18 @@ test("add_user adds a new or existing person; set_tier and list_organizations re
 test("deactivating an organization ends its sessions; revoke_user_sessions ends a person's", async () => {
   const t = await createTenant(db, "Ops");
   await query(db.name, "select app_admin.set_organization_active($1, false)", [t.slug]);
-  const [{ live }] = (await query<{ live: number }>(db.name, "select count(*)::int as live from app_private.sessions where org_id = $1 and revoked_at is null", [t.orgId], "root")) as [{ live: number }];
+  const [{ live }] = (await query<{ live: number }>(
+    db.name,
+    "select count(*)::int as live from app_private.sessions where org_id = $1 and revoked_at is null",
+    [t.orgId],
+    "root",
+  )) as [{ live: number }];
   expect(live).toBe(0);
   await query(db.name, "select app_admin.set_organization_active($1, true)", [t.slug]);
   const u = await createTenant(db, "Ops Two");
-  const [{ ended }] = (await query<{ ended: number }>(db.name, "select app_admin.revoke_user_sessions($1) as ended", [u.members.admin.email])) as [{ ended: number }];
+  const [{ ended }] = (await query<{ ended: number }>(db.name, "select app_admin.revoke_user_sessions($1) as ended", [u.members.admin.email])) as [
+    { ended: number },
+  ];
   expect(ended).toBe(1);
 });
 

@@ -32,25 +32,51 @@ async function connect(t: Tenant, member: MemberRole, asApiRole = true): Promise
 }
 
 const membershipOf = async (t: Tenant, member: MemberRole) =>
-  (await query<{ id: string }>(db.name, "select id from app_public.memberships where org_id = $1 and user_id = $2", [t.orgId, t.members[member].userId], "root"))[0]!.id;
+  (
+    await query<{ id: string }>(
+      db.name,
+      "select id from app_public.memberships where org_id = $1 and user_id = $2",
+      [t.orgId, t.members[member].userId],
+      "root",
+    )
+  )[0]!.id;
 const roleOf = async (t: Tenant, member: MemberRole) =>
-  (await query<{ role: string }>(db.name, "select role from app_public.memberships where org_id = $1 and user_id = $2", [t.orgId, t.members[member].userId], "root"))[0]?.role;
+  (
+    await query<{ role: string }>(
+      db.name,
+      "select role from app_public.memberships where org_id = $1 and user_id = $2",
+      [t.orgId, t.members[member].userId],
+      "root",
+    )
+  )[0]?.role;
 
 /**
  * Runs `first` on one connection and leaves it uncommitted; starts `second` on another; once `second` waits for a
  * lock (or has finished), commits `first`. Returns the SQLSTATE `second` failed with, or null when it succeeded
  * (then committed).
  */
-async function interleave(first: Connection, firstStatement: () => Promise<unknown>, second: Connection, secondStatement: () => Promise<unknown>): Promise<string | null> {
+async function interleave(
+  first: Connection,
+  firstStatement: () => Promise<unknown>,
+  second: Connection,
+  secondStatement: () => Promise<unknown>,
+): Promise<string | null> {
   try {
     await firstStatement();
     let settled = false;
-    const outcome = secondStatement().then(
-      () => null,
-      (error: { code?: string }) => error.code ?? "unknown",
-    ).finally(() => (settled = true));
+    const outcome = secondStatement()
+      .then(
+        () => null,
+        (error: { code?: string }) => error.code ?? "unknown",
+      )
+      .finally(() => (settled = true));
     for (let i = 0; i < 200 && !settled; i++) {
-      const [activity] = await query<{ wait_event_type: string | null }>(db.name, "select wait_event_type from pg_stat_activity where pid = $1", [second.pid], "root");
+      const [activity] = await query<{ wait_event_type: string | null }>(
+        db.name,
+        "select wait_event_type from pg_stat_activity where pid = $1",
+        [second.pid],
+        "root",
+      );
       if (activity?.wait_event_type === "Lock") break;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -100,7 +126,13 @@ test("an admin being demoted cannot remove a member", async () => {
 
 test("an admin being demoted cannot invite", async () => {
   const t = await createTenant(db, "Demoted Invites");
-  const code = await underDemotion(t, "admin", "member", "select app_hidden.create_invitation('new@example.com', 'member', sha256('x'::bytea), interval '7 days')", []);
+  const code = await underDemotion(
+    t,
+    "admin",
+    "member",
+    "select app_hidden.create_invitation('new@example.com', 'member', sha256('x'::bytea), interval '7 days')",
+    [],
+  );
   expect(code).toBe("DNIED");
   expect(await query(db.name, "select 1 from app_public.invitations where email = 'new@example.com'", [], "root")).toEqual([]);
 });
@@ -133,7 +165,12 @@ test("a session being logged out cannot change the password", async () => {
   const t = await createTenant(db, "Logged Out");
   const logout = await connect(t, "member", false);
   const change = await connect(t, "member", false);
-  const [before] = await query<{ password_hash: string }>(db.name, "select password_hash from app_private.user_secrets where user_id = $1", [t.members.member.userId], "root");
+  const [before] = await query<{ password_hash: string }>(
+    db.name,
+    "select password_hash from app_private.user_secrets where user_id = $1",
+    [t.members.member.userId],
+    "root",
+  );
   const newHash = "$2b$10$" + "a".repeat(53);
   const code = await interleave(
     logout,

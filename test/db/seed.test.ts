@@ -34,9 +34,18 @@ test("creates the demo organizations and prints working credentials, and a secon
   const first = seed({});
   expect(first.status).toBe(0);
   expect(first.stdout).toContain('password for every account: "quire demo passphrase"');
-  expect(first.stdout).toContain('Acme Corporation (organizationSlug "acme"): owner@acme.example, admin@acme.example, member@acme.example, viewer@acme.example');
+  expect(first.stdout).toContain(
+    'Acme Corporation (organizationSlug "acme"): owner@acme.example, admin@acme.example, member@acme.example, viewer@acme.example',
+  );
   const count = async () =>
-    (await query<{ orgs: number; members: number }>(db.name, "select count(distinct org_id)::int as orgs, count(*)::int as members from app_public.memberships", [], "root"))[0];
+    (
+      await query<{ orgs: number; members: number }>(
+        db.name,
+        "select count(distinct org_id)::int as orgs, count(*)::int as members from app_public.memberships",
+        [],
+        "root",
+      )
+    )[0];
   expect(await count()).toEqual({ orgs: 3, members: 12 });
   const [hash] = await query<{ password_hash: string }>(
     db.name,
@@ -62,7 +71,9 @@ test("after the README's register example took the slug `acme`, the demo Acme ge
     await query(other.name, "select app_admin.create_organization('Acme', 'ann@acme.example', 'Ann Smith', 'a long passphrase')");
     const result = seed({}, other);
     expect(result.status).toBe(0);
-    expect(result.stdout).toContain('Acme Corporation (organizationSlug "acme-demo"): owner@acme.example, admin@acme.example, member@acme.example, viewer@acme.example');
+    expect(result.stdout).toContain(
+      'Acme Corporation (organizationSlug "acme-demo"): owner@acme.example, admin@acme.example, member@acme.example, viewer@acme.example',
+    );
     const members = await query<{ slug: string; email: string; role: string }>(
       other.name,
       "select o.slug, u.email, m.role from app_public.memberships m join app_public.organizations o on o.id = m.org_id join app_public.users u on u.id = m.user_id where o.slug in ('acme', 'acme-demo') order by o.slug, u.email",

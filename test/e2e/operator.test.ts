@@ -59,7 +59,11 @@ const postgresRunning = (dataDir: string) =>
       }
     });
 
-const ready = (url: string) => fetch(`${url}/health/ready`).then((r) => r.status, () => 0);
+const ready = (url: string) =>
+  fetch(`${url}/health/ready`).then(
+    (r) => r.status,
+    () => 0,
+  );
 
 /** No stack trace: no line of the form `    at fn (file:line:col)`, in plain text or inside a JSON log line. */
 const hasStack = (output: string) => /(^|\\n)\s+at \S+/m.test(output);
@@ -110,7 +114,9 @@ test("beside a running `npm start`: seed and migrate use its database, a second 
   // A second `npm start` on the same DATA_DIR (on another PORT): refused, naming the running one; nothing stopped.
   const second = await runToEnd("bin/start.ts", { ...env, PORT: String(await freePort()) });
   expect(second.status).toBe(1);
-  expect(second.stderr).toContain(`Quire is already running on ${dataDir}: npm start (pid ${pid}, API at ${first.url}, PostgreSQL on port ${env.EMBEDDED_POSTGRES_PORT})`);
+  expect(second.stderr).toContain(
+    `Quire is already running on ${dataDir}: npm start (pid ${pid}, API at ${first.url}, PostgreSQL on port ${env.EMBEDDED_POSTGRES_PORT})`,
+  );
   expect(hasStack(second.output)).toBe(false);
   expect(await ready(first.url)).toBe(200);
 
@@ -125,7 +131,11 @@ test("beside a running `npm start`: seed and migrate use its database, a second 
       status: 1,
       stderr: `DATABASE_URL: PostgreSQL at quire_authenticator@127.0.0.1:${env.EMBEDDED_POSTGRES_PORT}/quire refused the password`,
     });
-    const unmigrated = await runToEnd(script, { ...production, PORT: String(await freePort()), DATABASE_URL: at(`postgres:${secrets.postgresPassword}`, "postgres") });
+    const unmigrated = await runToEnd(script, {
+      ...production,
+      PORT: String(await freePort()),
+      DATABASE_URL: at(`postgres:${secrets.postgresPassword}`, "postgres"),
+    });
     expect({ script, status: unmigrated.status, stderr: unmigrated.stderr.trim() }).toEqual({
       script,
       status: 1,

@@ -69,7 +69,13 @@ test("a PostgreSQL restart mid-load: fast 503s while down, recovery within secon
     const deadline = Date.now() + deadlineMs;
     while (Date.now() < deadline) {
       if (child!.exitCode !== null) throw new Error(`npm start exited (${child!.exitCode}):\n${output}`);
-      if ((await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) === 200) return true;
+      if (
+        (await fetch(`${url}/health/ready`).then(
+          (r) => r.status,
+          () => 0,
+        )) === 200
+      )
+        return true;
       await sleep(200);
     }
     return false;
@@ -87,20 +93,25 @@ test("a PostgreSQL restart mid-load: fast 503s while down, recovery within secon
     const body = (await response.json()) as { data?: Record<string, unknown> | null; errors?: Array<{ extensions?: { code?: string } }> };
     return { response, body, ms: performance.now() - started };
   };
-  const registered = await gql(
-    "mutation ($i: RegisterInput!) { register(input: $i) { accessToken } }",
-    { i: { organizationName: "Restart", email: "restart@example.com", password: "a long enough passphrase", fullName: "Re Start" } },
-  );
+  const registered = await gql("mutation ($i: RegisterInput!) { register(input: $i) { accessToken } }", {
+    i: { organizationName: "Restart", email: "restart@example.com", password: "a long enough passphrase", fullName: "Re Start" },
+  });
   const token = (registered.body.data!.register as { accessToken: string }).accessToken;
 
   const write = async (n: number): Promise<Answer> => {
     const { response, body, ms } = await gql(
-      "mutation ($t: String!) { createDocument(input: { document: { title: $t, content: \"body\" } }) { document { rowId } } }",
+      'mutation ($t: String!) { createDocument(input: { document: { title: $t, content: "body" } }) { document { rowId } } }',
       { t: `Doc ${n}` },
       token,
     ).catch(() => ({ response: null, body: null, ms: 0 }));
     const id = (body?.data?.createDocument as { document: { rowId: string } } | undefined)?.document.rowId ?? null;
-    return { status: response?.status ?? 0, ms, retryAfter: response?.headers.get("retry-after") ?? null, code: body?.errors?.[0]?.extensions?.code ?? null, id };
+    return {
+      status: response?.status ?? 0,
+      ms,
+      retryAfter: response?.headers.get("retry-after") ?? null,
+      code: body?.errors?.[0]?.extensions?.code ?? null,
+      id,
+    };
   };
 
   // Load: 4 writers, each writing as fast as answers come, through the restart.

@@ -157,20 +157,35 @@ describe("two servers and two workers on one database", () => {
   test("summaries asked of B run once each, on both workers; subscribers on A and B get every event once, in order", async () => {
     const token = t.members.member.accessToken;
     // The fixture's own events are numbered before the test starts counting after them.
-    await until("the fixture's live events numbered", async () => ((await count("app_public.live_events where org_id = $1 and seq is null", [t.orgId])) === 0 ? true : undefined));
-    const [{ since }] = (await query<{ since: string }>(db.name, "select coalesce(max(seq), 0) as since from app_public.live_events where org_id = $1", [t.orgId], "root")) as [
-      { since: string },
-    ];
+    await until("the fixture's live events numbered", async () =>
+      (await count("app_public.live_events where org_id = $1 and seq is null", [t.orgId])) === 0 ? true : undefined,
+    );
+    const [{ since }] = (await query<{ since: string }>(
+      db.name,
+      "select coalesce(max(seq), 0) as since from app_public.live_events where org_id = $1",
+      [t.orgId],
+      "root",
+    )) as [{ since: string }];
     const subscriptions: Record<string, { jobs: Subscription<Event>; documents: Subscription<Event> }> = {};
-    for (const [name, server] of [["A", a], ["B", b]] as const) {
-      subscriptions[name] = { jobs: subscribe<Event>(server.url, token, jobUpdated, { since }), documents: subscribe<Event>(server.url, token, documentChanged, { since }) };
+    for (const [name, server] of [
+      ["A", a],
+      ["B", b],
+    ] as const) {
+      subscriptions[name] = {
+        jobs: subscribe<Event>(server.url, token, jobUpdated, { since }),
+        documents: subscribe<Event>(server.url, token, documentChanged, { since }),
+      };
     }
     try {
       const jobs = 6;
       const jobIds: string[] = [];
       for (let i = 1; i <= jobs; i++) {
         const created = data<{ document: { rowId: string } }>(
-          await b.graphql("mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { document { rowId } } }", { d: { title: `Doc ${i}`, content: `Scale doc ${i}. It grew.` } }, token),
+          await b.graphql(
+            "mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { document { rowId } } }",
+            { d: { title: `Doc ${i}`, content: `Scale doc ${i}. It grew.` } },
+            token,
+          ),
           "createDocument",
         );
         const asked = data<{ job: { rowId: string } }>(
@@ -194,14 +209,23 @@ describe("two servers and two workers on one database", () => {
         "root",
       );
       expect(rows).toEqual(Array.from({ length: jobs }, () => ({ status: "succeeded", attempts: 1, summaries: "1" })));
-      expect(await count("graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'summarize'", [])).toBe(0);
+      expect(
+        await count("graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'summarize'", []),
+      ).toBe(0);
       // Both workers ran jobs (two LLM calls in flight at once, with one job at a time per worker).
       expect(inFlight.most).toBe(2);
 
       // Live events: every server's numberer may run, one at a time; each event is numbered once and reaches the
       // subscribers of both servers once, in order.
-      await until("every live event numbered", async () => ((await count("app_public.live_events where org_id = $1 and seq is null", [t.orgId])) === 0 ? true : undefined));
-      const outbox = await query<{ seq: string; entity: string }>(db.name, "select seq, entity from app_public.live_events where org_id = $1 and seq > $2 order by seq", [t.orgId, since], "root");
+      await until("every live event numbered", async () =>
+        (await count("app_public.live_events where org_id = $1 and seq is null", [t.orgId])) === 0 ? true : undefined,
+      );
+      const outbox = await query<{ seq: string; entity: string }>(
+        db.name,
+        "select seq, entity from app_public.live_events where org_id = $1 and seq > $2 order by seq",
+        [t.orgId, since],
+        "root",
+      );
       const expected = {
         jobs: outbox.filter((e) => e.entity === "job").map((e) => Number(e.seq)),
         documents: outbox.filter((e) => e.entity === "document" || e.entity === "summary").map((e) => Number(e.seq)),
@@ -216,7 +240,14 @@ describe("two servers and two workers on one database", () => {
       }
       // A last change through A, heard on both: nothing else came before it.
       const [sentinel] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1 and title = 'Doc 1'", [t.orgId], "root");
-      data(await a.graphql("mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { title: \"Doc one\" } }) { document { rowId } } }", { id: sentinel!.id }, token), "updateDocument");
+      data(
+        await a.graphql(
+          'mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { title: "Doc one" } }) { document { rowId } } }',
+          { id: sentinel!.id },
+          token,
+        ),
+        "updateDocument",
+      );
       for (const [name, subscription] of Object.entries(subscriptions)) {
         await subscription.documents.waitFor((e) => e.entityId === sentinel!.id && e.op === "update");
         expect({ name, seqs: seqsOf(subscription.jobs.events) }).toEqual({ name, seqs: expected.jobs });
@@ -242,14 +273,20 @@ describe("two servers and two workers on one database", () => {
     try {
       // The subscription is open on B once it hears a change.
       const created = data<{ document: { rowId: string } }>(
-        await b.graphql("mutation { createDocument(input: { document: { title: \"Before\", content: \"Still signed in.\" } }) { document { rowId } } }", {}, session.accessToken),
+        await b.graphql(
+          'mutation { createDocument(input: { document: { title: "Before", content: "Still signed in." } }) { document { rowId } } }',
+          {},
+          session.accessToken,
+        ),
         "createDocument",
       );
       await live.waitFor((e) => e.entityId === created.document.rowId);
       expect(data<{ success: boolean }>(await a.graphql("mutation { logout { success } }", {}, session.accessToken), "logout")).toEqual({ success: true });
       expect(codeOf((await b.graphql(whoAmI, {}, session.accessToken)).body)).toBe("UNAUTHENTICATED");
       // As on one server: the connection closes with 4401, which graphql-ws reports as the subscription's error.
-      const closed = await until("the subscription on B closed", async () => live.errors.find((e): e is { code: number } => typeof (e as { code?: unknown }).code === "number"));
+      const closed = await until("the subscription on B closed", async () =>
+        live.errors.find((e): e is { code: number } => typeof (e as { code?: unknown }).code === "number"),
+      );
       expect(closed.code).toBe(4401);
     } finally {
       await live.close();
@@ -305,7 +342,12 @@ describe("two servers and two workers on one database", () => {
     await until("that minute's job ran", async () =>
       (await count("scale_probe.cron_jobs where identifier = 'checkpoint_audit' and ts = $1 and event = 'delete'", [ts])) > 0 ? true : undefined,
     );
-    const attempts = await query<{ worker: string }>(db.name, "select worker from scale_probe.cron_attempts where identifier = 'checkpoint_audit' and ts = $1 order by worker", [ts], "root");
+    const attempts = await query<{ worker: string }>(
+      db.name,
+      "select worker from scale_probe.cron_attempts where identifier = 'checkpoint_audit' and ts = $1 order by worker",
+      [ts],
+      "root",
+    );
     expect(attempts.map((r) => r.worker)).toEqual(workers.map((w) => w.name));
     const jobs = await query<{ event: string; n: string }>(
       db.name,
@@ -319,7 +361,12 @@ describe("two servers and two workers on one database", () => {
     ]);
     // No minute was ever scheduled twice.
     expect(await count("(select ts from scale_probe.cron_jobs where event = 'insert' group by identifier, ts having count(*) > 1) twice", [])).toBe(0);
-    const [known] = await query<{ last_execution: Date }>(db.name, "select last_execution from graphile_worker._private_known_crontabs where identifier = 'checkpoint_audit'", [], "root");
+    const [known] = await query<{ last_execution: Date }>(
+      db.name,
+      "select last_execution from graphile_worker._private_known_crontabs where identifier = 'checkpoint_audit'",
+      [],
+      "root",
+    );
     expect(known!.last_execution.getTime()).toBeGreaterThanOrEqual(ts.getTime());
   }, 120_000);
 });

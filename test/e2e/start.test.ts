@@ -45,7 +45,10 @@ async function start(ports: { http: number; postgres: number }): Promise<Started
   for (;;) {
     if (child.exitCode !== null) throw new Error(`npm start exited early (${child.exitCode}):\n${output}`);
     if (Date.now() > deadline) throw new Error(`not ready within 90 s:\n${output}`);
-    const ready = await fetch(`${url}/health/ready`).then((r) => r.status, () => 0);
+    const ready = await fetch(`${url}/health/ready`).then(
+      (r) => r.status,
+      () => 0,
+    );
     if (ready === 200) break;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }

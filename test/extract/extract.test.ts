@@ -33,7 +33,11 @@ describe("text and Markdown", () => {
   });
 
   test("invalid UTF-8, a NUL byte, blank or empty files are BAD_INPUT", async () => {
-    expect(await refusal(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x20, 0x6e, 0x6f, 0x69, 0x72]))).toMatchObject({ code: "BAD_INPUT", status: 400, message: expect.stringMatching(/UTF-8/) });
+    expect(await refusal(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x20, 0x6e, 0x6f, 0x69, 0x72]))).toMatchObject({
+      code: "BAD_INPUT",
+      status: 400,
+      message: expect.stringMatching(/UTF-8/),
+    });
     expect(await refusal(Buffer.from([0xc3, 0x28]))).toMatchObject({ code: "BAD_INPUT" });
     expect(await refusal(Buffer.from("a\u0000b and more ordinary text"))).toMatchObject({ code: "BAD_INPUT", message: expect.stringMatching(/NUL/) });
     expect(await refusal(Buffer.from(" \n\t "))).toMatchObject({ code: "BAD_INPUT", message: expect.stringMatching(/no text/) });
@@ -89,7 +93,10 @@ describe("PDF", () => {
   });
 
   test("a corrupt or truncated PDF is BAD_INPUT", async () => {
-    expect(await refusal(Buffer.from("%PDF-1.7\nthis is not a PDF at all\n"))).toMatchObject({ code: "BAD_INPUT", message: "The PDF is corrupt or malformed." });
+    expect(await refusal(Buffer.from("%PDF-1.7\nthis is not a PDF at all\n"))).toMatchObject({
+      code: "BAD_INPUT",
+      message: "The PDF is corrupt or malformed.",
+    });
     const pdf = makePdf();
     expect(await refusal(pdf.subarray(0, 40))).toMatchObject({ code: "BAD_INPUT" });
   });
@@ -151,7 +158,11 @@ describe("DOCX", () => {
 });
 
 test("disguised binaries are UNSUPPORTED_TYPE whatever their name", async () => {
-  expect(await refusal(makeExe(), "invoice.pdf")).toMatchObject({ code: "UNSUPPORTED_TYPE", status: 415, message: expect.stringMatching(/Windows executable/) });
+  expect(await refusal(makeExe(), "invoice.pdf")).toMatchObject({
+    code: "UNSUPPORTED_TYPE",
+    status: 415,
+    message: expect.stringMatching(/Windows executable/),
+  });
   expect(await refusal(png, "notes.txt")).toMatchObject({ code: "UNSUPPORTED_TYPE", message: expect.stringMatching(/PNG/) });
   expect(await refusal(png, "notes.md")).toMatchObject({ code: "UNSUPPORTED_TYPE" });
 });

@@ -61,7 +61,11 @@ test("code exchange: credentials in the JSON body; tokens with expiry and scopes
     path: "/oauth/token",
     body: { grant_type: "authorization_code", code, redirect_uri: fake.redirectUri, client_id: fake.clientId, client_secret: fake.clientSecret },
   });
-  expect(fake.requests[1]).toMatchObject({ method: "GET", path: "/oauth/token/accessible-resources", headers: { authorization: `Bearer ${connection.tokens.accessToken}` } });
+  expect(fake.requests[1]).toMatchObject({
+    method: "GET",
+    path: "/oauth/token/accessible-resources",
+    headers: { authorization: `Bearer ${connection.tokens.accessToken}` },
+  });
   expect(connection.tokens.refreshToken).toMatch(/^atl_refresh_/);
   expect(connection.tokens.scopes).toContain("offline_access");
   expect(connection.tokens.expiresAt!.getTime()).toBeGreaterThanOrEqual(before + 3_599_000);
@@ -90,7 +94,11 @@ test("refresh tokens rotate: the new one is returned and works; the old one is t
 
 test("a wrong client secret is REJECTED; revoke sends nothing (Atlassian has no revocation endpoint)", async () => {
   const error = await failure(client({ clientSecret: "not-the-secret" }).confluence.refresh("x"));
-  expect(error).toMatchObject({ code: "REJECTED", status: 401, message: "The Atlassian authorization server refused the client credentials (HTTP 401): access_denied: Unauthorized" });
+  expect(error).toMatchObject({
+    code: "REJECTED",
+    status: 401,
+    message: "The Atlassian authorization server refused the client credentials (HTTP 401): access_denied: Unauthorized",
+  });
   await client().confluence.revoke(fake.accessToken);
   expect(fake.requests).toHaveLength(1);
 });
@@ -99,7 +107,8 @@ test("listSpaces and listPages follow _links.next cursors; pages come with absol
   fake.pageSize = 2;
   const spaceIds = ["ENG", "OPS", "HR"].map((key) => fake.addSpace({ key, name: `${key} space` }));
   const root = fake.addPage({ spaceId: spaceIds[0]!, title: "Root", storage: "<p>r</p>", modifiedAt: "2030-01-01T00:00:00.000Z" });
-  for (let i = 0; i < 4; i++) fake.addPage({ spaceId: spaceIds[0]!, title: `Page ${i}`, storage: "<p>x</p>", parentId: root, modifiedAt: `2030-02-0${i + 1}T00:00:00.000Z` });
+  for (let i = 0; i < 4; i++)
+    fake.addPage({ spaceId: spaceIds[0]!, title: `Page ${i}`, storage: "<p>x</p>", parentId: root, modifiedAt: `2030-02-0${i + 1}T00:00:00.000Z` });
   const { confluence } = client();
   const spaces = [];
   let cursor: string | null = null;
@@ -115,7 +124,10 @@ test("listSpaces and listPages follow _links.next cursors; pages come with absol
   ]);
   const titles: string[] = [];
   do {
-    const result: Awaited<ReturnType<typeof confluence.listPages>> = await confluence.listPages(fake.accessToken, fake.site.id, { cursor, spaceId: spaceIds[0]! });
+    const result: Awaited<ReturnType<typeof confluence.listPages>> = await confluence.listPages(fake.accessToken, fake.site.id, {
+      cursor,
+      spaceId: spaceIds[0]!,
+    });
     titles.push(...result.pages.map((page) => page.title));
     if (result.pages[0]?.title === "Page 3") {
       expect(result.pages[0]).toEqual({
@@ -150,7 +162,12 @@ test("a query searches titles with CQL (in the space, by its key); quotes in the
 
 test("fetchPage: the storage body as Markdown, with title, version, date and URL", async () => {
   const space = fake.addSpace({ key: "ENG", name: "Engineering" });
-  const id = fake.addPage({ spaceId: space, title: "Guide", storage: "<h2>Setup</h2><p>Run <code>make</code>.</p><ul><li>a</li></ul>", modifiedAt: "2030-03-01T10:00:00.000Z" });
+  const id = fake.addPage({
+    spaceId: space,
+    title: "Guide",
+    storage: "<h2>Setup</h2><p>Run <code>make</code>.</p><ul><li>a</li></ul>",
+    modifiedAt: "2030-03-01T10:00:00.000Z",
+  });
   const { confluence } = client();
   expect(await confluence.fetchPage(fake.accessToken, fake.site.id, id)).toEqual({
     externalId: id,
@@ -176,22 +193,39 @@ test("createPage and updatePage: storage from Markdown, version incremented, and
   expect(updated.version).toBe(2);
   expect(fake.pages.get(created.externalId)).toMatchObject({ title: "Plan v2", storage: "<p>Done.</p>", version: 2 });
   const put = fake.requests.find((r) => r.method === "PUT")!;
-  expect(put.body).toEqual({ id: created.externalId, status: "current", title: "Plan v2", body: { representation: "storage", value: "<p>Done.</p>" }, version: { number: 2 } });
+  expect(put.body).toEqual({
+    id: created.externalId,
+    status: "current",
+    title: "Plan v2",
+    body: { representation: "storage", value: "<p>Done.</p>" },
+    version: { number: 2 },
+  });
 });
 
 test("updatePage loses a race to another editor: 409 is REJECTED with Confluence's reason", async () => {
   const space = fake.addSpace({ key: "ENG", name: "Engineering" });
   const id = fake.addPage({ spaceId: space, title: "Busy", storage: "" });
-  fake.fault({ match: (r) => r.method === "PUT", reply: { status: 409, json: { errors: [{ status: 409, code: "CONFLICT", title: "Version must be incremented on update. Current version is: 3" }] } } });
+  fake.fault({
+    match: (r) => r.method === "PUT",
+    reply: { status: 409, json: { errors: [{ status: 409, code: "CONFLICT", title: "Version must be incremented on update. Current version is: 3" }] } },
+  });
   const error = await failure(client().confluence.updatePage(fake.accessToken, fake.site.id, id, { title: "Busy", markdown: "x" }));
-  expect(error).toMatchObject({ code: "REJECTED", status: 409, message: "The Confluence API rejected the request (HTTP 409): Version must be incremented on update. Current version is: 3" });
+  expect(error).toMatchObject({
+    code: "REJECTED",
+    status: 409,
+    message: "The Confluence API rejected the request (HTTP 409): Version must be incremented on update. Current version is: 3",
+  });
 });
 
 test("401: an expired token is AUTH_EXPIRED (not retried, token masked); a missing scope is FORBIDDEN", async () => {
   fake.expire(fake.accessToken);
   const { confluence } = client();
   const expired = await failure(confluence.listSpaces(fake.accessToken, fake.site.id));
-  expect(expired).toMatchObject({ code: "AUTH_EXPIRED", retryable: false, message: "The Confluence API refused the access token (HTTP 401): Unauthorized; token [redacted] is expired" });
+  expect(expired).toMatchObject({
+    code: "AUTH_EXPIRED",
+    retryable: false,
+    message: "The Confluence API refused the access token (HTTP 401): Unauthorized; token [redacted] is expired",
+  });
   expect(fake.requests).toHaveLength(1);
   fake.fault({ reply: { status: 401, json: { code: 401, message: "Unauthorized; scope does not match" } } });
   expect(await failure(confluence.listSpaces("any-token", fake.site.id))).toMatchObject({ code: "FORBIDDEN", status: 401 });

@@ -35,7 +35,9 @@ test("a 2xx answer is its parsed JSON; an empty body is null", async () => {
 });
 
 test("429 with Retry-After in seconds: waits at least that long, then succeeds (2 requests)", async () => {
-  const server = await serve((_, index) => (index === 0 ? { status: 429, headers: { "retry-after": "2" }, json: { message: "slow down" } } : { json: { ok: 1 } }));
+  const server = await serve((_, index) =>
+    index === 0 ? { status: 429, headers: { "retry-after": "2" }, json: { message: "slow down" } } : { json: { ok: 1 } },
+  );
   const { http, clock } = client();
   expect(await http.request(get(server.url))).toEqual({ ok: 1 });
   expect(server.requests).toHaveLength(2);
@@ -131,7 +133,10 @@ test("same-origin redirects are followed: 307 repeats the method and body, 303 c
     return { json: { method: request.method, path: request.path } };
   });
   const { http } = client();
-  expect(await http.request({ method: "POST", url: `${server.url}/a`, body: { n: 1 }, headers: { authorization: "Bearer t" } })).toEqual({ method: "GET", path: "/c?x=1" });
+  expect(await http.request({ method: "POST", url: `${server.url}/a`, body: { n: 1 }, headers: { authorization: "Bearer t" } })).toEqual({
+    method: "GET",
+    path: "/c?x=1",
+  });
   expect(server.requests.map((r) => [r.method, r.path, r.body, r.headers.authorization])).toEqual([
     ["POST", "/a", { n: 1 }, "Bearer t"],
     ["POST", "/b", { n: 1 }, "Bearer t"],
@@ -149,8 +154,14 @@ test("more than 3 redirects is BAD_RESPONSE", async () => {
 test("a 2xx that is not JSON, or larger than maxResponseBytes, is BAD_RESPONSE and not retried", async () => {
   const server = await serve((request) => (request.path === "/html" ? { raw: "<html>login</html>" } : { raw: JSON.stringify({ data: "x".repeat(5_000) }) }));
   const { http } = client({ maxResponseBytes: 1_000 });
-  expect(await failure(http.request(get(`${server.url}/html`)))).toMatchObject({ code: "BAD_RESPONSE", message: "The Test API answered with something other than JSON." });
-  expect(await failure(http.request(get(`${server.url}/big`)))).toMatchObject({ code: "BAD_RESPONSE", message: "The Test API answered with more than 1000 bytes." });
+  expect(await failure(http.request(get(`${server.url}/html`)))).toMatchObject({
+    code: "BAD_RESPONSE",
+    message: "The Test API answered with something other than JSON.",
+  });
+  expect(await failure(http.request(get(`${server.url}/big`)))).toMatchObject({
+    code: "BAD_RESPONSE",
+    message: "The Test API answered with more than 1000 bytes.",
+  });
   expect(server.requests).toHaveLength(2);
 });
 
@@ -182,7 +193,10 @@ test("the caller's signal cancels: before the request (nothing sent) and while i
   });
   const http = createHttpClient({ service: "Test API", timeoutMs: 5_000 });
   const aborted = AbortSignal.abort();
-  expect(await failure(http.request(get(server.url, { signal: aborted })))).toMatchObject({ code: "CANCELLED", message: "The request to the Test API was cancelled." });
+  expect(await failure(http.request(get(server.url, { signal: aborted })))).toMatchObject({
+    code: "CANCELLED",
+    message: "The request to the Test API was cancelled.",
+  });
   expect(server.requests).toHaveLength(0);
   expect(await failure(http.request(get(server.url, { signal: controller.signal })))).toMatchObject({ code: "CANCELLED", retryable: false });
   expect(server.requests).toHaveLength(1);
@@ -193,11 +207,16 @@ test("messages carry the service's short text with secrets and credentials maske
   const server = await serve((request) =>
     request.path === "/long"
       ? { status: 400, json: { message: `bad ${"x".repeat(500)}` } }
-      : { status: 401, json: { error: "invalid_token", error_description: `token ${secret} expired; sent Authorization: Bearer ${secret} and Basic dXNlcjpwYXNz` } },
+      : {
+          status: 401,
+          json: { error: "invalid_token", error_description: `token ${secret} expired; sent Authorization: Bearer ${secret} and Basic dXNlcjpwYXNz` },
+        },
   );
   const { http } = client();
   const error = await failure(http.request(get(server.url, { secrets: [secret] })));
-  expect(error.message).toBe("The Test API refused the access token (HTTP 401): invalid_token: token [redacted] expired; sent Authorization: Bearer [redacted] and Basic [redacted]");
+  expect(error.message).toBe(
+    "The Test API refused the access token (HTTP 401): invalid_token: token [redacted] expired; sent Authorization: Bearer [redacted] and Basic [redacted]",
+  );
   const long = await failure(http.request(get(`${server.url}/long`)));
   expect(long.message.length).toBeLessThan(260);
   expect(long.message.endsWith("…")).toBe(true);

@@ -1,7 +1,17 @@
 // The Markdown model both publishers and importers share: inline marks (CommonMark emphasis rules for the subset),
 // blocks, rendering with the escapes that keep text text, stable round trips, unsafe links dropped, and hostile
 // input (deep nesting, delimiter floods) handled in bounded time.
-import { normalizeSpans, parseInline, parseMarkdown, renderInline, renderMarkdown, safeHref, span, type MdBlock, type Span } from "../../lib/integrations/markdown.ts";
+import {
+  normalizeSpans,
+  parseInline,
+  parseMarkdown,
+  renderInline,
+  renderMarkdown,
+  safeHref,
+  span,
+  type MdBlock,
+  type Span,
+} from "../../lib/integrations/markdown.ts";
 
 const roundTrip = (markdown: string) => renderMarkdown(parseMarkdown(markdown));
 
@@ -46,7 +56,10 @@ test("links: only http, https and mailto targets survive; images keep their alt 
     span("a b c d "),
     span("e", { href: "mailto:x@y.test" }),
   ]);
-  expect(parseInline("![diagram](https://x.test/d.png) <https://auto.test/p>")).toEqual([span("diagram "), span("https://auto.test/p", { href: "https://auto.test/p" })]);
+  expect(parseInline("![diagram](https://x.test/d.png) <https://auto.test/p>")).toEqual([
+    span("diagram "),
+    span("https://auto.test/p", { href: "https://auto.test/p" }),
+  ]);
   expect(safeHref(" https://x.test/a b ")).toBe("https://x.test/a%20b");
   expect(safeHref("java\tscript:alert(1)")).toBeNull();
   expect(safeHref("vbscript:x")).toBeNull();
@@ -95,9 +108,21 @@ test("blocks: headings (ATX and setext), paragraphs, lists with tasks and nestin
     },
     { type: "code", language: "python", text: "print(1)" },
     { type: "code", language: "", text: "indented code" },
-    { type: "quote", blocks: [{ type: "paragraph", spans: [span("quote")] }, { type: "quote", blocks: [{ type: "paragraph", spans: [span("inner")] }] }] },
+    {
+      type: "quote",
+      blocks: [
+        { type: "paragraph", spans: [span("quote")] },
+        { type: "quote", blocks: [{ type: "paragraph", spans: [span("inner")] }] },
+      ],
+    },
     { type: "divider" },
-    { type: "table", rows: [[[span("h1")], [span("h2")]], [[span("a | b")], [span("c", { code: true })]]] },
+    {
+      type: "table",
+      rows: [
+        [[span("h1")], [span("h2")]],
+        [[span("a | b")], [span("c", { code: true })]],
+      ],
+    },
     { type: "comment", text: "note" },
   ];
   expect(parseMarkdown(markdown)).toEqual(blocks);
@@ -159,9 +184,16 @@ test("property: any spans whose mark boundaries touch whitespace render to Markd
     const spans: Span[] = [];
     const count = 1 + Math.floor(random() * 6);
     for (let k = 0; k < count; k++) {
-      const marks = { bold: random() < 0.4, italic: random() < 0.4, strike: random() < 0.25, code: random() < 0.15, href: random() < 0.15 ? "https://x.test/" : null };
+      const marks = {
+        bold: random() < 0.4,
+        italic: random() < 0.4,
+        strike: random() < 0.25,
+        code: random() < 0.15,
+        href: random() < 0.15 ? "https://x.test/" : null,
+      };
       spans.push(span(!marks.code && random() < 0.3 ? `${pick(words)} ${pick(words)}` : pick(words), marks));
-      if (k < count - 1) spans.push(span(random() < 0.1 ? "\n" : " ", { bold: random() < 0.3, italic: random() < 0.3, href: random() < 0.1 ? "https://x.test/" : null }));
+      if (k < count - 1)
+        spans.push(span(random() < 0.1 ? "\n" : " ", { bold: random() < 0.3, italic: random() < 0.3, href: random() < 0.1 ? "https://x.test/" : null }));
     }
     const markdown = renderInline(spans);
     expect({ markdown, spans: characters(parseInline(markdown)) }).toEqual({ markdown, spans: characters(normalizeSpans(spans)) });
@@ -172,7 +204,10 @@ test("hostile input: nesting is bounded and delimiter floods stay linear", () =>
   const deep = Array.from({ length: 2_000 }, (_, i) => `${"  ".repeat(i)}- level ${i}`).join("\n");
   const quotes = `${">".repeat(5_000)} deep`;
   const depth = (blocks: readonly MdBlock[]): number =>
-    Math.max(0, ...blocks.map((b) => (b.type === "list" ? 1 + Math.max(0, ...b.items.map((i) => depth(i.blocks))) : b.type === "quote" ? 1 + depth(b.blocks) : 0)));
+    Math.max(
+      0,
+      ...blocks.map((b) => (b.type === "list" ? 1 + Math.max(0, ...b.items.map((i) => depth(i.blocks))) : b.type === "quote" ? 1 + depth(b.blocks) : 0)),
+    );
   expect(depth(parseMarkdown(deep))).toBeLessThanOrEqual(18);
   expect(depth(parseMarkdown(quotes))).toBeLessThanOrEqual(18);
   // Each takes milliseconds when parsing is linear and minutes when it is quadratic; the bound leaves room for a busy machine.

@@ -131,7 +131,12 @@ test("Notion's size limits: text items ≤ 2000 characters (surrogate pairs kept
   const split = markdownToNotionBlocks(many);
   const runs = split.map((one) => (one.paragraph as { rich_text: Array<{ text: { content: string } }> }).rich_text);
   expect(runs.map((run) => run.length)).toEqual([100, 100, 50]);
-  expect(runs.flat().map((item) => item.text.content).join("")).toBe(many.replace(/\*\*/g, ""));
+  expect(
+    runs
+      .flat()
+      .map((item) => item.text.content)
+      .join(""),
+  ).toBe(many.replace(/\*\*/g, ""));
 
   const code = markdownToNotionBlocks(`\`\`\`\n${"x".repeat(100_000)}\n\`\`\``);
   expect(code).toHaveLength(3);

@@ -45,7 +45,13 @@ test("the authorization URL: Notion's authorize endpoint with client id, redirec
   const value = state();
   const url = new URL(notion.authorizationUrl({ state: value, codeChallenge: challenge }));
   expect(`${url.origin}${url.pathname}`).toBe(`${fake.url}/v1/oauth/authorize`);
-  expect(Object.fromEntries(url.searchParams)).toEqual({ client_id: fake.clientId, response_type: "code", owner: "user", redirect_uri: fake.redirectUri, state: value });
+  expect(Object.fromEntries(url.searchParams)).toEqual({
+    client_id: fake.clientId,
+    response_type: "code",
+    owner: "user",
+    redirect_uri: fake.redirectUri,
+    state: value,
+  });
   const pkce = new URL(client({ pkce: true }).notion.authorizationUrl({ state: value, codeChallenge: challenge }));
   expect(pkce.searchParams.get("code_challenge")).toBe(challenge);
   expect(pkce.searchParams.get("code_challenge_method")).toBe("S256");
@@ -70,7 +76,9 @@ test("a used or unknown code is INVALID_GRANT, not retried; the message carries 
   await notion.exchangeCode({ code, codeVerifier: codeVerifier() });
   const error = await failure(notion.exchangeCode({ code, codeVerifier: codeVerifier() }));
   expect(error).toMatchObject({ code: "INVALID_GRANT", status: 400, retryable: false });
-  expect(error.message).toBe("The Notion authorization server refused the authorization grant; the integration must be connected again (HTTP 400): invalid_grant: Invalid code: [redacted]");
+  expect(error.message).toBe(
+    "The Notion authorization server refused the authorization grant; the integration must be connected again (HTTP 400): invalid_grant: Invalid code: [redacted]",
+  );
   expect(fake.requests).toHaveLength(2);
 });
 
@@ -123,7 +131,15 @@ test("listPages: search for pages, most recently edited first, cursor by cursor;
   ]);
   const { pages, nextCursor } = await notion.listPages(fake.accessToken, { query: "chil" });
   expect(nextCursor).toBeNull();
-  expect(pages).toEqual([{ externalId: child, title: "Child", url: expect.stringMatching(/^https:\/\/www\.notion\.so\//), lastEditedAt: new Date("2029-01-01T00:00:00.000Z"), parentId: parent }]);
+  expect(pages).toEqual([
+    {
+      externalId: child,
+      title: "Child",
+      url: expect.stringMatching(/^https:\/\/www\.notion\.so\//),
+      lastEditedAt: new Date("2029-01-01T00:00:00.000Z"),
+      parentId: parent,
+    },
+  ]);
 });
 
 test("fetchPage reads every page of children (3 requests at 2 per page) and nested children, as Markdown", async () => {
@@ -138,7 +154,14 @@ test("fetchPage reads every page of children (3 requests at 2 per page) and nest
         type: "toggle",
         toggle: { rich_text: [text("More")], children: [paragraph("Hidden 1"), paragraph("Hidden 2"), paragraph("Hidden 3")] },
       },
-      { object: "block", type: "bulleted_list_item", bulleted_list_item: { rich_text: [text("Item")], children: [{ object: "block", type: "bulleted_list_item", bulleted_list_item: { rich_text: [text("Sub")] } }] } },
+      {
+        object: "block",
+        type: "bulleted_list_item",
+        bulleted_list_item: {
+          rich_text: [text("Item")],
+          children: [{ object: "block", type: "bulleted_list_item", bulleted_list_item: { rich_text: [text("Sub")] } }],
+        },
+      },
       { object: "block", type: "code", code: { rich_text: [text("echo hi")], language: "shell" } },
     ],
   });
@@ -156,8 +179,11 @@ test("fetchPage reads every page of children (3 requests at 2 per page) and nest
 });
 
 test("fetchPage: nesting below maxDepth is marked, not read; an archived or missing page is NOT_FOUND", async () => {
-  const nested = (depth: number): Record<string, unknown> =>
-    ({ object: "block", type: "bulleted_list_item", bulleted_list_item: { rich_text: [text(`level ${depth}`)], ...(depth < 4 ? { children: [nested(depth + 1)] } : {}) } });
+  const nested = (depth: number): Record<string, unknown> => ({
+    object: "block",
+    type: "bulleted_list_item",
+    bulleted_list_item: { rich_text: [text(`level ${depth}`)], ...(depth < 4 ? { children: [nested(depth + 1)] } : {}) },
+  });
   const id = fake.addPage({ title: "Deep", blocks: [nested(1)] });
   const { notion } = client({ maxDepth: 2 });
   expect((await notion.fetchPage(fake.accessToken, id)).markdown).toBe(
@@ -190,7 +216,10 @@ test("createPage publishes long, deeply nested Markdown within Notion's limits (
 
 test("createPage is all or nothing: when appending the content fails, the new page is archived again", async () => {
   const parent = fake.addPage({ title: "Published" });
-  fake.fault({ match: (r) => r.method === "PATCH" && r.path.endsWith("/children"), reply: { status: 400, json: { object: "error", status: 400, code: "validation_error", message: "no" } } });
+  fake.fault({
+    match: (r) => r.method === "PATCH" && r.path.endsWith("/children"),
+    reply: { status: 400, json: { object: "error", status: 400, code: "validation_error", message: "no" } },
+  });
   const { notion } = client();
   const markdown = Array.from({ length: 150 }, (_, i) => `P${i}`).join("\n\n");
   expect(await failure(notion.createPage(fake.accessToken, { parentPageId: parent, title: "Broken", markdown }))).toMatchObject({ code: "REJECTED" });
@@ -229,7 +258,9 @@ test("an expired access token is AUTH_EXPIRED at once (no retry), and the messag
 });
 
 test("429: the Retry-After is waited out (virtual clock) and the request repeated: 2 requests", async () => {
-  fake.fault({ reply: { status: 429, headers: { "retry-after": "2" }, json: { object: "error", status: 429, code: "rate_limited", message: "Rate limited" } } });
+  fake.fault({
+    reply: { status: 429, headers: { "retry-after": "2" }, json: { object: "error", status: 429, code: "rate_limited", message: "Rate limited" } },
+  });
   const { notion, clock } = client();
   await notion.listPages(fake.accessToken);
   expect(fake.requests).toHaveLength(2);

@@ -102,7 +102,7 @@ test("hostile storage: scripts and styles dropped, javascript: links in any disg
     '<p><a href="javascript:alert(3)">a</a> <a href="JaVaScRiPt:alert(4)">b</a> <a href="java&#x09;script:alert(5)">c</a>',
     ' <a href="&#106;avascript:alert(6)">d</a> <a href=" javascript:alert(7)">e</a> <a href="data:text/html,x">f</a> <a href="vbscript:x">g</a></p>',
     '<p><img src="x" onerror="alert(8)"/><iframe src="https://evil.test"></iframe><svg onload="alert(9)"><script>alert(10)</script></svg>',
-    "&lt;script&gt;alert(11)&lt;/script&gt; <b onclick=\"alert(12)\">bold</b></p>",
+    '&lt;script&gt;alert(11)&lt;/script&gt; <b onclick="alert(12)">bold</b></p>',
   ].join("");
   const markdown = storageToMarkdown(storage);
   expect(markdown).toBe("beforeafter\n\na b c d e f g\n\n\\<script>alert(11)\\</script> **bold**");

@@ -61,9 +61,7 @@ describe("loadConfig", () => {
   });
 
   test("a malformed database URL is refused without printing it (it may hold a password)", () => {
-    expect(problemsOf({ DATABASE_URL: "mysql://root:hunter2@db/quire" })).toEqual([
-      "DATABASE_URL must be a postgres://user:password@host:port/database URL",
-    ]);
+    expect(problemsOf({ DATABASE_URL: "mysql://root:hunter2@db/quire" })).toEqual(["DATABASE_URL must be a postgres://user:password@host:port/database URL"]);
   });
 
   test("production requires DATABASE_URL and JWT_SECRET", () => {
@@ -86,9 +84,9 @@ describe("loadConfig", () => {
     expect(problemsOf({ OWNER_DATABASE_URL: external.OWNER_DATABASE_URL, DATA_DIR: dataDir() })).toEqual([
       "OWNER_DATABASE_URL only applies with DATABASE_URL (without it Quire runs an embedded PostgreSQL)",
     ]);
-    expect(
-      problemsOf({ ...external, OWNER_DATABASE_URL: "postgres://quire_owner:pw@db.example/other", JWT_SECRET: secret }),
-    ).toEqual(["OWNER_DATABASE_URL must name the same database as DATABASE_URL"]);
+    expect(problemsOf({ ...external, OWNER_DATABASE_URL: "postgres://quire_owner:pw@db.example/other", JWT_SECRET: secret })).toEqual([
+      "OWNER_DATABASE_URL must name the same database as DATABASE_URL",
+    ]);
     expect(problemsOf({ ...external, JWT_SECRET: secret, DATABASE_ANONYMOUS_ROLE: "quire_authenticated" })).toEqual([
       "DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE",
     ]);

@@ -107,7 +107,12 @@ function problemsOf(query: Query, families: ReadonlyMap<string, Family>): string
       if (family && !has(family, label!)) problems.push(`${query.where}: ${name} has no label ${label}`);
     }
   }
-  const grouped = [...expr.matchAll(/\b(?:by|without|on|ignoring)\s*\(([^)]*)\)/g)].flatMap(([, list]) => list!.split(",").map((l) => l.trim()).filter(Boolean));
+  const grouped = [...expr.matchAll(/\b(?:by|without|on|ignoring)\s*\(([^)]*)\)/g)].flatMap(([, list]) =>
+    list!
+      .split(",")
+      .map((l) => l.trim())
+      .filter(Boolean),
+  );
   for (const label of [...grouped, ...query.printed]) {
     if (!used.every((family) => has(family, label))) problems.push(`${query.where}: not every metric in it has the label ${label}`);
   }
@@ -315,7 +320,8 @@ describe("compose and Prometheus", () => {
     for (const service of [prometheus!, grafana!]) {
       expect(service.profiles).toEqual(["monitoring"]);
       for (const published of service.ports ?? []) expect(published).toMatch(/^127\.0\.0\.1:/);
-      for (const volume of service.volumes ?? []) if (volume.startsWith("./")) expect([volume, existsSync(new URL(volume.split(":")[0]!, root))]).toEqual([volume, true]);
+      for (const volume of service.volumes ?? [])
+        if (volume.startsWith("./")) expect([volume, existsSync(new URL(volume.split(":")[0]!, root))]).toEqual([volume, true]);
     }
   });
 

@@ -80,7 +80,10 @@ describe("a real server and worker", () => {
     });
 
   test("a request's lines carry its request id, and its access line the verified organization and user", async () => {
-    const failed = await post({ query: "mutation ($e: String!) { login(input: { email: $e, password: \"wrong\" }) { accessToken } }", variables: { e: t.members.member.email } });
+    const failed = await post({
+      query: 'mutation ($e: String!) { login(input: { email: $e, password: "wrong" }) { accessToken } }',
+      variables: { e: t.members.member.email },
+    });
     const failedId = failed.headers.get("x-request-id");
     await failed.json();
     const signInLine = captured.lines.find((l) => l.msg === "sign-in failed");
@@ -105,7 +108,10 @@ describe("a real server and worker", () => {
       };
       const documentId = listed.data.documents.nodes[0]!.rowId;
       const queued = (await (
-        await post({ query: "mutation ($id: UUID!) { summarizeDocument(input: { documentId: $id }) { job { rowId } } }", variables: { id: documentId } }, t.members.member.accessToken)
+        await post(
+          { query: "mutation ($id: UUID!) { summarizeDocument(input: { documentId: $id }) { job { rowId } } }", variables: { id: documentId } },
+          t.members.member.accessToken,
+        )
       ).json()) as { data: { summarizeDocument: { job: { rowId: string } } } };
       const jobId = queued.data.summarizeDocument.job.rowId;
       const deadline = Date.now() + 20_000;

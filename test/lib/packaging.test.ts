@@ -34,9 +34,7 @@ test.each(quireServices)("the %s service runs an entry point that exists and pas
 });
 
 test("the migration gets the owner and superuser URLs; the long-running services do not", () => {
-  expect(Object.keys(compose.services.migrate!.environment!)).toEqual(
-    expect.arrayContaining(["OWNER_DATABASE_URL", "ROOT_DATABASE_URL"]),
-  );
+  expect(Object.keys(compose.services.migrate!.environment!)).toEqual(expect.arrayContaining(["OWNER_DATABASE_URL", "ROOT_DATABASE_URL"]));
   for (const name of ["server", "worker"]) {
     expect(Object.keys(compose.services[name]!.environment!)).not.toContain("OWNER_DATABASE_URL");
     expect(Object.keys(compose.services[name]!.environment!)).not.toContain("ROOT_DATABASE_URL");

@@ -25,7 +25,15 @@ function runServiceWith(afterStart: string): Run {
       return async () => { clearInterval(alive); logger.info("stopped by test"); };
     });`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    env: { PATH: process.env.PATH, NODE_ENV: "test", DATA_DIR: dataDir, LOG_LEVEL: "info", LOG_PRETTY: "false", JWT_SECRET: "x".repeat(40), DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" },
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: "test",
+      DATA_DIR: dataDir,
+      LOG_LEVEL: "info",
+      LOG_PRETTY: "false",
+      JWT_SECRET: "x".repeat(40),
+      DATABASE_URL: "postgres://nobody@127.0.0.1:1/none",
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";

@@ -47,7 +47,15 @@ test.each(docs)("%s links only to files and #anchors inside the repository", (fi
 /** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens (fenced code skipped). */
 function anchorsOf(markdown: string): Set<string> {
   const prose = markdown.replace(/```[\s\S]*?```/g, "");
-  return new Set([...prose.matchAll(/^#+ (.+)$/gm)].map((m) => m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N}\- _]/gu, "").replaceAll(" ", "-")));
+  return new Set(
+    [...prose.matchAll(/^#+ (.+)$/gm)].map((m) =>
+      m[1]!
+        .trim()
+        .toLowerCase()
+        .replace(/[^\p{L}\p{N}\- _]/gu, "")
+        .replaceAll(" ", "-"),
+    ),
+  );
 }
 
 test("the createDocument example's content summarizes to sentences with the offline default provider", async () => {

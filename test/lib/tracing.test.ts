@@ -179,7 +179,11 @@ async function startQuire(script: string, env: Record<string, string>, ready: (q
   return quire;
 }
 
-const serving = (quire: Quire) => fetch(`${quire.url}/health`).then((r) => r.status === 200, () => false);
+const serving = (quire: Quire) =>
+  fetch(`${quire.url}/health`).then(
+    (r) => r.status === 200,
+    () => false,
+  );
 const workerStarted = async (quire: Quire) => quire.lines().some((line) => line.msg === "worker started");
 
 /** What a Quire process needs to run on the test database (as the authenticator, like production). */

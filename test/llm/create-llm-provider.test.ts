@@ -16,7 +16,10 @@ test("defaults: extractive-v1 / 1M tokens, gpt-4o-mini / 128k, claude-sonnet-4-5
 });
 
 test("model and context window can be configured", () => {
-  expect(createLlmProvider({ ...options, provider: "openai", model: "llama3.2", contextTokens: 8192 })).toMatchObject({ model: "llama3.2", contextTokens: 8192 });
+  expect(createLlmProvider({ ...options, provider: "openai", model: "llama3.2", contextTokens: 8192 })).toMatchObject({
+    model: "llama3.2",
+    contextTokens: 8192,
+  });
   expect(createLlmProvider({ ...options, contextTokens: 4096 }).contextTokens).toBe(4096);
 });
 

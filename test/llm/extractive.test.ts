@@ -91,7 +91,10 @@ test("bullet points (the key points template): '- ' lines, each a sentence of th
   const lines = (await summarize(keyPoints, plain)).split("\n");
   expect(lines.length).toBeGreaterThanOrEqual(2);
   for (const line of lines) expect(line).toMatch(/^- \S/);
-  expectVerbatimInOrder(lines.map((line) => line.slice(2)), plain);
+  expectVerbatimInOrder(
+    lines.map((line) => line.slice(2)),
+    plain,
+  );
   const three = (await summarize((content) => `Summarize as three bullet points:\n\n${content}`, plain)).split("\n");
   expect(three).toHaveLength(3);
 });
@@ -103,7 +106,10 @@ test("action items (the action items template): the sentences that ask for somet
   expect(lines).not.toContain("- The office coffee machine was replaced in August.");
   expect(lines).not.toContain(`- ${report[1]}`);
   for (const line of lines) expect(line).toMatch(/^- /);
-  expectVerbatimInOrder(lines.map((line) => line.slice(2)), plain);
+  expectVerbatimInOrder(
+    lines.map((line) => line.slice(2)),
+    plain,
+  );
 });
 
 test("action items: 'No action items.' when nothing asks for anything", async () => {
@@ -157,7 +163,8 @@ test("sentences are not cut after abbreviations, initials or decimal points", as
 });
 
 test("Chinese without spaces: sentences end at 。！？ and are joined without spaces", async () => {
-  const chinese = "今天我们召开了项目会议。会议讨论了新产品的发布计划！新产品将在下个月发布。市场部需要准备新产品的宣传材料。开发团队必须在周五之前完成测试？最后，大家对新产品的发布计划达成了一致。";
+  const chinese =
+    "今天我们召开了项目会议。会议讨论了新产品的发布计划！新产品将在下个月发布。市场部需要准备新产品的宣传材料。开发团队必须在周五之前完成测试？最后，大家对新产品的发布计划达成了一致。";
   const summary = await summarize((content) => `Summarize in two sentences.\n\n${content}`, chinese);
   const sentences = summary.split(/(?<=[。！？])/);
   expect(sentences).toHaveLength(2);
@@ -167,7 +174,8 @@ test("Chinese without spaces: sentences end at 。！？ and are joined without 
 });
 
 test("Japanese: sentences end at 。 and come from the document", async () => {
-  const japanese = "本日はプロジェクト会議を開催しました。新製品の発売計画について議論しました。新製品は来月発売されます。マーケティング部は新製品の宣伝資料を準備します。";
+  const japanese =
+    "本日はプロジェクト会議を開催しました。新製品の発売計画について議論しました。新製品は来月発売されます。マーケティング部は新製品の宣伝資料を準備します。";
   const summary = await summarize((content) => `Summarize in one sentence.\n\n${content}`, japanese);
   expect(summary).toMatch(/^[^。]+。$/);
   expect(japanese).toContain(summary);

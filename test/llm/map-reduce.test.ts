@@ -104,7 +104,15 @@ describe("summarizeInStages", () => {
     const result = await summarizeInStages({ provider, content: longDocument, render, maxOutputTokens: 200 });
     expect(requests).toHaveLength(1);
     expect(requests[0]).toMatchObject({ prompt: render(longDocument), sourceText: longDocument, maxOutputTokens: 200 });
-    expect(result).toEqual({ text: `summary 1 of ${longDocument.slice(0, 10)}`, promptTokens: 100, completionTokens: 10, provider: "openai", model: "fake", latencyMs: 5, calls: 1 });
+    expect(result).toEqual({
+      text: `summary 1 of ${longDocument.slice(0, 10)}`,
+      promptTokens: 100,
+      completionTokens: 10,
+      provider: "openai",
+      model: "fake",
+      latencyMs: 5,
+      calls: 1,
+    });
   });
 
   test("one token short of fitting: map over pieces that fit, then one reduce call; tokens and latency summed", async () => {
@@ -137,7 +145,12 @@ describe("summarizeInStages", () => {
     // The first round's pieces are the content; more than one call follows them (a second round, then the last).
     let firstRound = 0;
     for (let covered = ""; covered.length < content.length; firstRound++) covered += requests[firstRound]!.sourceText;
-    expect(requests.slice(0, firstRound).map((r) => r.sourceText).join("")).toBe(content);
+    expect(
+      requests
+        .slice(0, firstRound)
+        .map((r) => r.sourceText)
+        .join(""),
+    ).toBe(content);
     expect(firstRound).toBeGreaterThan(5);
     expect(result.calls).toBe(requests.length);
     expect(result.calls).toBeGreaterThan(firstRound + 1);
@@ -175,7 +188,10 @@ describe("summarizeInStages", () => {
 
   test("with the OpenAI client and a local server: one request per call, prompts within the context", async () => {
     const server = await startFakeLlmServer((request, index) => ({
-      json: openAiAnswer(`Point ${index + 1}.`, { prompt_tokens: estimateTokens(String((request.body as { messages: Array<{ content: string }> }).messages[0]!.content)), completion_tokens: 2 }),
+      json: openAiAnswer(`Point ${index + 1}.`, {
+        prompt_tokens: estimateTokens(String((request.body as { messages: Array<{ content: string }> }).messages[0]!.content)),
+        completion_tokens: 2,
+      }),
     }));
     try {
       const provider = createOpenAiProvider({ baseUrl: server.url, model: "gpt-test", contextTokens: 500 });

@@ -188,9 +188,7 @@ test("aborting the caller's signal: LLM_CANCELLED at once, not retried", async (
   const controller = new AbortController();
   setTimeout(() => controller.abort(), 100);
   const started = performance.now();
-  const error = await failure(
-    withRetries(provider(server, { timeoutMs: 10_000 }), { baseDelayMs: 1 }).complete({ ...request, signal: controller.signal }),
-  );
+  const error = await failure(withRetries(provider(server, { timeoutMs: 10_000 }), { baseDelayMs: 1 }).complete({ ...request, signal: controller.signal }));
   expect(error).toMatchObject({ code: "LLM_CANCELLED", retryable: false });
   expect(performance.now() - started).toBeLessThan(1_000);
   expect(server.requests).toHaveLength(1);

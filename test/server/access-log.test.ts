@@ -49,7 +49,13 @@ test("one info line per request, without the query string, and no child logger b
   await settle();
   expect(response.headers.get("x-request-id")).toBe("req-abc.1");
   expect(accessLines()).toEqual([
-    expect.objectContaining({ level: 30, msg: "GET 200", req: { id: "req-abc.1", method: "GET", path: "/ok" }, res: { status: 200 }, durationMs: expect.any(Number) }),
+    expect.objectContaining({
+      level: 30,
+      msg: "GET 200",
+      req: { id: "req-abc.1", method: "GET", path: "/ok" },
+      res: { status: 200 },
+      durationMs: expect.any(Number),
+    }),
   ]);
   expect(JSON.stringify(lines)).not.toContain("secret-value");
   expect(children).toBe(0);

@@ -50,7 +50,11 @@ describe("changePassword", () => {
     const me = t.members.member;
     const other = (await login(me.email, fixturePassword)).data!.login as { accessToken: string };
     const change = (current: string, next: string) =>
-      gql("mutation ($c: String!, $n: String!) { changePassword(input: { currentPassword: $c, newPassword: $n }) { otherSessionsEnded } }", { c: current, n: next }, me.accessToken);
+      gql(
+        "mutation ($c: String!, $n: String!) { changePassword(input: { currentPassword: $c, newPassword: $n }) { otherSessionsEnded } }",
+        { c: current, n: next },
+        me.accessToken,
+      );
     expect(codeOf(await change("wrong password", newPassword))).toBe("INVALID_CREDENTIALS");
     expect(codeOf(await change(fixturePassword, "password"))).toBe("BAD_INPUT");
     expect((await change(fixturePassword, newPassword)).data).toEqual({ changePassword: { otherSessionsEnded: 1 } });
@@ -76,7 +80,12 @@ describe("password reset", () => {
     expect(Object.keys(email!.payload)).toEqual(["outboxId"]);
     const { token, mail } = await mintFor(email!.payload.outboxId);
     expect(mail).toEqual({ kind: "password_reset", recipient: me.email });
-    const [stored] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_private.password_reset_tokens where token_hash = sha256(convert_to($1, 'UTF8'))", [token], "root");
+    const [stored] = await query<{ n: number }>(
+      db.name,
+      "select count(*)::int as n from app_private.password_reset_tokens where token_hash = sha256(convert_to($1, 'UTF8'))",
+      [token],
+      "root",
+    );
     expect(stored).toEqual({ n: 1 });
 
     expect(codeOf(await reset(token, "12345678"))).toBe("BAD_INPUT");
@@ -100,7 +109,9 @@ describe("password reset", () => {
 
   test("an operator can produce a link from psql", async () => {
     const t = await createTenant(db, "Operator Link");
-    const [{ link }] = (await query<{ link: string }>(db.name, "select app_admin.password_reset_link($1, 'https://app.example.com') as link", [t.members.owner.email])) as [{ link: string }];
+    const [{ link }] = (await query<{ link: string }>(db.name, "select app_admin.password_reset_link($1, 'https://app.example.com') as link", [
+      t.members.owner.email,
+    ])) as [{ link: string }];
     const token = /token=([0-9a-f]{64})$/.exec(link)![1]!;
     expect(await reset(token, newPassword)).toEqual({ data: { resetPassword: { success: true } } });
   });
@@ -108,9 +119,17 @@ describe("password reset", () => {
 
 describe("invitations", () => {
   const invite = (token: string, email: string, role = "member") =>
-    gql("mutation ($e: String!, $r: MembershipRole!) { inviteMember(input: { email: $e, role: $r }) { inviteLink invitation { rowId email role expiresAt } } }", { e: email, r: role }, token);
+    gql(
+      "mutation ($e: String!, $r: MembershipRole!) { inviteMember(input: { email: $e, role: $r }) { inviteLink invitation { rowId email role expiresAt } } }",
+      { e: email, r: role },
+      token,
+    );
   const accept = (input: Record<string, unknown>, token?: string) =>
-    gql("mutation ($input: AcceptInvitationInput!) { acceptInvitation(input: $input) { accessToken user { email fullName } organization { slug } } }", { input }, token);
+    gql(
+      "mutation ($input: AcceptInvitationInput!) { acceptInvitation(input: $input) { accessToken user { email fullName } organization { slug } } }",
+      { input },
+      token,
+    );
 
   test("an admin invites a new person, who accepts with a new account and lands in the organization", async () => {
     const t = await createTenant(db, "Invite");
@@ -120,8 +139,16 @@ describe("invitations", () => {
     const token = tokenIn(inviteLink, "accept-invitation")!; // no SMTP in tests: the link comes back to the admin
     expect(codeOf(await accept({ token, password: "short", fullName: "New Person" }))).toBe("BAD_INPUT");
     const accepted = await accept({ token, password: newPassword, fullName: "New Person" });
-    expect(accepted.data!.acceptInvitation).toMatchObject({ user: { email: "new.person@example.com", fullName: "New Person" }, organization: { slug: t.slug } });
-    const [membership] = await query(db.name, "select m.role from app_public.memberships m join app_public.users u on u.id = m.user_id where u.email = 'new.person@example.com' and m.org_id = $1", [t.orgId], "root");
+    expect(accepted.data!.acceptInvitation).toMatchObject({
+      user: { email: "new.person@example.com", fullName: "New Person" },
+      organization: { slug: t.slug },
+    });
+    const [membership] = await query(
+      db.name,
+      "select m.role from app_public.memberships m join app_public.users u on u.id = m.user_id where u.email = 'new.person@example.com' and m.org_id = $1",
+      [t.orgId],
+      "root",
+    );
     expect(membership).toEqual({ role: "viewer" });
     expect(codeOf(await accept({ token, password: newPassword, fullName: "Again" }))).toBe("NOT_FOUND");
   });

@@ -55,7 +55,10 @@ const login = (server: TestServer, email: string, password: string, headers: Rec
       query: "mutation ($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken refreshToken } }",
       variables: { e: email, p: password },
     }),
-  }).then(async (r) => (await r.json()) as { data?: { login: { accessToken: string; refreshToken: string } | null }; errors?: Array<{ extensions?: { code?: string } }> });
+  }).then(
+    async (r) =>
+      (await r.json()) as { data?: { login: { accessToken: string; refreshToken: string } | null }; errors?: Array<{ extensions?: { code?: string } }> },
+  );
 
 describe("security events", () => {
   test("a failed sign-in, a sign-in, a refresh-token reuse and a logout each leave one event", async () => {
@@ -96,7 +99,12 @@ describe("security events", () => {
 
 describe("denied and failed requests", () => {
   test("a member's refused role change rolls back but is recorded, with the response's request id", async () => {
-    const [membership] = await query<{ id: string }>(db.name, "select id from app_public.memberships where org_id = $1 and user_id = $2", [a.orgId, a.members.viewer.userId], "root");
+    const [membership] = await query<{ id: string }>(
+      db.name,
+      "select id from app_public.memberships where org_id = $1 and user_id = $2",
+      [a.orgId, a.members.viewer.userId],
+      "root",
+    );
     const response = await fetch(`${app.url}/graphql`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${a.members.member.accessToken}`, "x-request-id": "req-denied-42" },
@@ -121,7 +129,11 @@ describe("denied and failed requests", () => {
   test("deleting another organization's document fails as not found and is recorded in the caller's log only", async () => {
     const [document] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1 limit 1", [b.orgId], "root");
     const bBefore = await query(db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root");
-    const { body } = await app.graphql("mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }", { id: document!.id }, a.members.owner.accessToken);
+    const { body } = await app.graphql(
+      "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }",
+      { id: document!.id },
+      a.members.owner.accessToken,
+    );
     expect(codeOf(body)).toBe("NOT_FOUND");
     expect((await eventsOf(a.orgId, "request_failed")).at(-1)!.details).toEqual({ failures: [{ field: "deleteDocument", code: "NOT_FOUND" }] });
     expect(await query(db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root")).toEqual(bBefore);

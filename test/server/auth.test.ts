@@ -22,8 +22,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-const gql = (server: TestServer, queryText: string, variables?: Record<string, unknown>, token?: string) =>
-  server.graphql(queryText, variables, token);
+const gql = (server: TestServer, queryText: string, variables?: Record<string, unknown>, token?: string) => server.graphql(queryText, variables, token);
 
 const authFields = "accessToken refreshToken expiresAt user { rowId email fullName } organization { rowId name slug }";
 interface Auth {
@@ -34,8 +33,7 @@ interface Auth {
   organization: { rowId: string; name: string; slug: string } | null;
 }
 
-const register = (input: Record<string, unknown>) =>
-  gql(app, `mutation ($input: RegisterInput!) { register(input: $input) { ${authFields} } }`, { input });
+const register = (input: Record<string, unknown>) => gql(app, `mutation ($input: RegisterInput!) { register(input: $input) { ${authFields} } }`, { input });
 const login = (input: Record<string, unknown>, server = app) =>
   gql(server, `mutation ($input: LoginInput!) { login(input: $input) { ${authFields} } }`, { input });
 const refresh = (refreshToken: string) =>
@@ -86,7 +84,12 @@ describe("login", () => {
     const a = await createTenant(db, "Login A");
     const b = await createTenant(db, "Login B");
     // A's viewer also joins B as admin, and used B last.
-    await query(db.name, "insert into app_public.memberships (org_id, user_id, role, last_used_at) values ($1, $2, 'admin', now())", [b.orgId, a.members.viewer.userId], "root");
+    await query(
+      db.name,
+      "insert into app_public.memberships (org_id, user_id, role, last_used_at) values ($1, $2, 'admin', now())",
+      [b.orgId, a.members.viewer.userId],
+      "root",
+    );
     const email = a.members.viewer.email;
     const byDefault = (await login({ email, password: fixturePassword })).body.data!.login as Auth;
     expect(byDefault.organization!.slug).toBe(b.slug);
@@ -143,7 +146,12 @@ describe("tokens", () => {
     expect(codeOf((await refresh(first.refreshToken)).body)).toBe("UNAUTHENTICATED");
     expect(codeOf((await refresh(second.refreshToken)).body)).toBe("UNAUTHENTICATED");
     expect(codeOf((await whoAmI(second.accessToken)).body)).toBe("UNAUTHENTICATED");
-    const [session] = await query(db.name, "select revoked_reason from app_private.sessions where id = $1", [(jwt.decode(first.accessToken) as { sid: string }).sid], "root");
+    const [session] = await query(
+      db.name,
+      "select revoked_reason from app_private.sessions where id = $1",
+      [(jwt.decode(first.accessToken) as { sid: string }).sid],
+      "root",
+    );
     expect(session).toEqual({ revoked_reason: "refresh token reuse" });
   });
 
@@ -182,12 +190,22 @@ describe("tokens", () => {
     const b = await createTenant(db, "Switch B");
     const person = a.members.member;
     await query(db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, 'viewer')", [b.orgId, person.userId], "root");
-    const { body } = await gql(app, `mutation ($s: String!) { switchOrganization(input: { organizationSlug: $s }) { ${authFields} } }`, { s: b.slug }, person.accessToken);
+    const { body } = await gql(
+      app,
+      `mutation ($s: String!) { switchOrganization(input: { organizationSlug: $s }) { ${authFields} } }`,
+      { s: b.slug },
+      person.accessToken,
+    );
     const switched = body.data!.switchOrganization as Auth;
     expect(switched.organization!.slug).toBe(b.slug);
     expect((await whoAmI(switched.accessToken)).body.data!.currentOrganization).toEqual({ slug: b.slug });
     expect((await whoAmI(person.accessToken)).body.data!.currentOrganization).toEqual({ slug: a.slug });
-    const refused = await gql(app, `mutation ($s: String!) { switchOrganization(input: { organizationSlug: $s }) { accessToken } }`, { s: b.slug }, a.members.owner.accessToken);
+    const refused = await gql(
+      app,
+      `mutation ($s: String!) { switchOrganization(input: { organizationSlug: $s }) { accessToken } }`,
+      { s: b.slug },
+      a.members.owner.accessToken,
+    );
     expect(codeOf(refused.body)).toBe("NOT_FOUND");
   });
 
@@ -217,7 +235,10 @@ describe("bad access tokens get 401 UNAUTHENTICATED and nothing else", () => {
 
   // The code stays UNAUTHENTICATED (clients rely on it); `reason` tells an expired token from any other.
   const invalid = { message: "The access token is malformed or invalid; sign in again.", extensions: { code: "UNAUTHENTICATED", reason: "TOKEN_INVALID" } };
-  const expired = { message: "The access token has expired; get a new one with refreshToken.", extensions: { code: "UNAUTHENTICATED", reason: "TOKEN_EXPIRED" } };
+  const expired = {
+    message: "The access token has expired; get a new one with refreshToken.",
+    extensions: { code: "UNAUTHENTICATED", reason: "TOKEN_EXPIRED" },
+  };
   test.each<[string, () => string, typeof invalid]>([
     ["malformed", () => "not.a.jwt", invalid],
     ["not a JWT at all", () => "abc", invalid],
@@ -225,13 +246,21 @@ describe("bad access tokens get 401 UNAUTHENTICATED and nothing else", () => {
     ["signed with another secret", () => jwt.sign(claims, "another-secret-that-is-32-characters-long!"), invalid],
     ["signed with HS512 (algorithm not pinned)", () => jwt.sign(claims, secret, { algorithm: "HS512" }), invalid],
     ["expired", () => jwt.sign({ ...claims, iat: now() - 3600, exp: now() - 60 }, secret), expired],
-    ["expired and signed with another secret", () => jwt.sign({ ...claims, iat: now() - 3600, exp: now() - 60 }, "another-secret-that-is-32-characters-long!"), invalid],
+    [
+      "expired and signed with another secret",
+      () => jwt.sign({ ...claims, iat: now() - 3600, exp: now() - 60 }, "another-secret-that-is-32-characters-long!"),
+      invalid,
+    ],
     ["for another audience", () => jwt.sign({ ...claims, aud: "someone-else" }, secret), invalid],
     ["from another issuer", () => jwt.sign({ ...claims, iss: "evil" }, secret), invalid],
-    ["with a tampered payload", () => {
-      const [h, , s] = good.split(".");
-      return `${h}.${Buffer.from(JSON.stringify({ ...claims, org_id: "00000000-0000-4000-8000-000000000000" })).toString("base64url")}.${s}`;
-    }, invalid],
+    [
+      "with a tampered payload",
+      () => {
+        const [h, , s] = good.split(".");
+        return `${h}.${Buffer.from(JSON.stringify({ ...claims, org_id: "00000000-0000-4000-8000-000000000000" })).toString("base64url")}.${s}`;
+      },
+      invalid,
+    ],
     ["with a role that does not exist", () => jwt.sign({ ...claims, role: "superuser" }, secret), invalid],
   ])("%s", async (_label, make, answer) => {
     const { status, body } = await gql(app, "{ currentUser { email } }", undefined, make());

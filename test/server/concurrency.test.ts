@@ -29,7 +29,11 @@ interface Everything {
 
 const ownOnly = (tenant: Tenant, data: Everything) => {
   expect(data.currentOrganization).toEqual({ rowId: tenant.orgId, slug: tenant.slug });
-  expect(data.users.nodes.map((u) => u.email).sort()).toEqual(Object.values(tenant.members).map((m) => m.email).sort());
+  expect(data.users.nodes.map((u) => u.email).sort()).toEqual(
+    Object.values(tenant.members)
+      .map((m) => m.email)
+      .sort(),
+  );
   expect(new Set(data.memberships.nodes.map((m) => m.orgId))).toEqual(new Set([tenant.orgId]));
 };
 

@@ -31,7 +31,10 @@ const fields = "rowId title content revision contentHash";
 const create = (token: string, document: Record<string, unknown>) =>
   gql(token, `mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { document { ${fields} } } }`, { d: document });
 const update = (token: string, rowId: string, patch: Record<string, unknown>) =>
-  gql(token, `mutation ($id: UUID!, $p: DocumentPatch!) { updateDocument(input: { rowId: $id, patch: $p }) { document { ${fields} } } }`, { id: rowId, p: patch });
+  gql(token, `mutation ($id: UUID!, $p: DocumentPatch!) { updateDocument(input: { rowId: $id, patch: $p }) { document { ${fields} } } }`, {
+    id: rowId,
+    p: patch,
+  });
 
 describe("content", () => {
   test("any Unicode round-trips byte for byte", async () => {
@@ -40,7 +43,12 @@ describe("content", () => {
     const doc = (body.data!.createDocument as { document: Doc }).document;
     expect(doc.content).toBe(text);
     expect(Buffer.from(doc.content, "utf8").equals(Buffer.from(text, "utf8"))).toBe(true);
-    const [stored] = await query<{ content: string; hash: string }>(db.name, "select content, content_hash as hash from app_public.documents where id = $1", [doc.rowId], "root");
+    const [stored] = await query<{ content: string; hash: string }>(
+      db.name,
+      "select content, content_hash as hash from app_public.documents where id = $1",
+      [doc.rowId],
+      "root",
+    );
     expect(stored!.content).toBe(text);
     expect(doc.contentHash).toBe(stored!.hash);
   });
@@ -92,8 +100,13 @@ describe("roles", () => {
     const doc = ((await create(t.members.member.accessToken, { title: "Shared" })).data!.createDocument as { document: Doc }).document;
     expect((await gql(viewer, "query ($id: UUID!) { document(rowId: $id) { title } }", { id: doc.rowId })).data).toEqual({ document: { title: "Shared" } });
     expect(await update(viewer, doc.rowId, { title: "Hacked" })).toEqual({ data: { updateDocument: { document: null } } });
-    expect(codeOf(await gql(viewer, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }", { id: doc.rowId }))).toBe("NOT_FOUND");
-    expect((await gql(t.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { document { rowId } } }", { id: doc.rowId })).errors).toBeUndefined();
+    expect(codeOf(await gql(viewer, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }", { id: doc.rowId }))).toBe(
+      "NOT_FOUND",
+    );
+    expect(
+      (await gql(t.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { document { rowId } } }", { id: doc.rowId }))
+        .errors,
+    ).toBeUndefined();
   });
 });
 
@@ -126,7 +139,8 @@ describe("findDocuments", () => {
 
 describe("cost", () => {
   test("a documents list is one transaction of 3 round trips: begin with its settings, the select, commit", async () => {
-    const list = "{ documents(first: 20, orderBy: CREATED_AT_DESC) { nodes { rowId title createdAt summaries(first: 1, orderBy: CREATED_AT_DESC) { nodes { content } } } } }";
+    const list =
+      "{ documents(first: 20, orderBy: CREATED_AT_DESC) { nodes { rowId title createdAt summaries(first: 1, orderBy: CREATED_AT_DESC) { nodes { content } } } } }";
     // Warm: the first request of a user in a window waits for one rate-limit sync.
     expect((await gql(t.members.member.accessToken, list)).errors).toBeUndefined();
     // The statements of each checkout from the server's pool while the request runs. Observed through the pool's

@@ -90,14 +90,11 @@ describe("every refusal has a code", () => {
     expect(await response.json()).toEqual({ errors: [{ message: expect.any(String), extensions: { code: "METHOD_NOT_ALLOWED" } }] });
   });
 
-  test.each(["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])(
-    "a %s body is 415 UNSUPPORTED_MEDIA_TYPE",
-    async (type) => {
-      const response = await fetch(`${app.url}/graphql`, { method: "POST", headers: { "content-type": type }, body: '{"query":"{ __typename }"}' });
-      expect(response.status).toBe(415);
-      expect(await response.json()).toEqual({ errors: [{ message: expect.any(String), extensions: { code: "UNSUPPORTED_MEDIA_TYPE" } }] });
-    },
-  );
+  test.each(["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])("a %s body is 415 UNSUPPORTED_MEDIA_TYPE", async (type) => {
+    const response = await fetch(`${app.url}/graphql`, { method: "POST", headers: { "content-type": type }, body: '{"query":"{ __typename }"}' });
+    expect(response.status).toBe(415);
+    expect(await response.json()).toEqual({ errors: [{ message: expect.any(String), extensions: { code: "UNSUPPORTED_MEDIA_TYPE" } }] });
+  });
 
   test("a method the upload route does not answer is 405 in the REST shape", async () => {
     const response = await fetch(`${app.url}/api/v1/documents/upload`);
@@ -124,7 +121,11 @@ describe("data exceptions are the client's", () => {
   test("a Datetime argument PostgreSQL cannot take (offset +99:99, year -4713) is BAD_INPUT", async () => {
     const { members } = await createTenant(db, "Dates");
     for (const value of ["2020-01-01T00:00:00+99:99", "-4713-01-01T00:00:00Z", "294277-01-01T00:00:00Z"]) {
-      const { body } = await app.graphql("query ($at: Datetime) { documents(condition: { createdAt: $at }) { totalCount } }", { at: value }, members.member.accessToken);
+      const { body } = await app.graphql(
+        "query ($at: Datetime) { documents(condition: { createdAt: $at }) { totalCount } }",
+        { at: value },
+        members.member.accessToken,
+      );
       expect(body.errors).toEqual([expect.objectContaining({ extensions: { code: "BAD_INPUT" } })]);
     }
   });
@@ -147,14 +148,17 @@ describe("refused values name their field", () => {
     const { members } = await createTenant(db, `Fields ${field}`);
     const { body } = await app.graphql(`mutation { createDocument(input: { document: ${document} }) { document { rowId } } }`, {}, members.member.accessToken);
     expect(body.errors).toEqual([
-      expect.objectContaining({ message: `${field} is not allowed: it is empty, too long, or not in the accepted form.`, extensions: { code: "BAD_INPUT", field } }),
+      expect.objectContaining({
+        message: `${field} is not allowed: it is empty, too long, or not in the accepted form.`,
+        extensions: { code: "BAD_INPUT", field },
+      }),
     ]);
   });
 
   test("metadata is bounded (64 KiB of JSON), so a list of documents cannot carry megabytes of it", async () => {
     const { members } = await createTenant(db, "Metadata");
     const { body } = await app.graphql(
-      "mutation ($m: JSON!) { createDocument(input: { document: { title: \"x\", metadata: $m } }) { document { rowId } } }",
+      'mutation ($m: JSON!) { createDocument(input: { document: { title: "x", metadata: $m } }) { document { rowId } } }',
       { m: { blob: "z".repeat(70_000) } },
       members.member.accessToken,
     );

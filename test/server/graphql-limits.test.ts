@@ -140,7 +140,11 @@ describe("page size", () => {
 
 describe("nothing runs when an operation is refused", () => {
   test.each([
-    ["too deep", "QUERY_TOO_COMPLEX", (r: string) => `mutation { ${r} { organization { ${"documentsByOrgId { nodes { org { ".repeat(4)}name${" } } }".repeat(4)} } } }`],
+    [
+      "too deep",
+      "QUERY_TOO_COMPLEX",
+      (r: string) => `mutation { ${r} { organization { ${"documentsByOrgId { nodes { org { ".repeat(4)}name${" } } }".repeat(4)} } } }`,
+    ],
     ["too many aliases", "QUERY_TOO_COMPLEX", (r: string) => `mutation { ${r} { ${Array.from({ length: 31 }, (_, i) => `a${i}: accessToken`).join(" ")} } }`],
     ["too many fields", "QUERY_TOO_COMPLEX", (r: string) => `mutation { ${r} { ${"accessToken ".repeat(500)}} }`],
     ["too large a page", "BAD_INPUT", (r: string) => `mutation { ${r} { organization { documentsByOrgId(first: 1000) { totalCount } } } }`],
@@ -197,9 +201,7 @@ describe("trusted documents", () => {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
       body: JSON.stringify(body),
-    }).then(
-      async (response) => ({ status: response.status, body: (await response.json()) as GraphQLBody }),
-    );
+    }).then(async (response) => ({ status: response.status, body: (await response.json()) as GraphQLBody }));
 
   test("a document named by its sha256 runs: Apollo's persistedQuery extension or documentId", async () => {
     const apollo = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: sha256(trustedQuery) } }, variables: { n: 5 } });
@@ -233,9 +235,10 @@ describe("trusted documents", () => {
 describe("the rules on their own", () => {
   const schema = buildSchema("type Query { a: Int, self: Query, list(first: Int, last: Int): [Query] }");
   const errorsOf = (source: string) =>
-    validate(schema, parse(source), [...specifiedRules, complexityRule({ maxDepth: 3, maxAliases: 1, maxFields: 6 }), pageSizeRule(10)]).map(
-      (e) => [e.extensions["code"] ?? null, e.message],
-    );
+    validate(schema, parse(source), [...specifiedRules, complexityRule({ maxDepth: 3, maxAliases: 1, maxFields: 6 }), pageSizeRule(10)]).map((e) => [
+      e.extensions["code"] ?? null,
+      e.message,
+    ]);
 
   test("each operation of a document is measured on its own", () => {
     expect(errorsOf("query A { self { self { a } } } query B { self { self { self { a } } } }")).toEqual([
@@ -297,7 +300,7 @@ describe("document size", () => {
   test("large values travel in variables, which only the request body limit bounds", async () => {
     const content = "y".repeat(200_000);
     const { status, body } = await app.graphql(
-      "mutation ($content: String!) { createDocument(input: { document: { title: \"Big\", content: $content } }) { document { contentLength } } }",
+      'mutation ($content: String!) { createDocument(input: { document: { title: "Big", content: $content } }) { document { contentLength } } }',
       { content },
       token,
     );

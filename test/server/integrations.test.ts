@@ -58,7 +58,8 @@ afterAll(async () => {
 });
 
 const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
-const count = async (sql: string, values: unknown[] = []) => Number((await query<{ n: string }>(db.name, `select count(*) as n from ${sql}`, values, "root"))[0]!.n);
+const count = async (sql: string, values: unknown[] = []) =>
+  Number((await query<{ n: string }>(db.name, `select count(*) as n from ${sql}`, values, "root"))[0]!.n);
 const data = <T>(body: GraphQLBody, field: string) => {
   if (body.errors) throw new Error(JSON.stringify(body.errors));
   return body.data![field] as T;
@@ -89,7 +90,12 @@ async function connect(tenant: Tenant, provider: "notion" | "confluence"): Promi
 }
 async function settled(jobId: string) {
   for (let i = 0; i < 300; i++) {
-    const [row] = await query<{ status: string; error_code: string | null }>(db.name, "select status, error_code from app_public.jobs where id = $1", [jobId], "root");
+    const [row] = await query<{ status: string; error_code: string | null }>(
+      db.name,
+      "select status, error_code from app_public.jobs where id = $1",
+      [jobId],
+      "root",
+    );
     if (row && ["succeeded", "failed", "cancelled"].includes(row.status)) return row;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -186,16 +192,20 @@ describe("browsing, importing, syncing and publishing with Notion", () => {
     expect(list.pages.map((p) => p.externalId)).toEqual([roadmap]);
     expect(codeOf(await gql(a.members.viewer.accessToken, pagesQuery, { i: integrationId }))).toBe("FORBIDDEN");
     expect(codeOf(await gql(b.members.owner.accessToken, pagesQuery, { i: integrationId }))).toBe("NOT_FOUND");
-    expect(codeOf(await gql(b.members.owner.accessToken, "{ integration(rowId: \"" + integrationId + "\") { rowId } }"))).toBeNull();
-    expect((await gql(b.members.owner.accessToken, "{ integration(rowId: \"" + integrationId + "\") { rowId } }")).data!.integration).toBeNull();
+    expect(codeOf(await gql(b.members.owner.accessToken, '{ integration(rowId: "' + integrationId + '") { rowId } }'))).toBeNull();
+    expect((await gql(b.members.owner.accessToken, '{ integration(rowId: "' + integrationId + '") { rowId } }')).data!.integration).toBeNull();
   });
 
   test("importDocuments makes Markdown documents; importing again updates the same document", async () => {
     const importPages = (ids: string[]) =>
-      gql(a.members.member.accessToken, "mutation ($i: UUID!, $e: [String]!) { importDocuments(input: { integrationId: $i, externalIds: $e }) { job { rowId } } }", {
-        i: integrationId,
-        e: ids,
-      });
+      gql(
+        a.members.member.accessToken,
+        "mutation ($i: UUID!, $e: [String]!) { importDocuments(input: { integrationId: $i, externalIds: $e }) { job { rowId } } }",
+        {
+          i: integrationId,
+          e: ids,
+        },
+      );
     const first = data<{ job: { rowId: string } }>(await importPages([roadmap, handbook]), "importDocuments").job.rowId;
     expect(await settled(first)).toEqual({ status: "succeeded", error_code: null });
     const [doc] = await query<{ id: string; title: string; content: string; revision: number; source: string }>(
@@ -207,31 +217,70 @@ describe("browsing, importing, syncing and publishing with Notion", () => {
     expect(doc).toEqual(expect.objectContaining({ title: "Roadmap 2027", source: "notion", revision: 1 }));
     expect(doc!.content).toContain("# Goals");
     expect(doc!.content).toContain("- Ship sync");
-    const [run] = await query(db.name, "select status, seen, imported, updated, skipped, failed from app_public.integration_sync_runs where job_id = $1", [first], "root");
+    const [run] = await query(
+      db.name,
+      "select status, seen, imported, updated, skipped, failed from app_public.integration_sync_runs where job_id = $1",
+      [first],
+      "root",
+    );
     expect(run).toEqual({ status: "finished", seen: 2, imported: 2, updated: 0, skipped: 0, failed: 0 });
 
     notion.pages.get(roadmap)!.title = "Roadmap 2027 (revised)";
     const second = data<{ job: { rowId: string } }>(await importPages([roadmap]), "importDocuments").job.rowId;
     await settled(second);
-    const [again] = await query<{ id: string; title: string; revision: number }>(db.name, "select id, title, revision from app_public.documents where external_id = $1", [roadmap], "root");
+    const [again] = await query<{ id: string; title: string; revision: number }>(
+      db.name,
+      "select id, title, revision from app_public.documents where external_id = $1",
+      [roadmap],
+      "root",
+    );
     expect(again).toEqual({ id: doc!.id, title: "Roadmap 2027 (revised)", revision: 1 });
     expect(await count("app_public.documents where external_id = $1", [roadmap])).toBe(1);
     // Viewers cannot import; another organization cannot import with this integration.
-    expect(codeOf(await gql(a.members.viewer.accessToken, "mutation ($i: UUID!) { importDocuments(input: { integrationId: $i, externalIds: [\"x\"] }) { job { rowId } } }", { i: integrationId }))).toBe("FORBIDDEN");
-    expect(codeOf(await gql(b.members.owner.accessToken, "mutation ($i: UUID!) { importDocuments(input: { integrationId: $i, externalIds: [\"x\"] }) { job { rowId } } }", { i: integrationId }))).toBe("NOT_FOUND");
+    expect(
+      codeOf(
+        await gql(
+          a.members.viewer.accessToken,
+          'mutation ($i: UUID!) { importDocuments(input: { integrationId: $i, externalIds: ["x"] }) { job { rowId } } }',
+          { i: integrationId },
+        ),
+      ),
+    ).toBe("FORBIDDEN");
+    expect(
+      codeOf(
+        await gql(b.members.owner.accessToken, 'mutation ($i: UUID!) { importDocuments(input: { integrationId: $i, externalIds: ["x"] }) { job { rowId } } }', {
+          i: integrationId,
+        }),
+      ),
+    ).toBe("NOT_FOUND");
   });
 
   test("a sync flags pages deleted at the source, and a page it cannot read makes the run partial", async () => {
     notion.pages.get(handbook)!.archived = true;
-    const sync = async () => data<{ job: { rowId: string } }>(await gql(a.members.member.accessToken, "mutation ($i: UUID!) { syncIntegration(input: { integrationId: $i }) { job { rowId } } }", { i: integrationId }), "syncIntegration").job.rowId;
+    const sync = async () =>
+      data<{ job: { rowId: string } }>(
+        await gql(a.members.member.accessToken, "mutation ($i: UUID!) { syncIntegration(input: { integrationId: $i }) { job { rowId } } }", {
+          i: integrationId,
+        }),
+        "syncIntegration",
+      ).job.rowId;
     const first = await sync();
     await settled(first);
-    const [run] = await query(db.name, "select status, seen, skipped, deleted_at_source, failed from app_public.integration_sync_runs where job_id = $1", [first], "root");
+    const [run] = await query(
+      db.name,
+      "select status, seen, skipped, deleted_at_source, failed from app_public.integration_sync_runs where job_id = $1",
+      [first],
+      "root",
+    );
     expect(run).toEqual({ status: "finished", seen: 2, skipped: 1, deleted_at_source: 1, failed: 0 });
     expect(await count("app_public.documents where external_id = $1 and metadata ? 'deletedAtSource'", [handbook])).toBe(1);
 
     // The roadmap's blocks answer 500 on every try: that page fails, the run is partial, not finished.
-    for (let i = 0; i < 3; i++) notion.fault({ match: (r) => r.path.includes(`/v1/blocks/${roadmap}/children`), reply: { status: 500, json: { object: "error", status: 500, code: "internal_server_error", message: "boom" } } });
+    for (let i = 0; i < 3; i++)
+      notion.fault({
+        match: (r) => r.path.includes(`/v1/blocks/${roadmap}/children`),
+        reply: { status: 500, json: { object: "error", status: 500, code: "internal_server_error", message: "boom" } },
+      });
     const second = await sync();
     await settled(second);
     const [partial] = await query(db.name, "select status, failed from app_public.integration_sync_runs where job_id = $1", [second], "root");
@@ -245,11 +294,15 @@ describe("browsing, importing, syncing and publishing with Notion", () => {
     const [summary] = await query<{ id: string }>(db.name, "select id from app_public.summaries where org_id = $1 limit 1", [a.orgId], "root");
     const publish = async () =>
       data<{ job: { rowId: string } }>(
-        await gql(a.members.member.accessToken, "mutation ($s: UUID!, $i: UUID!, $p: String) { publishSummary(input: { summaryId: $s, integrationId: $i, parentPageId: $p }) { job { rowId } } }", {
-          s: summary!.id,
-          i: integrationId,
-          p: parent,
-        }),
+        await gql(
+          a.members.member.accessToken,
+          "mutation ($s: UUID!, $i: UUID!, $p: String) { publishSummary(input: { summaryId: $s, integrationId: $i, parentPageId: $p }) { job { rowId } } }",
+          {
+            s: summary!.id,
+            i: integrationId,
+            p: parent,
+          },
+        ),
         "publishSummary",
       ).job.rowId;
     expect(await settled(await publish())).toEqual({ status: "succeeded", error_code: null });
@@ -261,19 +314,39 @@ describe("browsing, importing, syncing and publishing with Notion", () => {
     const [s] = await query<{ published_url: string }>(db.name, "select published_url from app_public.summaries where id = $1", [summary!.id], "root");
     expect(s!.published_url).toMatch(/^https?:\/\//);
     // Publishing to Notion without a parent page is refused before anything is queued.
-    expect(codeOf(await gql(a.members.member.accessToken, "mutation ($s: UUID!, $i: UUID!) { publishSummary(input: { summaryId: $s, integrationId: $i }) { job { rowId } } }", { s: summary!.id, i: integrationId }))).toBe("BAD_INPUT");
+    expect(
+      codeOf(
+        await gql(
+          a.members.member.accessToken,
+          "mutation ($s: UUID!, $i: UUID!) { publishSummary(input: { summaryId: $s, integrationId: $i }) { job { rowId } } }",
+          { s: summary!.id, i: integrationId },
+        ),
+      ),
+    ).toBe("BAD_INPUT");
   });
 
   test("disconnecting revokes at Notion, deletes the sealed tokens and refuses new jobs", async () => {
     const c = await createTenant(db, "Delta");
     const id = await connect(c, "notion");
-    expect(codeOf(await gql(c.members.member.accessToken, "mutation ($i: UUID!) { disconnectIntegration(input: { integrationId: $i }) { integration { status } } }", { i: id }))).toBe("FORBIDDEN");
+    expect(
+      codeOf(
+        await gql(c.members.member.accessToken, "mutation ($i: UUID!) { disconnectIntegration(input: { integrationId: $i }) { integration { status } } }", {
+          i: id,
+        }),
+      ),
+    ).toBe("FORBIDDEN");
     const revokes = notion.requests.filter((r) => r.path === "/v1/oauth/revoke").length;
-    const body = await gql(c.members.admin.accessToken, "mutation ($i: UUID!) { disconnectIntegration(input: { integrationId: $i }) { integration { status } } }", { i: id });
+    const body = await gql(
+      c.members.admin.accessToken,
+      "mutation ($i: UUID!) { disconnectIntegration(input: { integrationId: $i }) { integration { status } } }",
+      { i: id },
+    );
     expect(data<{ integration: { status: string } }>(body, "disconnectIntegration").integration.status).toBe("disconnected");
     expect(notion.requests.filter((r) => r.path === "/v1/oauth/revoke").length).toBe(revokes + 1);
     expect(await count("app_private.integration_secrets where integration_id = $1", [id])).toBe(0);
-    expect(codeOf(await gql(c.members.member.accessToken, "mutation ($i: UUID!) { syncIntegration(input: { integrationId: $i }) { job { rowId } } }", { i: id }))).toBe("BAD_INPUT");
+    expect(
+      codeOf(await gql(c.members.member.accessToken, "mutation ($i: UUID!) { syncIntegration(input: { integrationId: $i }) { job { rowId } } }", { i: id })),
+    ).toBe("BAD_INPUT");
   });
 });
 
@@ -289,30 +362,46 @@ describe("Confluence", () => {
     atlassian.requests.filter((r) => r.path === "/oauth/token" && (r.body as { grant_type?: string } | undefined)?.grant_type === "refresh_token").length;
 
   test("an expired access token is refreshed once for concurrent callers, and the rotated refresh token is stored", async () => {
-    const [before] = await query<{ refresh_ciphertext: Buffer }>(db.name, "select refresh_ciphertext from app_private.integration_secrets where integration_id = $1", [integrationId], "root");
+    const [before] = await query<{ refresh_ciphertext: Buffer }>(
+      db.name,
+      "select refresh_ciphertext from app_private.integration_secrets where integration_id = $1",
+      [integrationId],
+      "root",
+    );
     for (const token of atlassian.requests.map((r) => /^Bearer (.+)$/.exec(r.headers.authorization ?? "")?.[1]).filter(Boolean)) atlassian.expire(token!);
     const startRefreshes = refreshes();
     const answers = await Promise.all([1, 2, 3].map(() => gql(b.members.member.accessToken, pagesQuery, { i: integrationId })));
     for (const answer of answers) expect(data<{ pages: unknown[] }>(answer, "integrationPages").pages).toHaveLength(1);
     expect(refreshes() - startRefreshes).toBe(1);
-    const [after] = await query<{ refresh_ciphertext: Buffer }>(db.name, "select refresh_ciphertext from app_private.integration_secrets where integration_id = $1", [integrationId], "root");
+    const [after] = await query<{ refresh_ciphertext: Buffer }>(
+      db.name,
+      "select refresh_ciphertext from app_private.integration_secrets where integration_id = $1",
+      [integrationId],
+      "root",
+    );
     expect(after!.refresh_ciphertext.equals(before!.refresh_ciphertext)).toBe(false);
   });
 
   test("spaces are listed, and a summary is published into a space once, then updated", async () => {
     const spaces = data<{ spaces: Array<{ id: string; key: string }> }>(
-      await gql(b.members.member.accessToken, "query ($i: UUID!) { integrationSpaces(integrationId: $i) { spaces { id key name url } nextCursor } }", { i: integrationId }),
+      await gql(b.members.member.accessToken, "query ($i: UUID!) { integrationSpaces(integrationId: $i) { spaces { id key name url } nextCursor } }", {
+        i: integrationId,
+      }),
       "integrationSpaces",
     );
     expect(spaces.spaces).toEqual([expect.objectContaining({ id: space, key: "ENG" })]);
     const [summary] = await query<{ id: string }>(db.name, "select id from app_public.summaries where org_id = $1 limit 1", [b.orgId], "root");
     const publish = async () =>
       data<{ job: { rowId: string } }>(
-        await gql(b.members.member.accessToken, "mutation ($s: UUID!, $i: UUID!, $sp: String) { publishSummary(input: { summaryId: $s, integrationId: $i, spaceId: $sp }) { job { rowId } } }", {
-          s: summary!.id,
-          i: integrationId,
-          sp: space,
-        }),
+        await gql(
+          b.members.member.accessToken,
+          "mutation ($s: UUID!, $i: UUID!, $sp: String) { publishSummary(input: { summaryId: $s, integrationId: $i, spaceId: $sp }) { job { rowId } } }",
+          {
+            s: summary!.id,
+            i: integrationId,
+            sp: space,
+          },
+        ),
         "publishSummary",
       ).job.rowId;
     const inSpace = () => [...atlassian.pages.values()].filter((p) => p.spaceId === space && p.title.startsWith("Summary:"));
@@ -338,17 +427,31 @@ describe("Confluence", () => {
   });
 
   test("invalid_grant marks the integration needs_reauth and tells the organization's subscribers", async () => {
-    const live = subscribe<{ integration: { status: string } | null }>(app.url, b.members.viewer.accessToken, "subscription ($i: UUID) { integrationChanged(integrationId: $i) { integration { status } } }", { i: integrationId });
+    const live = subscribe<{ integration: { status: string } | null }>(
+      app.url,
+      b.members.viewer.accessToken,
+      "subscription ($i: UUID) { integrationChanged(integrationId: $i) { integration { status } } }",
+      { i: integrationId },
+    );
     try {
       for (const token of atlassian.requests.map((r) => /^Bearer (.+)$/.exec(r.headers.authorization ?? "")?.[1]).filter(Boolean)) atlassian.expire(token!);
-      atlassian.fault({ match: (r) => r.path === "/oauth/token", reply: { status: 400, json: { error: "invalid_grant", error_description: "Unknown or invalid refresh token." } } });
+      atlassian.fault({
+        match: (r) => r.path === "/oauth/token",
+        reply: { status: 400, json: { error: "invalid_grant", error_description: "Unknown or invalid refresh token." } },
+      });
       await new Promise((resolve) => setTimeout(resolve, 300));
       const body = await gql(b.members.member.accessToken, pagesQuery, { i: integrationId });
       expect(body.errors?.[0]?.extensions).toEqual(expect.objectContaining({ code: "UPSTREAM_ERROR", reason: "INVALID_GRANT" }));
       const [row] = await query(db.name, "select status, last_error_code from app_public.integrations where id = $1", [integrationId], "root");
       expect(row).toEqual({ status: "needs_reauth", last_error_code: "INVALID_GRANT" });
       await live.waitFor((e) => e.integration?.status === "needs_reauth");
-      expect(codeOf(await gql(b.members.member.accessToken, "mutation ($i: UUID!) { syncIntegration(input: { integrationId: $i }) { job { rowId } } }", { i: integrationId }))).toBe("BAD_INPUT");
+      expect(
+        codeOf(
+          await gql(b.members.member.accessToken, "mutation ($i: UUID!) { syncIntegration(input: { integrationId: $i }) { job { rowId } } }", {
+            i: integrationId,
+          }),
+        ),
+      ).toBe("BAD_INPUT");
     } finally {
       await live.close();
     }

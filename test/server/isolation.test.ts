@@ -3,15 +3,7 @@
 // organization B's rows. The answers must equal the answers for a nonexistent id, and B's data must not change.
 // New tables appear in the schema and are covered without editing this file.
 import { randomUUID } from "node:crypto";
-import {
-  getNamedType,
-  isInputObjectType,
-  isNonNullType,
-  isObjectType,
-  isScalarType,
-  type GraphQLObjectType,
-  type GraphQLSchema,
-} from "postgraphile/graphql";
+import { getNamedType, isInputObjectType, isNonNullType, isObjectType, isScalarType, type GraphQLObjectType, type GraphQLSchema } from "postgraphile/graphql";
 import { createTestDatabase, type TestDatabase } from "../support/database.ts";
 import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";

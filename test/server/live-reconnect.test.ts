@@ -69,9 +69,13 @@ test("events sent and sessions ended while the LISTEN connection is down reach c
   const t = await createTenant(slowDb, "Gap");
   const graphql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await slow.graphql(text, variables, token)).body;
   const createDocument = async (title: string) => {
-    const body = await graphql(t.members.member.accessToken, "mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { liveSeq document { rowId } } }", {
-      d: { title, content: "Text." },
-    });
+    const body = await graphql(
+      t.members.member.accessToken,
+      "mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { liveSeq document { rowId } } }",
+      {
+        d: { title, content: "Text." },
+      },
+    );
     return body.data!.createDocument as { liveSeq: string; document: { rowId: string } };
   };
   // A graphql-ws connection of the admin's session, which will log out in the gap.

@@ -25,7 +25,12 @@ afterAll(async () => {
 /** Another person of `tenant` with `role`, signed in (their own session and token). */
 async function addMember(tenant: Tenant, role: MemberRole): Promise<Member> {
   const email = `${randomUUID().slice(0, 8)}@${tenant.slug}.example`;
-  const [user] = await query<{ id: string }>(db.name, "insert into app_public.users (email, full_name) values ($1, $2) returning id", [email, `${tenant.slug} ${role}`], "root");
+  const [user] = await query<{ id: string }>(
+    db.name,
+    "insert into app_public.users (email, full_name) values ($1, $2) returning id",
+    [email, `${tenant.slug} ${role}`],
+    "root",
+  );
   await query(db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, $3)", [tenant.orgId, user!.id, role], "root");
   const sessionId = randomUUID();
   await query(
@@ -47,7 +52,11 @@ const documentChanged = `subscription ($since: BigInt) { documentChanged(since: 
   seq documentId document { title orgId author { fullName } org { invitationsByOrgId { totalCount } } } } }`;
 
 async function createDocument(member: Member, title: string) {
-  const { body } = await app.graphql("mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { liveSeq document { rowId } } }", { d: { title, content: "Text." } }, member.accessToken);
+  const { body } = await app.graphql(
+    "mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { liveSeq document { rowId } } }",
+    { d: { title, content: "Text." } },
+    member.accessToken,
+  );
   const created = body.data?.createDocument as { liveSeq: string; document: { rowId: string } } | undefined;
   if (!created) throw new Error(`createDocument failed: ${JSON.stringify(body.errors)}`);
   return created;
@@ -99,7 +108,10 @@ test("two organizations never share: each organization's subscribers get only th
   const subsB = await subscribed(b, [b.members.member, await addMember(b, "member"), await addMember(b, "member")]);
   try {
     const [docA, docB] = await Promise.all([createDocument(a.members.member, "Alpha secret"), createDocument(b.members.member, "Beta secret")]);
-    await Promise.all([...subsA.map((s) => s.waitFor((e) => e.documentId === docA.document.rowId)), ...subsB.map((s) => s.waitFor((e) => e.documentId === docB.document.rowId))]);
+    await Promise.all([
+      ...subsA.map((s) => s.waitFor((e) => e.documentId === docA.document.rowId)),
+      ...subsB.map((s) => s.waitFor((e) => e.documentId === docB.document.rowId)),
+    ]);
     for (const [subs, own, other] of [
       [subsA, a, docB],
       [subsB, b, docA],
@@ -156,7 +168,12 @@ test("in a shared batch, a revoked session reads nothing (representative or not)
   const members = [await addMember(t, "member"), await addMember(t, "member"), await addMember(t, "member")];
   const config = testConfig(db.name);
   const settingsOf = (m: Member) =>
-    pgSettingsFor(config, { userId: m.userId, orgId: t.orgId, sessionId: m.sessionId, role: m.role, expiresAt: new Date(Date.now() + 60_000) }, randomUUID(), null);
+    pgSettingsFor(
+      config,
+      { userId: m.userId, orgId: t.orgId, sessionId: m.sessionId, role: m.role, expiresAt: new Date(Date.now() + 60_000) },
+      randomUUID(),
+      null,
+    );
   const shared = shareReads(makeWithPgClient(app.pool), endedSessionsIn(app.pool));
   const read = (m: Member) =>
     shared(settingsOf(m), async (client) => {

@@ -23,9 +23,7 @@ afterAll(async () => {
 /** Opens a graphql-ws connection to `server` with `token`, runs one query, and reports how the connection closes. */
 async function connect(server: TestServer, token: string) {
   const socket = new WebSocket(server.url.replace("http", "ws") + "/graphql", "graphql-transport-ws");
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })),
-  );
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
   const answered = new Promise<unknown>((resolve) =>
     socket.on("message", (data) => {
       const message = JSON.parse(data.toString()) as { type: string; payload?: unknown };

@@ -19,9 +19,14 @@ afterAll(async () => {
 
 const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
 const membershipOf = async (t: Tenant, role: MemberRole) =>
-  (await query<{ id: string }>(db.name, "select id from app_public.memberships where org_id = $1 and user_id = $2", [t.orgId, t.members[role].userId], "root"))[0]!.id;
+  (
+    await query<{ id: string }>(db.name, "select id from app_public.memberships where org_id = $1 and user_id = $2", [t.orgId, t.members[role].userId], "root")
+  )[0]!.id;
 const changeRole = (token: string, membershipId: string, role: string) =>
-  gql(token, "mutation ($id: UUID!, $role: MembershipRole!) { changeMemberRole(input: { membershipId: $id, role: $role }) { result { role } } }", { id: membershipId, role });
+  gql(token, "mutation ($id: UUID!, $role: MembershipRole!) { changeMemberRole(input: { membershipId: $id, role: $role }) { result { role } } }", {
+    id: membershipId,
+    role,
+  });
 const remove = (token: string, membershipId: string) =>
   gql(token, "mutation ($id: UUID!) { removeMember(input: { membershipId: $id }) { result { rowId } } }", { id: membershipId });
 const roleIs = async (t: Tenant, role: MemberRole) =>
@@ -31,7 +36,10 @@ describe("changeMemberRole", () => {
   test("an admin changes a member's role, which applies to the member's next request", async () => {
     const t = await createTenant(db, "Roles");
     const memberToken = t.members.member.accessToken;
-    const rename = () => gql(memberToken, "mutation ($id: UUID!) { updateOrganization(input: { rowId: $id, patch: { name: \"Renamed\" } }) { organization { name } } }", { id: t.orgId });
+    const rename = () =>
+      gql(memberToken, 'mutation ($id: UUID!) { updateOrganization(input: { rowId: $id, patch: { name: "Renamed" } }) { organization { name } } }', {
+        id: t.orgId,
+      });
     // PostGraphile V5 answers an update that RLS filtered out with a null row rather than an error.
     expect(await rename()).toEqual({ data: { updateOrganization: { organization: null } } });
     const body = await changeRole(t.members.admin.accessToken, await membershipOf(t, "member"), "admin");

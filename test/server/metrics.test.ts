@@ -149,7 +149,11 @@ describe("with METRICS_TOKEN", () => {
     expect(added("quire_graphql_operations_total", { type: "invalid" })).toBe(1);
     expect(added("quire_graphql_errors_total", {})).toBe(1);
     // The subscription read where its organization's events stand through the shared reads: counted.
-    expect(select(closed, "quire_live_shared_reads_total").map((sample) => sample.labels.kind).sort()).toEqual(["callers", "fallbacks", "shared", "transactions"]);
+    expect(
+      select(closed, "quire_live_shared_reads_total")
+        .map((sample) => sample.labels.kind)
+        .sort(),
+    ).toEqual(["callers", "fallbacks", "shared", "transactions"]);
     expect(added("quire_live_shared_reads_total", { kind: "callers" })).toBeGreaterThanOrEqual(1);
     expect(added("quire_live_shared_reads_total", { kind: "transactions" })).toBeGreaterThanOrEqual(1);
     expect(added("quire_graphql_errors_total", { operation: "anonymous", type: "invalid", code: "UNAUTHENTICATED" })).toBe(1);
@@ -169,7 +173,9 @@ describe("with METRICS_TOKEN", () => {
     const kept = [...operations].filter((name) => name!.startsWith("Distinct")).length;
     expect(kept).toBe(200 - [...known].filter((name) => name !== "anonymous" && name !== "other").length);
     expect(total(after, "quire_graphql_operations_total", { operation: "other" })).toBe(names.length - kept);
-    expect(total(after, "quire_graphql_operations_total", { type: "query" }) - total(before, "quire_graphql_operations_total", { type: "query" })).toBe(names.length);
+    expect(total(after, "quire_graphql_operations_total", { type: "query" }) - total(before, "quire_graphql_operations_total", { type: "query" })).toBe(
+      names.length,
+    );
   });
 });
 
@@ -295,7 +301,11 @@ test("the queue gauge reports how long the oldest due job of each task has waite
   try {
     metrics.observeJobQueue(pool, ["metrics_probe", "send_email"], silentLogger);
     // Tasks no worker here knows, so nothing takes them: one due a minute ago, one later, one not yet due.
-    for (const [task, secondsAgo] of [["metrics_probe", 60], ["metrics_probe", 5], ["metrics_later", -3600]] as const) {
+    for (const [task, secondsAgo] of [
+      ["metrics_probe", 60],
+      ["metrics_probe", 5],
+      ["metrics_later", -3600],
+    ] as const) {
       await query(db.name, "select graphile_worker.add_job($1, '{}'::json, run_at := now() - make_interval(secs => $2))", [task, secondsAgo], "root");
     }
     const samples = parse(await metrics.render());
@@ -305,7 +315,12 @@ test("the queue gauge reports how long the oldest due job of each task has waite
     expect(total(samples, "quire_job_queue_oldest_age_seconds", { task: "send_email" })).toBe(0);
     expect(select(samples, "quire_job_queue_oldest_age_seconds", { task: "metrics_later" })).toEqual([]);
   } finally {
-    await query(db.name, "delete from graphile_worker._private_jobs where task_id in (select id from graphile_worker._private_tasks where identifier like 'metrics_%')", [], "root");
+    await query(
+      db.name,
+      "delete from graphile_worker._private_jobs where task_id in (select id from graphile_worker._private_tasks where identifier like 'metrics_%')",
+      [],
+      "root",
+    );
     await pool.end();
   }
 });

@@ -112,7 +112,11 @@ test("a refused origin is warned about once, naming FRONTEND_ORIGINS and the ori
   // GraphiQL on this very server posts with its own Origin: not a refusal worth a line.
   const own = production.url;
   const beforeOwn = refusals(production.lines).length;
-  await fetch(`${own}/graphql`, { method: "POST", headers: { origin: own, "content-type": "application/json" }, body: JSON.stringify({ query: "{ __typename }" }) });
+  await fetch(`${own}/graphql`, {
+    method: "POST",
+    headers: { origin: own, "content-type": "application/json" },
+    body: JSON.stringify({ query: "{ __typename }" }),
+  });
   expect(refusals(production.lines).length).toBe(beforeOwn);
 });
 

@@ -131,7 +131,12 @@ test("operations over a WebSocket are counted too: over the user's limit a subsc
     expect(refused).toHaveLength(1);
     expect(JSON.stringify(refused[0]!.errors)).toContain("RATE_LIMITED");
     await settle();
-    const [{ hits }] = (await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_windows where key = $1", [`user:${t.members.member.userId}`], "root")) as [{ hits: number }];
+    const [{ hits }] = (await query<{ hits: number }>(
+      db.name,
+      "select hits from app_private.rate_limit_windows where key = $1",
+      [`user:${t.members.member.userId}`],
+      "root",
+    )) as [{ hits: number }];
     expect(hits).toBe(3);
   } finally {
     for (const s of opened) await s.close();
@@ -155,7 +160,12 @@ test("a request costs no database statement: counts reach PostgreSQL only with t
     await lazy.close();
   }
   // Closing syncs what was counted: all 21 requests.
-  const rows = await query<{ hits: number }>(db.name, "select hits from app_private.rate_limit_windows where key = $1", [`user:${rich.members.member.userId}`], "root");
+  const rows = await query<{ hits: number }>(
+    db.name,
+    "select hits from app_private.rate_limit_windows where key = $1",
+    [`user:${rich.members.member.userId}`],
+    "root",
+  );
   expect(rows).toEqual([{ hits: 21 }]);
 });
 
@@ -174,7 +184,10 @@ test("a sync stuck in the database gives up after its timeout: requests are stil
     expect((await locker.query("select hits from app_private.rate_limit_windows where key = $1 for update", [key])).rowCount).toBe(1);
     await ask(stuck, token);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const blocked = await locker.query("select count(*)::int as n from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query like '%sync_rate_limits%'", [db.name]);
+    const blocked = await locker.query(
+      "select count(*)::int as n from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query like '%sync_rate_limits%'",
+      [db.name],
+    );
     expect(blocked.rows[0].n).toBe(1);
     // Each request is judged on what this instance knows meanwhile (its key is known), never held by the sync.
     const started = Date.now();

@@ -10,10 +10,7 @@ let late: TestServer;
 let appLines: Line[];
 beforeAll(async () => {
   db = await createTestDatabase();
-  await query(
-    db.name,
-    "create function app_public.test_sleep(seconds float) returns int language sql stable as 'select 1 from pg_sleep(seconds)'",
-  );
+  await query(db.name, "create function app_public.test_sleep(seconds float) returns int language sql stable as 'select 1 from pg_sleep(seconds)'");
   await query(db.name, `grant execute on function app_public.test_sleep(float) to ${roles.anonymous}`);
   // A slow write: it inserts a row, then sleeps before its transaction can commit.
   await query(db.name, "create table public.test_writes (id serial primary key)", [], "root");
@@ -63,9 +60,10 @@ test("a write still running at the shutdown timeout is rolled back, not committe
   // A loaded machine may be slow to hand out connections: this test is about what happens after.
   late = await startTestServer(testConfig(db.name, { DATABASE_POOL_WAIT_MS: "30000" }));
   let settled: unknown = null;
-  const inFlight = late
-    .graphql("mutation { testSlowWrite(input: { seconds: 3 }) { __typename } }")
-    .then((answer) => ({ answer }), (error: unknown) => ({ error }));
+  const inFlight = late.graphql("mutation { testSlowWrite(input: { seconds: 3 }) { __typename } }").then(
+    (answer) => ({ answer }),
+    (error: unknown) => ({ error }),
+  );
   void inFlight.then((outcome) => (settled = outcome));
   // The row is inserted; the transaction sleeps before its commit.
   await untilRunning("test_slow_write", () => settled);

@@ -108,12 +108,14 @@ const lastSeq = async (orgId: string) =>
   String((await query<{ s: string }>(db.name, "select coalesce(max(seq), 0) as s from app_public.live_events where org_id = $1", [orgId], "root"))[0]!.s);
 const count = async (sql: string, values: unknown[]) => Number((await query<{ n: string }>(db.name, `select count(*) as n from ${sql}`, values, "root"))[0]!.n);
 const jobRow = async (jobId: string) =>
-  (await query<{ status: string; attempts: number; error_code: string | null; error_message: string | null }>(
-    db.name,
-    "select status, attempts, error_code, error_message from app_public.jobs where id = $1",
-    [jobId],
-    "root",
-  ))[0]!;
+  (
+    await query<{ status: string; attempts: number; error_code: string | null; error_message: string | null }>(
+      db.name,
+      "select status, attempts, error_code, error_message from app_public.jobs where id = $1",
+      [jobId],
+      "root",
+    )
+  )[0]!;
 async function settled(jobId: string, ms = 15_000) {
   const deadline = Date.now() + ms;
   for (;;) {
@@ -142,7 +144,12 @@ describe("the happy path", () => {
       const seqs = live.events.map((e) => Number(e.seq));
       expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
       expect(await count("app_public.summaries where job_id = $1", [jobId])).toBe(1);
-      const usage = await query(db.name, "select provider, model, prompt_tokens, completion_tokens from app_public.usage_records where job_id = $1", [jobId], "root");
+      const usage = await query(
+        db.name,
+        "select provider, model, prompt_tokens, completion_tokens from app_public.usage_records where job_id = $1",
+        [jobId],
+        "root",
+      );
       expect(usage).toEqual([{ provider: "openai", model: "fake-model", prompt_tokens: 42, completion_tokens: 7 }]);
       // The real client sent the rendered default template ("Executive summary") with the document in it.
       expect(fake.requests).toHaveLength(1);
@@ -177,9 +184,17 @@ describe("the happy path", () => {
     const documentId = await createDocument(t.members.member.accessToken, "Stale soon");
     const jobId = jobIdOf(await summarize(t.members.member.accessToken, documentId));
     expect((await settled(jobId)).status).toBe("succeeded");
-    await gql(t.members.member.accessToken, "mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { title: \"Renamed\" } }) { document { rowId } } }", { id: documentId });
+    await gql(
+      t.members.member.accessToken,
+      'mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { title: "Renamed" } }) { document { rowId } } }',
+      { id: documentId },
+    );
     expect(await count("app_public.summaries where job_id = $1 and stale", [jobId])).toBe(0);
-    await gql(t.members.member.accessToken, "mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { content: \"New text.\" } }) { document { rowId } } }", { id: documentId });
+    await gql(
+      t.members.member.accessToken,
+      'mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { content: "New text." } }) { document { rowId } } }',
+      { id: documentId },
+    );
     expect(await count("app_public.summaries where job_id = $1 and stale", [jobId])).toBe(1);
   });
 });
@@ -252,7 +267,10 @@ describe("who may ask, and how much", () => {
     expect(codeOf(refused)).toBe("QUOTA_EXCEEDED");
     expect(await count("app_public.jobs where org_id = $1 and kind = 'summarize'", [q.orgId])).toBe(2); // the fixture's and the first
     expect(await count("graphile_worker._private_jobs", [])).toBe(graphileJobs);
-    const usage = await gql(q.members.viewer.accessToken, "{ organizationUsage { tier summaries jobsInFlight promptTokens completionTokens summaryAllowance tokenAllowance } }");
+    const usage = await gql(
+      q.members.viewer.accessToken,
+      "{ organizationUsage { tier summaries jobsInFlight promptTokens completionTokens summaryAllowance tokenAllowance } }",
+    );
     expect(usage.data!.organizationUsage).toEqual({
       tier: "premium",
       summaries: 2,
@@ -270,7 +288,9 @@ describe("cancelling", () => {
     reply = () => ({ ...(completion("Too late.") as object), delayMs: 800 });
     const jobId = jobIdOf(await summarize(t.members.member.accessToken, await createDocument(t.members.member.accessToken)));
     while ((await jobRow(jobId)).status !== "running") await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(codeOf(await gql(t.members.viewer.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId }))).toBe("FORBIDDEN");
+    expect(codeOf(await gql(t.members.viewer.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId }))).toBe(
+      "FORBIDDEN",
+    );
     const cancelled = await gql(t.members.member.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId });
     expect(cancelled.data!.cancelJob).toEqual({ job: { status: "cancelled" } });
     await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -278,8 +298,12 @@ describe("cancelling", () => {
     expect(await count("app_public.summaries where job_id = $1", [jobId])).toBe(0);
     expect(await count("app_public.usage_records where job_id = $1", [jobId])).toBe(0);
     // Finished jobs cannot be cancelled; another organization's job does not exist for the caller.
-    expect(codeOf(await gql(t.members.member.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId }))).toBeNull();
-    expect(codeOf(await gql(other.members.owner.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId }))).toBe("NOT_FOUND");
+    expect(
+      codeOf(await gql(t.members.member.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId })),
+    ).toBeNull();
+    expect(
+      codeOf(await gql(other.members.owner.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status } } }", { j: jobId })),
+    ).toBe("NOT_FOUND");
   });
 });
 
@@ -313,7 +337,11 @@ describe("live updates", () => {
       await live.waitFor((e) => e.entity === "summary");
       expect(live.events.map((e) => `${e.entity}:${e.op}`)).toEqual(["document:insert", "summary:insert"]);
       expect(Number(live.events[1]!.seq)).toBeGreaterThan(Number(live.events[0]!.seq));
-      await gql(t.members.member.accessToken, "mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { content: \"v2\" } }) { document { rowId } } }", { id: documentId });
+      await gql(
+        t.members.member.accessToken,
+        'mutation ($id: UUID!) { updateDocument(input: { rowId: $id, patch: { content: "v2" } }) { document { rowId } } }',
+        { id: documentId },
+      );
       await live.waitFor((e) => e.entity === "summary" && e.op === "update" && e.summary?.stale === true);
       expect(live.events.every((e) => e.missedEarlier === false)).toBe(true);
     } finally {
@@ -339,7 +367,12 @@ describe("live updates", () => {
     try {
       const before = await createDocument(t.members.member.accessToken, "Before the drop");
       await live.waitFor((e) => e.documentId === before);
-      await query(db.name, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'quire-listener' and datname = current_database()", [], "root");
+      await query(
+        db.name,
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'quire-listener' and datname = current_database()",
+        [],
+        "root",
+      );
       const during = await createDocument(t.members.member.accessToken, "During the drop");
       await live.waitFor((e) => e.documentId === during);
       const after = await createDocument(t.members.member.accessToken, "After the drop");
@@ -353,9 +386,13 @@ describe("live updates", () => {
   });
 
   test("a mutation's liveSeq, passed as `since`, delivers every event of its job, even those sent before subscribing", async () => {
-    const created = await gql(t.members.member.accessToken, "mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { liveSeq document { rowId } } }", {
-      d: { title: "Sequenced", content: "Revenue grew. Costs fell." },
-    });
+    const created = await gql(
+      t.members.member.accessToken,
+      "mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { liveSeq document { rowId } } }",
+      {
+        d: { title: "Sequenced", content: "Revenue grew. Costs fell." },
+      },
+    );
     const { liveSeq: documentSeq, document } = created.data!.createDocument as { liveSeq: string; document: { rowId: string } };
     const body = await gql(t.members.member.accessToken, "mutation ($d: UUID!) { summarizeDocument(input: { documentId: $d }) { liveSeq job { rowId } } }", {
       d: document.rowId,
@@ -415,20 +452,39 @@ describe("documents and jobs without a worker", () => {
     await db2?.drop();
   });
   const gql2 = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app2.graphql(text, variables, token)).body;
-  const count2 = async (sql: string, values: unknown[]) => Number((await query<{ n: string }>(db2.name, `select count(*) as n from ${sql}`, values, "root"))[0]!.n);
+  const count2 = async (sql: string, values: unknown[]) =>
+    Number((await query<{ n: string }>(db2.name, `select count(*) as n from ${sql}`, values, "root"))[0]!.n);
   const queue = async (documentId: string) =>
-    jobIdOf(await gql2(u.members.member.accessToken, "mutation ($d: UUID!) { summarizeDocument(input: { documentId: $d }) { job { rowId status } } }", { d: documentId }));
+    jobIdOf(
+      await gql2(u.members.member.accessToken, "mutation ($d: UUID!) { summarizeDocument(input: { documentId: $d }) { job { rowId status } } }", {
+        d: documentId,
+      }),
+    );
   const newDocument = async () =>
     (
-      (await gql2(u.members.member.accessToken, "mutation { createDocument(input: { document: { title: \"Queued\", content: \"Some text. More text.\" } }) { document { rowId } } }"))
-        .data!.createDocument as { document: { rowId: string } }
+      (
+        await gql2(
+          u.members.member.accessToken,
+          'mutation { createDocument(input: { document: { title: "Queued", content: "Some text. More text." } }) { document { rowId } } }',
+        )
+      ).data!.createDocument as { document: { rowId: string } }
     ).document.rowId;
 
   test("a worker killed on a job's last attempt: the job fails with WORKER_LOST instead of running for ever", async () => {
     const jobId = await queue(await newDocument());
     // As if a worker (heartbeat long gone) had taken the job on its last attempt and died.
-    await query(db2.name, "insert into app_private.worker_heartbeats (worker_id, hostname, pid, last_seen_at) values ('dead', 'h', 1, now() - interval '1 hour')", [], "root");
-    await query(db2.name, "update graphile_worker._private_jobs set locked_at = now(), locked_by = 'dead-lock', attempts = max_attempts where key = $1", [jobId], "root");
+    await query(
+      db2.name,
+      "insert into app_private.worker_heartbeats (worker_id, hostname, pid, last_seen_at) values ('dead', 'h', 1, now() - interval '1 hour')",
+      [],
+      "root",
+    );
+    await query(
+      db2.name,
+      "update graphile_worker._private_jobs set locked_at = now(), locked_by = 'dead-lock', attempts = max_attempts where key = $1",
+      [jobId],
+      "root",
+    );
     await query(db2.name, "update app_public.jobs set status = 'running', attempts = 3 where id = $1", [jobId], "root");
     await query(db2.name, "update app_private.job_tokens set runner_id = 'dead', lock_id = 'dead-lock' where job_id = $1", [jobId], "root");
     const [released] = await query<{ n: number }>(db2.name, "select app_private.release_dead_workers(30) as n", [], "root");
@@ -441,7 +497,9 @@ describe("documents and jobs without a worker", () => {
   test("cancelling a queued job removes it from the queue", async () => {
     const jobId = await queue(await newDocument());
     expect(await count2("graphile_worker._private_jobs where key = $1", [jobId])).toBe(1);
-    const body = await gql2(u.members.member.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status finishedAt } } }", { j: jobId });
+    const body = await gql2(u.members.member.accessToken, "mutation ($j: UUID!) { cancelJob(input: { jobId: $j }) { job { status finishedAt } } }", {
+      j: jobId,
+    });
     expect((body.data!.cancelJob as { job: { status: string } }).job.status).toBe("cancelled");
     expect(await count2("graphile_worker._private_jobs where key = $1", [jobId])).toBe(0);
   });
@@ -449,7 +507,12 @@ describe("documents and jobs without a worker", () => {
   test("deleting a document cancels its pending jobs and deletes its summaries; usage stays", async () => {
     const documentId = await newDocument();
     const jobId = await queue(documentId);
-    const [fixtureDoc] = await query<{ id: string }>(db2.name, "select id from app_public.documents where org_id = $1 and title like '%handbook'", [u.orgId], "root");
+    const [fixtureDoc] = await query<{ id: string }>(
+      db2.name,
+      "select id from app_public.documents where org_id = $1 and title like '%handbook'",
+      [u.orgId],
+      "root",
+    );
     for (const id of [documentId, fixtureDoc!.id]) {
       const body = await gql2(u.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { document { rowId } } }", { id });
       expect(body.errors).toBeUndefined();
@@ -494,7 +557,12 @@ describe("documents and jobs without a worker", () => {
       try {
         const started = Date.now();
         for (;;) {
-          const [row] = await query<{ status: string; attempts: number }>(db2.name, "select status, attempts from app_public.jobs where id = $1", [jobId], "root");
+          const [row] = await query<{ status: string; attempts: number }>(
+            db2.name,
+            "select status, attempts from app_public.jobs where id = $1",
+            [jobId],
+            "root",
+          );
           if (row!.status === "succeeded") {
             expect(row!.attempts).toBe(2);
             break;

@@ -25,7 +25,13 @@ const create = (token: string, template: Record<string, unknown>) =>
 test("three global templates ship, and every member reads them", async () => {
   const body = await gql(t.members.viewer.accessToken, "{ globalTemplates(orderBy: NAME_ASC) { nodes { name version } } }");
   expect(body.data).toEqual({
-    globalTemplates: { nodes: [{ name: "Action items", version: 1 }, { name: "Executive summary", version: 1 }, { name: "Key points", version: 1 }] },
+    globalTemplates: {
+      nodes: [
+        { name: "Action items", version: 1 },
+        { name: "Executive summary", version: 1 },
+        { name: "Key points", version: 1 },
+      ],
+    },
   });
 });
 
@@ -54,31 +60,56 @@ test("editing keeps every version; deleting the template keeps its versions", as
   };
   const id = created.template.rowId;
   const edit = (patch: Record<string, unknown>) =>
-    gql(t.members.admin.accessToken, "mutation ($id: UUID!, $p: TemplatePatch!) { updateTemplate(input: { rowId: $id, patch: $p }) { template { version } } }", { id, p: patch });
+    gql(
+      t.members.admin.accessToken,
+      "mutation ($id: UUID!, $p: TemplatePatch!) { updateTemplate(input: { rowId: $id, patch: $p }) { template { version } } }",
+      { id, p: patch },
+    );
   expect((await edit({ body: "v2 {{document.content}}" })).data).toEqual({ updateTemplate: { template: { version: 2 } } });
   expect((await edit({ body: "v2 {{document.content}}" })).data).toEqual({ updateTemplate: { template: { version: 2 } } }); // no change, no version
   const versions = () =>
-    query<{ version: number; body: string; template_id: string | null }>(db.name, "select version, body, template_id from app_public.template_versions where name = 'Versioned' order by version", [], "root");
+    query<{ version: number; body: string; template_id: string | null }>(
+      db.name,
+      "select version, body, template_id from app_public.template_versions where name = 'Versioned' order by version",
+      [],
+      "root",
+    );
   expect((await versions()).map((v) => [v.version, v.body])).toEqual([
     [1, "v1 {{document.title}}"],
     [2, "v2 {{document.content}}"],
   ]);
-  expect((await gql(t.members.admin.accessToken, "mutation ($id: UUID!) { deleteTemplate(input: { rowId: $id }) { clientMutationId } }", { id })).errors).toBeUndefined();
+  expect(
+    (await gql(t.members.admin.accessToken, "mutation ($id: UUID!) { deleteTemplate(input: { rowId: $id }) { clientMutationId } }", { id })).errors,
+  ).toBeUndefined();
   expect((await versions()).map((v) => [v.version, v.template_id])).toEqual([
     [1, null],
     [2, null],
   ]);
   // Nobody edits a version through the API.
-  expect(codeOf(await gql(t.members.owner.accessToken, "mutation { updateTemplateVersion(input: { rowId: \"00000000-0000-4000-8000-000000000000\", patch: {} }) { clientMutationId } }"))).toBe("BAD_REQUEST");
+  expect(
+    codeOf(
+      await gql(
+        t.members.owner.accessToken,
+        'mutation { updateTemplateVersion(input: { rowId: "00000000-0000-4000-8000-000000000000", patch: {} }) { clientMutationId } }',
+      ),
+    ),
+  ).toBe("BAD_REQUEST");
 });
 
 test("previewTemplate renders a document with an organization or global template, as plain text", async () => {
-  const doc = (await gql(t.members.member.accessToken, 'mutation { createDocument(input: { document: { title: "Plan {{date}}", content: "Body mentions {{organization.name}}" } }) { document { rowId } } }'))
-    .data!.createDocument as { document: { rowId: string } };
+  const doc = (
+    await gql(
+      t.members.member.accessToken,
+      'mutation { createDocument(input: { document: { title: "Plan {{date}}", content: "Body mentions {{organization.name}}" } }) { document { rowId } } }',
+    )
+  ).data!.createDocument as { document: { rowId: string } };
   const [global] = await query<{ id: string }>(db.name, "select id from app_public.global_templates where name = 'Key points'", [], "root");
   const [own] = await query<{ id: string }>(db.name, "select id from app_public.templates where org_id = $1 and name = 'Templates digest'", [t.orgId], "root");
   const preview = (templateId: string) =>
-    gql(t.members.viewer.accessToken, "query ($t: UUID!, $d: UUID!) { previewTemplate(templateId: $t, documentId: $d) }", { t: templateId, d: doc.document.rowId });
+    gql(t.members.viewer.accessToken, "query ($t: UUID!, $d: UUID!) { previewTemplate(templateId: $t, documentId: $d) }", {
+      t: templateId,
+      d: doc.document.rowId,
+    });
   expect((await preview(own!.id)).data).toEqual({ previewTemplate: "Summarize Plan {{date}} for Templates:\nBody mentions {{organization.name}}" });
   expect(((await preview(global!.id)).data!.previewTemplate as string).startsWith('List the key points of "Plan {{date}}"')).toBe(true);
 });
@@ -104,14 +135,18 @@ describe("bounded rendering", () => {
     expect(body.errors![0]!.message).toContain(message);
     expect(await query(db.name, "select 1 from app_public.templates where body = $1", [templateBody], "root")).toEqual([]);
     // A global template is held to the same rule.
-    await expect(
-      query(db.name, "insert into app_public.global_templates (name, body) values ('Amplifier', $1)", [templateBody], "root"),
-    ).rejects.toMatchObject({ code: "BADTM" });
+    await expect(query(db.name, "insert into app_public.global_templates (name, body) values ('Amplifier', $1)", [templateBody], "root")).rejects.toMatchObject(
+      { code: "BADTM" },
+    );
   });
 
   test("a template saved before the rule, repeating the content, renders TOO_LARGE instead of a multiple of the document", async () => {
     const content = "c".repeat(1024 * 1024); // 1 MiB
-    const created = await gql(t.members.member.accessToken, 'mutation ($c: String!) { createDocument(input: { document: { title: "Big", content: $c } }) { document { rowId } } }', { c: content });
+    const created = await gql(
+      t.members.member.accessToken,
+      'mutation ($c: String!) { createDocument(input: { document: { title: "Big", content: $c } }) { document { rowId } } }',
+      { c: content },
+    );
     const documentId = (created.data!.createDocument as { document: { rowId: string } }).document.rowId;
     // The body check is a trigger: written past it as the owner (with triggers off), as a pre-existing row would be.
     const [template] = await query<{ id: string }>(
@@ -137,7 +172,12 @@ describe("bounded rendering", () => {
     await expect(
       query(db.name, "select app_public.render_template($1, 'T', $2, 'Org')", ["{{document.content}}".repeat(100), content], "root"),
     ).rejects.toMatchObject({ code: "TOOLG" });
-    const [once] = await query<{ n: number }>(db.name, "select octet_length(app_public.render_template($1, 'T', $2, 'Org')) as n", ["<{{document.content}}>", content], "root");
+    const [once] = await query<{ n: number }>(
+      db.name,
+      "select octet_length(app_public.render_template($1, 'T', $2, 'Org')) as n",
+      ["<{{document.content}}>", content],
+      "root",
+    );
     expect(once!.n).toBe(1024 * 1024 + 2);
   });
 });

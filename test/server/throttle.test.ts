@@ -74,7 +74,12 @@ test("one account gets at most 20 attempts in a window from all addresses togeth
   const email = "target@example.com";
   const answers = [];
   for (let i = 1; i <= 25; i++) {
-    const [row] = await query<{ retry_after_seconds: number }>(db.name, "select retry_after_seconds from app_private.begin_login($1, $2)", [email, `192.0.2.${i}`], roles.authenticator);
+    const [row] = await query<{ retry_after_seconds: number }>(
+      db.name,
+      "select retry_after_seconds from app_private.begin_login($1, $2)",
+      [email, `192.0.2.${i}`],
+      roles.authenticator,
+    );
     answers.push(row!.retry_after_seconds);
   }
   expect(answers.filter((s) => s === 0)).toHaveLength(20);
@@ -86,7 +91,7 @@ test("guessing the current password through changePassword draws on the same bud
   const me = t.members.admin;
   const change = (current: string) =>
     a.graphql(
-      "mutation ($c: String!) { changePassword(input: { currentPassword: $c, newPassword: \"a brand new passphrase\" }) { otherSessionsEnded } }",
+      'mutation ($c: String!) { changePassword(input: { currentPassword: $c, newPassword: "a brand new passphrase" }) { otherSessionsEnded } }',
       { c: current },
       me.accessToken,
     );

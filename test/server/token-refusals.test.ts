@@ -72,7 +72,9 @@ describe.each(Object.entries(tokens))("%s", (refusal, make) => {
     const body = (await response.json()) as { errors: Array<{ extensions: Record<string, unknown> }> };
     expect(body.errors[0]!.extensions).toEqual({ code: "UNAUTHENTICATED", reason });
     const logged = refusalLines().slice(before);
-    expect(logged).toEqual([expect.objectContaining({ tokenRefusal: refusal, msg: `access token refused: ${refusal}`, level: refusal === "expired" ? 30 : 40 })]);
+    expect(logged).toEqual([
+      expect.objectContaining({ tokenRefusal: refusal, msg: `access token refused: ${refusal}`, level: refusal === "expired" ? 30 : 40 }),
+    ]);
     expect(logText.some((text) => text.includes(token))).toBe(false);
   });
 

@@ -57,7 +57,8 @@ async function send(token: string | null, body: RequestInit["body"], headers: Re
   return { status: response.status, body: (await response.json()) as Answer["body"], headers: response.headers };
 }
 
-const uploads = async () => (await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents where source = 'upload'", [], "root"))[0]!.n;
+const uploads = async () =>
+  (await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents where source = 'upload'", [], "root"))[0]!.n;
 
 interface Row {
   title: string;
@@ -80,29 +81,61 @@ function expectError(answer: Answer, status: number, code: string, reason?: stri
   expect(Object.keys(answer.body)).toEqual(["error"]);
   expect(Object.keys(answer.body.error!).sort()).toEqual(reason ? ["code", "message", "reason"] : ["code", "message"]);
   if (reason) expect((answer.body.error as { reason?: string }).reason).toBe(reason);
-  expect(answer.body.error!.message).not.toMatch(/app_public|app_private|quire_|postgres|select |insert |\bat \w+ \(|node_modules|\/work\/|Error:|pdfjs|yauzl|mammoth|busboy/i);
+  expect(answer.body.error!.message).not.toMatch(
+    /app_public|app_private|quire_|postgres|select |insert |\bat \w+ \(|node_modules|\/work\/|Error:|pdfjs|yauzl|mammoth|busboy/i,
+  );
   expect(answer.headers.get("content-type")).toMatch(/^application\/json/);
 }
 
 describe("a member uploads each accepted type", () => {
   test.each([
-    ["plain text", { data: "Line one\nLine two ✓\n", filename: "notes.txt" }, { format: "plain", detectedType: "text", content: "Line one\nLine two ✓\n", title: "notes" }],
-    ["Markdown", { data: "# Plan\n\n- ship\n", filename: "plan.md" }, { format: "markdown", detectedType: "markdown", content: "# Plan\n\n- ship\n", title: "plan" }],
+    [
+      "plain text",
+      { data: "Line one\nLine two ✓\n", filename: "notes.txt" },
+      { format: "plain", detectedType: "text", content: "Line one\nLine two ✓\n", title: "notes" },
+    ],
+    [
+      "Markdown",
+      { data: "# Plan\n\n- ship\n", filename: "plan.md" },
+      { format: "markdown", detectedType: "markdown", content: "# Plan\n\n- ship\n", title: "plan" },
+    ],
     [
       "HTML",
-      { data: "<!doctype html><title>Team page</title><h1>Team</h1><p>We <em>ship</em>.</p><script>steal()</script>", filename: "team.html", type: "text/html" },
+      {
+        data: "<!doctype html><title>Team page</title><h1>Team</h1><p>We <em>ship</em>.</p><script>steal()</script>",
+        filename: "team.html",
+        type: "text/html",
+      },
       { format: "plain", detectedType: "html", content: "Team\n\nWe ship.", title: "Team page" },
     ],
-    ["PDF", { data: makePdf({ pages: [["Quarterly numbers"], ["Page two"]] }), filename: "q3.pdf", type: "application/pdf" }, { format: "plain", detectedType: "pdf", content: "Quarterly numbers\n\nPage two", title: "q3", pages: 2 }],
-    ["DOCX", { data: makeDocx(["Onboarding", "Day one: laptop"]), filename: "Onboarding guide.docx" }, { format: "plain", detectedType: "docx", content: "Onboarding\n\nDay one: laptop", title: "Onboarding guide" }],
+    [
+      "PDF",
+      { data: makePdf({ pages: [["Quarterly numbers"], ["Page two"]] }), filename: "q3.pdf", type: "application/pdf" },
+      { format: "plain", detectedType: "pdf", content: "Quarterly numbers\n\nPage two", title: "q3", pages: 2 },
+    ],
+    [
+      "DOCX",
+      { data: makeDocx(["Onboarding", "Day one: laptop"]), filename: "Onboarding guide.docx" },
+      { format: "plain", detectedType: "docx", content: "Onboarding\n\nDay one: laptop", title: "Onboarding guide" },
+    ],
   ] as const)("%s", async (_name, file, expected) => {
     const before = await uploads();
     const answer = await upload(a.members.member.accessToken, file);
     expect(answer.status).toBe(201);
-    expect(answer.body).toEqual({ document: { id: expect.any(String), title: expected.title, format: expected.format, bytes: Buffer.byteLength(expected.content) } });
+    expect(answer.body).toEqual({
+      document: { id: expect.any(String), title: expected.title, format: expected.format, bytes: Buffer.byteLength(expected.content) },
+    });
     expect(await uploads()).toBe(before + 1);
     const stored = await row(answer.body.document!.id);
-    expect(stored).toMatchObject({ title: expected.title, content: expected.content, format: expected.format, source: "upload", org_id: a.orgId, author_id: a.members.member.userId, revision: 1 });
+    expect(stored).toMatchObject({
+      title: expected.title,
+      content: expected.content,
+      format: expected.format,
+      source: "upload",
+      org_id: a.orgId,
+      author_id: a.members.member.userId,
+      revision: 1,
+    });
     const size = typeof file.data === "string" ? Buffer.byteLength(file.data) : file.data.length;
     expect(stored!.metadata).toEqual({
       upload: { filename: file.filename, detectedType: expected.detectedType, bytes: size, ...("pages" in expected ? { pages: expected.pages } : {}) },
@@ -125,7 +158,9 @@ describe("the title", () => {
     expect((await upload(a.members.member.accessToken, { data: pdf, filename: "r.pdf" })).body.document?.title).toBe("Annual report 2025");
   });
   test("then the file name without its extension or path", async () => {
-    expect((await upload(a.members.member.accessToken, { data: "x", filename: "C:\\Users\\me\\Résumé final.v2.txt" })).body.document?.title).toBe("Résumé final.v2");
+    expect((await upload(a.members.member.accessToken, { data: "x", filename: "C:\\Users\\me\\Résumé final.v2.txt" })).body.document?.title).toBe(
+      "Résumé final.v2",
+    );
   });
   test("else 'Untitled upload'; a blank title field counts as none", async () => {
     expect((await upload(a.members.member.accessToken, { data: "x", filename: ".txt" }, "   ")).body.document?.title).toBe("Untitled upload");
@@ -152,7 +187,15 @@ describe("who may upload", () => {
     expectError(await upload("not-a-jwt", file), 401, "UNAUTHENTICATED", "TOKEN_INVALID");
     const [header, payload] = a.members.member.accessToken.split(".");
     expectError(await upload(`${header}.${payload}.forgedsignature`, file), 401, "UNAUTHENTICATED", "TOKEN_INVALID");
-    const basic = await send(null, (() => { const f = new FormData(); f.append("file", new Blob(["x"]), "x.txt"); return f; })(), { authorization: "Basic dXNlcjpwYXNz" });
+    const basic = await send(
+      null,
+      (() => {
+        const f = new FormData();
+        f.append("file", new Blob(["x"]), "x.txt");
+        return f;
+      })(),
+      { authorization: "Basic dXNlcjpwYXNz" },
+    );
     expectError(basic, 401, "UNAUTHENTICATED", "TOKEN_INVALID");
     expect(await uploads()).toBe(before);
   });
@@ -169,9 +212,11 @@ describe("who may upload", () => {
     const answer = await upload(a.members.member.accessToken, { data: "Alpha's secret plan", filename: "secret.txt" });
     const id = answer.body.document!.id;
     const read = "query ($id: UUID!) { document(rowId: $id) { title content } }";
-    expect((await app.graphql(read, { id }, a.members.viewer.accessToken)).body.data).toEqual({ document: { title: "secret", content: "Alpha's secret plan" } });
+    expect((await app.graphql(read, { id }, a.members.viewer.accessToken)).body.data).toEqual({
+      document: { title: "secret", content: "Alpha's secret plan" },
+    });
     expect((await app.graphql(read, { id }, b.members.owner.accessToken)).body.data).toEqual({ document: null });
-    const search = "{ findDocuments(search: \"secret\") { nodes { rowId } } }";
+    const search = '{ findDocuments(search: "secret") { nodes { rowId } } }';
     expect((await app.graphql(search, {}, b.members.owner.accessToken)).body.data).toEqual({ findDocuments: { nodes: [] } });
   });
 });
@@ -210,7 +255,9 @@ describe("sizes", () => {
       },
     });
     const before = await uploads();
-    const answer = await send(a.members.member.accessToken, body, { "content-type": `multipart/form-data; boundary=${boundary}` }, { duplex: "half" } as RequestInit);
+    const answer = await send(a.members.member.accessToken, body, { "content-type": `multipart/form-data; boundary=${boundary}` }, {
+      duplex: "half",
+    } as RequestInit);
     expectError(answer, 413, "TOO_LARGE");
     expect(answer.headers.get("connection")).toBe("close");
     expect(await uploads()).toBe(before);
@@ -275,10 +322,17 @@ describe("bad requests: 400 BAD_INPUT, no row", () => {
     form.append("title", "Only a title");
     expectError(await send(member(), form), 400, "BAD_INPUT");
     expectError(await upload(member(), { data: "x", filename: "x.txt", field: "document" }), 400, "BAD_INPUT");
-    expectError(await upload(member(), [{ data: "one", filename: "1.txt" }, { data: "two", filename: "2.txt" }]), 400, "BAD_INPUT");
+    expectError(
+      await upload(member(), [
+        { data: "one", filename: "1.txt" },
+        { data: "two", filename: "2.txt" },
+      ]),
+      400,
+      "BAD_INPUT",
+    );
   });
   test("a malformed multipart body", async () => {
-    const body = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.txt\"\r\n\r\nno closing boundary";
+    const body = '--b\r\nContent-Disposition: form-data; name="file"; filename="x.txt"\r\n\r\nno closing boundary';
     expectError(await send(member(), body, { "content-type": "multipart/form-data; boundary=b" }), 400, "BAD_INPUT");
   });
   test("text that is not UTF-8, or has a NUL byte; an empty file", async () => {

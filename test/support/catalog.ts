@@ -12,8 +12,7 @@ export interface ApiRoles {
 const exposedSchemas = ["app_public", "app_hidden"];
 const ownSchemas = ["app_public", "app_hidden", "app_private", "app_admin"];
 
-const names = async (database: string, sql: string, values: unknown[]) =>
-  (await query<{ name: string }>(database, sql, values)).map((r) => r.name);
+const names = async (database: string, sql: string, values: unknown[]) => (await query<{ name: string }>(database, sql, values)).map((r) => r.name);
 
 /** Tables in app_public/app_hidden without row-level security enabled and forced. */
 export const tablesWithoutForcedRls = (database: string) =>

@@ -51,7 +51,10 @@ export interface FakeAtlassian {
   close(): Promise<void>;
 }
 
-const confluenceError = (status: number, title: string): Reply => ({ status, json: { errors: [{ status, code: title.toUpperCase().replace(/\W+/g, "_"), title, detail: null }] } });
+const confluenceError = (status: number, title: string): Reply => ({
+  status,
+  json: { errors: [{ status, code: title.toUpperCase().replace(/\W+/g, "_"), title, detail: null }] },
+});
 
 export async function startFakeAtlassian(): Promise<FakeAtlassian> {
   const clientId = "atlassian-client-id";
@@ -71,7 +74,10 @@ export async function startFakeAtlassian(): Promise<FakeAtlassian> {
     url: "https://acme.atlassian.net",
     scopes: ["read:page:confluence", "write:page:confluence", "read:space:confluence", "search:confluence"],
   };
-  const sites: FakeSite[] = [{ id: "99999999-0000-0000-0000-000000000000", name: "acme-jira", url: "https://acme-jira.atlassian.net", scopes: ["read:jira-work"] }, site];
+  const sites: FakeSite[] = [
+    { id: "99999999-0000-0000-0000-000000000000", name: "acme-jira", url: "https://acme-jira.atlassian.net", scopes: ["read:jira-work"] },
+    site,
+  ];
   const base = `${site.url}/wiki`;
 
   const pageJson = (page: FakeConfluencePage, withBody: boolean): Json => {
@@ -87,7 +93,12 @@ export async function startFakeAtlassian(): Promise<FakeAtlassian> {
       createdAt: page.versionCreatedAt,
       version: { number: page.version, createdAt: page.versionCreatedAt, message: "", minorEdit: false, authorId: "user-1" },
       ...(withBody ? { body: { storage: { representation: "storage", value: page.storage } } } : {}),
-      _links: { webui: `/spaces/${space.key}/pages/${page.id}/${page.title.split(/\s+/).map(encodeURIComponent).join("+")}`, editui: `/pages/resumedraft.action?draftId=${page.id}`, tinyui: `/x/${page.id}`, base },
+      _links: {
+        webui: `/spaces/${space.key}/pages/${page.id}/${page.title.split(/\s+/).map(encodeURIComponent).join("+")}`,
+        editui: `/pages/resumedraft.action?draftId=${page.id}`,
+        tinyui: `/x/${page.id}`,
+        base,
+      },
     };
   };
 
@@ -104,17 +115,20 @@ export async function startFakeAtlassian(): Promise<FakeAtlassian> {
 
   function token(request: RecordedRequest): Reply {
     const body = (request.body ?? {}) as Json;
-    if (body.client_id !== clientId || body.client_secret !== clientSecret) return { status: 401, json: { error: "access_denied", error_description: "Unauthorized" } };
+    if (body.client_id !== clientId || body.client_secret !== clientSecret)
+      return { status: 401, json: { error: "access_denied", error_description: "Unauthorized" } };
     let scopes: readonly string[];
     if (body.grant_type === "authorization_code") {
       const granted = typeof body.code === "string" ? codes.get(body.code) : undefined;
-      if (!granted || body.redirect_uri !== redirectUri) return { status: 403, json: { error: "invalid_grant", error_description: "Invalid authorization code" } };
+      if (!granted || body.redirect_uri !== redirectUri)
+        return { status: 403, json: { error: "invalid_grant", error_description: "Invalid authorization code" } };
       codes.delete(body.code as string);
       scopes = granted;
     } else if (body.grant_type === "refresh_token") {
       const refresh = String(body.refresh_token);
       if (rotatedOut.has(refresh)) return { status: 403, json: { error: "unauthorized_client", error_description: "refresh_token is invalid" } };
-      if (!refreshTokens.delete(refresh)) return { status: 403, json: { error: "invalid_grant", error_description: `Unknown or invalid refresh token ${refresh}.` } };
+      if (!refreshTokens.delete(refresh))
+        return { status: 403, json: { error: "invalid_grant", error_description: `Unknown or invalid refresh token ${refresh}.` } };
       rotatedOut.add(refresh);
       scopes = [...site.scopes, "offline_access"];
     } else return { status: 400, json: { error: "unsupported_grant_type" } };
@@ -133,11 +147,15 @@ export async function startFakeAtlassian(): Promise<FakeAtlassian> {
     let m: RegExpExecArray | null;
     if (request.method === "GET" && path === "/api/v2/spaces") {
       const { slice, links } = paginate([...spaces.values()], params, "/wiki/api/v2/spaces");
-      return { json: { results: slice.map((space) => ({ ...space, type: "global", status: "current", _links: { webui: `/spaces/${space.key}` } })), _links: links } };
+      return {
+        json: { results: slice.map((space) => ({ ...space, type: "global", status: "current", _links: { webui: `/spaces/${space.key}` } })), _links: links },
+      };
     }
     if (request.method === "GET" && (m = /^\/api\/v2\/spaces\/([^/]+)$/.exec(path))) {
       const space = spaces.get(decodeURIComponent(m[1]!));
-      return space ? { json: { ...space, type: "global", status: "current", _links: { webui: `/spaces/${space.key}`, base } } } : confluenceError(404, "Not Found");
+      return space
+        ? { json: { ...space, type: "global", status: "current", _links: { webui: `/spaces/${space.key}`, base } } }
+        : confluenceError(404, "Not Found");
     }
     if (path === "/api/v2/pages" && request.method === "GET") {
       const spaceId = params.get("space-id");
@@ -173,11 +191,21 @@ export async function startFakeAtlassian(): Promise<FakeAtlassian> {
       const title = /title ~ "((?:[^"\\]|\\.)*)"/.exec(cql)?.[1]?.replace(/\\(.)/g, "$1").toLowerCase();
       const key = /space = "((?:[^"\\]|\\.)*)"/.exec(cql)?.[1];
       if (!/type = page/.test(cql)) return { status: 400, json: { statusCode: 400, message: "Could not parse cql" } };
-      const found = [...pages.values()].filter((page) => (!title || page.title.toLowerCase().includes(title)) && (!key || spaces.get(page.spaceId)?.key === key));
+      const found = [...pages.values()].filter(
+        (page) => (!title || page.title.toLowerCase().includes(title)) && (!key || spaces.get(page.spaceId)?.key === key),
+      );
       const { slice, links } = paginate(found, params, "/rest/api/content/search");
       const results = slice.map((page) => {
         const json = pageJson(page, false);
-        return { id: page.id, type: "page", status: "current", title: page.title, version: { number: page.version, when: page.versionCreatedAt }, ancestors: page.parentId ? [{ id: page.parentId }] : [], _links: { webui: (json._links as Json).webui } };
+        return {
+          id: page.id,
+          type: "page",
+          status: "current",
+          title: page.title,
+          version: { number: page.version, when: page.versionCreatedAt },
+          ancestors: page.parentId ? [{ id: page.parentId }] : [],
+          _links: { webui: (json._links as Json).webui },
+        };
       });
       return { json: { results, start: 0, limit: slice.length, size: slice.length, _links: links } };
     }
@@ -201,7 +229,15 @@ export async function startFakeAtlassian(): Promise<FakeAtlassian> {
 
   function addPage(page: { spaceId: string; title: string; storage: string; parentId?: string | null; modifiedAt?: string }): string {
     const id = String(nextId++);
-    pages.set(id, { id, spaceId: page.spaceId, parentId: page.parentId ?? null, title: page.title, storage: page.storage, version: 1, versionCreatedAt: page.modifiedAt ?? new Date().toISOString() });
+    pages.set(id, {
+      id,
+      spaceId: page.spaceId,
+      parentId: page.parentId ?? null,
+      title: page.title,
+      storage: page.storage,
+      version: 1,
+      versionCreatedAt: page.modifiedAt ?? new Date().toISOString(),
+    });
     return id;
   }
 

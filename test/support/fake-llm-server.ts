@@ -14,8 +14,7 @@ export interface RecordedRequest {
 }
 
 export type Reply =
-  | { readonly status?: number; readonly headers?: Record<string, string>; readonly json?: unknown; readonly raw?: string; readonly delayMs?: number }
-  | "hang";
+  { readonly status?: number; readonly headers?: Record<string, string>; readonly json?: unknown; readonly raw?: string; readonly delayMs?: number } | "hang";
 
 export interface FakeLlmServer {
   /** http://127.0.0.1:<port> */

@@ -96,7 +96,8 @@ function limitViolation(children: unknown, path: string, level: number, count: {
     if (richText.length > 100) return `${path}[${index}].${type}.rich_text.length should be ≤ \`100\``;
     for (const item of richText as Json[]) {
       const content = ((item.text ?? {}) as Json).content;
-      if (typeof content === "string" && content.length > 2000) return `${path}[${index}].${type}.rich_text.text.content.length should be ≤ \`2000\`, instead was \`${content.length}\`.`;
+      if (typeof content === "string" && content.length > 2000)
+        return `${path}[${index}].${type}.rich_text.text.content.length should be ≤ \`2000\`, instead was \`${content.length}\`.`;
     }
     if (type === "code" && typeof data.language !== "string") return `${path}[${index}].code.language should be defined`;
     if (type === "table" && !Array.isArray(data.children)) return `${path}[${index}].table.children should be defined`;
@@ -162,7 +163,7 @@ export async function startFakeNotion(): Promise<FakeNotion> {
       .map((block) => ({ ...blockJson(block), children: contentOf(block.id) }));
 
   const touch = (id: string) => {
-    for (let current: string | null = id; current; ) {
+    for (let current: string | null = id; current;) {
       const page = pages.get(current);
       if (page) {
         page.lastEditedTime = new Date().toISOString();
@@ -182,10 +183,12 @@ export async function startFakeNotion(): Promise<FakeNotion> {
 
   function oauth(request: RecordedRequest, path: string): Reply {
     const expected = `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString("base64")}`;
-    if (request.headers.authorization !== expected) return { status: 401, json: { error: "invalid_client", error_description: "Client authentication failed." } };
+    if (request.headers.authorization !== expected)
+      return { status: 401, json: { error: "invalid_client", error_description: "Client authentication failed." } };
     const body = (request.body ?? {}) as Json;
     if (path === "/v1/oauth/revoke") {
-      if (typeof body.token !== "string" || !accessTokens.delete(body.token)) return { status: 400, json: { error: "invalid_grant", error_description: "Unknown token." } };
+      if (typeof body.token !== "string" || !accessTokens.delete(body.token))
+        return { status: 400, json: { error: "invalid_grant", error_description: "Unknown token." } };
       return { json: { request_id: randomUUID() } };
     }
     if (body.grant_type === "authorization_code") {
@@ -236,7 +239,16 @@ export async function startFakeNotion(): Promise<FakeNotion> {
       if (start < 0) return notionError(400, "validation_error", "start_cursor is invalid.");
       const slice = found.slice(start, start + size);
       const next = found[start + size];
-      return { json: { object: "list", results: slice.map(pageJson), next_cursor: next?.id ?? null, has_more: next !== undefined, type: "page_or_database", page_or_database: {} } };
+      return {
+        json: {
+          object: "list",
+          results: slice.map(pageJson),
+          next_cursor: next?.id ?? null,
+          has_more: next !== undefined,
+          type: "page_or_database",
+          page_or_database: {},
+        },
+      };
     }
 
     if ((m = /^\/v1\/pages\/([^/]+)$/.exec(path))) {
@@ -274,7 +286,16 @@ export async function startFakeNotion(): Promise<FakeNotion> {
         const start = cursor ? live.indexOf(cursor) : 0;
         if (start < 0) return notionError(400, "validation_error", "start_cursor is invalid.");
         const next = live[start + size];
-        return { json: { object: "list", results: live.slice(start, start + size).map((child) => blockJson(blocks.get(child)!)), next_cursor: next ?? null, has_more: next !== undefined, type: "block", block: {} } };
+        return {
+          json: {
+            object: "list",
+            results: live.slice(start, start + size).map((child) => blockJson(blocks.get(child)!)),
+            next_cursor: next ?? null,
+            has_more: next !== undefined,
+            type: "block",
+            block: {},
+          },
+        };
       }
       if (request.method === "PATCH") {
         const violation = limitViolation(body.children, "body.children", 1, { blocks: 0 });

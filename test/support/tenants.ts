@@ -33,7 +33,12 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
   const members = {} as Record<MemberRole, Member>;
   for (const role of roles) {
     const email = `${role}@${slug}.example`;
-    const [user] = await query<{ id: string }>(db.name, "insert into app_public.users (email, full_name) values ($1, $2) returning id", [email, `${name} ${role}`], "root");
+    const [user] = await query<{ id: string }>(
+      db.name,
+      "insert into app_public.users (email, full_name) values ($1, $2) returning id",
+      [email, `${name} ${role}`],
+      "root",
+    );
     await query(db.name, "insert into app_private.user_secrets (user_id, password_hash) values ($1, $2)", [user!.id, fixtureHash], "root");
     await query(db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, $3)", [org!.id, user!.id, role], "root");
     const sessionId = randomUUID();
@@ -53,7 +58,12 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, `invitee@${slug}.example`, members.owner.userId],
     "root",
   );
-  await query(db.name, "insert into app_private.invitation_tokens (invitation_id, token_hash) values ($1, sha256($2::bytea))", [invitation!.id, Buffer.from(invitation!.id)], "root");
+  await query(
+    db.name,
+    "insert into app_private.invitation_tokens (invitation_id, token_hash) values ($1, sha256($2::bytea))",
+    [invitation!.id, Buffer.from(invitation!.id)],
+    "root",
+  );
   const [document] = await query<{ id: string }>(
     db.name,
     "insert into app_public.documents (org_id, title, content, author_id) values ($1, $2, $3, $4) returning id",

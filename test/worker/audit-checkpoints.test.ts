@@ -113,12 +113,17 @@ const verdictOf = (v: Verification, orgId: string) => v.chains.find((c) => c.org
 /** The chain's own verdict, without checkpoints (what an owner's rewrite can fool). */
 const verifyAlone = async (orgId: string) => {
   await seal();
-  return (await query<{ valid: boolean; first_broken_seq: string | null; problem: string | null }>(db.name, "select * from app_admin.verify_audit_chain($1)", [orgId]))[0]!;
+  return (
+    await query<{ valid: boolean; first_broken_seq: string | null; problem: string | null }>(db.name, "select * from app_admin.verify_audit_chain($1)", [orgId])
+  )[0]!;
 };
 
 /** As the owner: set quire.definer and run `body` (plpgsql) with `org` bound to the organization. */
 const asOwner = (orgId: string, body: string) =>
-  query(db.name, `do $$ declare org uuid := '${orgId}'; e app_public.audit_events; v_prev bytea; begin perform set_config('quire.definer', 'on', true); ${body} end $$`);
+  query(
+    db.name,
+    `do $$ declare org uuid := '${orgId}'; e app_public.audit_events; v_prev bytea; begin perform set_config('quire.definer', 'on', true); ${body} end $$`,
+  );
 
 /** Recomputes every hash from event `from` on, and the head, as an owner covering a rewrite would. */
 const rechainFrom = (from: number) => `
@@ -145,10 +150,18 @@ describe("the checkpoint task", () => {
     const mine = logged.find((l) => l.checkpoint.org === t.orgId);
     expect(mine).toMatchObject({ level: 30, checkpoint: { v: 1, org: t.orgId, kind: "head", seq: head, key: publicKey } });
     expect(await checkpointProblem(mine!.checkpoint, [publicKey])).toBeNull();
-    const [{ hash }] = (await query<{ hash: Buffer }>(db.name, "select hash from app_public.audit_events where org_id = $1 and seq = $2", [t.orgId, head], "root")) as [{ hash: Buffer }];
+    const [{ hash }] = (await query<{ hash: Buffer }>(
+      db.name,
+      "select hash from app_public.audit_events where org_id = $1 and seq = $2",
+      [t.orgId, head],
+      "root",
+    )) as [{ hash: Buffer }];
     expect(mine!.checkpoint.hash).toBe(hash.toString("hex"));
 
-    const file = (await readFile(join(dir, `${t.orgId}.jsonl`), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Checkpoint);
+    const file = (await readFile(join(dir, `${t.orgId}.jsonl`), "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Checkpoint);
     expect(file).toEqual([mine!.checkpoint]);
 
     const put = puts.find((p) => p.path.includes(t.orgId));
@@ -175,7 +188,8 @@ describe("the checkpoint task", () => {
       storeStatus = 200;
     }
     const recorded = async () =>
-      (await query<{ checkpoint_seq: string }>(db.name, "select checkpoint_seq from app_private.audit_chains where org_id = $1", [t.orgId], "root"))[0]!.checkpoint_seq;
+      (await query<{ checkpoint_seq: string }>(db.name, "select checkpoint_seq from app_private.audit_chains where org_id = $1", [t.orgId], "root"))[0]!
+        .checkpoint_seq;
     expect(await recorded()).toBe("0");
     expect(puts.some((p) => p.path.includes(t.orgId))).toBe(false);
     await query(db.name, "select graphile_worker.remove_job('checkpoint_audit')", [], "root");
@@ -275,13 +289,20 @@ describe("an owner's rewrite, verified against the checkpoints", () => {
     const reset = await createTenant(db, "Reset");
     await checkpoint();
     await asOwner(gone.orgId, "delete from app_public.audit_events a where a.org_id = org; delete from app_private.audit_chains c where c.org_id = org;");
-    await asOwner(reset.orgId, "delete from app_public.audit_events a where a.org_id = org; update app_private.audit_chains c set last_seq = 0, last_hash = decode(repeat('00', 32), 'hex') where c.org_id = org;");
+    await asOwner(
+      reset.orgId,
+      "delete from app_public.audit_events a where a.org_id = org; update app_private.audit_chains c set last_seq = 0, last_hash = decode(repeat('00', 32), 'hex') where c.org_id = org;",
+    );
     expect(await verifyAlone(gone.orgId)).toMatchObject({ valid: true });
     expect(await verifyAlone(reset.orgId)).toMatchObject({ valid: true });
     const result = await verifyAll(await stored());
     expect(result.ok).toBe(false);
     expect(verdictOf(result, gone.orgId)).toMatchObject({ valid: false, events: 0, problem: expect.stringMatching(/no chain, but checkpoint \d+ was made/) });
-    expect(verdictOf(result, reset.orgId)).toMatchObject({ valid: false, events: 0, problem: expect.stringMatching(/newest events were removed and the head rewound/) });
+    expect(verdictOf(result, reset.orgId)).toMatchObject({
+      valid: false,
+      events: 0,
+      problem: expect.stringMatching(/newest events were removed and the head rewound/),
+    });
   });
 
   test("(d) a changed id breaks the event's hash, even without checkpoints", async () => {
@@ -303,7 +324,10 @@ describe("an owner's rewrite, verified against the checkpoints", () => {
       "root",
     )) as [{ purged: string }];
     expect(Number(purged)).toBe(total);
-    expect(verdictOf(await verifyAll(await stored()), t.orgId)).toMatchObject({ valid: false, problem: expect.stringMatching(/no anchor checkpoint records a purge/) });
+    expect(verdictOf(await verifyAll(await stored()), t.orgId)).toMatchObject({
+      valid: false,
+      problem: expect.stringMatching(/no anchor checkpoint records a purge/),
+    });
     await checkpoint(); // the purge queued it too
     const checkpoints = await stored();
     expect(checkpoints).toContainEqual(expect.objectContaining({ org: t.orgId, kind: "anchor", seq: total }));
@@ -318,7 +342,11 @@ describe("an owner's rewrite, verified against the checkpoints", () => {
        delete from app_public.audit_events a where a.org_id = org and a.seq <= 2;`,
     );
     expect(await verifyAlone(u.orgId)).toMatchObject({ valid: true });
-    expect(verdictOf(await verifyAll(await stored()), u.orgId)).toMatchObject({ valid: false, firstBrokenSeq: 2, problem: expect.stringMatching(/no anchor checkpoint/) });
+    expect(verdictOf(await verifyAll(await stored()), u.orgId)).toMatchObject({
+      valid: false,
+      firstBrokenSeq: 2,
+      problem: expect.stringMatching(/no anchor checkpoint/),
+    });
   });
 
   test("(f) a checkpoint with a bad signature, or signed by an untrusted key, is refused and not used", async () => {

@@ -22,7 +22,8 @@ const authenticatorPool = () => {
   pools.push(pool);
   return pool;
 };
-const unsealed = async () => Number((await query<{ n: string }>(db.name, "select count(*) as n from app_public.audit_events where seq is null", [], "root"))[0]!.n);
+const unsealed = async () =>
+  Number((await query<{ n: string }>(db.name, "select count(*) as n from app_public.audit_events where seq is null", [], "root"))[0]!.n);
 /** Waits (polling, at most `ms`) until nothing is left unsealed; the count left. */
 async function drained(ms: number): Promise<number> {
   const until = Date.now() + ms;
@@ -35,19 +36,32 @@ async function drained(ms: number): Promise<number> {
 }
 
 test("several sealers at once chain every committed event of concurrent writers, without a fork", async () => {
-  const sealers = [startAuditSealer(authenticatorPool(), 20, silentLogger), startAuditSealer(authenticatorPool(), 20, silentLogger), startAuditSealer(authenticatorPool(), 20, silentLogger)];
+  const sealers = [
+    startAuditSealer(authenticatorPool(), 20, silentLogger),
+    startAuditSealer(authenticatorPool(), 20, silentLogger),
+    startAuditSealer(authenticatorPool(), 20, silentLogger),
+  ];
   try {
     const tenants = await Promise.all(["Sealed A", "Sealed B", "Sealed C"].map((name) => createTenant(db, name)));
     await Promise.all(
       tenants.flatMap((t) =>
         Array.from({ length: 4 }, (_, w) =>
-          query(db.name, "insert into app_public.documents (org_id, title, content) select $1, 'w' || $2 || '-' || i, 'x' from generate_series(1, 25) i", [t.orgId, w], "root"),
+          query(
+            db.name,
+            "insert into app_public.documents (org_id, title, content) select $1, 'w' || $2 || '-' || i, 'x' from generate_series(1, 25) i",
+            [t.orgId, w],
+            "root",
+          ),
         ),
       ),
     );
     expect(await drained(10_000)).toBe(0);
     for (const t of tenants) {
-      const [verdict] = await query<{ valid: boolean; events: string; pending: string }>(db.name, "select valid, events, pending from app_admin.verify_audit_chain($1)", [t.orgId]);
+      const [verdict] = await query<{ valid: boolean; events: string; pending: string }>(
+        db.name,
+        "select valid, events, pending from app_admin.verify_audit_chain($1)",
+        [t.orgId],
+      );
       const total = (await query<{ n: string }>(db.name, "select count(*) as n from app_public.audit_events where org_id = $1", [t.orgId], "root"))[0]!.n;
       expect(verdict).toEqual({ valid: true, events: total, pending: "0" });
       expect(Number(total)).toBeGreaterThanOrEqual(100);

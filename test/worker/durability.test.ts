@@ -46,7 +46,12 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms 
 }
 
 async function newDocument(content = "Revenue grew. Costs fell. The team shipped on time."): Promise<string> {
-  const [doc] = await query<{ id: string }>(db.name, "insert into app_public.documents (org_id, title, content) values ($1, 'Report', $2) returning id", [t.orgId, content], "root");
+  const [doc] = await query<{ id: string }>(
+    db.name,
+    "insert into app_public.documents (org_id, title, content) values ($1, 'Report', $2) returning id",
+    [t.orgId, content],
+    "root",
+  );
   return doc!.id;
 }
 
@@ -194,9 +199,12 @@ test("a rolling deploy: a stopping worker whose job another took over cannot put
   let second: Running | null = null;
   try {
     const jobId = await queue(await newDocument());
-    const [{ token }] = (await query<{ token: string }>(db.name, "select payload->>'token' as token from graphile_worker._private_jobs where key = $1", [jobId], "root")) as [
-      { token: string },
-    ];
+    const [{ token }] = (await query<{ token: string }>(
+      db.name,
+      "select payload->>'token' as token from graphile_worker._private_jobs where key = $1",
+      [jobId],
+      "root",
+    )) as [{ token: string }];
     await waitFor("the first call", async () => (fake.requests.length >= 1 ? true : undefined));
     // The first worker looks dead to the others (its heartbeat is gone), so the second takes its job over.
     await query(db.name, "delete from app_private.worker_heartbeats where worker_id = $1", [first.worker.workerId], "root");
@@ -256,7 +264,12 @@ test("a job a stop cuts short is due again at once, its attempt not counted, and
 test("dead workers' queue entries are freed whatever their job's status; a crash before the first write too", async () => {
   const setUp = async (status: "queued" | "running", lock: string, lockedAgo: string, runner: string | null) => {
     const jobId = await queue(await newDocument());
-    await query(db.name, "update graphile_worker._private_jobs set locked_by = $2, locked_at = now() - $3::interval, attempts = 1 where key = $1", [jobId, lock, lockedAgo], "root");
+    await query(
+      db.name,
+      "update graphile_worker._private_jobs set locked_by = $2, locked_at = now() - $3::interval, attempts = 1 where key = $1",
+      [jobId, lock, lockedAgo],
+      "root",
+    );
     await query(db.name, "update app_public.jobs set status = $2::app_public.job_status where id = $1", [jobId, status], "root");
     if (runner) await query(db.name, "update app_private.job_tokens set runner_id = $2, lock_id = $3 where job_id = $1", [jobId, runner, lock], "root");
     return jobId;

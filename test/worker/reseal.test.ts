@@ -38,14 +38,23 @@ test("reseal_secrets moves every secret to the current key, and only the new key
     await query(db.name, "select app_admin.reseal_integration_secrets()");
     let row: { key_id: string; access_nonce: Buffer; access_ciphertext: Buffer; refresh_nonce: Buffer; refresh_ciphertext: Buffer } | undefined;
     for (let i = 0; i < 200; i++) {
-      [row] = await query(db.name, "select key_id, access_nonce, access_ciphertext, refresh_nonce, refresh_ciphertext from app_private.integration_secrets where integration_id = $1", [integration!.id], "root");
+      [row] = await query(
+        db.name,
+        "select key_id, access_nonce, access_ciphertext, refresh_nonce, refresh_ciphertext from app_private.integration_secrets where integration_id = $1",
+        [integration!.id],
+        "root",
+      );
       if (row?.key_id === "k2") break;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect(row!.key_id).toBe("k2");
     const onlyNew = parseSealingKeys(newKey);
-    expect(await open(onlyNew, { keyId: "k2", nonce: row!.access_nonce, ciphertext: row!.access_ciphertext }, { ...where, purpose: "access" })).toBe("access-1");
-    expect(await open(onlyNew, { keyId: "k2", nonce: row!.refresh_nonce, ciphertext: row!.refresh_ciphertext }, { ...where, purpose: "refresh" })).toBe("refresh-1");
+    expect(await open(onlyNew, { keyId: "k2", nonce: row!.access_nonce, ciphertext: row!.access_ciphertext }, { ...where, purpose: "access" })).toBe(
+      "access-1",
+    );
+    expect(await open(onlyNew, { keyId: "k2", nonce: row!.refresh_nonce, ciphertext: row!.refresh_ciphertext }, { ...where, purpose: "refresh" })).toBe(
+      "refresh-1",
+    );
   } finally {
     await worker.stop();
     await pool.end();

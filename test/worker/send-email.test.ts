@@ -147,7 +147,11 @@ describe("with a server and a worker", () => {
   test("an invitation email carries a working link; the queue and the logs never hold its token", async () => {
     const t = await createTenant(db, "Mail Invite");
     const invited = `guest@${t.slug}.example`;
-    const sent = await gql("mutation ($e: String!) { inviteMember(input: { email: $e, role: viewer }) { inviteLink } }", { e: invited }, t.members.admin.accessToken);
+    const sent = await gql(
+      "mutation ($e: String!) { inviteMember(input: { email: $e, role: viewer }) { inviteLink } }",
+      { e: invited },
+      t.members.admin.accessToken,
+    );
     expect(sent).toEqual({ data: { inviteMember: { inviteLink: null } } }); // mailed, not handed to the admin
     await waitFor(() => mailsTo(invited).length === 1);
     const token = tokenIn(mailsTo(invited)[0]!.data, "accept-invitation")!;
@@ -158,7 +162,7 @@ describe("with a server and a worker", () => {
     expect(captured.lines.join("\n")).not.toContain("accept-invitation?token");
 
     const accepted = await gql(
-      "mutation ($t: String!) { acceptInvitation(input: { token: $t, password: \"a brand new passphrase\", fullName: \"Guest\" }) { organization { slug } } }",
+      'mutation ($t: String!) { acceptInvitation(input: { token: $t, password: "a brand new passphrase", fullName: "Guest" }) { organization { slug } } }',
       { t: token },
     );
     expect(accepted).toEqual({ data: { acceptInvitation: { organization: { slug: t.slug } } } });
@@ -170,7 +174,12 @@ describe("with a server and a worker", () => {
     refuseOnce.add(me);
     await requestReset(me);
     await waitFor(async () => {
-      const [job] = await query<{ last_error: string | null }>(db.name, "select last_error from graphile_worker.jobs where task_identifier = 'send_email'", [], "root");
+      const [job] = await query<{ last_error: string | null }>(
+        db.name,
+        "select last_error from graphile_worker.jobs where task_identifier = 'send_email'",
+        [],
+        "root",
+      );
       return job?.last_error != null;
     });
     const refusedToken = tokenIn(mailsTo(me)[0]!.data, "reset-password")!;
@@ -203,10 +212,20 @@ test("an unreachable SMTP server leaves the job queued for a retry, with the err
   const worker = await startQuireWorker({ config, logger: silentLogger, pool });
   try {
     await waitFor(async () => {
-      const [job] = await query<{ attempts: number; last_error: string | null }>(db.name, "select attempts, last_error from graphile_worker._private_jobs", [], "root");
+      const [job] = await query<{ attempts: number; last_error: string | null }>(
+        db.name,
+        "select attempts, last_error from graphile_worker._private_jobs",
+        [],
+        "root",
+      );
       return (job?.attempts ?? 0) >= 1 && job?.last_error != null;
     });
-    const [job] = await query<{ attempts: number; max_attempts: number; last_error: string }>(db.name, "select attempts, max_attempts, last_error from graphile_worker._private_jobs", [], "root");
+    const [job] = await query<{ attempts: number; max_attempts: number; last_error: string }>(
+      db.name,
+      "select attempts, max_attempts, last_error from graphile_worker._private_jobs",
+      [],
+      "root",
+    );
     expect(job).toMatchObject({ attempts: 1, max_attempts: 5 });
     expect(job!.last_error).toMatch(/ECONNREFUSED/);
   } finally {

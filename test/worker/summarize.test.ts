@@ -19,7 +19,12 @@ afterAll(async () => {
 
 /** Creates a document and queues its summary through summarize_document, as the tenant's member would. */
 async function queue(title: string, content: string): Promise<string> {
-  const [doc] = await query<{ id: string }>(db.name, "insert into app_public.documents (org_id, title, content) values ($1, $2, $3) returning id", [t.orgId, title, content], "root");
+  const [doc] = await query<{ id: string }>(
+    db.name,
+    "insert into app_public.documents (org_id, title, content) values ($1, $2, $3) returning id",
+    [t.orgId, title, content],
+    "root",
+  );
   const client = new pg.Client({ connectionString: urlFor(roles.authenticator, db.name) });
   await client.connect();
   try {
@@ -93,24 +98,20 @@ test("a document longer than the context window is summarized in stages, each ca
   try {
     const long = Array.from({ length: 400 }, (_, i) => `Paragraph ${i} says something specific about topic ${i}.`).join("\n\n");
     const jobId = await queue("Long", long);
-    await runUntilSettled(
-      { LLM_PROVIDER: "openai", LLM_BASE_URL: fake.url, LLM_CONTEXT_TOKENS: "2000", LLM_MAX_OUTPUT_TOKENS: "200" },
-      jobId,
-      async () => {
-        expect(fake.requests.length).toBeGreaterThan(2);
-        for (const request of fake.requests) {
-          const prompt = (request.body as { messages: Array<{ content: string }> }).messages[0]!.content;
-          expect(Math.ceil(prompt.length / 4) + 200).toBeLessThanOrEqual(2000);
-        }
-        const [usage] = await query<{ prompt_tokens: number; completion_tokens: number }>(
-          db.name,
-          "select prompt_tokens, completion_tokens from app_public.usage_records where job_id = $1",
-          [jobId],
-          "root",
-        );
-        expect(usage).toEqual({ prompt_tokens: 100 * fake.requests.length, completion_tokens: 10 * fake.requests.length });
-      },
-    );
+    await runUntilSettled({ LLM_PROVIDER: "openai", LLM_BASE_URL: fake.url, LLM_CONTEXT_TOKENS: "2000", LLM_MAX_OUTPUT_TOKENS: "200" }, jobId, async () => {
+      expect(fake.requests.length).toBeGreaterThan(2);
+      for (const request of fake.requests) {
+        const prompt = (request.body as { messages: Array<{ content: string }> }).messages[0]!.content;
+        expect(Math.ceil(prompt.length / 4) + 200).toBeLessThanOrEqual(2000);
+      }
+      const [usage] = await query<{ prompt_tokens: number; completion_tokens: number }>(
+        db.name,
+        "select prompt_tokens, completion_tokens from app_public.usage_records where job_id = $1",
+        [jobId],
+        "root",
+      );
+      expect(usage).toEqual({ prompt_tokens: 100 * fake.requests.length, completion_tokens: 10 * fake.requests.length });
+    });
   } finally {
     await fake.close();
   }
@@ -181,7 +182,9 @@ test("a summary job costs the worker two statements of its own: start_summary_jo
     await pool.end();
   }
   // What is left once graphile-worker's own queue statements and the process's heartbeat and metrics are set aside.
-  const own = sent.filter((text) => !/graphile_worker|LISTEN|unlock_worker_jobs|worker_heartbeat|release_dead_workers|forget_worker|job_queue|checkpoint/i.test(text));
+  const own = sent.filter(
+    (text) => !/graphile_worker|LISTEN|unlock_worker_jobs|worker_heartbeat|release_dead_workers|forget_worker|job_queue|checkpoint/i.test(text),
+  );
   expect(own.map((text) => /app_private\.(\w+)/.exec(text)?.[1] ?? text)).toEqual(["start_summary_job", "finish_summary_job"]);
   const [counts] = await query<{ summaries: number; usage: number }>(
     db.name,

@@ -12,9 +12,7 @@ declare global {
 
 export function makePruneLiveEvents(retentionHours: number): Task<"prune_live_events"> {
   return async (_payload, helpers) => {
-    const { rows } = await helpers.query<{ pruned: string }>("select app_private.prune_live_events(make_interval(hours => $1)) as pruned", [
-      retentionHours,
-    ]);
+    const { rows } = await helpers.query<{ pruned: string }>("select app_private.prune_live_events(make_interval(hours => $1)) as pruned", [retentionHours]);
     helpers.logger.info(`prune_live_events: removed ${rows[0]?.pruned ?? 0} events`);
   };
 }

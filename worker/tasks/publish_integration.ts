@@ -46,8 +46,7 @@ export function makePublishIntegration(deps: IntegrationTaskDependencies): Task<
     });
     if (!source) throw new JobFailure("SUMMARY_DELETED", "The summary was deleted before it could be published.");
     const page = { title: `Summary: ${source.title}`.slice(0, 250), markdown: source.content };
-    const publish = (existing: string | null) =>
-      session.use((token) => connector.publish(token, session.externalId, target, page, existing));
+    const publish = (existing: string | null) => session.use((token) => connector.publish(token, session.externalId, target, page, existing));
     let published;
     try {
       published = await publish(source.existing);

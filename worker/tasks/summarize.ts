@@ -68,10 +68,14 @@ export function makeSummarize(deps: SummarizeDependencies): Task<"summarize"> {
       // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
       const marker = `\u0001content-${randomUUID()}\u0001`;
       const { rows } = await helpers.withPgClient((client) =>
-        client.query<Started>(
-          "select outcome, org_id, requested_by, revision, content, prompt from app_private.start_summary_job($1, $2, $3, $4, $5, $6)",
-          [ticket.jobId, ticket.token, runId, runnerId, helpers.job.locked_by ?? null, marker],
-        ),
+        client.query<Started>("select outcome, org_id, requested_by, revision, content, prompt from app_private.start_summary_job($1, $2, $3, $4, $5, $6)", [
+          ticket.jobId,
+          ticket.token,
+          runId,
+          runnerId,
+          helpers.job.locked_by ?? null,
+          marker,
+        ]),
       );
       const started = rows[0]!;
       if (started.outcome === "gone") return null;

@@ -17,15 +17,16 @@ declare global {
 
 export function makeSyncIntegration(deps: IntegrationTaskDependencies): Task<"sync_integration"> {
   return makeIntegrationTask("sync_integration", deps, async ({ helpers, job, provider, connector, session, inJob }) => {
-    const documents = await inJob(async (client) =>
-      (
-        await client.query<{ id: string; external_id: string }>(
-          `select id, external_id from app_public.documents
+    const documents = await inJob(
+      async (client) =>
+        (
+          await client.query<{ id: string; external_id: string }>(
+            `select id, external_id from app_public.documents
             where integration_id = $1 and external_id is not null and not metadata ? 'deletedAtSource'
             order by created_at`,
-          [job.integration_id],
-        )
-      ).rows,
+            [job.integration_id],
+          )
+        ).rows,
     );
     const counts = emptyCounts();
     let lastError: string | null = null;
