@@ -187,12 +187,11 @@ test("aborting the caller's signal: LLM_CANCELLED at once, not retried", async (
   const server = await serve(() => "hang");
   const controller = new AbortController();
   setTimeout(() => controller.abort(), 100);
-  const started = performance.now();
+  // The request's own timeout is 10 s: had the abort not ended it, this test would run into its 5 s timeout.
   const error = await failure(withRetries(provider(server, { timeoutMs: 10_000 }), { baseDelayMs: 1 }).complete({ ...request, signal: controller.signal }));
   expect(error).toMatchObject({ code: "LLM_CANCELLED", retryable: false });
-  expect(performance.now() - started).toBeLessThan(1_000);
   expect(server.requests).toHaveLength(1);
-});
+}, 5_000);
 
 test("a signal aborted before the call: LLM_CANCELLED without a request", async () => {
   const server = await serve(() => ({ json: openAiAnswer("never") }));

@@ -105,12 +105,11 @@ test("an abort during the backoff stops at once with LLM_CANCELLED", async () =>
   const { provider, state } = scripted([unavailable(), unavailable()]);
   const controller = new AbortController();
   setTimeout(() => controller.abort(), 50);
-  const started = performance.now();
+  // The backoff is about a minute: had the abort not cut it short, this test would run into its 10 s timeout.
   const retrying = withRetries(provider, { baseDelayMs: 60_000, random: () => 0.999 });
   await expect(retrying.complete({ ...request, signal: controller.signal })).rejects.toMatchObject({ code: "LLM_CANCELLED", retryable: false });
-  expect(performance.now() - started).toBeLessThan(1_000);
   expect(state.calls).toBe(1);
-});
+}, 10_000);
 
 test("the wrapper keeps the provider's name, model and context window", () => {
   const { provider } = scripted([]);

@@ -27,9 +27,12 @@ afterAll(async () => {
 test("an API request's statement is cancelled after DATABASE_STATEMENT_TIMEOUT_MS", async () => {
   const config = testConfig(db.name, { DATABASE_STATEMENT_TIMEOUT_MS: "200" });
   const settings = pgSettingsFor(config, { ...t.members.member, orgId: t.orgId, expiresAt: new Date(Date.now() + 60_000) }, "req-1", null);
-  const started = Date.now();
-  await expect(asCaller(app.pool, settings, (client) => client.query("select pg_sleep(5)"))).rejects.toMatchObject({ code: "57014" });
-  expect(Date.now() - started).toBeLessThan(3_000);
+  // 57014 with this message is the statement timeout itself (a cancel says otherwise); were the setting not
+  // applied, pg_sleep(5) would return and nothing would be rejected.
+  await expect(asCaller(app.pool, settings, (client) => client.query("select pg_sleep(5)"))).rejects.toMatchObject({
+    code: "57014",
+    message: "canceling statement due to statement timeout",
+  });
 });
 
 test("an exhausted pool answers 503 UNAVAILABLE with Retry-After within DATABASE_POOL_WAIT_MS, then serves again", async () => {
@@ -51,7 +54,8 @@ test("an exhausted pool answers 503 UNAVAILABLE with Retry-After within DATABASE
     for (const limits of [true, false]) {
       // With rate limits the count is refused first; without, the GraphQL request itself waits and gives up.
       const server = limits ? app : unlimited;
-      const started = Date.now();
+      // Every connection stays held until after this loop, so an answer at all means the request gave up waiting
+      // on its own (a request that queued for ever would run into the test's timeout instead).
       const response = await fetch(`${server.url}/graphql`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${t.members.member.accessToken}` },
@@ -64,7 +68,6 @@ test("an exhausted pool answers 503 UNAVAILABLE with Retry-After within DATABASE
         retryAfter: "5",
         code: "UNAVAILABLE",
       });
-      expect(Date.now() - started).toBeLessThan(3_000);
     }
   } finally {
     for (const client of held) client.release();
