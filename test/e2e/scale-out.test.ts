@@ -269,7 +269,9 @@ describe("two servers and two workers on one database", () => {
     const session = (await createTenant(db, "Revoked")).members.member;
     const whoAmI = "{ currentUser { email } }";
     expect(data<{ email: string }>(await b.graphql(whoAmI, {}, session.accessToken), "currentUser")).toEqual({ email: session.email });
-    const live = subscribe<Event>(b.url, session.accessToken, documentChanged);
+    // From the new organization's first event on: the change below is heard whether it commits before or after the
+    // subscription is set up on B (without `since`, one made before would be missed).
+    const live = subscribe<Event>(b.url, session.accessToken, documentChanged, { since: "0" });
     try {
       // The subscription is open on B once it hears a change.
       const created = data<{ document: { rowId: string } }>(
