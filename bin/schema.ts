@@ -1,11 +1,13 @@
 // `npm run schema`: writes schema.graphql, the GraphQL schema as PostGraphile generates it from the migrated
-// database. It is committed so API changes show up in review; test/server/schema.test.ts fails when it is stale.
+// database, and docs/schema.md, the digest of the tables' columns, policies, grants and triggers. Both are committed
+// so changes show up in review; test/server/schema.test.ts and test/db/schema-digest.test.ts fail when they are stale.
 import "../lib/graphile-env.ts";
 import { writeFile } from "node:fs/promises";
 import { databaseOnPort, useEmbeddedPostgres } from "../db/embedded.ts";
 import { prepareDatabase } from "../db/migrate.ts";
 import { createPool } from "../db/pool.ts";
 import { checkFirstLogin, checkSchema, targetOf } from "../db/preflight.ts";
+import { schemaDigest } from "../db/schema-digest.ts";
 import { runOnce } from "../lib/process.ts";
 import { buildSchema } from "../server/schema.ts";
 
@@ -24,6 +26,9 @@ await runOnce("schema", async (config, logger) => {
     try {
       await writeFile(new URL("../schema.graphql", import.meta.url), await buildSchema({ config: { ...config, database }, logger, pool }));
       logger.info("wrote schema.graphql");
+      const { authenticatorRole: authenticator, authenticatedRole: authenticated, anonymousRole: anonymous } = database;
+      await writeFile(new URL("../docs/schema.md", import.meta.url), await schemaDigest(pool, { authenticator, authenticated, anonymous }));
+      logger.info("wrote docs/schema.md");
     } finally {
       await pool.end();
     }
