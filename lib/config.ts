@@ -1,6 +1,6 @@
 // Quire's configuration: every setting comes from an environment variable (or `.env`), is validated once at
 // start-up, and a bad value stops the process with one line per variable saying what is wrong.
-// `.env.example` documents each variable; keep the two in step (a test compares them).
+// Each variable is documented in config-reference.ts, which generates docs/configuration.md and .env.example.
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { parseEnv } from "node:util";
@@ -191,8 +191,17 @@ const envSchema = z.object({
   LIVE_NUMBER_INTERVAL_MS: intText(1, 60_000).default(10),
 });
 
+/** The name of a variable Quire reads. */
+export type ConfigVariable = keyof typeof envSchema.shape;
+
 /** Every variable Quire reads (`.env.example` must document each one). */
 export const configVariables: readonly string[] = Object.keys(envSchema.shape);
+
+/** A variable's default as the schema states it, or undefined when it has none (unset, or computed at start-up). */
+export function configDefault(name: ConfigVariable): unknown {
+  const parsed = envSchema.shape[name].safeParse(undefined);
+  return parsed.success ? parsed.data : undefined;
+}
 
 export type RuntimeEnv = "development" | "production" | "test";
 

@@ -1,8 +1,9 @@
-// Configuration: defaults, one clear line per bad variable, production's stricter rules, and .env.example kept
-// in step with what the code reads.
+// Configuration: defaults, one clear line per bad variable, production's stricter rules, and its documentation
+// (.env.example, docs/configuration.md) generated from lib/config-reference.ts and kept in step with what the code reads.
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { configurationMarkdown, envExample } from "../../lib/config-reference.ts";
 import { ConfigError, configVariables, loadConfig, loadConfigFromProcess } from "../../lib/config.ts";
 
 const dataDir = () => mkdtempSync(join(tmpdir(), "quire-config-"));
@@ -131,5 +132,25 @@ describe(".env.example", () => {
 
   test("documents every variable the code reads, and nothing else", () => {
     expect([...documented].sort()).toEqual([...configVariables].sort());
+  });
+});
+
+describe("generated documentation (run `npm run config-docs` to update it)", () => {
+  test(".env.example is what lib/config-reference.ts generates", () => {
+    expect(readFileSync(new URL("../../.env.example", import.meta.url), "utf8")).toBe(envExample());
+  });
+
+  test("docs/configuration.md is what lib/config-reference.ts generates", () => {
+    expect(readFileSync(new URL("../../docs/configuration.md", import.meta.url), "utf8")).toBe(configurationMarkdown());
+  });
+
+  test("defaults come from the schema: the one the code applies is the one documented", () => {
+    const rows = new Map([...configurationMarkdown().matchAll(/^\| `([A-Z0-9_]+)` \| ([^|]*) \|/gm)].map((m) => [m[1]!, m[2]!.trim()] as const));
+    expect(rows.size).toBe(configVariables.length);
+    const config = loadConfig({ DATA_DIR: dataDir() });
+    expect(rows.get("PORT")).toBe(`\`${config.http.port}\``);
+    expect(rows.get("DATABASE_POOL_MAX")).toBe(`\`${config.database.poolMax}\``);
+    expect(rows.get("LLM_PROVIDER")).toBe(`\`${config.llm.provider}\``);
+    expect(rows.get("SMTP_URL")).toBe("unset");
   });
 });
