@@ -1,10 +1,11 @@
-// The one HTTP exchange the Notion and Confluence clients make: JSON in and out, a timeout per attempt combined with
+// The one HTTP exchange the Notion and Confluence clients make, on the mechanics of lib/outbound-http.ts: JSON in and out, a timeout per attempt combined with
 // the caller's signal, redirects followed only within the same origin (a redirect elsewhere would hand our bearer
 // token to another host), retries with exponential backoff and full jitter for the failures that pass (429 with its
 // Retry-After, 5xx, timeouts, unreachable service), optional pacing per access token, and every failure turned into
 // an IntegrationError whose message is safe to show: the service's own short error text at most, secrets masked.
 import { createHash } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
+import { deadline, formatSeconds, jsonOrUndefined, networkCause, readBody, ResponseTooLarge, retryAfterMs, serviceMessage } from "../outbound-http.ts";
 import { cancelledError, IntegrationError, type IntegrationErrorCode } from "./errors.ts";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -79,7 +80,6 @@ export interface HttpClient {
 }
 
 const maxRedirects = 3;
-const detailMaxChars = 200;
 
 const defaultSleep = async (ms: number, signal?: AbortSignal) => {
   await delay(ms, undefined, signal ? { signal } : {});
@@ -114,12 +114,14 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   /** One attempt: the request, the same-origin redirects it leads to, and the answer read and judged. */
   async function attempt(request: RequestOptions, service: string): Promise<unknown> {
     const { signal } = request;
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const limit = deadline(timeoutMs, signal);
     const fail = (error: unknown): IntegrationError => {
       if (error instanceof IntegrationError) return error;
+      if (error instanceof ResponseTooLarge) {
+        return new IntegrationError("BAD_RESPONSE", `The ${service} answered with more than ${error.limit} bytes.`, { status: lastStatus });
+      }
       if (signal?.aborted) return cancelledError(service);
-      if (timeout.aborted) {
+      if (limit.timedOut()) {
         return new IntegrationError("TIMEOUT", `The ${service} did not answer within ${formatSeconds(timeoutMs)}.`, { cause: error });
       }
       const failure = networkError(error, service);
@@ -130,6 +132,7 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     const origin = url.origin;
     let method: HttpMethod = request.method;
     let body = request.body === undefined ? undefined : JSON.stringify(request.body);
+    let lastStatus: number | undefined;
     for (let redirects = 0; ; redirects++) {
       let response: Response;
       let text: string;
@@ -139,8 +142,9 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
           headers: { accept: "application/json", ...(body === undefined ? {} : { "content-type": "application/json" }), ...request.headers },
           ...(body === undefined ? {} : { body }),
           redirect: "manual",
-          signal: combined,
+          signal: limit.signal,
         });
+        lastStatus = response.status;
         if (isRedirect(response.status)) {
           await response.body?.cancel();
           const target = redirectTarget(response, url);
@@ -160,7 +164,7 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
           url = target;
           continue;
         }
-        text = await readText(response, maxResponseBytes, service);
+        text = await readBody(response, maxResponseBytes, "refuse");
       } catch (error) {
         throw fail(error);
       }
@@ -214,15 +218,10 @@ function judge(response: Response, text: string, request: RequestOptions, servic
       throw new IntegrationError("BAD_RESPONSE", `The ${service} answered with something other than JSON.`, { status });
     }
   }
-  let body: unknown;
-  try {
-    body = JSON.parse(text) as unknown;
-  } catch {
-    body = undefined;
-  }
+  const body = jsonOrUndefined(text);
   const { code, what } = request.classify?.({ status, body }) ?? statusMeaning(status);
-  const detail = errorDetail(body, request.secrets ?? []);
-  const retryAfter = code === "RATE_LIMITED" || code === "UNAVAILABLE" || code === "TIMEOUT" ? retryAfterOf(response.headers) : undefined;
+  const detail = serviceMessage(body, request.secrets ?? []);
+  const retryAfter = code === "RATE_LIMITED" || code === "UNAVAILABLE" || code === "TIMEOUT" ? retryAfterMs(response.headers) : undefined;
   throw new IntegrationError(code, `The ${service} ${what} (HTTP ${status})${detail ? `: ${detail}` : "."}`, {
     status,
     ...(retryAfter === undefined ? {} : { retryAfterMs: retryAfter }),
@@ -252,83 +251,13 @@ function redirectTarget(response: Response, from: URL): URL | null {
   }
 }
 
-/** The body as text, refusing (BAD_RESPONSE) one larger than `limit` bytes without reading it all. */
-async function readText(response: Response, limit: number, service: string): Promise<string> {
-  const tooLarge = () => new IntegrationError("BAD_RESPONSE", `The ${service} answered with more than ${limit} bytes.`, { status: response.status });
-  const declared = Number(response.headers.get("content-length"));
-  if (Number.isFinite(declared) && declared > limit) {
-    await response.body?.cancel();
-    throw tooLarge();
-  }
-  if (!response.body) return "";
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel();
-      throw tooLarge();
-    }
-    text += decoder.decode(value, { stream: true });
-  }
-  return text + decoder.decode();
-}
-
-// fetch wraps network failures in TypeError("fetch failed") whose cause has a code such as ECONNREFUSED. Read by
-// shape, not instanceof: under Jest's VM modules fetch's errors come from another realm.
 function networkError(error: unknown, service: string): { error: IntegrationError; refused: boolean } {
-  const cause = (error as { cause?: { code?: unknown } } | null)?.cause;
-  const code = typeof cause?.code === "string" && /^[A-Z_]{2,40}$/.test(cause.code) ? cause.code : null;
+  const { code } = networkCause(error);
   return {
     error: new IntegrationError("UNAVAILABLE", `The ${service} could not be reached${code ? ` (${code})` : ""}.`, { cause: error }),
     refused: code === "ECONNREFUSED",
   };
 }
-
-/**
- * The service's own error text from an error body, cleaned for display. Notion sends `{"code", "message"}`, OAuth
- * token endpoints `{"error", "error_description"}`, Confluence v2 `{"errors": [{"title", "detail"}]}` and the
- * Atlassian gateway `{"code": 401, "message"}`. Secrets are masked before the text is cut to 200 characters, so a
- * cut can never leave part of one.
- */
-function errorDetail(body: unknown, secrets: readonly string[]): string {
-  const record = (value: unknown) => (typeof value === "object" && value !== null ? (value as Record<string, unknown>) : {});
-  const root = record(body);
-  const text = (value: unknown) => (typeof value === "string" && value.trim() ? value : undefined);
-  const first = record(Array.isArray(root.errors) ? root.errors[0] : undefined);
-  const oauthError = text(root.error);
-  const description = text(root.error_description);
-  const message =
-    (oauthError && description ? `${oauthError}: ${description}` : undefined) ??
-    description ??
-    text(root.message) ??
-    text(record(root.error).message) ??
-    oauthError ??
-    text(first.detail) ??
-    text(first.title) ??
-    text(first.message);
-  if (!message) return "";
-  let clean = message;
-  for (const secret of secrets) if (secret.length >= 4) clean = clean.split(secret).join("[redacted]");
-  clean = clean.replace(/\b(Bearer|Basic)\s+\S+/gi, "$1 [redacted]");
-  clean = clean.replace(/[\p{Cc}\s]+/gu, " ").trim();
-  return clean.length > detailMaxChars ? `${clean.slice(0, detailMaxChars - 1).replace(/[\uD800-\uDBFF]$/, "")}…` : clean;
-}
-
-/** Retry-After as seconds (decimals allowed) or an HTTP date, in milliseconds. */
-function retryAfterOf(headers: Headers): number | undefined {
-  const value = headers.get("retry-after")?.trim();
-  if (!value) return undefined;
-  if (/^\d+(\.\d+)?$/.test(value)) return Math.ceil(Number(value) * 1000);
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-const formatSeconds = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`);
 
 interface Lane {
   nextFree: number;
