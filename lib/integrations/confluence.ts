@@ -4,22 +4,12 @@
 // cloud id in every API path), and REST v2 through the gateway at api.atlassian.com/ex/confluence/{cloudId}: spaces,
 // pages (cursor pagination via _links.next), page bodies in storage format, create, and update with the next
 // version number. A title search uses CQL (REST v1), which v2 lacks. Storage format (Confluence's XHTML with ac:
-// and ri: elements) is read by a small tolerant tokenizer of our own and converted to Markdown; nothing in a page
+// and ri: elements) is read by htmlparser2 and converted to Markdown; nothing in a page
 // is ever executed, scripts are dropped, links keep only http(s)/mailto targets, and nesting depth is bounded.
+import { Parser } from "htmlparser2";
 import { badResponse, IntegrationError } from "./errors.ts";
 import { createHttpClient, type Classification, type Failure, type HttpClientOptions, type HttpMethod } from "./http.ts";
-import {
-  decodeEntities,
-  normalizeSpans,
-  parseMarkdown,
-  renderMarkdown,
-  safeHref,
-  span,
-  trimSpans,
-  type ListItem,
-  type MdBlock,
-  type Span,
-} from "./markdown.ts";
+import { normalizeSpans, parseMarkdown, renderMarkdown, safeHref, span, trimSpans, type ListItem, type MdBlock, type Span } from "./markdown.ts";
 import { tokenEndpointMeaning, tokenSetFrom, type TokenSet } from "./oauth.ts";
 import { array, dateOf, record, text, type JsonRecord, type PageList, type PageRef, type PublishedPage } from "./types.ts";
 
@@ -401,7 +391,7 @@ function pageUrl(page: JsonRecord, listBase: string | undefined): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Storage format: a tolerant tokenizer into a small element tree
+// Storage format: read by htmlparser2 (tolerant, linear, entities decoded, CDATA kept) into a small element tree
 
 interface XElement {
   readonly kind: "element";
@@ -415,23 +405,6 @@ interface XText {
 }
 type XNode = XElement | XText;
 
-/** Elements never given children. */
-const voidElements: ReadonlySet<string> = new Set([
-  "br",
-  "hr",
-  "img",
-  "col",
-  "input",
-  "meta",
-  "link",
-  "area",
-  "base",
-  "wbr",
-  "source",
-  "embed",
-  "param",
-  "track",
-]);
 /** Elements whose content is dropped unread (code, styles, embedded documents). */
 const droppedElements: ReadonlySet<string> = new Set(["script", "style", "textarea", "title", "iframe", "noscript", "template", "object", "svg", "math"]);
 
@@ -444,100 +417,49 @@ const maxAttributes = 64;
 /** Storage beyond this many characters is not read (a page body is rarely a tenth of it). */
 const maxStorageChars = 10_000_000;
 
+/**
+ * The element tree of a storage-format page. htmlparser2 reads it as HTML that also accepts `<x/>` self-closing
+ * tags and CDATA sections (code macros keep their text in CDATA), so a page that is not well-formed XML still
+ * reads, and void elements such as an unclosed `<br>` never swallow what follows.
+ */
 function parseStorage(storage: string): XElement {
-  const xml = storage.length > maxStorageChars ? storage.slice(0, maxStorageChars) : storage;
   const root: XElement = { kind: "element", name: "#root", attributes: new Map(), children: [] };
   const stack: XElement[] = [root];
+  // What each open tag did, so its close undoes exactly that: "kept" pushed an element, "skipped" did not.
+  const opened: Array<"kept" | "skipped" | "dropped"> = [];
+  let dropping = 0;
   let elements = 0;
-  const append = (value: string) => {
-    if (value) stack.at(-1)!.children.push({ kind: "text", text: value });
-  };
-  const nameAt = /<([A-Za-z][\w:.-]{0,255})/y;
-  // Bounded quantifiers: a stray quote or bracket costs a bounded scan, never one to the end of the page.
-  const attributeAt = /\s{0,256}([^\s=/>"']{1,256})(?:\s{0,256}=\s{0,256}(?:"([^"]{0,65536})"|'([^']{0,65536})'|([^\s>"']{1,65536})))?/y;
-  const tagEndAt = /\s{0,256}(\/?)>/y;
-  const closeAt = /<\/([A-Za-z][\w:.-]{0,255})[^>]{0,256}>/y;
-  let i = 0;
-  while (i < xml.length) {
-    const lt = xml.indexOf("<", i);
-    if (lt !== i) {
-      append(decodeEntities(xml.slice(i, lt < 0 ? xml.length : lt)));
-      if (lt < 0) break;
-      i = lt;
-    }
-    if (xml.startsWith("<!--", i)) {
-      const end = xml.indexOf("-->", i + 4);
-      i = end < 0 ? xml.length : end + 3;
-      continue;
-    }
-    if (xml.startsWith("<![CDATA[", i)) {
-      const end = xml.indexOf("]]>", i + 9);
-      append(xml.slice(i + 9, end < 0 ? xml.length : end));
-      i = end < 0 ? xml.length : end + 3;
-      continue;
-    }
-    if (xml[i + 1] === "!" || xml[i + 1] === "?") {
-      const end = xml.indexOf(">", i);
-      i = end < 0 ? xml.length : end + 1;
-      continue;
-    }
-    closeAt.lastIndex = i;
-    const close = closeAt.exec(xml);
-    if (close) {
-      const name = close[1]!.toLowerCase();
-      const at = stack.findLastIndex((element) => element.name === name);
-      if (at > 0) stack.length = at;
-      i = closeAt.lastIndex;
-      continue;
-    }
-    nameAt.lastIndex = i;
-    const open = nameAt.exec(xml);
-    let cursor = nameAt.lastIndex;
-    const attributes = new Map<string, string>();
-    let selfClosing: boolean | null = null;
-    while (open) {
-      tagEndAt.lastIndex = cursor;
-      const end = tagEndAt.exec(xml);
-      if (end) {
-        selfClosing = end[1] === "/";
-        cursor = tagEndAt.lastIndex;
-        break;
-      }
-      attributeAt.lastIndex = cursor;
-      const attribute = attributeAt.exec(xml);
-      if (!attribute) break;
-      if (attributes.size < maxAttributes) {
-        attributes.set(attribute[1]!.toLowerCase(), decodeEntities(attribute[2] ?? attribute[3] ?? attribute[4] ?? ""));
-      }
-      cursor = attributeAt.lastIndex;
-    }
-    if (!open) {
-      append("<");
-      i++;
-      continue;
-    }
-    if (selfClosing === null) {
-      // A malformed tag is text up to where reading it stopped. Never re-read: that keeps the tokenizer linear.
-      append(decodeEntities(xml.slice(i, cursor)));
-      i = cursor;
-      continue;
-    }
-    i = cursor;
-    const name = open[1]!.toLowerCase();
-    if (droppedElements.has(name)) {
-      if (!selfClosing) {
-        const end = new RegExp(`</${name}[^>]{0,256}>`, "gi");
-        end.lastIndex = i;
-        i = end.exec(xml) ? end.lastIndex : xml.length;
-      }
-      continue;
-    }
-    if (stack.length > maxElementDepth || elements >= maxElements) continue;
-    elements++;
-    const element: XElement = { kind: "element", name, attributes, children: [] };
-    stack.at(-1)!.children.push(element);
-    if (!selfClosing && !voidElements.has(name)) stack.push(element);
-  }
+  const parser = new Parser(
+    {
+      onopentag(name, attribs) {
+        if (dropping > 0 || droppedElements.has(name)) {
+          dropping++;
+          opened.push("dropped");
+          return;
+        }
+        if (stack.length > maxElementDepth || elements >= maxElements) {
+          opened.push("skipped");
+          return;
+        }
+        elements++;
+        const attributes = new Map(Object.entries(attribs).slice(0, maxAttributes));
+        const element: XElement = { kind: "element", name, attributes, children: [] };
+        stack.at(-1)!.children.push(element);
+        stack.push(element);
+        opened.push("kept");
+      },
+      onclosetag() {
+        const what = opened.pop();
+        if (what === "dropped") dropping--;
+        else if (what === "kept") stack.pop();
+      },
+      ontext(text) {
+        if (dropping === 0 && text) stack.at(-1)!.children.push({ kind: "text", text });
+      },
+    },
+    { recognizeSelfClosing: true, recognizeCDATA: true, lowerCaseTags: true, lowerCaseAttributeNames: true, decodeEntities: true },
+  );
+  parser.end(storage.length > maxStorageChars ? storage.slice(0, maxStorageChars) : storage);
   return root;
 }
 

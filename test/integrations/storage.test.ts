@@ -112,12 +112,15 @@ test("hostile storage: scripts and styles dropped, javascript: links in any disg
 test("malformed storage is read tolerantly and never throws", () => {
   const cases: Array<[string, string]> = [
     ["<p>unclosed <b>bold", "unclosed **bold**"],
-    ["<p>a < b and c<d</p>", "a \\< b and c\\<d\\</p>"],
+    // A lone "<" is text; "<d" opens a tag (named "d<", as a browser reads it), which swallows the rest of the line.
+    ["<p>a < b and c<d</p>", "a \\< b and c"],
     ["</p></div>stray closers<p>x", "stray closers\n\nx"],
     ["<!-- never closed <p>hidden</p>", ""],
     ["<p>cdata <![CDATA[a < b", "cdata a \\< b"],
-    ['<p a="unterminated>text</p>', '\\<p a="unterminated>text'],
-    ["<ul><li>one<li>two</ul>", "- one\n  - two"],
+    // An unterminated attribute value runs to the end of the page, as in a browser: nothing of it is text.
+    ['<p a="unterminated>text</p>', ""],
+    // An <li> closes the open one, as in HTML: siblings, not a nested list.
+    ["<ul><li>one<li>two</ul>", "- one\n- two"],
     ["<p>&bogus; &#0; &#xD800; &#x1F600;</p>", "\\&bogus; \uFFFD \uFFFD 😀"],
   ];
   for (const [storage, markdown] of cases) expect(storageToMarkdown(storage)).toBe(markdown);
