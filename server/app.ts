@@ -10,7 +10,7 @@ import { grafserv } from "postgraphile/grafserv/express/v4";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics, startMetricsServer, type Metrics, type MetricsServer } from "../lib/metrics.ts";
-import { createConnectors } from "../lib/connectors.ts";
+import { createConnectors } from "../lib/integrations/connectors.ts";
 import { withLogContext } from "../lib/log-context.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";

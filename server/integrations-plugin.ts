@@ -8,8 +8,8 @@ import { context, lambda, object, sideEffect, type Step } from "postgraphile/gra
 import { extendSchema, gql } from "postgraphile/utils";
 import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
-import type { Connector, Connectors, IntegrationProvider, PageRef } from "../lib/connectors.ts";
-import { openIntegration, type IntegrationSession } from "../lib/integration-credentials.ts";
+import type { Connector, Connectors, IntegrationProvider, PageRef } from "../lib/integrations/connectors.ts";
+import { openIntegration, type IntegrationSession } from "../lib/integrations/credentials.ts";
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import { codeChallenge, codeVerifier, state as newState } from "../lib/integrations/oauth.ts";
 import { QuireError } from "../lib/quire-error.ts";

@@ -10,8 +10,8 @@ import { createHash } from "node:crypto";
 import type { RequestHandler } from "express";
 import type pg from "pg";
 import type { Config } from "../lib/config.ts";
-import type { Connectors, IntegrationProvider } from "../lib/connectors.ts";
-import { sealedColumns, sealTokens } from "../lib/integration-credentials.ts";
+import type { Connectors, IntegrationProvider } from "../lib/integrations/connectors.ts";
+import { sealedColumns, sealTokens } from "../lib/integrations/credentials.ts";
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 

@@ -6,7 +6,7 @@ import { PgSimplifyInflectionPreset } from "@graphile/simplify-inflection";
 import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import type { Config } from "../lib/config.ts";
-import { createConnectors, type Connectors } from "../lib/connectors.ts";
+import { createConnectors, type Connectors } from "../lib/integrations/connectors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { createPasswordHasher } from "../lib/passwords.ts";

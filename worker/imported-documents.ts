@@ -2,7 +2,7 @@
 // and sync jobs of the organization do so), matched by (source, external id) so importing a page again updates
 // the same document and bumps its revision, and record each run's counts on integration_sync_runs.
 import type { PoolClient } from "pg";
-import type { IntegrationProvider, PageContent } from "../lib/connectors.ts";
+import type { IntegrationProvider, PageContent } from "../lib/integrations/connectors.ts";
 import { lockRunningJob, succeedJob } from "./job-lifecycle.ts";
 
 export type UpsertOutcome = "imported" | "updated" | "skipped";

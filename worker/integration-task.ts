@@ -8,8 +8,8 @@
 // using up an attempt.
 import type { JobHelpers, Task } from "graphile-worker";
 import type { PoolClient } from "pg";
-import type { Connector, Connectors, IntegrationProvider } from "../lib/connectors.ts";
-import { openIntegration, type IntegrationSession } from "../lib/integration-credentials.ts";
+import type { Connector, Connectors, IntegrationProvider } from "../lib/integrations/connectors.ts";
+import { openIntegration, type IntegrationSession } from "../lib/integrations/credentials.ts";
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
 import { isShuttingDown, startJob, type StartedJob } from "./job-lifecycle.ts";

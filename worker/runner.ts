@@ -20,7 +20,7 @@ import { createMetrics, startMetricsServer, type Metrics } from "../lib/metrics.
 import { startAuditSealer } from "./audit-sealer.ts";
 import { startHeartbeat, type HeldJobs } from "./heartbeat.ts";
 import { createMailer } from "../lib/mailer.ts";
-import { createConnectors } from "../lib/connectors.ts";
+import { createConnectors } from "../lib/integrations/connectors.ts";
 import { createLlmProvider } from "../lib/llm/index.ts";
 import { makeTaskList, schedules } from "./task-list.ts";
 

@@ -4,7 +4,7 @@
 import { SpanKind } from "@opentelemetry/api";
 import { parseCronItems, type ParsedCronItem, type Task, type TaskList } from "graphile-worker";
 import type { AuditCheckpointSettings } from "../lib/audit-checkpoints.ts";
-import type { Connectors } from "../lib/connectors.ts";
+import type { Connectors } from "../lib/integrations/connectors.ts";
 import type { LlmProvider } from "../lib/llm/provider.ts";
 import type { RescheduleOptions } from "../lib/llm/retry.ts";
 import type { SealingKeys } from "../lib/sealing.ts";

@@ -11,7 +11,7 @@ import {
   span,
   type MdBlock,
   type Span,
-} from "../../lib/integrations/markdown.ts";
+} from "../../lib/integrations/formats/markdown.ts";
 
 const roundTrip = (markdown: string) => renderMarkdown(parseMarkdown(markdown));
 

@@ -1,7 +1,7 @@
 // Notion blocks ↔ Markdown without a server: every supported block type and annotation read, unknown blocks
 // marked, unsafe links dropped; Markdown turned into blocks Notion accepts (code languages from its list, rich text
 // split at 2000 characters and 100 items, huge code split), and round trips through the publish format.
-import { markdownToNotionBlocks, notionBlocksToMarkdown } from "../../lib/integrations/notion.ts";
+import { markdownToNotionBlocks, notionBlocksToMarkdown } from "../../lib/integrations/formats/notion-blocks.ts";
 
 type Json = Record<string, unknown>;
 

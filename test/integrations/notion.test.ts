@@ -4,8 +4,9 @@
 // handling that matters in production: 429 honoured, 5xx retried, timeouts, expired tokens not retried, redirects
 // to other hosts refused, pacing to ~3 requests per second, and messages that never carry a token or the secret.
 import { codeChallenge, codeVerifier, state } from "../../lib/integrations/oauth.ts";
-import { createNotionClient, notionBlocksToMarkdown, type NotionClientOptions } from "../../lib/integrations/notion.ts";
-import { parseMarkdown, renderMarkdown } from "../../lib/integrations/markdown.ts";
+import { notionBlocksToMarkdown } from "../../lib/integrations/formats/notion-blocks.ts";
+import { createNotionClient, type NotionClientOptions } from "../../lib/integrations/notion.ts";
+import { parseMarkdown, renderMarkdown } from "../../lib/integrations/formats/markdown.ts";
 import { startFakeNotion, type FakeNotion } from "../support/fake-notion.ts";
 import { startFakeLlmServer } from "../support/fake-llm-server.ts";
 import { failure, fakeClock, timedFetch } from "./helpers.ts";

@@ -1,7 +1,7 @@
 // Confluence storage format ↔ Markdown without a server: the XHTML elements and ac: macros pages use, unknown
 // macros marked, well-formed escaped output, round trips, and hostile input — scripts, javascript: links in every
 // disguise, malformed markup, absurd nesting and floods — neutralised in bounded time.
-import { markdownToStorage, storageToMarkdown } from "../../lib/integrations/confluence.ts";
+import { markdownToStorage, storageToMarkdown } from "../../lib/integrations/formats/confluence-storage.ts";
 
 test("storage → Markdown: headings, inline marks, links, breaks, lists, code macro, quote, rule, table, tasks", () => {
   const storage = [

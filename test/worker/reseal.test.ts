@@ -2,7 +2,7 @@
 // worker re-seal every integration secret with it; afterwards the old key is no longer needed to open them.
 import type pg from "pg";
 import { createPool } from "../../db/pool.ts";
-import { sealTokens } from "../../lib/integration-credentials.ts";
+import { sealTokens } from "../../lib/integrations/credentials.ts";
 import { generateSealingKey, open, parseSealingKeys } from "../../lib/sealing.ts";
 import { startQuireWorker } from "../../worker/runner.ts";
 import { createTestDatabase, query, silentLogger, testConfig, type TestDatabase } from "../support/database.ts";

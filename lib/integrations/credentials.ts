@@ -9,9 +9,9 @@
 // (invalid_grant) marks the integration needs_reauth, which also fails its other unfinished jobs.
 import type { PoolClient } from "pg";
 import type { Connector } from "./connectors.ts";
-import { IntegrationError } from "./integrations/errors.ts";
-import type { TokenSet } from "./integrations/oauth.ts";
-import { open, seal, type SealContext, type Sealed, type SealingKeys } from "./sealing.ts";
+import { IntegrationError } from "./errors.ts";
+import type { TokenSet } from "./oauth.ts";
+import { open, seal, type SealContext, type Sealed, type SealingKeys } from "../sealing.ts";
 
 /** Runs `fn` in one transaction with the caller's settings (session or job context); commits if it resolves. */
 export type InTransaction = <T>(fn: (client: PoolClient) => Promise<T>) => Promise<T>;

@@ -1,11 +1,11 @@
 // One shape for every provider Quire connects to, so the server and the worker handle Notion and Confluence alike:
 // OAuth (authorization URL, code exchange, refresh, revocation), browsing, reading a page as Markdown and
 // publishing one. The provider clients under lib/integrations/ speak each API; this adapts them.
-import type { Config } from "./config.ts";
-import { createConfluenceClient } from "./integrations/confluence.ts";
-import { IntegrationError } from "./integrations/errors.ts";
-import { createNotionClient } from "./integrations/notion.ts";
-import type { TokenSet } from "./integrations/oauth.ts";
+import type { Config } from "../config.ts";
+import { createConfluenceClient } from "./confluence.ts";
+import { IntegrationError } from "./errors.ts";
+import { createNotionClient } from "./notion.ts";
+import type { TokenSet } from "./oauth.ts";
 
 export type IntegrationProvider = "notion" | "confluence";
 
