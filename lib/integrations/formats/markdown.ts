@@ -2,9 +2,11 @@
 // lists with task items, fenced code, quotes, dividers, GFM tables, comments) holding runs of text with marks
 // (bold, italic, strikethrough, code, link). Notion's rich text is exactly such runs, and Confluence's storage
 // format maps onto them too, so Notion → Markdown, storage → Markdown, Markdown → Notion blocks and Markdown →
-// storage all go through this model. The parser follows CommonMark where the subset needs it (emphasis flanking
-// rules, code spans, escapes, lazy continuation) and never fails: anything it does not recognise is text. Links
-// keep only http, https and mailto targets, so a `javascript:` URL can never reach an output.
+// storage all go through this model. markdown-it parses (CommonMark, GFM tables and strikethrough) and never
+// fails: anything outside the model is text. The renderer is our own, written to CommonMark's rules so that what
+// it writes parses back to the same model. Links keep only http, https and mailto targets, so a `javascript:` URL
+// can never reach an output.
+import MarkdownIt from "markdown-it";
 
 /** A run of text and its marks. `href` is a checked http(s)/mailto URL, or null. */
 export interface Span {
@@ -92,569 +94,191 @@ export function safeHref(url: string): string | null {
   return parsed.protocol === "http:" || parsed.protocol === "https:" || parsed.protocol === "mailto:" ? parsed.href : null;
 }
 
-const namedEntities: Readonly<Record<string, string>> = {
-  amp: "&",
-  lt: "<",
-  gt: ">",
-  quot: '"',
-  apos: "'",
-  nbsp: "\u00a0",
-  shy: "",
-  hellip: "…",
-  mdash: "—",
-  ndash: "–",
-  lsquo: "‘",
-  rsquo: "’",
-  ldquo: "“",
-  rdquo: "”",
-  laquo: "«",
-  raquo: "»",
-  bull: "•",
-  middot: "·",
-  copy: "©",
-  reg: "®",
-  trade: "™",
-  euro: "€",
-  pound: "£",
-  yen: "¥",
-  cent: "¢",
-  deg: "°",
-  plusmn: "±",
-  times: "×",
-  divide: "÷",
-  para: "¶",
-  sect: "§",
-  larr: "←",
-  rarr: "→",
-  uarr: "↑",
-  darr: "↓",
-  harr: "↔",
-  check: "✓",
-};
-
-/** HTML character references decoded: the named ones above and all numeric ones; unknown names stay as written. */
-export function decodeEntities(text: string): string {
-  if (!text.includes("&")) return text;
-  return text.replace(/&(#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,7}|[A-Za-z][A-Za-z0-9]{1,31});/g, (whole, name: string) => {
-    if (name[0] !== "#") return namedEntities[name] ?? whole;
-    const code = name[1] === "x" || name[1] === "X" ? Number.parseInt(name.slice(2), 16) : Number.parseInt(name.slice(1), 10);
-    const valid = code > 0 && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff);
-    return valid ? String.fromCodePoint(code) : "\uFFFD";
-  });
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// Inline parsing
-
-interface TextPiece {
-  readonly kind: "text";
-  readonly text: string;
-  readonly code: boolean;
-}
-interface LinkPiece {
-  readonly kind: "link";
-  readonly spans: readonly Span[];
-}
-interface DelimiterPiece {
-  readonly kind: "delimiter";
-  readonly char: "*" | "_" | "~";
-  readonly original: number;
-  count: number;
-  readonly canOpen: boolean;
-  readonly canClose: boolean;
-}
-type Piece = TextPiece | LinkPiece | DelimiterPiece;
-
-const asciiPunctuation = /[!-/:-@[-`{-~]/;
-const isWhitespace = (c: string) => /\s/u.test(c);
-const isPunctuation = (c: string) => /[\p{P}\p{S}]/u.test(c);
-const maxDelimiters = 10_000;
-
-/** The spans of one paragraph's (or heading's, or cell's) Markdown text. */
-export function parseInline(text: string): Span[] {
-  return normalizeSpans(inline(text, true));
-}
-
-function inline(source: string, allowLinks: boolean): Span[] {
-  const pieces: Piece[] = [];
-  const findRun = backtickFinder(source);
-  const brackets = allowLinks ? matchBrackets(source, findRun) : new Map<number, number>();
-  let buffer = "";
-  let delimiters = 0;
-  const flush = () => {
-    if (buffer) pieces.push({ kind: "text", text: buffer, code: false });
-    buffer = "";
-  };
-  let i = 0;
-  while (i < source.length) {
-    const c = source[i]!;
-    if (c === "\\") {
-      const next = source[i + 1];
-      if (next === "\n") {
-        buffer += "\n";
-        i += 2;
-        while (source[i] === " ") i++;
-      } else if (next !== undefined && asciiPunctuation.test(next)) {
-        buffer += next;
-        i += 2;
-      } else {
-        buffer += c;
-        i++;
-      }
-    } else if (c === "`") {
-      const run = runLength(source, i);
-      const close = findRun(i + run, run);
-      if (close < 0) {
-        buffer += "`".repeat(run);
-        i += run;
-      } else {
-        flush();
-        let code = source.slice(i + run, close).replace(/\n/g, " ");
-        if (code.length > 2 && code.startsWith(" ") && code.endsWith(" ") && code.trim()) code = code.slice(1, -1);
-        pieces.push({ kind: "text", text: code, code: true });
-        i = close + run;
-      }
-    } else if ((c === "*" || c === "_" || c === "~") && delimiters < maxDelimiters) {
-      let run = 1;
-      while (source[i + run] === c) run++;
-      if (c === "~" && run !== 2) {
-        buffer += c.repeat(run);
-        i += run;
-        continue;
-      }
-      const before = i > 0 ? source[i - 1]! : "\n";
-      const after = source[i + run] ?? "\n";
-      const leftFlanking = !isWhitespace(after) && (!isPunctuation(after) || isWhitespace(before) || isPunctuation(before));
-      const rightFlanking = !isWhitespace(before) && (!isPunctuation(before) || isWhitespace(after) || isPunctuation(after));
-      const canOpen = c === "_" ? leftFlanking && (!rightFlanking || isPunctuation(before)) : leftFlanking;
-      const canClose = c === "_" ? rightFlanking && (!leftFlanking || isPunctuation(after)) : rightFlanking;
-      flush();
-      pieces.push({ kind: "delimiter", char: c, original: run, count: run, canOpen, canClose });
-      delimiters++;
-      i += run;
-    } else if (c === "[" || (c === "!" && source[i + 1] === "[")) {
-      const image = c === "!";
-      const open = image ? i + 1 : i;
-      const close = brackets.get(open);
-      const link = close === undefined ? null : parseLink(source, open, close);
-      if (!link) {
-        buffer += c;
-        i++;
-        continue;
-      }
-      flush();
-      const href = image ? null : safeHref(link.destination);
-      pieces.push({ kind: "link", spans: inline(link.label, false).map((s) => ({ ...s, href })) });
-      i = link.end;
-    } else if (c === "<") {
-      const auto = allowLinks ? /^<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*)>/.exec(source.slice(i)) : null;
-      const href = auto ? safeHref(auto[1]!) : null;
-      if (auto && href) {
-        flush();
-        pieces.push({ kind: "link", spans: [span(auto[1]!, { href })] });
-        i += auto[0].length;
-      } else {
-        buffer += c;
-        i++;
-      }
-    } else if (c === "\n") {
-      const hard = / {2,}$/.test(buffer);
-      buffer = buffer.replace(/ +$/, "") + (hard ? "\n" : " ");
-      i++;
-      while (source[i] === " ") i++;
-    } else if (c === "&") {
-      const entity = /^&(#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,7}|[A-Za-z][A-Za-z0-9]{1,31});/.exec(source.slice(i));
-      buffer += entity ? decodeEntities(entity[0]) : c;
-      i += entity ? entity[0].length : 1;
-    } else {
-      const plainRun = /^[^\\`*_~[!<\n&]+/.exec(source.slice(i));
-      const length = plainRun ? plainRun[0].length : 1;
-      buffer += source.slice(i, i + length);
-      i += length;
-    }
-  }
-  flush();
-  return resolveEmphasis(pieces);
-}
-
-const runLength = (source: string, at: number) => {
-  let end = at;
-  while (source[end] === source[at]) end++;
-  return end - at;
-};
-
-/**
- * Finds the next run of exactly `length` backticks at or after a position (-1 if none), remembering failures: once
- * no run of some length follows a position, later searches from beyond it fail at once. That keeps a paragraph of
- * unmatched backticks linear instead of quadratic.
- */
-function backtickFinder(source: string): (from: number, length: number) => number {
-  const noneAfter = new Map<number, number>();
-  return (from, length) => {
-    const known = noneAfter.get(length);
-    if (known !== undefined && from >= known) return -1;
-    for (let i = source.indexOf("`", from); i >= 0; i = source.indexOf("`", i)) {
-      const run = runLength(source, i);
-      if (run === length) return i;
-      i += run;
-    }
-    noneAfter.set(length, Math.min(from, known ?? from));
-    return -1;
-  };
-}
-
-/** Each `[`'s matching `]` (escapes and code spans skipped), found in one pass with a stack. */
-function matchBrackets(source: string, findRun: (from: number, length: number) => number): Map<number, number> {
-  const matches = new Map<number, number>();
-  const open: number[] = [];
-  for (let i = 0; i < source.length; i++) {
-    const c = source[i];
-    if (c === "\\") i++;
-    else if (c === "`") {
-      const run = runLength(source, i);
-      const end = findRun(i + run, run);
-      i = end < 0 ? i + run - 1 : end + run - 1;
-    } else if (c === "[") open.push(i);
-    else if (c === "]" && open.length) matches.set(open.pop()!, i);
-  }
-  return matches;
-}
-
-const maxDestination = 8192;
-
-/** The index of `char` within `maxDestination` characters after `from`, or -1: a bounded scan. */
-function indexWithin(source: string, char: string, from: number): number {
-  const at = source.slice(from, from + maxDestination).indexOf(char);
-  return at < 0 ? -1 : from + at;
-}
-
-/** `[label](destination "title")` with its `[` at `start` and `]` at `close`, or null if no destination follows. */
-function parseLink(source: string, start: number, close: number): { label: string; destination: string; end: number } | null {
-  if (source[close + 1] !== "(") return null;
-  let i = close + 2;
-  while (source[i] === " " || source[i] === "\n") i++;
-  let destination = "";
-  if (source[i] === "<") {
-    const end = indexWithin(source, ">", i);
-    if (end < 0 || source.slice(i, end).includes("\n")) return null;
-    destination = source.slice(i + 1, end);
-    i = end + 1;
-  } else {
-    let parens = 0;
-    const from = i;
-    for (; i < source.length && i - from < maxDestination; i++) {
-      const c = source[i]!;
-      if (c === "\\" && i + 1 < source.length) i++;
-      else if (c === "(") {
-        if (++parens > 32) return null;
-      } else if (c === ")") {
-        if (parens === 0) break;
-        parens--;
-      } else if (/\s/.test(c)) break;
-    }
-    destination = source.slice(from, i);
-  }
-  while (source[i] === " " || source[i] === "\n") i++;
-  const quote = source[i];
-  if (quote === '"' || quote === "'" || quote === "(") {
-    const end = indexWithin(source, quote === "(" ? ")" : quote, i + 1);
-    if (end < 0) return null;
-    i = end + 1;
-    while (source[i] === " " || source[i] === "\n") i++;
-  }
-  if (source[i] !== ")") return null;
-  return { label: source.slice(start + 1, close), destination: decodeEntities(destination.replace(/\\([!-/:-@[-`{-~])/g, "$1")), end: i + 1 };
-}
-
-/**
- * CommonMark's "process emphasis" over the delimiter runs: each closer is matched with the nearest compatible
- * opener (the rule of three included), and the pieces between them get the mark. The result is flat spans, so a
- * match is recorded as an interval rather than by moving nodes into a tree.
- */
-function resolveEmphasis(pieces: Piece[]): Span[] {
-  const stack: number[] = [];
-  pieces.forEach((piece, index) => {
-    if (piece.kind === "delimiter") stack.push(index);
-  });
-  const intervals: Array<{ from: number; to: number; mark: Mark }> = [];
-  const bottoms = new Map<string, number>();
-  let ci = 0;
-  while (ci < stack.length) {
-    const closer = pieces[stack[ci]!] as DelimiterPiece;
-    if (!closer.canClose || closer.count === 0) {
-      ci++;
-      continue;
-    }
-    const key = `${closer.char}${closer.canOpen ? 1 : 0}${closer.original % 3}`;
-    const bottom = bottoms.get(key) ?? -1;
-    let oi = ci - 1;
-    for (; oi >= 0 && stack[oi]! > bottom; oi--) {
-      const opener = pieces[stack[oi]!] as DelimiterPiece;
-      if (opener.char !== closer.char || !opener.canOpen || opener.count === 0) continue;
-      if (closer.char === "~") break;
-      const oddMatch = (opener.canClose || closer.canOpen) && (opener.original + closer.original) % 3 === 0;
-      if (oddMatch && !(opener.original % 3 === 0 && closer.original % 3 === 0)) continue;
-      break;
-    }
-    if (oi < 0 || stack[oi]! <= bottom) {
-      bottoms.set(key, ci > 0 ? stack[ci - 1]! : -1);
-      if (closer.canOpen) ci++;
-      else stack.splice(ci, 1);
-      continue;
-    }
-    const opener = pieces[stack[oi]!] as DelimiterPiece;
-    const use = closer.char === "~" ? 2 : opener.count >= 2 && closer.count >= 2 ? 2 : 1;
-    intervals.push({ from: stack[oi]!, to: stack[ci]!, mark: closer.char === "~" ? "strike" : use === 2 ? "bold" : "italic" });
-    opener.count -= use;
-    closer.count -= use;
-    stack.splice(oi + 1, ci - oi - 1);
-    ci = oi + 1;
-    if (opener.count === 0) {
-      stack.splice(oi, 1);
-      ci = oi;
-    }
-    if (closer.count === 0) stack.splice(ci, 1);
-  }
-  const depth: Record<Mark, number[]> = { bold: [], italic: [], strike: [] };
-  for (const mark of ["bold", "italic", "strike"] as const) depth[mark] = new Array<number>(pieces.length + 1).fill(0);
-  for (const { from, to, mark } of intervals) {
-    depth[mark][from + 1]!++;
-    depth[mark][to]!--;
-  }
-  const level: Record<Mark, number> = { bold: 0, italic: 0, strike: 0 };
-  const out: Span[] = [];
-  pieces.forEach((piece, index) => {
-    for (const mark of ["bold", "italic", "strike"] as const) level[mark] += depth[mark][index]!;
-    const marks = { bold: level.bold > 0, italic: level.italic > 0, strike: level.strike > 0 };
-    if (piece.kind === "text") out.push(span(piece.text, { ...marks, code: piece.code }));
-    else if (piece.kind === "delimiter") out.push(span(piece.char.repeat(piece.count), marks));
-    else for (const s of piece.spans) out.push({ ...s, bold: s.bold || marks.bold, italic: s.italic || marks.italic, strike: s.strike || marks.strike });
-  });
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Block parsing
+// Parsing: markdown-it (CommonMark with GFM tables and strikethrough) reads the text; its tokens become the model
 
 /** Nesting (lists in lists, quotes in quotes) deeper than this is read as plain paragraphs. */
 const maxNesting = 16;
 
-const headingPattern = /^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$/;
-const thematicPattern = /^ {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})$/;
-const fencePattern = /^( {0,3})(`{3,}|~{3,})(.*)$/;
-const isBlank = (line: string) => !line.trim();
-const indentOf = (line: string) => /^ */.exec(line)![0].length;
+const parser = new MarkdownIt("default", {
+  // HTML is recognised only so that comments become comment blocks; every other tag is kept as text.
+  html: true,
+  linkify: false,
+  typographer: false,
+  // markdown-it stops here (a list level costs two: the list and its item) and drops what is nested deeper; from
+  // maxNesting on, the model keeps the text as flat paragraphs, so only text below ~32 list levels is lost.
+  maxNesting: 64,
+});
+// Every link target is judged by safeHref instead: a refused one keeps its text and loses its target, rather than
+// staying as literal `[text](javascript:…)` the way markdown-it's own check leaves it.
+parser.validateLink = () => true;
+parser.normalizeLink = (url) => url;
+
+type Token = ReturnType<typeof parser.parse>[number];
+
+/** The spans of one paragraph's (or heading's, or cell's) Markdown text. */
+export function parseInline(text: string): Span[] {
+  return normalizeSpans(spansOf(parser.parseInline(text, {})[0]?.children ?? []));
+}
+
+/** Inline tokens as spans: marks counted open and closed, links kept only when safeHref accepts them. */
+function spansOf(tokens: readonly Token[]): Span[] {
+  const out: Span[] = [];
+  const level = { bold: 0, italic: 0, strike: 0 };
+  const links: Array<string | null> = [];
+  const push = (text: string, code = false) =>
+    out.push(span(text, { bold: level.bold > 0, italic: level.italic > 0, strike: level.strike > 0, code, href: links.at(-1) ?? null }));
+  for (const token of tokens) {
+    switch (token.type) {
+      case "text":
+      case "html_inline":
+        push(token.content);
+        break;
+      case "code_inline":
+        push(token.content, true);
+        break;
+      case "softbreak":
+        push(" ");
+        break;
+      case "hardbreak":
+        push("\n");
+        break;
+      case "image":
+        push(plainText(spansOf(token.children ?? [])));
+        break;
+      case "strong_open":
+      case "strong_close":
+        level.bold += token.nesting;
+        break;
+      case "em_open":
+      case "em_close":
+        level.italic += token.nesting;
+        break;
+      case "s_open":
+      case "s_close":
+        level.strike += token.nesting;
+        break;
+      case "link_open":
+        links.push(links.at(-1) ?? safeHref(String(token.attrGet("href") ?? "")));
+        break;
+      case "link_close":
+        links.pop();
+        break;
+      default:
+        if (token.content) push(token.content);
+    }
+  }
+  return out;
+}
 
 /** The blocks of a Markdown document. Never throws; unrecognised syntax is paragraph text. */
 export function parseMarkdown(markdown: string): MdBlock[] {
-  const lines = markdown
-    .replace(/\r\n?/g, "\n")
-    .replace(/\u0000/g, "\uFFFD")
-    .split("\n")
-    .map((line) => line.replace(/^[ \t]+/, (lead) => lead.replace(/\t/g, "    ")));
-  return parseBlocks(lines, 0);
+  const tokens = parser.parse(markdown.replace(/\u0000/g, "\uFFFD"), {});
+  return blocksOf(tokens, 0, tokens.length, 0);
 }
 
-function openingFence(line: string): { indent: number; fence: string; info: string } | null {
-  const m = fencePattern.exec(line);
-  if (!m || (m[2]![0] === "`" && m[3]!.includes("`"))) return null;
-  return { indent: m[1]!.length, fence: m[2]!, info: m[3]!.trim() };
-}
-
-interface Marker {
-  readonly ordered: boolean;
-  readonly delimiter: string;
-  /** Where the item's content starts (the column continuation lines must reach). */
-  readonly width: number;
-  readonly rest: string;
-}
-
-function listMarker(line: string): Marker | null {
-  const m = /^( {0,3})([-+*]|\d{1,9}[.)])(?= |$)/.exec(line);
-  if (!m || thematicPattern.test(line)) return null;
-  const after = line.slice(m[0].length);
-  const spaces = indentOf(after);
-  const ordered = /\d/.test(m[2]![0]!);
-  const delimiter = ordered ? m[2]!.slice(-1) : m[2]!;
-  if (!after.trim()) return { ordered, delimiter, width: m[0].length + 1, rest: "" };
-  if (spaces > 4) return { ordered, delimiter, width: m[0].length + 1, rest: after.slice(1) };
-  return { ordered, delimiter, width: m[0].length + spaces, rest: after.slice(spaces) };
-}
-
-/** Whether `line` starts a block that interrupts a paragraph. */
-function interrupts(line: string): boolean {
-  if (openingFence(line) || headingPattern.test(line) || thematicPattern.test(line)) return true;
-  if (/^ {0,3}>/.test(line) || /^ {0,3}<!--/.test(line)) return true;
-  const marker = listMarker(line);
-  return marker !== null && marker.rest.trim() !== "" && (!marker.ordered || /^ {0,3}1[.)]/.test(line));
-}
-
-function splitRow(line: string): string[] {
-  let row = line.trim();
-  if (row.startsWith("|")) row = row.slice(1);
-  if (row.endsWith("|") && !row.endsWith("\\|")) row = row.slice(0, -1);
-  const cells: string[] = [];
-  let cell = "";
-  for (let i = 0; i < row.length; i++) {
-    if (row[i] === "\\" && row[i + 1] === "|") {
-      cell += "\\|";
-      i++;
-    } else if (row[i] === "|") {
-      cells.push(cell);
-      cell = "";
-    } else cell += row[i];
+/** The index just past the token that closes the one opened at `start`. */
+function closing(tokens: readonly Token[], start: number): number {
+  let depth = 0;
+  for (let i = start; i < tokens.length; i++) {
+    depth += tokens[i]!.nesting;
+    if (depth === 0) return i + 1;
   }
-  cells.push(cell);
-  return cells.map((c) => c.trim());
+  return tokens.length;
 }
 
-function tableAt(lines: readonly string[], i: number): { block: MdBlock; end: number } | null {
-  const header = lines[i]!;
-  const delimiterRow = lines[i + 1];
-  if (!header.includes("|") || delimiterRow === undefined || !/^[\s|:-]+$/.test(delimiterRow) || !delimiterRow.includes("-")) return null;
-  const aligns = splitRow(delimiterRow);
-  const headers = splitRow(header);
-  if (!aligns.every((cell) => /^:?-+:?$/.test(cell)) || headers.length !== aligns.length) return null;
-  const rows = [headers];
-  let j = i + 2;
-  while (j < lines.length && !isBlank(lines[j]!) && lines[j]!.includes("|") && !interrupts(lines[j]!)) rows.push(splitRow(lines[j++]!));
-  const width = headers.length;
-  const cells = rows.map((row) => Array.from({ length: width }, (_, k) => parseInline(row[k] ?? "")));
-  return { block: { type: "table", rows: cells }, end: j };
+/** Content too deeply nested to keep its structure, as one paragraph of its text. */
+function flat(tokens: readonly Token[], from: number, to: number): MdBlock[] {
+  const words: string[] = [];
+  for (let i = from; i < to; i++) {
+    const token = tokens[i]!;
+    if (token.type === "inline") words.push(plainText(spansOf(token.children ?? [])));
+    else if (token.content) words.push(token.content);
+  }
+  const spans = trimSpans([span(words.join(" ").replace(/\s+/g, " "))]);
+  return spans.length ? [{ type: "paragraph", spans }] : [];
 }
 
-function parseBlocks(lines: readonly string[], depth: number): MdBlock[] {
+const inlineAt = (tokens: readonly Token[], i: number) => trimSpans(spansOf(tokens[i]?.type === "inline" ? (tokens[i]!.children ?? []) : []));
+
+function blocksOf(tokens: readonly Token[], from: number, to: number, depth: number): MdBlock[] {
   const blocks: MdBlock[] = [];
-  let i = 0;
-  while (i < lines.length) {
-    const line = lines[i]!;
-    if (isBlank(line)) {
-      i++;
-      continue;
-    }
-    const fence = openingFence(line);
-    if (fence) {
-      const body: string[] = [];
-      for (i++; i < lines.length; i++) {
-        const close = /^ {0,3}(`{3,}|~{3,})[ \t]*$/.exec(lines[i]!);
-        if (close && close[1]![0] === fence.fence[0] && close[1]!.length >= fence.fence.length) {
-          i++;
-          break;
-        }
-        body.push(lines[i]!.replace(new RegExp(`^ {0,${fence.indent}}`), ""));
-      }
-      const language = decodeEntities((fence.info.split(/\s+/)[0] ?? "").replace(/\\([!-/:-@[-`{-~])/g, "$1"));
-      blocks.push({ type: "code", language, text: body.join("\n") });
-      continue;
-    }
-    const heading = headingPattern.exec(line);
-    if (heading) {
-      blocks.push({ type: "heading", level: heading[1]!.length as 1 | 2 | 3 | 4 | 5 | 6, spans: trimSpans(parseInline(heading[2] ?? "")) });
-      i++;
-      continue;
-    }
-    if (thematicPattern.test(line)) {
-      blocks.push({ type: "divider" });
-      i++;
-      continue;
-    }
-    if (/^ {0,3}<!--/.test(line)) {
-      const collected: string[] = [];
-      while (i < lines.length) {
-        collected.push(lines[i]!);
-        if (lines[i++]!.includes("-->")) break;
-      }
-      const text = collected
-        .join("\n")
-        .trim()
-        .replace(/^<!--/, "")
-        .replace(/-->[\s\S]*$/, "")
-        .trim();
-      blocks.push({ type: "comment", text });
-      continue;
-    }
-    if (/^ {0,3}>/.test(line)) {
-      const inner: string[] = [];
-      while (i < lines.length) {
-        const current = lines[i]!;
-        const quoted = /^ {0,3}> ?(.*)$/.exec(current);
-        if (quoted) inner.push(quoted[1]!);
-        else if (!isBlank(current) && !isBlank(inner.at(-1) ?? "") && !interrupts(current)) inner.push(current);
-        else break;
-        i++;
-      }
-      blocks.push({ type: "quote", blocks: depth < maxNesting ? parseBlocks(inner, depth + 1) : flat(inner) });
-      continue;
-    }
-    const marker = listMarker(line);
-    if (marker) {
-      const items: ListItem[] = [];
-      while (i < lines.length) {
-        const current = listMarker(lines[i]!);
-        if (!current || current.ordered !== marker.ordered || current.delimiter !== marker.delimiter) break;
-        const content = [current.rest];
-        for (i++; i < lines.length; i++) {
-          const next = lines[i]!;
-          if (isBlank(next)) content.push("");
-          else if (indentOf(next) >= current.width) content.push(next.slice(current.width));
-          else if (!isBlank(content.at(-1)!) && !interrupts(next) && !listMarker(next)) content.push(next.trim());
-          else break;
-        }
-        items.push(listItem(content, depth));
-      }
-      blocks.push({ type: "list", ordered: marker.ordered, items });
-      continue;
-    }
-    if (indentOf(line) >= 4) {
-      const body: string[] = [];
-      while (i < lines.length && (isBlank(lines[i]!) || indentOf(lines[i]!) >= 4)) body.push(lines[i++]!.slice(4));
-      while (body.length && isBlank(body.at(-1)!)) body.pop();
-      blocks.push({ type: "code", language: "", text: body.join("\n") });
-      continue;
-    }
-    const table = tableAt(lines, i);
-    if (table) {
-      blocks.push(table.block);
-      i = table.end;
-      continue;
-    }
-    const paragraph: string[] = [line.replace(/^ +/, "")];
-    let level: 1 | 2 | null = null;
-    for (i++; i < lines.length; i++) {
-      const next = lines[i]!;
-      if (/^ {0,3}=+[ \t]*$/.test(next)) level = 1;
-      else if (/^ {0,3}-+[ \t]*$/.test(next)) level = 2;
-      if (level) {
-        i++;
+  for (let i = from; i < to;) {
+    const token = tokens[i]!;
+    const end = token.nesting === 1 ? closing(tokens, i) : i + 1;
+    switch (token.type) {
+      case "heading_open":
+        blocks.push({ type: "heading", level: Number(token.tag.slice(1)) as 1 | 2 | 3 | 4 | 5 | 6, spans: inlineAt(tokens, i + 1) });
+        break;
+      case "paragraph_open": {
+        const spans = inlineAt(tokens, i + 1);
+        if (spans.length) blocks.push({ type: "paragraph", spans });
         break;
       }
-      if (isBlank(next) || interrupts(next) || tableAt(lines, i)) break;
-      paragraph.push(next.replace(/^ +/, ""));
+      case "fence":
+        blocks.push({ type: "code", language: token.info.trim().split(/\s+/)[0] ?? "", text: token.content.replace(/\n$/, "") });
+        break;
+      case "code_block":
+        blocks.push({ type: "code", language: "", text: token.content.replace(/\n+$/, "") });
+        break;
+      case "hr":
+        blocks.push({ type: "divider" });
+        break;
+      case "html_block": {
+        const comment = /^\s*<!--([\s\S]*?)(?:-->[\s\S]*)?$/.exec(token.content);
+        if (comment) blocks.push({ type: "comment", text: comment[1]!.trim() });
+        else {
+          const spans = trimSpans([span(token.content.replace(/\s+/g, " "))]);
+          if (spans.length) blocks.push({ type: "paragraph", spans });
+        }
+        break;
+      }
+      case "blockquote_open":
+        blocks.push({ type: "quote", blocks: depth < maxNesting ? blocksOf(tokens, i + 1, end - 1, depth + 1) : flat(tokens, i + 1, end - 1) });
+        break;
+      case "bullet_list_open":
+      case "ordered_list_open":
+        blocks.push({ type: "list", ordered: token.type === "ordered_list_open", items: itemsOf(tokens, i + 1, end - 1, depth) });
+        break;
+      case "table_open":
+        blocks.push(tableOf(tokens, i + 1, end - 1));
+        break;
     }
-    const spans = trimSpans(parseInline(paragraph.join("\n")));
-    if (level) blocks.push({ type: "heading", level, spans });
-    else if (spans.length) blocks.push({ type: "paragraph", spans });
+    i = end;
   }
   return blocks;
 }
 
-/** Content too deeply nested to parse further, kept as one paragraph of text. */
-const flat = (lines: readonly string[]): MdBlock[] => {
-  const spans = trimSpans([span(lines.join(" ").replace(/\s+/g, " "))]);
-  return spans.length ? [{ type: "paragraph", spans }] : [];
-};
-
-function listItem(content: string[], depth: number): ListItem {
-  let checked: boolean | null = null;
-  const task = /^\[([ xX])\](?: +|$)/.exec(content[0]!);
-  if (task) {
-    checked = task[1] !== " ";
-    content[0] = content[0]!.slice(task[0].length);
+function itemsOf(tokens: readonly Token[], from: number, to: number, depth: number): ListItem[] {
+  const items: ListItem[] = [];
+  for (let i = from; i < to;) {
+    const end = closing(tokens, i);
+    if (tokens[i]!.type === "list_item_open") items.push(itemOf(tokens, i + 1, end - 1, depth));
+    i = end;
   }
-  const blocks = depth < maxNesting ? parseBlocks(content, depth + 1) : flat(content);
+  return items;
+}
+
+function itemOf(tokens: readonly Token[], from: number, to: number, depth: number): ListItem {
+  const blocks = depth < maxNesting ? blocksOf(tokens, from, to, depth + 1) : flat(tokens, from, to);
   const [first, ...rest] = blocks;
-  if (first?.type === "paragraph") return { spans: first.spans, checked, blocks: rest };
-  return { spans: [], checked, blocks };
+  if (first?.type !== "paragraph") return { spans: [], checked: null, blocks };
+  // A task item: its first paragraph starts with "[ ] " or "[x] " (written as text, not as a link).
+  const task = /^\[([ xX])\](?: +|$)/.exec(first.spans[0]?.text ?? "");
+  if (!task || first.spans[0]!.code || first.spans[0]!.href) return { spans: first.spans, checked: null, blocks: rest };
+  const spans = trimSpans([{ ...first.spans[0]!, text: first.spans[0]!.text.slice(task[0].length) }, ...first.spans.slice(1)]);
+  return { spans, checked: task[1] !== " ", blocks: rest };
+}
+
+/** A GFM table: rows[0] the header; markdown-it already gives every row the header's number of cells. */
+function tableOf(tokens: readonly Token[], from: number, to: number): MdBlock {
+  const rows: Span[][][] = [];
+  for (let i = from; i < to; i++) {
+    const token = tokens[i]!;
+    if (token.type === "tr_open") rows.push([]);
+    else if (token.type === "th_open" || token.type === "td_open") rows.at(-1)?.push(inlineAt(tokens, i + 1));
+  }
+  return { type: "table", rows };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
