@@ -1,6 +1,6 @@
 // The audit sealer: every AUDIT_SEAL_INTERVAL_MS, chains the audit events committed since its last run into their
 // organizations' hash chains (app_private.seal_audit_events), a batch at a time until none is left. Changes append
-// their events unsealed and take no lock (migrations/committed/000022-audit-sealed-after-commit.sql), so an event
+// their events unsealed and take no lock (section "Audit log" of migrations/committed/000001-quire.sql), so an event
 // waits about one interval to be sealed. Every worker process runs a sealer; the database lets one work at a time
 // (the others' calls return 0 at once). Runs never overlap, failures are retried on the next tick (lib/periodic.ts),
 // and a stalled statement gives up after its timeout.

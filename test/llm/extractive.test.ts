@@ -20,7 +20,7 @@ const report = [
 ];
 const plain = report.join(" ");
 
-// Quire's global templates (migrations/committed/000007-templates.sql), rendered.
+// Quire's global templates (the seed data of migrations/committed/000001-quire.sql), rendered.
 const title = "Q3 review";
 const executiveSummary = (content: string) =>
   `Write an executive summary of the document "${title}" for the leadership of Acme. In at most five sentences, state the purpose, the main findings and what is decided or asked. Date: 2025-10-01.\n\n${content}`;
