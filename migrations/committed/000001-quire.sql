@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:1d594893419dc87a3b784bf7a215c315a9b8c9c3
+--! Hash: sha1:5540836e311fdb0b264098ebfe1fae2adc7c3b9b
 --! Message: quire
 
 -- Quire's schema, one section per table or tight group: each holds its tables' columns, keys, indexes, row-level
@@ -414,11 +414,8 @@ create table app_public.organizations (
 );
 
 comment on column app_public.organizations.slug is 'URL-safe unique name: lowercase letters, digits and inner hyphens, at most 63 characters.';
-
 comment on column app_public.organizations.tier is 'Subscription tier; set by operators (app_admin.set_tier).';
-
 comment on column app_public.organizations.settings is 'Organization preferences; only the keys checked by app_private.valid_org_settings are allowed.';
-
 comment on column app_public.organizations.is_active is 'False once an operator deactivated the organization: its sessions stop working.';
 
 create trigger _100_timestamps before insert or update on app_public.organizations
@@ -465,7 +462,6 @@ create policy update_as_admin on app_public.organizations for update to :DATABAS
   using (id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
 
 grant select on app_public.organizations to :DATABASE_AUTHENTICATED;
-
 grant update (name, settings) on app_public.organizations to :DATABASE_AUTHENTICATED;
 
 comment on table app_public.organizations is E'@behavior -insert -delete\nA tenant: everything else belongs to exactly one organization.';
@@ -589,7 +585,6 @@ create table app_public.users (
 );
 
 comment on column app_public.users.email is 'Trimmed and lowercased: unique regardless of case.';
-
 comment on column app_public.users.is_active is 'False once an operator deactivated the user: their sessions stop working.';
 
 create trigger _100_timestamps before insert or update on app_public.users
@@ -613,7 +608,6 @@ create policy as_definer on app_public.users to :DATABASE_OWNER
 create policy update_self on app_public.users for update to :DATABASE_AUTHENTICATED using (id = (select app_public.current_user_id()));
 
 grant select on app_public.users to :DATABASE_AUTHENTICATED;
-
 grant update (full_name) on app_public.users to :DATABASE_AUTHENTICATED;
 
 comment on table app_public.users is E'@behavior -insert -delete\nA person. One account per email address; memberships join people to organizations.';
@@ -849,7 +843,6 @@ create table app_private.login_attempts (
 );
 
 create index login_attempts_email_idx on app_private.login_attempts (email, attempted_at);
-
 create index login_attempts_ip_idx on app_private.login_attempts (ip, attempted_at) where ip is not null;
 
 comment on table app_private.login_attempts is 'Every sign-in attempt (email as typed, normalized), for throttling. Old rows may be deleted.';
@@ -1521,7 +1514,6 @@ create table app_private.mail_outbox (
 );
 
 create index mail_outbox_user_id_idx on app_private.mail_outbox (user_id);
-
 create index mail_outbox_invitation_id_idx on app_private.mail_outbox (invitation_id);
 
 comment on table app_private.mail_outbox is
@@ -1718,17 +1710,12 @@ create table app_public.documents (
 comment on table app_public.documents is 'A document of the organization''s knowledge base. Members write; everyone in the organization reads.';
 
 comment on column app_public.documents.external_id is 'The page id at the source (Notion, Confluence); re-imports match on it.';
-
 comment on column app_public.documents.revision is 'Starts at 1 and grows by one each time the content changes.';
-
 comment on column app_public.documents.content_hash is 'SHA-256 (hex) of the content, maintained by the database.';
-
 comment on column app_public.documents.search is E'@behavior -*\nFull-text vector over title (weight A) and content (B).';
 
 create index documents_org_id_created_at_idx on app_public.documents (org_id, created_at desc, id);
-
 create index documents_org_id_search_idx on app_public.documents using gin (org_id, search);
-
 create index documents_org_id_author_id_idx on app_public.documents (org_id, author_id);
 
 create trigger _100_timestamps before insert or update on app_public.documents
@@ -1784,9 +1771,7 @@ create policy delete_as_member on app_public.documents for delete to :DATABASE_A
   using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'member');
 
 grant select, delete on app_public.documents to :DATABASE_AUTHENTICATED;
-
 grant insert (title, content, format, source, external_id, external_url, metadata) on app_public.documents to :DATABASE_AUTHENTICATED;
-
 grant update (title, content, format, external_url, metadata) on app_public.documents to :DATABASE_AUTHENTICATED;
 
 -- Listing with filters and full-text search: one function, so the frontend has one query to build on. With
@@ -2126,7 +2111,6 @@ create policy delete_as_admin on app_public.templates for delete to :DATABASE_AU
   using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
 
 grant select, delete on app_public.templates to :DATABASE_AUTHENTICATED;
-
 grant insert (name, description, body), update (name, description, body) on app_public.templates to :DATABASE_AUTHENTICATED;
 
 alter table app_public.template_versions enable row level security;
@@ -2304,29 +2288,18 @@ comment on table app_public.jobs is
   E'@behavior -insert -update -delete\nBackground work of the organization: summaries, imports and syncs from Notion and Confluence, publishing. Created by mutations such as summarizeDocument, run by the worker, visible to everyone in the organization.';
 
 comment on column app_public.jobs.status is E'@behavior +attribute:filterBy\nqueued, running, succeeded, failed or cancelled; clients filter by it.';
-
 comment on column app_public.jobs.kind is E'@behavior +attribute:filterBy\nWhat the job does.';
-
 comment on column app_public.jobs.max_attempts is 'Runs allowed; defaults to the server''s JOB_MAX_ATTEMPTS (setting quire.job_max_attempts), else 3.';
-
 comment on column app_public.jobs.attempts is 'Runs started so far (a run interrupted by a dead worker counts).';
-
 comment on column app_public.jobs.error_code is 'For failed jobs: a stable code such as LLM_TIMEOUT, LLM_RATE_LIMITED, LLM_UNAVAILABLE, LLM_REJECTED, LLM_AUTH, LLM_BAD_RESPONSE, DOCUMENT_DELETED or INTERNAL. While a retry is pending, the last attempt''s error.';
-
 comment on column app_public.jobs.error_message is 'A message safe to show: never a secret or a stack.';
-
 comment on column app_public.jobs.document_id is 'The document the job is about; NULL once that document is deleted.';
 
 create index jobs_org_id_created_at_idx on app_public.jobs (org_id, created_at desc, id);
-
 create index jobs_org_id_status_idx on app_public.jobs (org_id, status) where status in ('queued', 'running');
-
 create index jobs_org_id_document_id_idx on app_public.jobs (org_id, document_id);
-
 create index jobs_org_id_template_version_id_idx on app_public.jobs (org_id, template_version_id);
-
 create index jobs_org_id_global_template_version_id_idx on app_public.jobs (org_id, global_template_version_id);
-
 create index jobs_org_id_requested_by_idx on app_public.jobs (org_id, requested_by);
 
 create trigger _100_timestamps before insert or update on app_public.jobs
@@ -2370,7 +2343,6 @@ create policy update_as_runner on app_public.jobs for update to :DATABASE_AUTHEN
   using (id = (select app_public.current_job_id())) with check (org_id = (select app_public.current_org_id()));
 
 grant select on app_public.jobs to :DATABASE_AUTHENTICATED;
-
 grant update (status, attempts, error_code, error_message, summary_id, started_at, finished_at) on app_public.jobs to :DATABASE_AUTHENTICATED;
 
 -- A job moves forward only: queued → running → one of succeeded, failed, cancelled (running → queued when a retry
@@ -2726,13 +2698,10 @@ comment on table app_public.summaries is
   E'@behavior -insert -update -delete\nAn LLM summary of a document, written by the worker. Everyone in the organization reads it.';
 
 comment on column app_public.summaries.document_revision is 'The document revision the summary was made from.';
-
 comment on column app_public.summaries.stale is 'True once the document''s content changed after the summary was made.';
 
 create index summaries_org_id_document_id_idx on app_public.summaries (org_id, document_id, created_at desc);
-
 create index summaries_org_id_template_version_id_idx on app_public.summaries (org_id, template_version_id);
-
 create index summaries_org_id_global_template_version_id_idx on app_public.summaries (org_id, global_template_version_id);
 
 alter table app_public.jobs add foreign key (org_id, summary_id) references app_public.summaries (org_id, id) on delete set null (summary_id);
@@ -2959,7 +2928,6 @@ comment on table app_public.usage_records is
   E'@behavior -insert -update -delete\nLLM usage charged to the organization, one row per summary made.';
 
 create index usage_records_org_id_created_at_idx on app_public.usage_records (org_id, created_at);
-
 create index usage_records_org_id_summary_id_idx on app_public.usage_records (org_id, summary_id);
 
 alter table app_public.usage_records enable row level security;
@@ -2976,7 +2944,6 @@ create policy insert_as_runner on app_public.usage_records for insert to :DATABA
   with check (job_id = (select app_public.current_job_id()) and org_id = (select app_public.current_org_id()));
 
 grant select on app_public.usage_records to :DATABASE_AUTHENTICATED;
-
 grant insert (org_id, job_id, summary_id, provider, model, prompt_tokens, completion_tokens) on app_public.usage_records to :DATABASE_AUTHENTICATED;
 
 -- Monthly allowances per tier. Operators change them with app_admin.set_tier_allowance; summarizeDocument refuses
@@ -3235,7 +3202,6 @@ alter table app_public.live_events
   add column append_order bigint generated always as identity;
 
 comment on column app_public.live_events.seq is 'The organization''s event number, without gaps, given after the writing transaction commits.';
-
 comment on column app_public.live_events.append_order is 'The order events were appended in, across all organizations; the numberer numbers each organization''s events in this order.';
 
 -- Only the unnumbered events, so the numberer's frequent look costs nothing when there is nothing to number.
@@ -3324,9 +3290,7 @@ comment on table app_public.integrations is
   E'@behavior -insert -update -delete\nA Notion workspace or Confluence Cloud site connected to the organization (startIntegration). Admins connect and disconnect; everyone in the organization reads.';
 
 comment on column app_public.integrations.external_id is 'The Notion workspace id or the Atlassian cloud id of the site.';
-
 comment on column app_public.integrations.status is E'@behavior +attribute:filterBy\nconnected; needs_reauth once the provider refused our refresh token (an admin connects again); disconnected.';
-
 comment on column app_public.integrations.last_error_code is 'Why the last sync or token refresh failed, e.g. INVALID_GRANT or RATE_LIMITED.';
 
 comment on constraint integrations_connected_by_fkey on app_public.integrations is E'@fieldName connectedByUser\n@foreignFieldName connectedIntegrations';
@@ -3370,7 +3334,6 @@ create table app_private.integration_secrets (
 comment on table app_private.integration_secrets is 'An integration''s OAuth tokens, sealed (lib/sealing.ts) under key_id.';
 
 create index integration_secrets_org_id_idx on app_private.integration_secrets (org_id);
-
 create index integration_secrets_key_id_idx on app_private.integration_secrets (key_id);
 
 alter table app_private.integration_secrets enable row level security;
@@ -3397,7 +3360,6 @@ create table app_private.oauth_states (
 comment on table app_private.oauth_states is 'Pending OAuth authorizations: hashed state, who started it, where to return, the PKCE verifier.';
 
 create index oauth_states_org_id_idx on app_private.oauth_states (org_id);
-
 create index oauth_states_user_id_idx on app_private.oauth_states (user_id);
 
 alter table app_private.oauth_states enable row level security;
@@ -3979,47 +3941,31 @@ comment on table app_public.audit_events is
   E'@behavior -insert -update -delete -query:resource:list -query:resource:connection\nOne change or security event in an organization, append-only and hash-chained per organization. Admins and owners read them with `auditLog`.';
 
 comment on column app_public.audit_events.org_id is 'The organization; the nil UUID for events of no organization. Not a foreign key: audit rows outlive their organization.';
-
 comment on column app_public.audit_events.seq is 'Position in the organization''s chain, from 1 without gaps (purged prefixes aside).';
-
 comment on column app_public.audit_events.occurred_at is 'When the transaction that made the change began (UTC).';
-
 comment on column app_public.audit_events.actor_user_id is 'Who acted: the signed-in user, or the requester of the job that acted; null for operators and the system.';
-
 comment on column app_public.audit_events.actor_session_id is 'The session the change was made through, if any.';
-
 comment on column app_public.audit_events.actor_job_id is 'The background job that made the change, if any.';
-
 comment on column app_public.audit_events.db_role is 'The database login that made the change (the API''s authenticator, or an operator in psql).';
 
 comment on column app_public.audit_events.action is
   'insert, update or delete for row changes; role_change, integration_connect and integration_disconnect for those row changes; sign_in, sign_in_failed, refresh_reuse, logout, session_revoked, access_denied and request_failed for security events.';
 
 comment on column app_public.audit_events.table_name is 'The table changed (without schema), for row changes.';
-
 comment on column app_public.audit_events.record_id is 'The id of the row changed.';
-
 comment on column app_public.audit_events.changed_columns is 'Columns set by an insert, changed by an update, or held by a deleted row.';
-
 comment on column app_public.audit_events.old_values is 'Values before the change, for the changed columns; content bodies and secrets are never recorded.';
-
 comment on column app_public.audit_events.new_values is 'Values after the change, for the changed columns; content bodies and secrets are never recorded.';
-
 comment on column app_public.audit_events.details is 'Event-specific facts, e.g. the reason a session ended or the code of a denied request.';
-
 comment on column app_public.audit_events.request_id is 'The x-request-id of the API request that made the change.';
-
 comment on column app_public.audit_events.client_ip is 'The client''s address as seen through the configured trusted proxies.';
-
 comment on column app_public.audit_events.prev_hash is E'@behavior -*\nThe previous event''s hash (32 zero bytes for the first).';
-
 comment on column app_public.audit_events.hash is E'@behavior -*\nSHA-256 over prev_hash and this event''s contents.';
 
 -- Reading: the filters admins use (actor, action, table, time) all start from the organization.
 create index audit_events_org_id_occurred_at_idx on app_public.audit_events (org_id, occurred_at);
 
 create index audit_events_org_id_actor_idx on app_public.audit_events (org_id, actor_user_id, seq);
-
 create index audit_events_org_id_table_idx on app_public.audit_events (org_id, table_name, seq);
 
 -- Admins and owners of the organization read its log; nobody writes it through the API (no grants beyond select).
@@ -4252,11 +4198,8 @@ alter table app_private.audit_chains
   add column anchor_checkpointed boolean not null default false;
 
 comment on column app_private.audit_chains.checkpoint_seq is 'The seq of the last head checkpoint signed (0: none yet).';
-
 comment on column app_private.audit_chains.checkpoint_hash is 'The hash of the last head checkpoint signed.';
-
 comment on column app_private.audit_chains.checkpointed_at is 'When the last head checkpoint was recorded.';
-
 comment on column app_private.audit_chains.anchor_checkpointed is 'Whether the anchor of the last purge has been signed as a checkpoint.';
 
 -- What the worker's checkpoint_audit task signs next: each head that moved since its last checkpoint ('head'), and
@@ -4342,11 +4285,8 @@ alter table app_public.audit_events
   add constraint audit_events_sealed_check check ((seq is null) = (hash is null) and (seq is null) = (prev_hash is null));
 
 comment on column app_public.audit_events.seq is 'Position in the organization''s chain, from 1 without gaps (purged prefixes aside); null until the event is sealed, about a second after its change commits.';
-
 comment on column app_public.audit_events.append_order is E'@behavior -*\nThe order events were appended in, across all organizations; the sealer chains each organization''s events in this order.';
-
 comment on column app_public.audit_events.prev_hash is E'@behavior -*\nThe previous event''s hash (32 zero bytes for the first); null until sealed.';
-
 comment on column app_public.audit_events.hash is E'@behavior -*\nSHA-256 over prev_hash and this event''s contents; null until sealed.';
 
 -- Only the unsealed rows, so the sealer's scan costs nothing when there is nothing to seal.
