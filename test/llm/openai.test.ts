@@ -110,17 +110,15 @@ test("500 twice then 200: succeeds on the third request", async () => {
   expect(server.requests).toHaveLength(3);
 });
 
+// The evidence is the code and message the timeout produces, three attempts, and the jest timeout: without the
+// 200 ms limit the hanging calls would never end.
 test("a server that never answers: LLM_TIMEOUT after timeoutMs, retried maxRetries times, then thrown", async () => {
   const server = await serve(() => "hang");
-  const started = performance.now();
   const error = await failure(withRetries(provider(server, { timeoutMs: 200 }), { maxRetries: 2, baseDelayMs: 1 }).complete(request));
-  const elapsed = performance.now() - started;
   expect(error).toMatchObject({ code: "LLM_TIMEOUT", retryable: true });
   expect(error.message).toBe("The OpenAI-compatible service did not answer within 0.2 s.");
   expect(server.requests).toHaveLength(3);
-  expect(elapsed).toBeGreaterThanOrEqual(3 * 200 - 20);
-  expect(elapsed).toBeLessThan(3_000);
-});
+}, 10_000);
 
 test("401 is LLM_AUTH and not retried", async () => {
   const server = await serve(() => ({ status: 401, json: openAiError("Invalid authentication", "invalid_api_key") }));
