@@ -2,23 +2,15 @@
 // so every response must hold its own organization's rows and nothing else — over HTTP and over graphql-ws.
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
-import { createTestDatabase, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+import { useQuireServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
 let tenants: Tenant[];
+const fx = useQuireServer(); // a pool of 4 connections for 100 concurrent requests
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(db.config); // a pool of 4 connections for 100 concurrent requests
   tenants = [];
-  for (let i = 0; i < 10; i++) tenants.push(await createTenant(db, `Tenant ${i}`));
+  for (let i = 0; i < 10; i++) tenants.push(await createTenant(fx.db, `Tenant ${i}`));
 }, 60_000);
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
-});
 
 const everything = "{ currentOrganization { rowId slug } users { nodes { email } } memberships { nodes { orgId user { email } } } }";
 interface Everything {
@@ -42,7 +34,7 @@ test("100 parallel requests from 10 organizations each see only their own organi
   const requests = Array.from({ length: 100 }, (_, i) => {
     const tenant = tenants[i % 10]!;
     const token = tenant.members[roles[i % 4]!].accessToken;
-    return fetch(`${app.url}/graphql`, {
+    return fetch(`${fx.app.url}/graphql`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
       body: JSON.stringify({ query: everything }),
@@ -60,7 +52,7 @@ test("100 parallel requests from 10 organizations each see only their own organi
 describe("graphql-ws", () => {
   const run = (token: string | null, queryText: string) => {
     const client = createClient({
-      url: app.url.replace("http", "ws") + "/graphql",
+      url: fx.app.url.replace("http", "ws") + "/graphql",
       webSocketImpl: WebSocket,
       connectionParams: token ? { authorization: `Bearer ${token}` } : {},
       retryAttempts: 0,

@@ -1,25 +1,18 @@
 // Documents through GraphQL: Unicode round trips, refused bytes and sizes, revision and hash kept by the database,
 // the role matrix, and filtered, ranked full-text search that never leaves the organization.
 import type pg from "pg";
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { codeOf, useQuireServer, type GraphQLBody } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
 let t: Tenant;
 const maxBytes = 4096;
+const fx = useQuireServer({ env: { DOCUMENT_MAX_BYTES: String(maxBytes) } });
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name, { DOCUMENT_MAX_BYTES: String(maxBytes) }));
-  t = await createTenant(db, "Docs");
-});
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
+  t = await createTenant(fx.db, "Docs");
 });
 
-const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
+const { gql } = fx;
 interface Doc {
   rowId: string;
   title: string;
@@ -44,7 +37,7 @@ describe("content", () => {
     expect(doc.content).toBe(text);
     expect(Buffer.from(doc.content, "utf8").equals(Buffer.from(text, "utf8"))).toBe(true);
     const [stored] = await query<{ content: string; hash: string }>(
-      db.name,
+      fx.db.name,
       "select content, content_hash as hash from app_public.documents where id = $1",
       [doc.rowId],
       "root",
@@ -54,11 +47,11 @@ describe("content", () => {
   });
 
   test("a NUL byte is BAD_INPUT and stores nothing", async () => {
-    const [before] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents", [], "root");
+    const [before] = await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.documents", [], "root");
     const body = await create(t.members.member.accessToken, { title: "nul", content: "a\u0000b" });
     expect(codeOf(body)).toBe("BAD_INPUT");
     expect(body.data?.createDocument).toBeNull();
-    expect(await query(db.name, "select count(*)::int as n from app_public.documents", [], "root")).toEqual([before]);
+    expect(await query(fx.db.name, "select count(*)::int as n from app_public.documents", [], "root")).toEqual([before]);
   });
 
   test("content over DOCUMENT_MAX_BYTES (counted in UTF-8 bytes) is TOO_LARGE", async () => {
@@ -79,18 +72,18 @@ describe("content", () => {
 });
 
 test("a request body that is not valid UTF-8 is BAD_INPUT and stores nothing", async () => {
-  const [before] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents", [], "root");
+  const [before] = await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.documents", [], "root");
   const json = Buffer.from(JSON.stringify({ query: 'mutation { createDocument(input: { document: { title: "BADBYTES" } }) { document { rowId } } }' }));
   const at = json.indexOf("BADBYTES");
   const body = Buffer.concat([json.subarray(0, at), Buffer.from([0xc3, 0x28, 0xff]), json.subarray(at + 3)]);
-  const response = await fetch(`${app.url}/graphql`, {
+  const response = await fetch(`${fx.app.url}/graphql`, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${t.members.member.accessToken}` },
     body,
   });
   expect(response.status).toBe(400);
   expect(await response.json()).toEqual({ errors: [{ message: "The request body is not valid UTF-8.", extensions: { code: "BAD_INPUT" } }] });
-  expect(await query(db.name, "select count(*)::int as n from app_public.documents", [], "root")).toEqual([before]);
+  expect(await query(fx.db.name, "select count(*)::int as n from app_public.documents", [], "root")).toEqual([before]);
 });
 
 describe("roles", () => {
@@ -115,7 +108,7 @@ describe("findDocuments", () => {
   const titles = (body: GraphQLBody) => (body.data!.findDocuments as { nodes: Array<{ title: string }> }).nodes.map((n) => n.title);
 
   test("ranks title matches above content matches, filters, and never returns another organization's documents", async () => {
-    const other = await createTenant(db, "Other Docs");
+    const other = await createTenant(fx.db, "Other Docs");
     const member = t.members.member.accessToken;
     await create(member, { title: "Quarterly planning", content: "Budget and hiring." });
     await create(member, { title: "Meeting notes", content: "We discussed quarterly planning at length.", format: "plain" });
@@ -132,7 +125,12 @@ describe("findDocuments", () => {
   });
 
   test("the search index leads with org_id", async () => {
-    const [index] = await query<{ def: string }>(db.name, "select indexdef as def from pg_indexes where indexname = 'documents_org_id_search_idx'", [], "root");
+    const [index] = await query<{ def: string }>(
+      fx.db.name,
+      "select indexdef as def from pg_indexes where indexname = 'documents_org_id_search_idx'",
+      [],
+      "root",
+    );
     expect(index!.def).toMatch(/USING gin \(org_id, search\)/);
   });
 });
@@ -160,11 +158,11 @@ describe("cost", () => {
       }
       recording.set(client, statements);
     };
-    app.pool.on("acquire", onAcquire);
+    fx.app.pool.on("acquire", onAcquire);
     try {
       expect((await gql(t.members.member.accessToken, list)).errors).toBeUndefined();
     } finally {
-      app.pool.off("acquire", onAcquire);
+      fx.app.pool.off("acquire", onAcquire);
       for (const client of recording.keys()) recording.set(client, []);
     }
     // The instance's periodic rate-limit sync and live-event numberer may run meanwhile on clients of their own: they

@@ -4,13 +4,10 @@
 // New tables appear in the schema and are covered without editing this file.
 import { randomUUID } from "node:crypto";
 import { getNamedType, isInputObjectType, isNonNullType, isObjectType, isScalarType, type GraphQLObjectType, type GraphQLSchema } from "postgraphile/graphql";
-import { createTestDatabase, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { useQuireServer, type GraphQLBody } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 import type { MemberRole } from "../../lib/tokens.ts";
 
-let db: TestDatabase;
-let app: TestServer;
 let schema: GraphQLSchema;
 let a: Tenant;
 let b: Tenant;
@@ -31,7 +28,7 @@ const actors: readonly Actor[] = ["owner", "admin", "member", "viewer", "anonymo
 
 async function gql(actor: Actor | "b-owner", text: string, variables: Record<string, unknown> = {}): Promise<GraphQLBody> {
   const token = actor === "anonymous" ? null : actor === "b-owner" ? b.members.owner.accessToken : a.members[actor].accessToken;
-  return (await app.graphql(text, variables, token)).body;
+  return (await fx.app.graphql(text, variables, token)).body;
 }
 
 /** The mutation fields of a type, found by their inputs: `{rowId, patch}` for update, `{rowId}` for delete. */
@@ -56,12 +53,11 @@ function mutationsFor(type: GraphQLObjectType): Pick<Lookup, "update" | "deleteF
   return { update, deleteField };
 }
 
+const fx = useQuireServer();
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(db.config);
-  a = await createTenant(db, "Graph Alpha");
-  b = await createTenant(db, "Graph Bravo");
-  schema = await app.server.pgl.getSchema();
+  a = await createTenant(fx.db, "Graph Alpha");
+  b = await createTenant(fx.db, "Graph Bravo");
+  schema = await fx.app.server.pgl.getSchema();
   const queryFields = schema.getQueryType()!.getFields();
   lookups = [];
   for (const [name, field] of Object.entries(queryFields)) {
@@ -74,10 +70,6 @@ beforeAll(async () => {
     lookups.push({ type: type.name, field: name, list, ...mutationsFor(type) });
   }
 }, 60_000);
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
-});
 
 /** Everything organization B's owner can see of a type: its rows' ids and global ids, and a digest of them. */
 async function bRows(lookup: Lookup) {

@@ -1,26 +1,22 @@
 // Managing members through GraphQL: the owner/admin rules, the last-owner rule, cross-organization ids answering
 // like nonexistent ones, and changes applying to the member's very next request.
 import { randomUUID } from "node:crypto";
-import { createTestDatabase, query, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { codeOf, useQuireServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 import type { MemberRole } from "../../lib/tokens.ts";
 
-let db: TestDatabase;
-let app: TestServer;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(db.config);
-});
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
-});
+const fx = useQuireServer();
 
-const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
+const { gql } = fx;
 const membershipOf = async (t: Tenant, role: MemberRole) =>
   (
-    await query<{ id: string }>(db.name, "select id from app_public.memberships where org_id = $1 and user_id = $2", [t.orgId, t.members[role].userId], "root")
+    await query<{ id: string }>(
+      fx.db.name,
+      "select id from app_public.memberships where org_id = $1 and user_id = $2",
+      [t.orgId, t.members[role].userId],
+      "root",
+    )
   )[0]!.id;
 const changeRole = (token: string, membershipId: string, role: string) =>
   gql(token, "mutation ($id: UUID!, $role: MembershipRole!) { changeMemberRole(input: { membershipId: $id, role: $role }) { result { role } } }", {
@@ -30,11 +26,11 @@ const changeRole = (token: string, membershipId: string, role: string) =>
 const remove = (token: string, membershipId: string) =>
   gql(token, "mutation ($id: UUID!) { removeMember(input: { membershipId: $id }) { result { rowId } } }", { id: membershipId });
 const roleIs = async (t: Tenant, role: MemberRole) =>
-  (await query<{ role: string }>(db.name, "select role from app_public.memberships where id = $1", [await membershipOf(t, role)], "root"))[0]?.role;
+  (await query<{ role: string }>(fx.db.name, "select role from app_public.memberships where id = $1", [await membershipOf(t, role)], "root"))[0]?.role;
 
 describe("changeMemberRole", () => {
   test("an admin changes a member's role, which applies to the member's next request", async () => {
-    const t = await createTenant(db, "Roles");
+    const t = await createTenant(fx.db, "Roles");
     const memberToken = t.members.member.accessToken;
     const rename = () =>
       gql(memberToken, 'mutation ($id: UUID!) { updateOrganization(input: { rowId: $id, patch: { name: "Renamed" } }) { organization { name } } }', {
@@ -53,13 +49,13 @@ describe("changeMemberRole", () => {
     ["a member changing anyone", "member", "viewer", "admin"],
     ["a viewer changing anyone", "viewer", "member", "viewer"],
   ] as const)("%s is FORBIDDEN and changes nothing", async (_label, actor, target, newRole) => {
-    const t = await createTenant(db, "Forbidden");
+    const t = await createTenant(fx.db, "Forbidden");
     expect(codeOf(await changeRole(t.members[actor].accessToken, await membershipOf(t, target), newRole))).toBe("FORBIDDEN");
     expect(await roleIs(t, target)).toBe(target);
   });
 
   test("the last owner cannot be demoted; with a second owner, they can", async () => {
-    const t = await createTenant(db, "Last Owner");
+    const t = await createTenant(fx.db, "Last Owner");
     const ownerMembership = await membershipOf(t, "owner");
     expect(codeOf(await changeRole(t.members.owner.accessToken, ownerMembership, "admin"))).toBe("FORBIDDEN");
     expect(codeOf(await changeRole(t.members.owner.accessToken, await membershipOf(t, "admin"), "owner"))).toBeNull();
@@ -68,8 +64,8 @@ describe("changeMemberRole", () => {
   });
 
   test("another organization's membership answers exactly like a nonexistent one", async () => {
-    const a = await createTenant(db, "Cross A");
-    const b = await createTenant(db, "Cross B");
+    const a = await createTenant(fx.db, "Cross A");
+    const b = await createTenant(fx.db, "Cross B");
     const cross = await changeRole(a.members.owner.accessToken, await membershipOf(b, "viewer"), "admin");
     const missing = await changeRole(a.members.owner.accessToken, randomUUID(), "admin");
     expect(cross).toEqual(missing);
@@ -80,15 +76,15 @@ describe("changeMemberRole", () => {
 
 describe("removeMember", () => {
   test("an admin removes a member, whose token stops working at once", async () => {
-    const t = await createTenant(db, "Remove");
+    const t = await createTenant(fx.db, "Remove");
     expect(codeOf(await remove(t.members.admin.accessToken, await membershipOf(t, "member")))).toBeNull();
     expect(codeOf(await gql(t.members.member.accessToken, "{ currentUser { email } }"))).toBe("UNAUTHENTICATED");
-    const [session] = await query(db.name, "select revoked_reason from app_private.sessions where id = $1", [t.members.member.sessionId], "root");
+    const [session] = await query(fx.db.name, "select revoked_reason from app_private.sessions where id = $1", [t.members.member.sessionId], "root");
     expect(session).toEqual({ revoked_reason: "removed from organization" });
   });
 
   test("an admin cannot remove an owner; a member cannot remove anyone else; anyone may leave", async () => {
-    const t = await createTenant(db, "Remove Rules");
+    const t = await createTenant(fx.db, "Remove Rules");
     expect(codeOf(await remove(t.members.admin.accessToken, await membershipOf(t, "owner")))).toBe("FORBIDDEN");
     expect(codeOf(await remove(t.members.member.accessToken, await membershipOf(t, "viewer")))).toBe("FORBIDDEN");
     expect(codeOf(await remove(t.members.viewer.accessToken, await membershipOf(t, "viewer")))).toBeNull();
@@ -96,14 +92,14 @@ describe("removeMember", () => {
   });
 
   test("the last owner cannot leave", async () => {
-    const t = await createTenant(db, "Last Leave");
+    const t = await createTenant(fx.db, "Last Leave");
     expect(codeOf(await remove(t.members.owner.accessToken, await membershipOf(t, "owner")))).toBe("FORBIDDEN");
     expect(await roleIs(t, "owner")).toBe("owner");
   });
 
   test("another organization's membership answers exactly like a nonexistent one", async () => {
-    const a = await createTenant(db, "Remove Cross A");
-    const b = await createTenant(db, "Remove Cross B");
+    const a = await createTenant(fx.db, "Remove Cross A");
+    const b = await createTenant(fx.db, "Remove Cross B");
     const cross = await remove(a.members.owner.accessToken, await membershipOf(b, "member"));
     expect(cross).toEqual(await remove(a.members.owner.accessToken, randomUUID()));
     expect(codeOf(cross)).toBe("NOT_FOUND");

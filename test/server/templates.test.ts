@@ -1,24 +1,17 @@
 // Templates through GraphQL: global templates shipped and readable by all, organization templates written by
 // admins, placeholder validation (BAD_TEMPLATE), immutable versions that outlive edits and deletion, and previews
 // that replace placeholders as plain text.
-import { createTestDatabase, query, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { codeOf, useQuireServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
 let t: Tenant;
+const fx = useQuireServer();
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(db.config);
-  t = await createTenant(db, "Templates");
-});
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
+  t = await createTenant(fx.db, "Templates");
 });
 
-const gql = async (token: string, text: string, variables: Record<string, unknown> = {}) => (await app.graphql(text, variables, token)).body;
+const { gql } = fx;
 const create = (token: string, template: Record<string, unknown>) =>
   gql(token, "mutation ($t: TemplateInput!) { createTemplate(input: { template: $t }) { template { rowId name version } } }", { t: template });
 
@@ -51,7 +44,7 @@ test.each([
   const body = await create(t.members.owner.accessToken, { name: `Broken ${message.length}`, body: templateBody });
   expect(codeOf(body)).toBe("BAD_TEMPLATE");
   expect(body.errors![0]!.message).toContain(message);
-  expect(await query(db.name, "select 1 from app_public.templates where body = $1", [templateBody], "root")).toEqual([]);
+  expect(await query(fx.db.name, "select 1 from app_public.templates where body = $1", [templateBody], "root")).toEqual([]);
 });
 
 test("editing keeps every version; deleting the template keeps its versions", async () => {
@@ -69,7 +62,7 @@ test("editing keeps every version; deleting the template keeps its versions", as
   expect((await edit({ body: "v2 {{document.content}}" })).data).toEqual({ updateTemplate: { template: { version: 2 } } }); // no change, no version
   const versions = () =>
     query<{ version: number; body: string; template_id: string | null }>(
-      db.name,
+      fx.db.name,
       "select version, body, template_id from app_public.template_versions where name = 'Versioned' order by version",
       [],
       "root",
@@ -103,8 +96,13 @@ test("previewTemplate renders a document with an organization or global template
       'mutation { createDocument(input: { document: { title: "Plan {{date}}", content: "Body mentions {{organization.name}}" } }) { document { rowId } } }',
     )
   ).data!.createDocument as { document: { rowId: string } };
-  const [global] = await query<{ id: string }>(db.name, "select id from app_public.global_templates where name = 'Key points'", [], "root");
-  const [own] = await query<{ id: string }>(db.name, "select id from app_public.templates where org_id = $1 and name = 'Templates digest'", [t.orgId], "root");
+  const [global] = await query<{ id: string }>(fx.db.name, "select id from app_public.global_templates where name = 'Key points'", [], "root");
+  const [own] = await query<{ id: string }>(
+    fx.db.name,
+    "select id from app_public.templates where org_id = $1 and name = 'Templates digest'",
+    [t.orgId],
+    "root",
+  );
   const preview = (templateId: string) =>
     gql(t.members.viewer.accessToken, "query ($t: UUID!, $d: UUID!) { previewTemplate(templateId: $t, documentId: $d) }", {
       t: templateId,
@@ -115,9 +113,9 @@ test("previewTemplate renders a document with an organization or global template
 });
 
 test("another organization's template or document previews exactly like a nonexistent one", async () => {
-  const other = await createTenant(db, "Other Templates");
-  const [theirTemplate] = await query<{ id: string }>(db.name, "select id from app_public.templates where org_id = $1", [other.orgId], "root");
-  const [myDocument] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1 limit 1", [t.orgId], "root");
+  const other = await createTenant(fx.db, "Other Templates");
+  const [theirTemplate] = await query<{ id: string }>(fx.db.name, "select id from app_public.templates where org_id = $1", [other.orgId], "root");
+  const [myDocument] = await query<{ id: string }>(fx.db.name, "select id from app_public.documents where org_id = $1 limit 1", [t.orgId], "root");
   const preview = (templateId: string) =>
     gql(t.members.owner.accessToken, "query ($t: UUID!, $d: UUID!) { previewTemplate(templateId: $t, documentId: $d) }", { t: templateId, d: myDocument!.id });
   const cross = await preview(theirTemplate!.id);
@@ -133,11 +131,11 @@ describe("bounded rendering", () => {
     const body = await create(t.members.owner.accessToken, { name: `Amplifier ${message.length}`, body: templateBody });
     expect(codeOf(body)).toBe("BAD_TEMPLATE");
     expect(body.errors![0]!.message).toContain(message);
-    expect(await query(db.name, "select 1 from app_public.templates where body = $1", [templateBody], "root")).toEqual([]);
+    expect(await query(fx.db.name, "select 1 from app_public.templates where body = $1", [templateBody], "root")).toEqual([]);
     // A global template is held to the same rule.
-    await expect(query(db.name, "insert into app_public.global_templates (name, body) values ('Amplifier', $1)", [templateBody], "root")).rejects.toMatchObject(
-      { code: "BADTM" },
-    );
+    await expect(
+      query(fx.db.name, "insert into app_public.global_templates (name, body) values ('Amplifier', $1)", [templateBody], "root"),
+    ).rejects.toMatchObject({ code: "BADTM" });
   });
 
   test("a template saved before the rule, repeating the content, renders TOO_LARGE instead of a multiple of the document", async () => {
@@ -150,17 +148,17 @@ describe("bounded rendering", () => {
     const documentId = (created.data!.createDocument as { document: { rowId: string } }).document.rowId;
     // The body check is a trigger: written past it as the owner (with triggers off), as a pre-existing row would be.
     const [template] = await query<{ id: string }>(
-      db.name,
+      fx.db.name,
       `with t as (insert into app_public.templates (org_id, name, body) values ($1, 'Hundredfold', 'x') returning id)
        select id from t`,
       [t.orgId],
       "root",
     );
-    await query(db.name, "alter table app_public.templates disable trigger user", [], "root");
+    await query(fx.db.name, "alter table app_public.templates disable trigger user", [], "root");
     try {
-      await query(db.name, "update app_public.templates set body = $2 where id = $1", [template!.id, "{{document.content}}".repeat(100)], "root");
+      await query(fx.db.name, "update app_public.templates set body = $2 where id = $1", [template!.id, "{{document.content}}".repeat(100)], "root");
     } finally {
-      await query(db.name, "alter table app_public.templates enable trigger user", [], "root");
+      await query(fx.db.name, "alter table app_public.templates enable trigger user", [], "root");
     }
     const preview = await gql(t.members.viewer.accessToken, "query ($t: UUID!, $d: UUID!) { previewTemplate(templateId: $t, documentId: $d) }", {
       t: template!.id,
@@ -170,10 +168,10 @@ describe("bounded rendering", () => {
     expect(preview.errors![0]!.message).toMatch(/use \{\{document\.content\}\} only once/);
     // The same function renders the summarize job's prompt.
     await expect(
-      query(db.name, "select app_public.render_template($1, 'T', $2, 'Org')", ["{{document.content}}".repeat(100), content], "root"),
+      query(fx.db.name, "select app_public.render_template($1, 'T', $2, 'Org')", ["{{document.content}}".repeat(100), content], "root"),
     ).rejects.toMatchObject({ code: "TOOLG" });
     const [once] = await query<{ n: number }>(
-      db.name,
+      fx.db.name,
       "select octet_length(app_public.render_template($1, 'T', $2, 'Org')) as n",
       ["<{{document.content}}>", content],
       "root",

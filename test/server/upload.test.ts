@@ -2,26 +2,19 @@
 // extracted text; every refusal has its stable code and status, leaves no row, and says nothing internal.
 import { once } from "node:events";
 import { connect } from "node:net";
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { useQuireServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 import { makeDocx, makeEncryptedPdf, makeExe, makePdf, makeZip, png } from "../extract/fixtures.ts";
 
-let db: TestDatabase;
-let app: TestServer;
 let a: Tenant;
 let b: Tenant;
 const maxUpload = 64 * 1024;
 const maxDocument = 16 * 1024;
+const fx = useQuireServer({ env: { UPLOAD_MAX_BYTES: String(maxUpload), DOCUMENT_MAX_BYTES: String(maxDocument), UPLOAD_MAX_PDF_PAGES: "3" } });
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name, { UPLOAD_MAX_BYTES: String(maxUpload), DOCUMENT_MAX_BYTES: String(maxDocument), UPLOAD_MAX_PDF_PAGES: "3" }));
-  a = await createTenant(db, "Upload Alpha");
-  b = await createTenant(db, "Upload Bravo");
-});
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
+  a = await createTenant(fx.db, "Upload Alpha");
+  b = await createTenant(fx.db, "Upload Bravo");
 });
 
 interface FilePart {
@@ -48,7 +41,7 @@ async function upload(token: string | null, files: FilePart | readonly FilePart[
 }
 
 async function send(token: string | null, body: RequestInit["body"], headers: Record<string, string> = {}, init: RequestInit = {}): Promise<Answer> {
-  const response = await fetch(`${app.url}/api/v1/documents/upload`, {
+  const response = await fetch(`${fx.app.url}/api/v1/documents/upload`, {
     method: "POST",
     headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
     body,
@@ -58,7 +51,7 @@ async function send(token: string | null, body: RequestInit["body"], headers: Re
 }
 
 const uploads = async () =>
-  (await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.documents where source = 'upload'", [], "root"))[0]!.n;
+  (await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.documents where source = 'upload'", [], "root"))[0]!.n;
 
 interface Row {
   title: string;
@@ -70,7 +63,7 @@ interface Row {
   author_id: string;
   revision: number;
 }
-const row = async (id: string) => (await query<Row>(db.name, "select * from app_public.documents where id = $1", [id], "root"))[0];
+const row = async (id: string) => (await query<Row>(fx.db.name, "select * from app_public.documents where id = $1", [id], "root"))[0];
 
 /**
  * Asserts an error answer: its status, its code, exactly two keys (three with a refused token's `reason`), and
@@ -201,8 +194,8 @@ describe("who may upload", () => {
   });
 
   test("a token whose session has ended is refused by the database: 401, no row", async () => {
-    const c = await createTenant(db, "Upload Ended");
-    await query(db.name, "update app_private.sessions set revoked_at = now() where id = $1", [c.members.member.sessionId], "root");
+    const c = await createTenant(fx.db, "Upload Ended");
+    await query(fx.db.name, "update app_private.sessions set revoked_at = now() where id = $1", [c.members.member.sessionId], "root");
     const before = await uploads();
     expectError(await upload(c.members.member.accessToken, { data: "late", filename: "late.txt" }), 401, "UNAUTHENTICATED");
     expect(await uploads()).toBe(before);
@@ -212,12 +205,12 @@ describe("who may upload", () => {
     const answer = await upload(a.members.member.accessToken, { data: "Alpha's secret plan", filename: "secret.txt" });
     const id = answer.body.document!.id;
     const read = "query ($id: UUID!) { document(rowId: $id) { title content } }";
-    expect((await app.graphql(read, { id }, a.members.viewer.accessToken)).body.data).toEqual({
+    expect((await fx.app.graphql(read, { id }, a.members.viewer.accessToken)).body.data).toEqual({
       document: { title: "secret", content: "Alpha's secret plan" },
     });
-    expect((await app.graphql(read, { id }, b.members.owner.accessToken)).body.data).toEqual({ document: null });
+    expect((await fx.app.graphql(read, { id }, b.members.owner.accessToken)).body.data).toEqual({ document: null });
     const search = '{ findDocuments(search: "secret") { nodes { rowId } } }';
-    expect((await app.graphql(search, {}, b.members.owner.accessToken)).body.data).toEqual({ findDocuments: { nodes: [] } });
+    expect((await fx.app.graphql(search, {}, b.members.owner.accessToken)).body.data).toEqual({ findDocuments: { nodes: [] } });
   });
 });
 
@@ -351,7 +344,7 @@ describe("bad requests: 400 BAD_INPUT, no row", () => {
 
 test("a client that hangs up mid-upload leaves nothing behind, and the server carries on", async () => {
   const before = await uploads();
-  const { port } = new URL(app.url);
+  const { port } = new URL(fx.app.url);
   const socket = connect(Number(port), "127.0.0.1");
   await once(socket, "connect");
   const boundary = "quire-abort";
@@ -368,7 +361,7 @@ test("a client that hangs up mid-upload leaves nothing behind, and the server ca
 });
 
 test("other methods on the upload path are 405 METHOD_NOT_ALLOWED, with Allow: POST", async () => {
-  const response = await fetch(`${app.url}/api/v1/documents/upload`, { headers: { authorization: `Bearer ${a.members.member.accessToken}` } });
+  const response = await fetch(`${fx.app.url}/api/v1/documents/upload`, { headers: { authorization: `Bearer ${a.members.member.accessToken}` } });
   expect(response.status).toBe(405);
   expect(response.headers.get("allow")).toBe("POST");
   expect(await response.json()).toEqual({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });

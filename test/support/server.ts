@@ -1,11 +1,12 @@
-// An in-process Quire HTTP server on a free port, backed by a test database.
+// An in-process Quire HTTP server on a free port, backed by a test database; and useQuireServer, the fixture a test
+// file uses to get one (its own database and a server on it, set up before its tests and torn down after).
 import type { AddressInfo } from "node:net";
 import type pg from "pg";
 import { createPool } from "../../db/pool.ts";
 import type { Config } from "../../lib/config.ts";
 import { createQuireServer, type QuireServer, type ServerOptions } from "../../server/app.ts";
 import type { Logger } from "../../lib/logger.ts";
-import { silentLogger } from "./database.ts";
+import { createTestDatabase, silentLogger, testConfig, type TestDatabase } from "./database.ts";
 
 export interface TestServer {
   readonly url: string;
@@ -47,5 +48,54 @@ export async function startTestServer(config: Config, logger: Logger = silentLog
       await server.close(timeoutMs);
       await pool.end();
     },
+  };
+}
+
+export interface ServerFixtureOptions {
+  /** Environment for the server's configuration, over the test defaults (default: none, the database's own config). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Runs on the new database before the server starts, e.g. to plant a test function (default: nothing). */
+  readonly setup?: (db: TestDatabase) => Promise<void>;
+  /** Passed to startTestServer (default: a token service built from the config). */
+  readonly server?: Pick<ServerOptions, "tokens">;
+}
+
+export interface ServerFixture {
+  /** This file's database; set up before the file's first hook runs. */
+  readonly db: TestDatabase;
+  /** The server on it. */
+  readonly app: TestServer;
+  /** POSTs a GraphQL document with `token` as the bearer (null: anonymous) and returns the parsed body. */
+  gql(token: string | null, text: string, variables?: Record<string, unknown>): Promise<GraphQLBody>;
+}
+
+/**
+ * Registers beforeAll/afterAll hooks that give the calling test file its own database and a server on it, and
+ * returns them. Call it at the top level of the file, before its own hooks, which then run after it.
+ */
+export function useQuireServer(options: ServerFixtureOptions = {}): ServerFixture {
+  let db: TestDatabase | undefined;
+  let app: TestServer | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await options.setup?.(db);
+    app = await startTestServer(options.env ? testConfig(db.name, options.env) : db.config, silentLogger, options.server);
+  }, 60_000);
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+  const ready = <T>(value: T | undefined, name: string): T => {
+    if (value === undefined) throw new Error(`useQuireServer: ${name} exists once beforeAll has run (use it inside hooks and tests)`);
+    return value;
+  };
+  return {
+    get db() {
+      return ready(db, "db");
+    },
+    get app() {
+      return ready(app, "app");
+    },
+    gql: async (token, text, variables = {}) => (await ready(app, "app").graphql(text, variables, token)).body,
   };
 }
