@@ -2,27 +2,19 @@
 // rolled back is still recorded, with the response's request id; admins and owners read their organization's log
 // with filters, members are refused, and another organization's events never appear; the client address comes
 // through trusted proxies only.
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { codeOf, useQuireServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword, type Tenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
-let proxied: TestServer;
 let a: Tenant;
 let b: Tenant;
+const fx = useQuireServer();
+const app = fx.app;
+const proxied = fx.server({ TRUSTED_PROXIES: "loopback" });
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(db.config);
-  proxied = await startTestServer(testConfig(db.name, { TRUSTED_PROXIES: "loopback" }));
-  a = await createTenant(db, "Audited API");
-  b = await createTenant(db, "Other API");
+  a = await createTenant(fx.db, "Audited API");
+  b = await createTenant(fx.db, "Other API");
 }, 60_000);
-afterAll(async () => {
-  await app?.close();
-  await proxied?.close();
-  await db?.drop();
-});
 
 interface Event {
   action: string;
@@ -34,7 +26,7 @@ interface Event {
   client_ip: string | null;
 }
 const eventsOf = (orgId: string, action: string) =>
-  query<Event>(db.name, "select * from app_public.audit_events where org_id = $1 and action = $2 order by seq", [orgId, action], "root");
+  query<Event>(fx.db.name, "select * from app_public.audit_events where org_id = $1 and action = $2 order by seq", [orgId, action], "root");
 
 const auditLog = `query ($action: String, $table: String, $actor: UUID, $since: Datetime, $until: Datetime) {
   auditLog(action: $action, tableName: $table, actorUserId: $actor, since: $since, until: $until) {
@@ -74,7 +66,7 @@ describe("security events", () => {
     const rotated = await app.graphql("mutation ($t: String!) { refreshToken(input: { refreshToken: $t }) { refreshToken } }", { t: first });
     expect(rotated.body.errors).toBeUndefined();
     // Well after the grace window would matter: generation 1 again, when 2 is current, is reuse.
-    await query(db.name, "update app_private.sessions set rotated_at = now() - interval '1 hour' where user_id = $1", [person.userId], "root");
+    await query(fx.db.name, "update app_private.sessions set rotated_at = now() - interval '1 hour' where user_id = $1", [person.userId], "root");
     const reused = await app.graphql("mutation ($t: String!) { refreshToken(input: { refreshToken: $t }) { refreshToken } }", { t: first });
     expect(codeOf(reused.body)).toBe("UNAUTHENTICATED");
     expect(await eventsOf(a.orgId, "refresh_reuse")).toEqual([
@@ -100,7 +92,7 @@ describe("security events", () => {
 describe("denied and failed requests", () => {
   test("a member's refused role change rolls back but is recorded, with the response's request id", async () => {
     const [membership] = await query<{ id: string }>(
-      db.name,
+      fx.db.name,
       "select id from app_public.memberships where org_id = $1 and user_id = $2",
       [a.orgId, a.members.viewer.userId],
       "root",
@@ -127,8 +119,8 @@ describe("denied and failed requests", () => {
   });
 
   test("deleting another organization's document fails as not found and is recorded in the caller's log only", async () => {
-    const [document] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1 limit 1", [b.orgId], "root");
-    const bBefore = await query(db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root");
+    const [document] = await query<{ id: string }>(fx.db.name, "select id from app_public.documents where org_id = $1 limit 1", [b.orgId], "root");
+    const bBefore = await query(fx.db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root");
     const { body } = await app.graphql(
       "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }",
       { id: document!.id },
@@ -136,7 +128,7 @@ describe("denied and failed requests", () => {
     );
     expect(codeOf(body)).toBe("NOT_FOUND");
     expect((await eventsOf(a.orgId, "request_failed")).at(-1)!.details).toEqual({ failures: [{ field: "deleteDocument", code: "NOT_FOUND" }] });
-    expect(await query(db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root")).toEqual(bBefore);
+    expect(await query(fx.db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root")).toEqual(bBefore);
   });
 });
 

@@ -1,26 +1,14 @@
 // Sign-in through the GraphQL API: register, login, refresh rotation and reuse, switching organization, logout
 // seen by another server instance, throttling, and every kind of bad token refused with 401.
 import jwt from "jsonwebtoken";
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { codeOf, useQuireServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
-let other: TestServer; // a second instance on the same database
 const password = "a perfectly fine passphrase";
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  const config = testConfig(db.name, { BCRYPT_COST: "10", REFRESH_GRACE_SECONDS: "2" });
-  app = await startTestServer(config);
-  other = await startTestServer(config);
-});
-afterAll(async () => {
-  await app?.close();
-  await other?.close();
-  await db?.drop();
-});
+const fx = useQuireServer({ env: { BCRYPT_COST: "10", REFRESH_GRACE_SECONDS: "2" } });
+const app = fx.app;
+const other = fx.server(); // a second instance on the same database
 
 const gql = (server: TestServer, queryText: string, variables?: Record<string, unknown>, token?: string) => server.graphql(queryText, variables, token);
 
@@ -52,7 +40,7 @@ describe("register", () => {
     expect(claims).toMatchObject({ sub: auth.user!.rowId, org_id: auth.organization!.rowId, role: "owner", iss: "quire", aud: "quire" });
     expect(Object.keys(claims).sort()).toEqual(["aud", "exp", "iat", "iss", "org_id", "role", "sid", "sub"]);
     expect((await whoAmI(auth.accessToken)).body.data).toEqual({ currentUser: { email: "ada@example.com" }, currentOrganization: { slug: "acme-widgets" } });
-    const [membership] = await query(db.name, "select role from app_public.memberships where user_id = $1", [auth.user!.rowId], "root");
+    const [membership] = await query(fx.db.name, "select role from app_public.memberships where user_id = $1", [auth.user!.rowId], "root");
     expect(membership).toEqual({ role: "owner" });
   });
 
@@ -70,22 +58,22 @@ describe("register", () => {
     [{ organizationName: "   " }, "BAD_INPUT"],
     [{ fullName: "" }, "BAD_INPUT"],
   ])("refuses %o with %s and creates nothing", async (change, code) => {
-    const [before] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.users", [], "root");
+    const [before] = await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.users", [], "root");
     const { body } = await register({ organizationName: "Refused", email: "carol@example.com", password, fullName: "Carol", ...change });
     expect(codeOf(body)).toBe(code);
     expect(body.data?.register).toBeNull();
-    const [after] = await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.users", [], "root");
+    const [after] = await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.users", [], "root");
     expect(after!.n).toBe(before!.n);
   });
 });
 
 describe("login", () => {
   test("signs in to the most recently used organization, or the one named", async () => {
-    const a = await createTenant(db, "Login A");
-    const b = await createTenant(db, "Login B");
+    const a = await createTenant(fx.db, "Login A");
+    const b = await createTenant(fx.db, "Login B");
     // A's viewer also joins B as admin, and used B last.
     await query(
-      db.name,
+      fx.db.name,
       "insert into app_public.memberships (org_id, user_id, role, last_used_at) values ($1, $2, 'admin', now())",
       [b.orgId, a.members.viewer.userId],
       "root",
@@ -100,7 +88,7 @@ describe("login", () => {
   });
 
   test("an unknown email and a wrong password answer identically, and both spend a bcrypt verification", async () => {
-    const t = await createTenant(db, "Identical");
+    const t = await createTenant(fx.db, "Identical");
     const timed = async (input: Record<string, unknown>) => {
       const started = performance.now();
       const { body } = await login(input);
@@ -116,21 +104,26 @@ describe("login", () => {
   });
 
   test("five failures lock the account with RATE_LIMITED and a retry time; after the cool-down the owner signs in", async () => {
-    const t = await createTenant(db, "Throttle");
+    const t = await createTenant(fx.db, "Throttle");
     const email = t.members.owner.email;
     for (let i = 0; i < 5; i++) expect(codeOf((await login({ email, password: "guess " + i })).body)).toBe("INVALID_CREDENTIALS");
     const locked = await login({ email, password: fixturePassword });
     expect(locked.body.errors![0]!.extensions).toMatchObject({ code: "RATE_LIMITED", retryAfterSeconds: expect.any(Number) });
     expect(locked.body.errors![0]!.extensions!.retryAfterSeconds as number).toBeGreaterThan(800);
     // 16 minutes later (moved back in time rather than waited for).
-    await query(db.name, "update app_private.login_throttle set window_start = window_start - interval '16 minutes' where key like '%' || $1", [email], "root");
+    await query(
+      fx.db.name,
+      "update app_private.login_throttle set window_start = window_start - interval '16 minutes' where key like '%' || $1",
+      [email],
+      "root",
+    );
     expect(codeOf((await login({ email, password: fixturePassword })).body)).toBeNull();
   });
 });
 
 describe("tokens", () => {
   test("refresh rotates; a concurrent refresh gets the same new token; reuse later revokes the session", async () => {
-    const t = await createTenant(db, "Refresh");
+    const t = await createTenant(fx.db, "Refresh");
     const first = (await login({ email: t.members.member.email, password: fixturePassword })).body.data!.login as Auth;
     const [r1, r2] = await Promise.all([refresh(first.refreshToken), refresh(first.refreshToken)]);
     const a1 = r1.body.data!.refreshToken as Auth;
@@ -147,7 +140,7 @@ describe("tokens", () => {
     expect(codeOf((await refresh(second.refreshToken)).body)).toBe("UNAUTHENTICATED");
     expect(codeOf((await whoAmI(second.accessToken)).body)).toBe("UNAUTHENTICATED");
     const [session] = await query(
-      db.name,
+      fx.db.name,
       "select revoked_reason from app_private.sessions where id = $1",
       [(jwt.decode(first.accessToken) as { sid: string }).sid],
       "root",
@@ -156,7 +149,7 @@ describe("tokens", () => {
   });
 
   test("a forged or malformed refresh token is refused without touching any session", async () => {
-    const t = await createTenant(db, "Forged");
+    const t = await createTenant(fx.db, "Forged");
     const auth = (await login({ email: t.members.member.email, password: fixturePassword })).body.data!.login as Auth;
     const [sid, generation] = auth.refreshToken.split(".");
     for (const forged of [`${sid}.${generation}.${"A".repeat(43)}`, `${sid}.2.${auth.refreshToken.split(".")[2]}`, "garbage", ""]) {
@@ -166,7 +159,7 @@ describe("tokens", () => {
   });
 
   test("logout on one instance ends the session on another at the next request", async () => {
-    const t = await createTenant(db, "Logout");
+    const t = await createTenant(fx.db, "Logout");
     const token = t.members.admin.accessToken;
     expect((await whoAmI(token, other)).body.data!.currentUser).toEqual({ email: t.members.admin.email });
     expect((await gql(app, "mutation { logout { success } }", undefined, token)).body.data).toEqual({ logout: { success: true } });
@@ -175,7 +168,7 @@ describe("tokens", () => {
   });
 
   test("logoutEverywhere ends every session of the person, and only theirs", async () => {
-    const t = await createTenant(db, "Everywhere");
+    const t = await createTenant(fx.db, "Everywhere");
     const email = t.members.owner.email;
     const s1 = (await login({ email, password: fixturePassword })).body.data!.login as Auth;
     const s2 = (await login({ email, password: fixturePassword })).body.data!.login as Auth;
@@ -186,10 +179,10 @@ describe("tokens", () => {
   });
 
   test("switchOrganization issues tokens for another membership, and refuses one the person lacks", async () => {
-    const a = await createTenant(db, "Switch A");
-    const b = await createTenant(db, "Switch B");
+    const a = await createTenant(fx.db, "Switch A");
+    const b = await createTenant(fx.db, "Switch B");
     const person = a.members.member;
-    await query(db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, 'viewer')", [b.orgId, person.userId], "root");
+    await query(fx.db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, 'viewer')", [b.orgId, person.userId], "root");
     const { body } = await gql(
       app,
       `mutation ($s: String!) { switchOrganization(input: { organizationSlug: $s }) { ${authFields} } }`,
@@ -210,12 +203,12 @@ describe("tokens", () => {
   });
 
   test("deactivating the user or the organization ends their sessions at the next request", async () => {
-    const t = await createTenant(db, "Deactivate");
-    await query(db.name, "update app_public.users set is_active = false where id = $1", [t.members.viewer.userId], "root");
+    const t = await createTenant(fx.db, "Deactivate");
+    await query(fx.db.name, "update app_public.users set is_active = false where id = $1", [t.members.viewer.userId], "root");
     expect(codeOf((await whoAmI(t.members.viewer.accessToken)).body)).toBe("UNAUTHENTICATED");
     expect(codeOf((await login({ email: t.members.viewer.email, password: fixturePassword })).body)).toBe("INVALID_CREDENTIALS");
     expect((await whoAmI(t.members.owner.accessToken)).body.errors).toBeUndefined();
-    await query(db.name, "update app_public.organizations set is_active = false where id = $1", [t.orgId], "root");
+    await query(fx.db.name, "update app_public.organizations set is_active = false where id = $1", [t.orgId], "root");
     expect(codeOf((await whoAmI(t.members.owner.accessToken)).body)).toBe("UNAUTHENTICATED");
   });
 });
@@ -225,7 +218,7 @@ describe("bad access tokens get 401 UNAUTHENTICATED and nothing else", () => {
   let claims: Record<string, unknown>;
   let good: string;
   beforeAll(async () => {
-    const t = await createTenant(db, "Bad Tokens");
+    const t = await createTenant(fx.db, "Bad Tokens");
     good = t.members.owner.accessToken;
     claims = jwt.decode(good) as Record<string, unknown>;
   });

@@ -2,23 +2,12 @@
 // expiry of the token the connection authenticated with.
 import jwt from "jsonwebtoken";
 import WebSocket from "ws";
-import { createTestDatabase, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+import { useQuireServer, type TestServer } from "../support/server.ts";
 import { createTenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let a: TestServer;
-let b: TestServer;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  a = await startTestServer(db.config);
-  b = await startTestServer(db.config);
-});
-afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await db?.drop();
-});
+const fx = useQuireServer();
+const a = fx.app;
+const b = fx.server();
 
 /** Opens a graphql-ws connection to `server` with `token`, runs one query, and reports how the connection closes. */
 async function connect(server: TestServer, token: string) {
@@ -42,7 +31,7 @@ const within = <T>(promise: Promise<T>, ms: number) =>
   Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms))]);
 
 test("logout on one instance closes the session's connection on another, and only that session's", async () => {
-  const t = await createTenant(db, "Live");
+  const t = await createTenant(fx.db, "Live");
   const mine = await connect(b, t.members.member.accessToken);
   const theirs = await connect(b, t.members.viewer.accessToken);
   expect(mine.answer).toEqual({ data: { currentUser: { email: t.members.member.email } } });
@@ -57,10 +46,10 @@ test("logout on one instance closes the session's connection on another, and onl
 });
 
 test("a connection closes when its access token expires", async () => {
-  const t = await createTenant(db, "Expiring");
+  const t = await createTenant(fx.db, "Expiring");
   const claims = jwt.decode(t.members.admin.accessToken) as Record<string, unknown>;
   const now = Math.floor(Date.now() / 1000);
-  const shortLived = jwt.sign({ ...claims, iat: now, exp: now + 2 }, db.config.jwt.secret, { algorithm: "HS256" });
+  const shortLived = jwt.sign({ ...claims, iat: now, exp: now + 2 }, fx.db.config.jwt.secret, { algorithm: "HS256" });
   const connection = await connect(a, shortLived);
   expect(connection.answer).toEqual({ data: { currentUser: { email: t.members.admin.email } } });
   expect(await within(connection.closed, 5_000)).toEqual({ code: 4401, reason: "Access token expired" });

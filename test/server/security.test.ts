@@ -1,25 +1,14 @@
 // What browsers are told: security headers on every response, CORS only for FRONTEND_ORIGINS (preflight
 // included), the same origin check on WebSocket upgrades, and GraphiQL only where enabled, under a CSP it runs with.
 import WebSocket from "ws";
-import { createTestDatabase, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { codeOf, useQuireServer, type TestServer } from "../support/server.ts";
 
 const frontend = "https://app.example.com";
 const foreign = "https://evil.example";
 
-let db: TestDatabase;
-let app: TestServer; // NODE_ENV=test: GraphiQL and introspection on
-let production: TestServer;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name, { FRONTEND_ORIGINS: `${frontend},https://admin.example.com` }));
-  production = await startTestServer(testConfig(db.name, { NODE_ENV: "production", FRONTEND_ORIGINS: frontend }));
-});
-afterAll(async () => {
-  await app?.close();
-  await production?.close();
-  await db?.drop();
-});
+const fx = useQuireServer({ env: { FRONTEND_ORIGINS: `${frontend},https://admin.example.com` } });
+const app = fx.app; // NODE_ENV=test: GraphiQL and introspection on
+const production = fx.server({ NODE_ENV: "production", FRONTEND_ORIGINS: frontend });
 
 const postGraphQL = (server: TestServer, headers: Record<string, string> = {}) =>
   fetch(`${server.url}/graphql`, {

@@ -3,36 +3,26 @@
 // from anywhere (20), and per address whatever the account (100 failures; successes give their slot back, so a
 // shared address is not shut out by a few people's typos).
 import pg from "pg";
-import { createTestDatabase, query, roles, rootUrl, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { query, roles, rootUrl } from "../support/database.ts";
+import { codeOf, useQuireServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let a: TestServer;
-let b: TestServer;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  // What is tested is the sign-in throttle, not the hasher shedding a burst (test/lib/passwords.test.ts): the
-  // bursts of 30 here may wait for their hashes as long as they need.
-  const config = testConfig(db.name, { BCRYPT_COST: "10", PASSWORD_HASH_MAX_WAIT_MS: "60000" });
-  a = await startTestServer(config);
-  b = await startTestServer(config);
-});
-afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await db?.drop();
-});
+// What is tested is the sign-in throttle, not the hasher shedding a burst (test/lib/passwords.test.ts): the
+// bursts of 30 here may wait for their hashes as long as they need.
+const fx = useQuireServer({ env: { BCRYPT_COST: "10", PASSWORD_HASH_MAX_WAIT_MS: "60000" } });
+const a = fx.app;
+const b = fx.server();
 
 const login = async (server: TestServer, email: string, password: string) =>
   (await server.graphql("mutation ($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken } }", { e: email, p: password })).body;
 /** Passwords verified and found wrong for an address: each verification that fails records one attempt. */
 const verifiedFailures = async (email: string) =>
-  (await query<{ n: number }>(db.name, "select count(*)::int as n from app_private.login_attempts where email = $1 and not succeeded", [email], "root"))[0]!.n;
-const cooledDown = () => query(db.name, "update app_private.login_throttle set window_start = window_start - interval '16 minutes'", [], "root");
+  (await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_private.login_attempts where email = $1 and not succeeded", [email], "root"))[0]!
+    .n;
+const cooledDown = () => query(fx.db.name, "update app_private.login_throttle set window_start = window_start - interval '16 minutes'", [], "root");
 
 test("25 concurrent wrong passwords for one account get 5 verifications; the rest, and then the right one, RATE_LIMITED", async () => {
-  const t = await createTenant(db, "Parallel");
+  const t = await createTenant(fx.db, "Parallel");
   const email = t.members.member.email;
   const bodies = await Promise.all(Array.from({ length: 25 }, (_, i) => login(i % 2 ? a : b, email, `guess number ${i}`)));
   const codes = bodies.map(codeOf);
@@ -47,7 +37,7 @@ test("25 concurrent wrong passwords for one account get 5 verifications; the res
 }, 60_000);
 
 test("failures against other accounts do not shut an address out until 100; then it is locked on every instance", async () => {
-  const t = await createTenant(db, "Address");
+  const t = await createTenant(fx.db, "Address");
   const strangers = (from: number, count: number) =>
     Promise.all(Array.from({ length: count }, (_, i) => login((from + i) % 2 ? a : b, `stranger${from + i}@example.com`, "not the password")));
   for (const body of await strangers(0, 30)) expect(codeOf(body)).toBe("INVALID_CREDENTIALS");
@@ -55,7 +45,7 @@ test("failures against other accounts do not shut an address out until 100; then
   expect(codeOf(await login(a, t.members.owner.email, fixturePassword))).toBeNull();
   // The owner's success gave its slot back: 30 used. 69 more are taken directly (bcrypt is slow), the 100th for real.
   const [address] = await query<{ attempts: number }>(
-    db.name,
+    fx.db.name,
     "update app_private.login_throttle set attempts = attempts + 69 where key like 'address:%' returning attempts",
     [],
     "root",
@@ -75,7 +65,7 @@ test("one account gets at most 20 attempts in a window from all addresses togeth
   const answers = [];
   for (let i = 1; i <= 25; i++) {
     const [row] = await query<{ retry_after_seconds: number }>(
-      db.name,
+      fx.db.name,
       "select retry_after_seconds from app_private.begin_login($1, $2)",
       [email, `192.0.2.${i}`],
       roles.authenticator,
@@ -87,7 +77,7 @@ test("one account gets at most 20 attempts in a window from all addresses togeth
 });
 
 test("guessing the current password through changePassword draws on the same budget, in parallel too", async () => {
-  const t = await createTenant(db, "Change Guess");
+  const t = await createTenant(fx.db, "Change Guess");
   const me = t.members.admin;
   const change = (current: string) =>
     a.graphql(
@@ -103,9 +93,9 @@ test("guessing the current password through changePassword draws on the same bud
 }, 60_000);
 
 test("a storm of sign-ins holds one pooled connection at a time: the rest wait in the server, not in PostgreSQL", async () => {
-  const t = await createTenant(db, "Storm");
+  const t = await createTenant(fx.db, "Storm");
   const url = new URL(rootUrl());
-  url.pathname = `/${db.name}`;
+  url.pathname = `/${fx.db.name}`;
   const locker = new pg.Client({ connectionString: url.toString() });
   await locker.connect();
   let pending: Promise<unknown> | null = null;
@@ -116,9 +106,9 @@ test("a storm of sign-ins holds one pooled connection at a time: the rest wait i
     pending = Promise.all(Array.from({ length: 8 }, (_, i) => login(a, t.members.member.email, `storm guess ${i}`)));
     await new Promise((resolve) => setTimeout(resolve, 500));
     const [{ waiting }] = (await query<{ waiting: number }>(
-      db.name,
+      fx.db.name,
       "select count(*)::int as waiting from pg_stat_activity where datname = $1 and wait_event_type = 'Lock' and query like '%begin_login%'",
-      [db.name],
+      [fx.db.name],
       "root",
     )) as [{ waiting: number }];
     // Before, each sign-in took a connection of the pool (4 in tests) to wait with.

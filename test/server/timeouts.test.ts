@@ -4,28 +4,20 @@
 import type pg from "pg";
 import { asCaller } from "../../db/as-caller.ts";
 import { pgSettingsFor } from "../../server/context.ts";
-import { createTestDatabase, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type TestServer } from "../support/server.ts";
+import { testConfig } from "../support/database.ts";
+import { codeOf, useQuireServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
-let unlimited: TestServer;
 let t: Tenant;
+const fx = useQuireServer({ env: { DATABASE_STATEMENT_TIMEOUT_MS: "200", DATABASE_POOL_WAIT_MS: "500" } });
+const app = fx.app;
+const unlimited = fx.server({ DATABASE_POOL_WAIT_MS: "500", RATE_LIMITS: "false" });
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name, { DATABASE_STATEMENT_TIMEOUT_MS: "200", DATABASE_POOL_WAIT_MS: "500" }));
-  t = await createTenant(db, "Slow");
-  unlimited = await startTestServer(testConfig(db.name, { DATABASE_POOL_WAIT_MS: "500", RATE_LIMITS: "false" }));
-});
-afterAll(async () => {
-  await app?.close();
-  await unlimited?.close();
-  await db?.drop();
+  t = await createTenant(fx.db, "Slow");
 });
 
 test("an API request's statement is cancelled after DATABASE_STATEMENT_TIMEOUT_MS", async () => {
-  const config = testConfig(db.name, { DATABASE_STATEMENT_TIMEOUT_MS: "200" });
+  const config = testConfig(fx.db.name, { DATABASE_STATEMENT_TIMEOUT_MS: "200" });
   const settings = pgSettingsFor(config, { ...t.members.member, orgId: t.orgId, expiresAt: new Date(Date.now() + 60_000) }, "req-1", null);
   // 57014 with this message is the statement timeout itself (a cancel says otherwise); were the setting not
   // applied, pg_sleep(5) would return and nothing would be rejected.

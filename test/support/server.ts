@@ -63,10 +63,16 @@ export interface ServerFixtureOptions {
 export interface ServerFixture {
   /** This file's database; set up before the file's first hook runs. */
   readonly db: TestDatabase;
-  /** The server on it. */
+  /** The server on it (a handle that may be held at the top level; it works once beforeAll has run). */
   readonly app: TestServer;
   /** POSTs a GraphQL document with `token` as the bearer (null: anonymous) and returns the parsed body. */
   gql(token: string | null, text: string, variables?: Record<string, unknown>): Promise<GraphQLBody>;
+  /**
+   * Another server on the same database, with `env` over the test defaults (default: the first server's), started
+   * after the first and closed before the database is dropped. Call it at the top level too; the handle works inside
+   * hooks and tests.
+   */
+  server(env?: NodeJS.ProcessEnv): TestServer;
 }
 
 /**
@@ -81,7 +87,9 @@ export function useQuireServer(options: ServerFixtureOptions = {}): ServerFixtur
     await options.setup?.(db);
     app = await startTestServer(options.env ? testConfig(db.name, options.env) : db.config, silentLogger, options.server);
   }, 60_000);
+  const extras: Array<TestServer | undefined> = [];
   afterAll(async () => {
+    for (const extra of extras) await extra?.close();
     await app?.close();
     await db?.drop();
   });
@@ -93,9 +101,33 @@ export function useQuireServer(options: ServerFixtureOptions = {}): ServerFixtur
     get db() {
       return ready(db, "db");
     },
-    get app() {
-      return ready(app, "app");
-    },
+    app: lazyServer(() => ready(app, "app")),
     gql: async (token, text, variables = {}) => (await ready(app, "app").graphql(text, variables, token)).body,
+    server(env) {
+      const index = extras.push(undefined) - 1;
+      beforeAll(async () => {
+        const database = ready(db, "db");
+        const config = env ?? options.env;
+        extras[index] = await startTestServer(config ? testConfig(database.name, config) : database.config, silentLogger, options.server);
+      });
+      return lazyServer(() => ready(extras[index], "a server"));
+    },
+  };
+}
+
+/** A TestServer that is `current()` at each use: a handle a file can hold at its top level, before the server starts. */
+function lazyServer(current: () => TestServer): TestServer {
+  return {
+    get url() {
+      return current().url;
+    },
+    get server() {
+      return current().server;
+    },
+    get pool() {
+      return current().pool;
+    },
+    graphql: (query, variables, token) => current().graphql(query, variables, token),
+    close: (timeoutMs) => current().close(timeoutMs),
   };
 }
