@@ -1,9 +1,10 @@
 // `npm run bench`: an HTTP benchmark of Quire against a plain node:http baseline taken in the same run.
 //
 // 1. starts the baseline (bench/baseline.ts) in a worker thread of this process, on a free port;
-// 2. starts Quire (`node bin/start.ts`) as a child process with a fresh DATA_DIR under the OS temp directory, so its
-//    embedded PostgreSQL is initialised from scratch and .data is never touched, with the anonymous rate limit raised
-//    out of the load's way (the limiter still counts every request), and waits for /health/ready;
+// 2. starts Quire through bench/quire-child.ts, the launcher every live bench shares (`node bin/start.ts` as a child
+//    process with a fresh DATA_DIR under the OS temp directory, so its
+//    embedded PostgreSQL is initialised from scratch and .data is never touched), with the anonymous rate limit
+//    raised out of the load's way (the limiter still counts every request), and waits for /health/ready;
 // 3. for each target checks one response by hand, warms up for 2 s, then measures with autocannon
 //    (BENCH_DURATION seconds, default 10; BENCH_CONNECTIONS connections, default 10), all to 127.0.0.1;
 // 4. prints a markdown table and, when every run was clean, writes it with the machine's facts to
@@ -11,23 +12,21 @@
 // 5. stops Quire with SIGTERM (its exit code must be 0), removes the temp DATA_DIR and closes the baseline.
 // It exits 1 if Quire failed to start or stop cleanly, or any measured run saw errors, non-2xx answers or bodies
 // different from the checked one. Progress goes to stderr; only the results go to stdout.
-import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import autocannon, { type Instance, type Options, type Result } from "autocannon";
-import { envInt, freePort, log, running, whole } from "./support.ts";
+import { startQuire, type ExitStatus, type Quire } from "./quire-child.ts";
+import { envInt, log, whole } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const resultsFile = path.join(root, "bench", "results", "latest.md");
 
 const WARMUP_SECONDS = 2;
-const READY_TIMEOUT_MS = 120_000;
-const STOP_TIMEOUT_MS = 45_000; // Quire gives itself SHUTDOWN_TIMEOUT_SECONDS (10) + 15 s before it gives up
 const PREFERRED_QUIRE_PORT = 56780;
 const PREFERRED_POSTGRES_PORT = 54390;
 
@@ -37,7 +36,7 @@ const connections = envInt("BENCH_CONNECTIONS", 10, 1, 1000);
 // planning slower, so the bench pins production mode, what a deployment runs, unless told otherwise.
 const graphileEnv = process.env["GRAPHILE_ENV"] || "production";
 
-// --- ports, processes, memory -------------------------------------------------------------------------------
+// --- the baseline, memory -------------------------------------------------------------------------------------
 
 interface Baseline {
   readonly port: number;
@@ -66,90 +65,6 @@ async function startBaseline(): Promise<Baseline> {
       if (!closed) await worker.terminate();
     },
   };
-}
-
-interface Quire {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** The last lines Quire wrote (it runs at LOG_LEVEL=warn, so normally few), for error reports. */
-  readonly tail: string[];
-}
-
-function startQuire(port: number, postgresPort: number, dataDir: string): Quire {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    HOST: "127.0.0.1",
-    PORT: String(port),
-    DATA_DIR: dataDir,
-    EMBEDDED_POSTGRES_PORT: String(postgresPort),
-    LOG_LEVEL: "warn",
-    LOG_PRETTY: "false",
-    GRAPHILE_ENV: graphileEnv,
-    // The rate limiter stays in the path (its counting is part of every request's cost), but the anonymous limit,
-    // 300 a minute per address, would answer this load 429 within a second: raised to its maximum.
-    RATE_LIMIT_ANONYMOUS_PER_MINUTE: "1000000",
-    // Empty counts as unset for Quire, and keeps a `.env` from supplying these: always the embedded PostgreSQL.
-    DATABASE_URL: "",
-    OWNER_DATABASE_URL: "",
-    ROOT_DATABASE_URL: "",
-  };
-  delete env["NODE_ENV"]; // Quire's default (development); production would demand DATABASE_URL
-  // Its own process group: a Ctrl-C at the terminal reaches only the bench, which then stops Quire itself.
-  const child = spawn(process.execPath, ["bin/start.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  if (child.pid === undefined) throw new Error("could not spawn `node bin/start.ts`");
-  const tail: string[] = [];
-  const forward = (chunk: Buffer) => {
-    for (const line of chunk.toString("utf8").split("\n")) {
-      if (line.trim() === "") continue;
-      process.stderr.write(`[quire] ${line}\n`);
-      tail.push(line);
-      if (tail.length > 30) tail.shift();
-    }
-  };
-  child.stdout!.on("data", forward);
-  child.stderr!.on("data", forward);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  return { child, pid: child.pid, exited, tail };
-}
-
-/** Polls GET /health/ready until it answers 200; resolves with how long that took. */
-async function waitUntilReady(quire: Quire, url: string): Promise<number> {
-  const started = Date.now();
-  let last = "no answer yet";
-  while (Date.now() - started < READY_TIMEOUT_MS) {
-    if (interrupted) throw new Error("interrupted");
-    if (!running(quire.child)) {
-      const { code, signal } = await quire.exited;
-      throw new Error(`Quire exited (code ${code}, signal ${signal}) before it was ready:\n${quire.tail.join("\n")}`);
-    }
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-      const body = await response.text();
-      if (response.status === 200) return Date.now() - started;
-      last = `${response.status} ${body.slice(0, 300)}`;
-    } catch (error) {
-      last = String((error as Error).cause ?? error);
-    }
-    await sleep(250);
-  }
-  throw new Error(`Quire was not ready within ${READY_TIMEOUT_MS / 1000} s (last answer: ${last})`);
-}
-
-/** SIGTERM, then waits for the exit (SIGKILL after STOP_TIMEOUT_MS). */
-async function stopQuire(quire: Quire): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
-  const started = Date.now();
-  if (running(quire.child)) quire.child.kill("SIGTERM");
-  const timedOut = Symbol("timed out");
-  const result = await Promise.race([quire.exited, sleep(STOP_TIMEOUT_MS, undefined, { ref: false }).then(() => timedOut)]);
-  if (result === timedOut) {
-    log(`Quire did not exit within ${STOP_TIMEOUT_MS / 1000} s of SIGTERM: sending SIGKILL`);
-    quire.child.kill("SIGKILL");
-    return { ...(await quire.exited), ms: Date.now() - started };
-  }
-  return { ...(result as Awaited<Quire["exited"]>), ms: Date.now() - started };
 }
 
 interface Memory {
@@ -269,11 +184,10 @@ const failures: string[] = [];
 const rows: Row[] = [];
 let baseline: Baseline | null = null;
 let quire: Quire | null = null;
-let dataDir: string | null = null;
 let readyMs: number | null = null;
 let memoryBefore: Memory | null = null;
 let memoryAfter: Memory | null = null;
-let stopped: Awaited<ReturnType<typeof stopQuire>> | null = null;
+let stopped: ExitStatus | null = null;
 
 const onSignal = (signal: NodeJS.Signals) => {
   if (interrupted) return;
@@ -283,25 +197,26 @@ const onSignal = (signal: NodeJS.Signals) => {
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
-// Last resort if this process ends some other way: Quire must not outlive it.
-process.on("exit", () => {
-  if (quire && running(quire.child)) quire.child.kill("SIGTERM");
-});
 
 try {
   baseline = await startBaseline();
   log(`baseline node:http server on 127.0.0.1:${baseline.port} (worker thread)`);
 
-  dataDir = await mkdtemp(path.join(os.tmpdir(), "quire-bench-"));
-  // Run as root, the embedded PostgreSQL runs as a `postgres` user, which must be able to enter DATA_DIR.
-  await chmod(dataDir, 0o755);
-  const quirePort = await freePort(PREFERRED_QUIRE_PORT, [baseline.port]);
-  const postgresPort = await freePort(PREFERRED_POSTGRES_PORT, [baseline.port, quirePort]);
-  const base = `http://127.0.0.1:${quirePort}`;
-  log(`starting Quire on ${base} (embedded PostgreSQL on ${postgresPort}, DATA_DIR ${dataDir})`);
-  quire = startQuire(quirePort, postgresPort, dataDir);
-  readyMs = await waitUntilReady(quire, `${base}/health/ready`);
-  log(`Quire ready after ${(readyMs / 1000).toFixed(1)} s`);
+  // Quire as every live bench starts it (bench/quire-child.ts), with the anonymous rate limit raised out of the
+  // load's way: 300 a minute per address would answer the GraphQL target 429 within a second, while the limiter
+  // still counts every request.
+  quire = await startQuire(
+    {
+      label: "http",
+      preferredPort: PREFERRED_QUIRE_PORT,
+      preferredPostgresPort: PREFERRED_POSTGRES_PORT,
+      env: { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "1000000", GRAPHILE_ENV: graphileEnv },
+      inspect: false,
+    },
+    () => interrupted,
+  );
+  readyMs = quire.readyMs;
+  const base = quire.base;
   memoryBefore = memoryOf(quire.pid);
 
   const targets: Target[] = [
@@ -340,11 +255,10 @@ try {
 } finally {
   if (quire) {
     log("stopping Quire (SIGTERM)");
-    stopped = await stopQuire(quire);
+    stopped = await quire.stop();
     if (stopped.code !== 0) failures.push(`Quire exited with code ${stopped.code} (signal ${stopped.signal}) after SIGTERM`);
     else log(`Quire exited with code 0 after ${(stopped.ms / 1000).toFixed(1)} s`);
   }
-  if (dataDir) await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
   if (baseline) await baseline.close();
 }
 
