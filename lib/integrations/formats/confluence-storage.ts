@@ -3,7 +3,7 @@
 // dropped unread, links keep only http(s)/mailto targets. Writing: well-formed XHTML, every text and attribute
 // escaped, code in CDATA inside the code macro.
 import { Parser } from "htmlparser2";
-import { normalizeSpans, parseMarkdown, renderMarkdown, safeHref, span, trimSpans, type ListItem, type MdBlock, type Span } from "./markdown.ts";
+import { linkRuns, normalizeSpans, parseMarkdown, renderMarkdown, safeHref, span, trimSpans, type ListItem, type MdBlock, type Span } from "./markdown.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Storage format: read by htmlparser2 (tolerant, linear, entities decoded, CDATA kept) into a small element tree
@@ -408,17 +408,9 @@ function markedStorage(spans: readonly Span[]): string {
 }
 
 function inlineStorage(spans: readonly Span[]): string {
-  const pieces = normalizeSpans(spans);
-  let out = "";
-  for (let i = 0; i < pieces.length;) {
-    const href = pieces[i]!.href;
-    let j = i + 1;
-    while (j < pieces.length && pieces[j]!.href === href) j++;
-    const group = markedStorage(pieces.slice(i, j));
-    out += href ? `<a href="${escapeXml(href)}">${group}</a>` : group;
-    i = j;
-  }
-  return out;
+  return linkRuns(spans)
+    .map(({ href, spans: run }) => (href ? `<a href="${escapeXml(href)}">${markedStorage(run)}</a>` : markedStorage(run)))
+    .join("");
 }
 
 const confluenceLanguages: Readonly<Record<string, string>> = {

@@ -392,19 +392,25 @@ function renderMarked(spans: readonly Span[], inCell: boolean): string {
 
 const encodeHref = (href: string) => href.replace(/[ ()<>]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 
-/** Spans as Markdown inline text. In a table cell, `|` is escaped and line breaks become spaces. */
-export function renderInline(spans: readonly Span[], inCell = false): string {
+/** Spans (merged as normalizeSpans does) in consecutive runs that share one link target; `href` null: no link. */
+export function linkRuns(spans: readonly Span[]): Array<{ readonly href: string | null; readonly spans: Span[] }> {
   const pieces = normalizeSpans(spans);
-  let out = "";
+  const runs: Array<{ readonly href: string | null; readonly spans: Span[] }> = [];
   for (let i = 0; i < pieces.length;) {
     const href = pieces[i]!.href;
     let j = i + 1;
     while (j < pieces.length && pieces[j]!.href === href) j++;
-    const group = pieces.slice(i, j);
-    out += href ? `[${renderMarked(group, inCell) || escapeText(href, inCell)}](${encodeHref(href)})` : renderMarked(group, inCell);
+    runs.push({ href, spans: pieces.slice(i, j) });
     i = j;
   }
-  return out;
+  return runs;
+}
+
+/** Spans as Markdown inline text. In a table cell, `|` is escaped and line breaks become spaces. */
+export function renderInline(spans: readonly Span[], inCell = false): string {
+  return linkRuns(spans)
+    .map(({ href, spans: run }) => (href ? `[${renderMarked(run, inCell) || escapeText(href, inCell)}](${encodeHref(href)})` : renderMarked(run, inCell)))
+    .join("");
 }
 
 /** A first character that would make a line something other than paragraph text, escaped. */
