@@ -9,32 +9,22 @@ import { buildSchema, getIntrospectionQuery, parse, specifiedRules, validate } f
 import WebSocket from "ws";
 import { complexityRule, loadTrustedDocuments, pageSizeRule, pageSizeVariables, withoutSuggestionsRule } from "../../server/graphql-limits.ts";
 import { estimateResponseBytes, exceedsJsonLength } from "../../server/response-size.ts";
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
-import { codeOf, startTestServer, type GraphQLBody, type TestServer } from "../support/server.ts";
+import { query } from "../support/database.ts";
+import { codeOf, useQuireServer, type GraphQLBody, type TestServer } from "../support/server.ts";
 import { createTenant } from "../support/tenants.ts";
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 const trustedQuery = "query Trusted($n: Int) { documents(first: $n) { totalCount } }";
 
-let db: TestDatabase;
-let app: TestServer; // the defaults: depth 12, 30 aliases, 500 fields, pages of 100; introspection on (not production)
-let locked: TestServer; // GRAPHQL_INTROSPECTION=false
-let trusted: TestServer; // GRAPHQL_TRUSTED_DOCUMENTS_FILE
 let token: string; // a member's: anonymous callers may not read documents at all
+const fx = useQuireServer({ env: { BCRYPT_COST: "10" } });
+const app = fx.app; // the defaults: depth 12, 30 aliases, 500 fields, pages of 100; introspection on (not production)
+const locked = fx.server({ GRAPHQL_INTROSPECTION: "false" });
+const trustedFile = join(mkdtempSync(join(tmpdir(), "quire-trusted-")), "documents.json");
+writeFileSync(trustedFile, JSON.stringify({ [sha256(trustedQuery)]: trustedQuery }));
+const trusted = fx.server({ GRAPHQL_TRUSTED_DOCUMENTS_FILE: trustedFile });
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name, { BCRYPT_COST: "10" }));
-  locked = await startTestServer(testConfig(db.name, { GRAPHQL_INTROSPECTION: "false" }));
-  const file = join(mkdtempSync(join(tmpdir(), "quire-trusted-")), "documents.json");
-  writeFileSync(file, JSON.stringify({ [sha256(trustedQuery)]: trustedQuery }));
-  trusted = await startTestServer(testConfig(db.name, { GRAPHQL_TRUSTED_DOCUMENTS_FILE: file }));
-  token = (await createTenant(db, "Limits")).members.member.accessToken;
-});
-afterAll(async () => {
-  await app?.close();
-  await locked?.close();
-  await trusted?.close();
-  await db?.drop();
+  token = (await createTenant(fx.db, "Limits")).members.member.accessToken;
 });
 
 /** `{ query { query { … { __typename } } } }`: `levels` fields deep (PostGraphile's Query has a `query` field). */
@@ -68,7 +58,7 @@ async function overWebSocket(server: TestServer, operation: { query: string; var
 }
 
 const usersWithEmail = async (email: string) =>
-  (await query<{ n: number }>(db.name, "select count(*)::int as n from app_public.users where email = $1", [email], "root"))[0]!.n;
+  (await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.users where email = $1", [email], "root"))[0]!.n;
 
 const randomSuffix = () => Math.random().toString(36).slice(2, 10);
 const registration = (email: string) =>

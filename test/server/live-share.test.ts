@@ -6,40 +6,32 @@ import { createTokenService, type MemberRole } from "../../lib/tokens.ts";
 import { pgSettingsFor } from "../../server/context.ts";
 import { makeWithPgClient } from "../../server/pg-client.ts";
 import { endedSessionsIn, sharedReadCounts, shareReads } from "../../server/shared-reads.ts";
-import { createTestDatabase, query, testConfig, type TestDatabase } from "../support/database.ts";
+import { query, testConfig } from "../support/database.ts";
 import { subscribe, type Subscription } from "../support/live.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+import { useQuireServer } from "../support/server.ts";
 import { createTenant, type Member, type Tenant } from "../support/tenants.ts";
 
-let db: TestDatabase;
-let app: TestServer;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startTestServer(testConfig(db.name));
-});
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
-});
+const fx = useQuireServer();
+const app = fx.app;
 
 /** Another person of `tenant` with `role`, signed in (their own session and token). */
 async function addMember(tenant: Tenant, role: MemberRole): Promise<Member> {
   const email = `${randomUUID().slice(0, 8)}@${tenant.slug}.example`;
   const [user] = await query<{ id: string }>(
-    db.name,
+    fx.db.name,
     "insert into app_public.users (email, full_name) values ($1, $2) returning id",
     [email, `${tenant.slug} ${role}`],
     "root",
   );
-  await query(db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, $3)", [tenant.orgId, user!.id, role], "root");
+  await query(fx.db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, $3)", [tenant.orgId, user!.id, role], "root");
   const sessionId = randomUUID();
   await query(
-    db.name,
+    fx.db.name,
     "insert into app_private.sessions (id, user_id, org_id, refresh_token_hash, expires_at) values ($1, $2, $3, sha256($4::bytea), now() + interval '1 day')",
     [sessionId, user!.id, tenant.orgId, Buffer.from(sessionId)],
     "root",
   );
-  const { token } = createTokenService(db.config).signAccessToken({ sessionId, userId: user!.id, orgId: tenant.orgId, role });
+  const { token } = createTokenService(fx.db.config).signAccessToken({ sessionId, userId: user!.id, orgId: tenant.orgId, role });
   return { userId: user!.id, email, role, sessionId, accessToken: token };
 }
 
@@ -79,7 +71,7 @@ const since = (before: typeof sharedReadCounts) => ({
 });
 
 test("ten subscribers of one organization and role get every event, read in one transaction per batch, not ten", async () => {
-  const t = await createTenant(db, "Ten");
+  const t = await createTenant(fx.db, "Ten");
   const members = [t.members.member, ...(await Promise.all(Array.from({ length: 9 }, () => addMember(t, "member"))))];
   const subs = await subscribed(t, members);
   try {
@@ -102,8 +94,8 @@ test("ten subscribers of one organization and role get every event, read in one 
 });
 
 test("two organizations never share: each organization's subscribers get only their own rows", async () => {
-  const a = await createTenant(db, "Alpha");
-  const b = await createTenant(db, "Beta");
+  const a = await createTenant(fx.db, "Alpha");
+  const b = await createTenant(fx.db, "Beta");
   const subsA = await subscribed(a, [a.members.member, await addMember(a, "member"), await addMember(a, "member")]);
   const subsB = await subscribed(b, [b.members.member, await addMember(b, "member"), await addMember(b, "member")]);
   try {
@@ -129,10 +121,10 @@ test("two organizations never share: each organization's subscribers get only th
 });
 
 test("a viewer and an admin of one organization read apart, and a stale admin claim reads as the role it has now", async () => {
-  const t = await createTenant(db, "Roles");
+  const t = await createTenant(fx.db, "Roles");
   const staleAdmin = await addMember(t, "admin");
   // Demoted after signing in: the token still says admin, the database says viewer.
-  await query(db.name, "update app_public.memberships set role = 'viewer' where user_id = $1", [staleAdmin.userId], "root");
+  await query(fx.db.name, "update app_public.memberships set role = 'viewer' where user_id = $1", [staleAdmin.userId], "root");
   const members = [t.members.admin, await addMember(t, "admin"), staleAdmin, t.members.viewer, await addMember(t, "viewer")];
   const subs = await subscribed(t, members);
   try {
@@ -147,11 +139,11 @@ test("a viewer and an admin of one organization read apart, and a stale admin cl
 });
 
 test("a subscriber whose session ends is closed and gets nothing more, while the others carry on", async () => {
-  const t = await createTenant(db, "Revoke");
+  const t = await createTenant(fx.db, "Revoke");
   const members = [t.members.member, await addMember(t, "member"), await addMember(t, "member")];
   const subs = await subscribed(t, members);
   try {
-    await query(db.name, "update app_private.sessions set revoked_at = now() where id = $1", [members[1]!.sessionId], "root");
+    await query(fx.db.name, "update app_private.sessions set revoked_at = now() where id = $1", [members[1]!.sessionId], "root");
     // Its socket is closed by server/live-sockets.ts; the subscription ends.
     for (let tries = 0; subs[1]!.errors.length === 0 && tries < 250; tries++) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(subs[1]!.errors).toEqual([expect.objectContaining({ code: 4401 })]);
@@ -164,9 +156,9 @@ test("a subscriber whose session ends is closed and gets nothing more, while the
 });
 
 test("in a shared batch, a revoked session reads nothing (representative or not) and the others read as themselves", async () => {
-  const t = await createTenant(db, "Batch");
+  const t = await createTenant(fx.db, "Batch");
   const members = [await addMember(t, "member"), await addMember(t, "member"), await addMember(t, "member")];
-  const config = testConfig(db.name);
+  const config = testConfig(fx.db.name);
   const settingsOf = (m: Member) =>
     pgSettingsFor(
       config,
@@ -181,7 +173,7 @@ test("in a shared batch, a revoked session reads nothing (representative or not)
       return rows.map((r) => r.title);
     });
   for (const revoked of [0, 1]) {
-    await query(db.name, "update app_private.sessions set revoked_at = now() where id = $1", [members[revoked]!.sessionId], "root");
+    await query(fx.db.name, "update app_private.sessions set revoked_at = now() where id = $1", [members[revoked]!.sessionId], "root");
     const before = counts();
     const results = await Promise.allSettled(members.map(read));
     expect(since(before).shared).toBe(1);

@@ -4,19 +4,10 @@
 import { connect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import WebSocket from "ws";
-import { createTestDatabase, type TestDatabase } from "../support/database.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+import { useQuireServer } from "../support/server.ts";
 
-let db: TestDatabase;
-let server: TestServer;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.config);
-});
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+const fx = useQuireServer();
+const server = fx.app;
 
 /** A raw TCP connection that completes a WebSocket handshake on /graphql, as a hostile client would. */
 async function bareUpgrade(): Promise<{ socket: Socket; received: () => Buffer; ended: Promise<void> }> {
@@ -101,7 +92,7 @@ test.each(cases)("%s closes that connection with its code, and the server keeps 
 
 test("a message larger than the request body limit is refused with 1009 before it is buffered", async () => {
   const client = await bareUpgrade();
-  const limit = db.config.http.maxRequestBytes;
+  const limit = fx.db.config.http.maxRequestBytes;
   // Only the header of a frame announcing limit + 1 bytes: the server must refuse it without waiting for the bytes.
   const header = frame(0x81, Buffer.alloc(0)).subarray(0, 2);
   header[1] = 0x80 | 127;
