@@ -1,7 +1,7 @@
 // Access and refresh tokens.
 // - Access token: a JWT, HS256 (or RS256/ES256 with JWT_PRIVATE_KEY) pinned on verify, issuer and audience checked. Its claims name the user, the
-//   organization and the session; the database re-reads the session on every request (see 000002's
-//   session_context), so the token alone never carries rights.
+//   organization and the session; the database re-reads the session on every request (app_hidden.enter_context,
+//   section Foundation of migrations/committed/000001-quire.sql), so the token alone never carries rights.
 // - Refresh token: `<session>.<generation>.<mac>`, the MAC an HMAC-SHA256 under a key derived from JWT_SECRET.
 //   It is unguessable without the key, the database keeps only its SHA-256, and because the server can recompute
 //   the token of any generation, concurrent refreshes inside the grace window get the very same new token.

@@ -1,7 +1,7 @@
 // The integrations part of the GraphQL API that needs more than SQL: startIntegration (the OAuth authorization
 // URL), disconnectIntegration (revoking at the provider first) and integrationPages (browsing the provider with
-// the organization's token). importDocuments, syncIntegration and publishSummary are SQL functions (migration
-// 000009). Every database step runs as the caller (db/as-caller.ts), so the database decides who may do what.
+// the organization's token). importDocuments, syncIntegration and publishSummary are SQL functions (section
+// Integrations of migrations/committed/000001-quire.sql). Every database step runs as the caller (db/as-caller.ts), so the database decides who may do what.
 import { createHash } from "node:crypto";
 import type pg from "pg";
 import { context, lambda, object, sideEffect, type Step } from "postgraphile/grafast";
