@@ -56,6 +56,8 @@ export interface ServerOptions {
   readonly metrics?: Metrics;
   /** Signs and verifies access tokens. Default: made from config (createTokenService). */
   readonly tokens?: TokenService;
+  /** The rate limits' clock, milliseconds since the epoch. Default: Date.now. */
+  readonly clock?: () => number;
 }
 
 /**
@@ -142,6 +144,7 @@ export async function createQuireServer({
   pool,
   metrics = createMetrics(),
   tokens = createTokenService(config),
+  clock,
 }: ServerOptions): Promise<QuireServer> {
   let stopping = false;
   const app = express();
@@ -179,7 +182,7 @@ export async function createQuireServer({
   // Multipart uploads: before GraphQL and its body parser. On both routes the bearer token is verified once, first
   // (a bad one is refused in the route's error shape), and the limiter and the handler read what was verified.
   const addressOf = clientAddress(config.http.trustedProxies);
-  const limiter = createRateLimiter({ config, pool, logger });
+  const limiter = createRateLimiter({ config, pool, logger, clock });
   const limit = rateLimit({ limiter, addressOf });
   app.post(uploadPath, authenticateHttp(tokens, "rest"), limit, uploadRoute({ config, pool, addressOf }));
   app.all(uploadPath, (_req, res) => {

@@ -27,6 +27,7 @@ import { summaryMaxBytes } from "../lib/llm/provider.ts";
 import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import { makeRequestAuditPlugin } from "./request-audit.ts";
+import { TenantKeysPlugin } from "./tenant-keys-plugin.ts";
 import { createSessions } from "./sessions.ts";
 
 export interface PresetOptions {
@@ -94,6 +95,7 @@ export function makePreset({
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [
+      TenantKeysPlugin,
       makeAuthPlugin(config, sessions, tokens),
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),

@@ -87,11 +87,13 @@ export interface RateLimiterOptions {
   /** The pool the sync statement runs on (the authenticator's). */
   readonly pool: pg.Pool;
   readonly logger: Logger;
+  /** Milliseconds since the epoch; windows are the clock's minutes. Default: Date.now (tests pin it to a minute). */
+  readonly clock?: () => number;
 }
 
-export function createRateLimiter({ config, pool, logger }: RateLimiterOptions): RateLimiter {
+export function createRateLimiter({ config, pool, logger, clock = Date.now }: RateLimiterOptions): RateLimiter {
   const { enabled, anonymousPerMinute, syncMs, maxKeys } = config.rateLimits;
-  let window = windowOf(Date.now());
+  let window = windowOf(clock());
   let counters = new Map<string, Counter>();
   /** Organizations of the signed-in requests this window: each sync reads their tiers' limits. */
   let orgsSeen = new Set<string>();
@@ -111,11 +113,11 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
 
   /** One round trip: this instance's new counts in, the cluster totals (and tier limits) out. */
   const syncOnce = async () => {
-    rollWindow(Date.now());
+    rollWindow(clock());
     const sentWindow = window;
     const sent = counters;
     // Only keys in use: those with new counts, waiting for their first answer, or hit lately.
-    const now = Date.now();
+    const now = clock();
     const keys = [...sent].filter(([, c]) => c.pending > 0 || !c.known || now - c.lastHit < activeMs).map(([key]) => key);
     if (keys.length === 0) return;
     const deltas = keys.map((key) => {
@@ -147,7 +149,7 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
         counter.sending = 0;
         counter.known = true;
       }
-      const now = Date.now();
+      const now = clock();
       if (now - failureWarned > windowMs) {
         failureWarned = now;
         logger.warn({ err: error }, "rate limit counts not synced: the database is unavailable; limits hold per instance until it is back");
@@ -188,7 +190,7 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
       counter = { others: 0, local: 0, pending: 0, sending: 0, known: false, lastHit: 0 };
       counters.set(key, counter);
     }
-    const now = Date.now();
+    const now = clock();
     // A key idle for a while was left out of the syncs: it waits for one again before it is judged.
     if (counter.known && now - counter.lastHit >= activeMs) counter.known = false;
     counter.local += 1;
@@ -196,7 +198,7 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
     counter.lastHit = now;
     return counter;
   };
-  const retryAfter = () => Math.max(1, Math.ceil((window + windowMs - Date.now()) / 1000));
+  const retryAfter = () => Math.max(1, Math.ceil((window + windowMs - clock()) / 1000));
 
   /**
    * Counts a hit on `key` and judges it by its place in the window: the other instances' count plus this instance's
@@ -212,7 +214,7 @@ export function createRateLimiter({ config, pool, logger }: RateLimiterOptions):
 
   const count: CountRequest = async (ip, claims) => {
     if (!enabled) return allowed;
-    rollWindow(Date.now());
+    rollWindow(clock());
     if (!claims) return ip ? judge(`ip:${ip}`, () => anonymousPerMinute, "address") : allowed;
     // A request over its user's limit is not counted against its organization.
     orgsSeen.add(claims.orgId);

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:5540836e311fdb0b264098ebfe1fae2adc7c3b9b
+--! Hash: sha1:181651bef4f7675db100884f6485b76a26a6a7a6
 --! Message: quire
 
 -- Quire's schema, one section per table or tight group: each holds its tables' columns, keys, indexes, row-level
@@ -86,6 +86,36 @@ grant execute on function app_public.current_user_id() to :DATABASE_AUTHENTICATE
 comment on function app_public.current_user_id() is
   E'@behavior -*\nThe user of this request''s live session, or NULL when there is none.';
 
+-- The clock of time windows that tests must cross (the refresh-token grace window): app_private.clock_now() is
+-- now() plus an offset that tests move forward instead of sleeping. The offset is a row that only the owner inside
+-- a security definer function and a superuser can change, never a setting: any role can change a setting, and a
+-- holder of the authenticator's credential could reopen a window with it. It is zero outside tests.
+create table app_private.clock (
+  single boolean primary key default true check (single),
+  offset_by interval not null default '0' check (offset_by >= interval '0')
+);
+
+comment on table app_private.clock is 'How far the database''s window clock (app_private.clock_now()) runs ahead of now(): zero outside tests.';
+
+insert into app_private.clock default values;
+
+alter table app_private.clock enable row level security;
+
+alter table app_private.clock force row level security;
+
+create policy as_definer on app_private.clock to :DATABASE_OWNER
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
+
+create function app_private.clock_now() returns timestamptz
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select now() + coalesce((select c.offset_by from app_private.clock c), interval '0')
+  $$;
+comment on function app_private.clock_now() is
+  'now() moved by app_private.clock''s offset: the time that windows tests must cross are measured against.';
+
 -- created_at/updated_at are facts the database keeps, not values a client sends: this trigger overwrites both.
 -- updated_at always moves forward, even when two updates land within the clock's resolution, so it can serve as
 -- an optimistic-concurrency token.
@@ -159,7 +189,7 @@ create function app_private.job_context(out org_id uuid, out user_id uuid, out j
   as $$
     select j.org_id, j.requested_by, j.id
       from app_private.job_tokens t
-      join app_public.jobs j on j.id = t.job_id and j.status in ('queued', 'running')
+      join app_public.jobs j on j.org_id = t.org_id and j.id = t.job_id and j.status in ('queued', 'running')
      where t.job_id = app_private.uuid_setting('quire.job_id')
        and t.token_hash = sha256(convert_to(coalesce(nullif(current_setting('quire.job_token', true), ''), '-'), 'UTF8'))
        and (t.run_id is null or t.run_id = app_private.uuid_setting('quire.job_run'))
@@ -289,7 +319,8 @@ comment on function app_private.lock_member_role() is
 -- that finds no verified context for the transaction's input settings calls app_hidden.enter_context(), which
 -- verifies them exactly as before and caches what it found in transaction-local settings; every later call reads
 -- the cache. The helpers are plain `language sql stable` expressions with no SET clause, so the planner inlines
--- them and a policy's sub-select becomes an InitPlan over current_setting(), usable as an index condition.
+-- them and `org_id = app_public.current_org_id()` in a policy becomes an expression over current_setting(),
+-- evaluated once as an index condition.
 --
 -- The cache is keyed on its inputs: quire.ctx holds the input settings it was computed for (session and
 -- organization claims, or the job id, token and run), so a transaction that presents other inputs (a test that
@@ -392,6 +423,35 @@ create function app_private.require_role(min app_public.membership_role, denied 
 comment on function app_private.require_role(app_public.membership_role, text, text) is
   'The caller''s role in the current organization, its membership row locked FOR SHARE until the transaction ends; LOGIN (`signed_out`) without one, DNIED (`denied`) below `min`.';
 
+-- Keys of a tenant table lead with org_id: primary keys are (org_id, id), and every unique constraint and foreign
+-- key between tenant tables includes org_id, the column a sharded PostgreSQL (Citus) distributes rows by. Ids are
+-- still looked up alone (a function given an id, the worker given a job), so each such table keeps a plain index
+-- on id, and its comment says `@primaryKey id` so the API goes on taking one id (`document(rowId:)`).
+--
+-- Some references outlive the row they point at (a job keeps its record when its document is deleted). A sharded
+-- PostgreSQL refuses `on delete set null (column)` on a key that includes org_id, so such keys are plain (checked
+-- at the end of the statement) and the referenced table's before-delete trigger clears them (`_800_clear_…`, after
+-- the triggers that still read the references, such as a document's job cancelling): this function, with
+-- the referencing table and column as arguments, sets the column to NULL in that organization's rows pointing at
+-- the row being deleted. It runs as the owner, like the cascade it replaces: a member deleting a document clears
+-- its jobs' reference though they cannot update jobs themselves.
+create function app_private.tg__clear_references() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  -- Deleted with its organization: the referencing rows go too, in the same cascade.
+  if exists (select 1 from app_public.organizations o where o.id = old.org_id) then
+    execute format('update %s set %I = null where org_id = $1 and %I = $2', tg_argv[0]::regclass, tg_argv[1], tg_argv[1])
+      using old.org_id, old.id;
+  end if;
+  return old;
+end;
+$$;
+comment on function app_private.tg__clear_references() is
+  'Before delete: sets column tg_argv[1] of table tg_argv[0] to NULL where it points at the deleted row (same organization).';
+
 -- ==================================================================================================================
 -- 2. Organizations
 --
@@ -447,19 +507,20 @@ alter table app_public.organizations add constraint organizations_settings_valid
 -- Security definer functions run as the owner and must act across organizations (register creates one); they
 -- declare `set quire.definer = 'on'`, and the owner's policy admits exactly that. They check the caller themselves.
 -- Every other policy names the API role it is for: a policy for PUBLIC would also apply to the owner inside those
--- functions, and its call back into the session lookup would recurse. The sub-selects make each policy
--- expression run once per statement.
+-- functions, and its call back into the session lookup would recurse. Policies call the helpers directly, never
+-- in a sub-select (a sharded PostgreSQL refuses those): the helpers inline to expressions over settings, which the
+-- planner evaluates once as an index condition.
 alter table app_public.organizations enable row level security;
 
 alter table app_public.organizations force row level security;
 
 create policy as_definer on app_public.organizations to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
-create policy select_own on app_public.organizations for select to :DATABASE_AUTHENTICATED using (id = (select app_public.current_org_id()));
+create policy select_own on app_public.organizations for select to :DATABASE_AUTHENTICATED using (id = app_public.current_org_id());
 
 create policy update_as_admin on app_public.organizations for update to :DATABASE_AUTHENTICATED
-  using (id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
+  using (id = app_public.current_org_id() and app_public.current_member_role() >= 'admin');
 
 grant select on app_public.organizations to :DATABASE_AUTHENTICATED;
 grant update (name, settings) on app_public.organizations to :DATABASE_AUTHENTICATED;
@@ -603,9 +664,9 @@ alter table app_public.users enable row level security;
 alter table app_public.users force row level security;
 
 create policy as_definer on app_public.users to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
-create policy update_self on app_public.users for update to :DATABASE_AUTHENTICATED using (id = (select app_public.current_user_id()));
+create policy update_self on app_public.users for update to :DATABASE_AUTHENTICATED using (id = app_public.current_user_id());
 
 grant select on app_public.users to :DATABASE_AUTHENTICATED;
 grant update (full_name) on app_public.users to :DATABASE_AUTHENTICATED;
@@ -621,16 +682,19 @@ comment on table app_public.users is E'@behavior -insert -delete\nA person. One 
 
 -- A person's role in an organization (tenancy invariants: org_id first, composite keys, org-leading indexes).
 create table app_public.memberships (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   user_id uuid not null references app_public.users on delete cascade,
   role app_public.membership_role not null default 'member',
   last_used_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, user_id)
 );
+
+create index memberships_id_idx on app_public.memberships (id);
+comment on constraint memberships_pkey on app_public.memberships is '@behavior -single -update -delete';
 
 comment on column app_public.memberships.last_used_at is 'When the member last signed in to or switched to this organization.';
 
@@ -640,24 +704,34 @@ create index memberships_user_id_idx on app_public.memberships (user_id);
 create trigger _100_timestamps before insert or update on app_public.memberships
   for each row execute procedure app_private.tg__timestamps();
 
--- A person sees themself and the members of their current organization.
-create policy select_self_and_colleagues on app_public.users for select to :DATABASE_AUTHENTICATED using (
-  id = (select app_public.current_user_id())
-  or id in (select m.user_id from app_public.memberships m where m.org_id = (select app_public.current_org_id()))
-);
+-- A person sees themself and the members of their current organization. The membership test is a function, not a
+-- sub-select in the policy (a distributed PostgreSQL refuses policies with sub-selects): one probe of the unique
+-- (org_id, user_id) index per row the query reaches.
+create function app_private.is_colleague(user_id uuid) returns boolean
+  language sql stable
+  as $$
+    select exists (select 1 from app_public.memberships m
+                    where m.org_id = app_public.current_org_id() and m.user_id = is_colleague.user_id)
+  $$;
+comment on function app_private.is_colleague(uuid) is
+  'Whether the person is a member of the caller''s current organization (read under the caller''s own policies).';
+grant execute on function app_private.is_colleague(uuid) to :DATABASE_AUTHENTICATED;
+
+create policy select_self_and_colleagues on app_public.users for select to :DATABASE_AUTHENTICATED
+  using (id = app_public.current_user_id() or app_private.is_colleague(id));
 
 alter table app_public.memberships enable row level security;
 
 alter table app_public.memberships force row level security;
 
 create policy as_definer on app_public.memberships to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
-create policy select_own_org on app_public.memberships for select to :DATABASE_AUTHENTICATED using (org_id = (select app_public.current_org_id()));
+create policy select_own_org on app_public.memberships for select to :DATABASE_AUTHENTICATED using (org_id = app_public.current_org_id());
 
 grant select on app_public.memberships to :DATABASE_AUTHENTICATED;
 
-comment on table app_public.memberships is E'@behavior -insert -update -delete\nA person''s role in an organization. Every organization keeps at least one owner.';
+comment on table app_public.memberships is E'@primaryKey id\n@behavior -insert -update -delete\nA person''s role in an organization. Every organization keeps at least one owner.';
 
 -- Managing members through the API. Writes to memberships go only through these functions, which enforce what RLS
 -- alone cannot express: admins manage members below owner, only owners touch owners, and every organization keeps
@@ -816,7 +890,7 @@ comment on function app_private.lock_org_memberships() is
 -- One row per sign-in. The refresh token is never stored: only the SHA-256 of the current one and of the one it
 -- replaced (for the grace window), and the generation it has reached.
 create table app_private.sessions (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   user_id uuid not null references app_public.users on delete cascade,
   org_id uuid not null references app_public.organizations on delete cascade,
   refresh_generation int not null default 1,
@@ -826,8 +900,12 @@ create table app_private.sessions (
   created_at timestamptz not null default now(),
   expires_at timestamptz not null,
   revoked_at timestamptz,
-  revoked_reason text
+  revoked_reason text,
+  primary key (org_id, id)
 );
+
+-- A token names its session by id; sign-in code looks it up by that alone.
+create index sessions_id_idx on app_private.sessions (id);
 
 comment on table app_private.sessions is 'One per sign-in: the refresh-token family, its organization, and whether it is still live.';
 
@@ -956,7 +1034,8 @@ grant execute on function app_private.register(text, text, text, text, uuid, byt
 -- Refresh-token rotation with reuse detection. Presenting the current token moves the session to the next
 -- generation. Presenting the one just replaced, within the grace window, is a concurrent refresh and gets the
 -- current generation back (the same new token). Presenting any older one means a token was stolen: the whole
--- session is revoked.
+-- session is revoked. Its times are on the window clock (app_private.clock_now()), so tests cross the grace window
+-- without waiting for it.
 create function app_private.refresh_session(
   session_id uuid, presented_generation int, presented_hash bytea, next_hash bytea, grace_seconds int
 ) returns table (outcome text, user_id uuid, org_id uuid, role app_public.membership_role, generation int, expires_at timestamptz)
@@ -969,7 +1048,7 @@ declare
   v_role app_public.membership_role;
 begin
   select * into s from app_private.sessions where id = refresh_session.session_id for update;
-  if not found or s.revoked_at is not null or s.expires_at <= now() then
+  if not found or s.revoked_at is not null or s.expires_at <= app_private.clock_now() then
     return query select 'invalid', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
     return;
   end if;
@@ -979,21 +1058,21 @@ begin
     join app_public.organizations o on o.id = m.org_id and o.is_active
    where m.org_id = s.org_id and m.user_id = s.user_id;
   if v_role is null then
-    update app_private.sessions set revoked_at = now(), revoked_reason = 'membership ended' where id = s.id;
+    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'membership ended' where id = s.id;
     return query select 'invalid', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
     return;
   end if;
   if refresh_session.presented_generation = s.refresh_generation and refresh_session.presented_hash = s.refresh_token_hash then
     update app_private.sessions
        set refresh_generation = s.refresh_generation + 1, previous_token_hash = s.refresh_token_hash,
-           refresh_token_hash = refresh_session.next_hash, rotated_at = now()
+           refresh_token_hash = refresh_session.next_hash, rotated_at = app_private.clock_now()
      where id = s.id;
     return query select 'rotated', s.user_id, s.org_id, v_role, s.refresh_generation + 1, s.expires_at;
   elsif refresh_session.presented_generation = s.refresh_generation - 1 and refresh_session.presented_hash = s.previous_token_hash
-        and s.rotated_at > now() - make_interval(secs => refresh_session.grace_seconds) then
+        and s.rotated_at > app_private.clock_now() - make_interval(secs => refresh_session.grace_seconds) then
     return query select 'grace', s.user_id, s.org_id, v_role, s.refresh_generation, s.expires_at;
   elsif refresh_session.presented_generation < s.refresh_generation then
-    update app_private.sessions set revoked_at = now(), revoked_reason = 'refresh token reuse' where id = s.id;
+    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'refresh token reuse' where id = s.id;
     return query select 'reused', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
   else
     return query select 'invalid', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
@@ -1230,7 +1309,7 @@ alter table app_private.login_throttle enable row level security;
 alter table app_private.login_throttle force row level security;
 
 create policy as_definer on app_private.login_throttle to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create function app_private.login_throttle_keys(email text, ip inet) returns text[]
   language sql immutable parallel safe
@@ -1364,7 +1443,7 @@ grant execute on function app_private.reset_password(bytea, text) to :DATABASE_A
 -- Invitations: an admin invites an email with a role; the invitee accepts with a one-time token, creating an
 -- account or joining with an existing one. The token's digest lives apart, in app_private.
 create table app_public.invitations (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   email text not null check (
     email = lower(btrim(email)) and char_length(email) <= 320 and email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$'
@@ -1375,8 +1454,11 @@ create table app_public.invitations (
   accepted_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  unique (org_id, id)
+  primary key (org_id, id)
 );
+
+create index invitations_id_idx on app_public.invitations (id);
+comment on constraint invitations_pkey on app_public.invitations is '@behavior -single -update -delete';
 
 create unique index invitations_pending_email_idx on app_public.invitations (org_id, email) where accepted_at is null;
 
@@ -1384,12 +1466,19 @@ create trigger _100_timestamps before insert or update on app_public.invitations
   for each row execute procedure app_private.tg__timestamps();
 
 comment on table app_public.invitations is
-  E'@behavior -insert -update\nAn invitation to join the organization with a role; admins and owners see and delete them.';
+  E'@primaryKey id\n@behavior -insert -update\nAn invitation to join the organization with a role; admins and owners see and delete them.';
 
 create table app_private.invitation_tokens (
-  invitation_id uuid primary key references app_public.invitations on delete cascade,
-  token_hash bytea not null unique check (length(token_hash) = 32)
+  org_id uuid not null,
+  invitation_id uuid not null,
+  token_hash bytea not null check (length(token_hash) = 32),
+  primary key (org_id, invitation_id),
+  foreign key (org_id, invitation_id) references app_public.invitations (org_id, id) on delete cascade
 );
+
+-- The invitee is not signed in: the token alone finds the invitation. A SHA-256 of 32 random bytes does not
+-- collide, so the index need not be unique (a unique index without org_id would not shard).
+create index invitation_tokens_token_hash_idx on app_private.invitation_tokens (token_hash);
 
 comment on table app_private.invitation_tokens is 'SHA-256 digests of invitation tokens.';
 
@@ -1398,14 +1487,14 @@ alter table app_public.invitations enable row level security;
 alter table app_public.invitations force row level security;
 
 create policy as_definer on app_public.invitations to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_as_admin on app_public.invitations for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'admin');
 
 create policy delete_as_admin on app_public.invitations for delete to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin'
-         and (role < 'owner' or (select app_public.current_member_role()) = 'owner'));
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'admin'
+         and (role < 'owner' or app_public.current_member_role() = 'owner'));
 
 grant select, delete on app_public.invitations to :DATABASE_AUTHENTICATED;
 
@@ -1419,7 +1508,7 @@ create function app_private.invitation_by_token(token_hash bytea)
   as $$
     select i.id, i.email, u.id, s.password_hash
       from app_private.invitation_tokens t
-      join app_public.invitations i on i.id = t.invitation_id and i.accepted_at is null and i.expires_at > now()
+      join app_public.invitations i on i.org_id = t.org_id and i.id = t.invitation_id and i.accepted_at is null and i.expires_at > now()
       join app_public.organizations o on o.id = i.org_id and o.is_active
       left join app_public.users u on u.email = i.email and u.is_active
       left join app_private.user_secrets s on s.user_id = u.id
@@ -1445,7 +1534,7 @@ declare
 begin
   select i.* into v_invitation
     from app_private.invitation_tokens t
-    join app_public.invitations i on i.id = t.invitation_id
+    join app_public.invitations i on i.org_id = t.org_id and i.id = t.invitation_id
     join app_public.organizations o on o.id = i.org_id and o.is_active
    where t.token_hash = accept_invitation.token_hash and i.accepted_at is null and i.expires_at > now()
    for update of i;
@@ -1465,7 +1554,7 @@ begin
   insert into app_public.memberships (org_id, user_id, role) values (v_invitation.org_id, v_user_id, v_invitation.role)
     on conflict (org_id, user_id) do update set role = greatest(memberships.role, excluded.role);
   update app_public.invitations set accepted_at = now() where id = v_invitation.id;
-  delete from app_private.invitation_tokens where invitation_id = v_invitation.id;
+  delete from app_private.invitation_tokens where org_id = v_invitation.org_id and invitation_id = v_invitation.id;
   update app_public.users set last_login_at = now() where id = v_user_id;
   select slug into v_slug from app_public.organizations where id = v_invitation.org_id;
   return app_private.open_session(v_user_id, v_slug, accept_invitation.session_id, accept_invitation.refresh_token_hash, accept_invitation.expires_at);
@@ -1503,12 +1592,14 @@ create trigger _900_audit after insert or update or delete on app_public.invitat
 -- Mail without secrets in the queue. A graphile-worker job is kept after a last failed attempt and written to the
 -- logs with the job, so it must never hold a message's text or one-time link. The job carries only the id of a row here, which says what to send and to whom (by reference: no address, no token);
 -- send_email mints the link's token when it sends, through app_private.prepare_email. Each attempt mints a new
--- token and replaces the one the previous attempt made, so only the newest link works.
+-- token and replaces the one the previous attempt made, so only the newest link works. The outbox is global, not a
+-- tenant table (a password reset belongs to no organization), so it holds no key into one: the message of an
+-- invitation deleted meanwhile finds nothing in prepare_email and is dropped.
 create table app_private.mail_outbox (
   id uuid primary key default gen_random_uuid(),
   kind text not null check (kind in ('password_reset', 'invitation')),
   user_id uuid references app_public.users on delete cascade,
-  invitation_id uuid references app_public.invitations on delete cascade,
+  invitation_id uuid,
   created_at timestamptz not null default now(),
   check ((kind = 'password_reset') = (user_id is not null) and (kind = 'invitation') = (invitation_id is not null))
 );
@@ -1524,7 +1615,7 @@ alter table app_private.mail_outbox enable row level security;
 alter table app_private.mail_outbox force row level security;
 
 create policy as_definer on app_private.mail_outbox to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 -- The token an attempt minted for a reset email, so the next attempt can replace it.
 alter table app_private.password_reset_tokens add column outbox_id uuid references app_private.mail_outbox on delete set null;
@@ -1563,6 +1654,8 @@ create function app_private.prepare_email(outbox_id uuid, token_hash bytea)
 declare
   v_mail app_private.mail_outbox;
   v_email text;
+  v_org_id uuid;
+  v_expires_at timestamptz;
 begin
   select * into v_mail from app_private.mail_outbox o where o.id = prepare_email.outbox_id for update;
   if not found then
@@ -1578,14 +1671,15 @@ begin
       return;
     end if;
   else
-    select i.email into v_email
+    select i.email, i.org_id, i.expires_at into v_email, v_org_id, v_expires_at
       from app_public.invitations i join app_public.organizations o on o.id = i.org_id and o.is_active
      where i.id = v_mail.invitation_id and i.accepted_at is null and i.expires_at > now()
        for update of i;
     if v_email is not null then
-      insert into app_private.invitation_tokens as t (invitation_id, token_hash) values (v_mail.invitation_id, prepare_email.token_hash)
+      insert into app_private.invitation_tokens as t (org_id, invitation_id, token_hash)
+        values (v_org_id, v_mail.invitation_id, prepare_email.token_hash)
         on conflict on constraint invitation_tokens_pkey do update set token_hash = excluded.token_hash;
-      return query select v_mail.kind, v_email, (select i.expires_at - now() from app_public.invitations i where i.id = v_mail.invitation_id);
+      return query select v_mail.kind, v_email, v_expires_at - now();
       return;
     end if;
   end if;
@@ -1663,7 +1757,8 @@ begin
   if create_invitation.token_hash is null then
     perform app_private.queue_mail('invitation', null, v_invitation.id);
   else
-    insert into app_private.invitation_tokens (invitation_id, token_hash) values (v_invitation.id, create_invitation.token_hash);
+    insert into app_private.invitation_tokens (org_id, invitation_id, token_hash)
+      values (v_invitation.org_id, v_invitation.id, create_invitation.token_hash);
   end if;
   return v_invitation;
 end;
@@ -1686,7 +1781,7 @@ create type app_public.document_source as enum ('manual', 'upload', 'notion', 'c
 -- An organization's knowledge base. Text is PostgreSQL `text` in a UTF8 database: any Unicode round-trips byte
 -- for byte, and a NUL byte or invalid UTF-8 is refused by PostgreSQL itself (22021, BAD_INPUT).
 create table app_public.documents (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   title text not null check (char_length(title) between 1 and 500),
   content text not null default '',
@@ -1703,11 +1798,14 @@ create table app_public.documents (
   ) stored,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, source, external_id)
 );
 
-comment on table app_public.documents is 'A document of the organization''s knowledge base. Members write; everyone in the organization reads.';
+create index documents_id_idx on app_public.documents (id);
+comment on constraint documents_pkey on app_public.documents is '@behavior -single -update -delete';
+
+comment on table app_public.documents is E'@primaryKey id\nA document of the organization''s knowledge base. Members write; everyone in the organization reads.';
 
 comment on column app_public.documents.external_id is 'The page id at the source (Notion, Confluence); re-imports match on it.';
 comment on column app_public.documents.revision is 'Starts at 1 and grows by one each time the content changes.';
@@ -1755,20 +1853,20 @@ alter table app_public.documents enable row level security;
 alter table app_public.documents force row level security;
 
 create policy as_definer on app_public.documents to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.documents for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy insert_as_member on app_public.documents for insert to :DATABASE_AUTHENTICATED
-  with check (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'member');
+  with check (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'member');
 
 create policy update_as_member on app_public.documents for update to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'member')
-  with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'member')
+  with check (org_id = app_public.current_org_id());
 
 create policy delete_as_member on app_public.documents for delete to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'member');
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'member');
 
 grant select, delete on app_public.documents to :DATABASE_AUTHENTICATED;
 grant insert (title, content, format, source, external_id, external_url, metadata) on app_public.documents to :DATABASE_AUTHENTICATED;
@@ -1856,11 +1954,11 @@ alter table app_public.documents add column integration_id uuid;
 create index documents_org_id_integration_id_idx on app_public.documents (org_id, integration_id);
 
 create policy insert_as_importer on app_public.documents for insert to :DATABASE_AUTHENTICATED
-  with check (org_id = (select app_public.current_org_id()) and (select app_public.current_job_kind()) in ('import', 'sync'));
+  with check (org_id = app_public.current_org_id() and app_public.current_job_kind() in ('import', 'sync'));
 
 create policy update_as_importer on app_public.documents for update to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_job_kind()) in ('import', 'sync'))
-  with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and app_public.current_job_kind() in ('import', 'sync'))
+  with check (org_id = app_public.current_org_id());
 
 grant insert (integration_id) on app_public.documents to :DATABASE_AUTHENTICATED;
 
@@ -1961,7 +2059,7 @@ create trigger _200_check_body before insert or update on app_public.global_temp
   for each row execute procedure app_private.tg_templates__check_body();
 
 create table app_public.templates (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   name text not null check (char_length(name) between 1 and 200),
   description text not null default '' check (char_length(description) <= 2000),
@@ -1970,11 +2068,14 @@ create table app_public.templates (
   created_by uuid default app_public.current_user_id() references app_public.users on delete set null,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, name)
 );
 
-comment on table app_public.templates is 'An organization''s own summary template. Admins and owners write; everyone in the organization reads.';
+create index templates_id_idx on app_public.templates (id);
+comment on constraint templates_pkey on app_public.templates is '@behavior -single -update -delete';
+
+comment on table app_public.templates is E'@primaryKey id\nAn organization''s own summary template. Admins and owners write; everyone in the organization reads.';
 
 comment on column app_public.templates.version is 'Grows by one with each edit of name, description or body; every version is kept in template_versions.';
 
@@ -1989,19 +2090,25 @@ create trigger _200_check_body before insert or update on app_public.templates
 -- Every version is kept, immutable, so a summary can point at exactly the text it used: editing or deleting the
 -- template never changes or breaks it (the version outlives its template; template_id then becomes NULL).
 create table app_public.template_versions (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   template_id uuid,
   version int not null,
   name text not null,
   body text not null,
   created_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, template_id, version),
-  foreign key (org_id, template_id) references app_public.templates (org_id, id) on delete set null (template_id)
+  foreign key (org_id, template_id) references app_public.templates (org_id, id)
 );
 
-comment on table app_public.template_versions is E'@behavior -insert -update -delete\nAn immutable version of an organization template, kept after the template is edited or deleted.';
+create trigger _800_clear_template_versions_template_id before delete on app_public.templates
+  for each row execute procedure app_private.tg__clear_references('app_public.template_versions', 'template_id');
+
+create index template_versions_id_idx on app_public.template_versions (id);
+comment on constraint template_versions_pkey on app_public.template_versions is '@behavior -single -update -delete';
+
+comment on table app_public.template_versions is E'@primaryKey id\n@behavior -insert -update -delete\nAn immutable version of an organization template, kept after the template is edited or deleted.';
 
 create table app_public.global_template_versions (
   id uuid primary key default gen_random_uuid(),
@@ -2073,7 +2180,7 @@ alter table app_public.global_templates enable row level security;
 alter table app_public.global_templates force row level security;
 
 create policy as_definer on app_public.global_templates to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_all on app_public.global_templates for select to :DATABASE_AUTHENTICATED using (true);
 
@@ -2084,7 +2191,7 @@ alter table app_public.global_template_versions enable row level security;
 alter table app_public.global_template_versions force row level security;
 
 create policy as_definer on app_public.global_template_versions to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_all on app_public.global_template_versions for select to :DATABASE_AUTHENTICATED using (true);
 
@@ -2095,20 +2202,20 @@ alter table app_public.templates enable row level security;
 alter table app_public.templates force row level security;
 
 create policy as_definer on app_public.templates to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.templates for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy insert_as_admin on app_public.templates for insert to :DATABASE_AUTHENTICATED
-  with check (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
+  with check (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'admin');
 
 create policy update_as_admin on app_public.templates for update to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin')
-  with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'admin')
+  with check (org_id = app_public.current_org_id());
 
 create policy delete_as_admin on app_public.templates for delete to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'admin');
 
 grant select, delete on app_public.templates to :DATABASE_AUTHENTICATED;
 grant insert (name, description, body), update (name, description, body) on app_public.templates to :DATABASE_AUTHENTICATED;
@@ -2118,10 +2225,10 @@ alter table app_public.template_versions enable row level security;
 alter table app_public.template_versions force row level security;
 
 create policy as_definer on app_public.template_versions to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.template_versions for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 grant select on app_public.template_versions to :DATABASE_AUTHENTICATED;
 
@@ -2260,7 +2367,7 @@ create trigger _900_audit after insert or update or delete on app_public.templat
 create type app_public.job_status as enum ('queued', 'running', 'succeeded', 'failed', 'cancelled');
 
 create table app_public.jobs (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   kind app_public.job_kind not null,
   status app_public.job_status not null default 'queued',
@@ -2278,14 +2385,23 @@ create table app_public.jobs (
   updated_at timestamptz not null default now(),
   started_at timestamptz,
   finished_at timestamptz,
-  unique (org_id, id),
-  foreign key (org_id, document_id) references app_public.documents (org_id, id) on delete set null (document_id),
-  foreign key (org_id, template_version_id) references app_public.template_versions (org_id, id) on delete set null (template_version_id),
+  primary key (org_id, id),
+  foreign key (org_id, document_id) references app_public.documents (org_id, id),
+  foreign key (org_id, template_version_id) references app_public.template_versions (org_id, id),
   check ((status in ('succeeded', 'failed', 'cancelled')) = (finished_at is not null))
 );
 
+-- A job's record outlives its document and template version.
+create trigger _800_clear_jobs_document_id before delete on app_public.documents
+  for each row execute procedure app_private.tg__clear_references('app_public.jobs', 'document_id');
+create trigger _800_clear_jobs_template_version_id before delete on app_public.template_versions
+  for each row execute procedure app_private.tg__clear_references('app_public.jobs', 'template_version_id');
+
+create index jobs_id_idx on app_public.jobs (id);
+comment on constraint jobs_pkey on app_public.jobs is '@behavior -single -update -delete';
+
 comment on table app_public.jobs is
-  E'@behavior -insert -update -delete\nBackground work of the organization: summaries, imports and syncs from Notion and Confluence, publishing. Created by mutations such as summarizeDocument, run by the worker, visible to everyone in the organization.';
+  E'@primaryKey id\n@behavior -insert -update -delete\nBackground work of the organization: summaries, imports and syncs from Notion and Confluence, publishing. Created by mutations such as summarizeDocument, run by the worker, visible to everyone in the organization.';
 
 comment on column app_public.jobs.status is E'@behavior +attribute:filterBy\nqueued, running, succeeded, failed or cancelled; clients filter by it.';
 comment on column app_public.jobs.kind is E'@behavior +attribute:filterBy\nWhat the job does.';
@@ -2312,11 +2428,17 @@ create index jobs_org_id_summary_id_idx on app_public.jobs (org_id, summary_id);
 -- the pair (settings quire.job_id and quire.job_token) stands in for a session: current_org_id() is the job's
 -- organization and current_job_id() the job, so the worker reads and writes under the same policies as users.
 create table app_private.job_tokens (
-  job_id uuid primary key references app_public.jobs on delete cascade,
+  org_id uuid not null,
+  job_id uuid not null,
   token_hash bytea not null check (length(token_hash) = 32),
   runner_id text,
-  lock_id text
+  lock_id text,
+  primary key (org_id, job_id),
+  foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade
 );
+
+-- The worker knows a job by its id (the graphile-worker payload), not its organization.
+create index job_tokens_job_id_idx on app_private.job_tokens (job_id);
 
 comment on table app_private.job_tokens is 'Per-job secret (SHA-256) for the worker''s RLS context, and which worker process holds the job.';
 
@@ -2325,7 +2447,7 @@ alter table app_private.job_tokens enable row level security;
 alter table app_private.job_tokens force row level security;
 
 create policy as_definer on app_private.job_tokens to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 -- Row-level security. Everyone in the organization reads jobs, summaries and usage; only the worker, in the job's
 -- context, writes them (and only for its own job); users change jobs through summarizeDocument and cancelJob.
@@ -2334,13 +2456,13 @@ alter table app_public.jobs enable row level security;
 alter table app_public.jobs force row level security;
 
 create policy as_definer on app_public.jobs to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.jobs for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy update_as_runner on app_public.jobs for update to :DATABASE_AUTHENTICATED
-  using (id = (select app_public.current_job_id())) with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and id = app_public.current_job_id()) with check (org_id = app_public.current_org_id());
 
 grant select on app_public.jobs to :DATABASE_AUTHENTICATED;
 grant update (status, attempts, error_code, error_message, summary_id, started_at, finished_at) on app_public.jobs to :DATABASE_AUTHENTICATED;
@@ -2376,7 +2498,7 @@ create function app_private.enqueue_job(job app_public.jobs, task text) returns 
 declare
   v_token text := encode(public.gen_random_bytes(32), 'hex');
 begin
-  insert into app_private.job_tokens (job_id, token_hash) values ((job).id, sha256(convert_to(v_token, 'UTF8')));
+  insert into app_private.job_tokens (org_id, job_id, token_hash) values ((job).org_id, (job).id, sha256(convert_to(v_token, 'UTF8')));
   perform graphile_worker.add_job(task, json_build_object('jobId', (job).id, 'token', v_token),
     job_key => (job).id::text, max_attempts => (job).max_attempts,
     priority => app_private.fair_share_priority((job).org_id, (job).id));
@@ -2637,7 +2759,7 @@ alter table app_private.jobs_in_flight enable row level security;
 alter table app_private.jobs_in_flight force row level security;
 
 create policy as_definer on app_private.jobs_in_flight to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create function app_private.tg_jobs__in_flight() returns trigger
   language plpgsql volatile security definer
@@ -2671,7 +2793,7 @@ create trigger _500_in_flight after insert or update of status or delete on app_
 -- A summary is immutable output of exactly one job, made from one template version (an organization's or a
 -- global one) and one revision of its document. It goes with its document; `stale` tells it is out of date.
 create table app_public.summaries (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   document_id uuid not null,
   job_id uuid not null,
@@ -2686,7 +2808,7 @@ create table app_public.summaries (
   document_revision int not null,
   stale boolean not null default false,
   created_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, job_id),
   foreign key (org_id, document_id) references app_public.documents (org_id, id) on delete cascade,
   foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade,
@@ -2694,8 +2816,11 @@ create table app_public.summaries (
   check (num_nonnulls(template_version_id, global_template_version_id) = 1)
 );
 
+create index summaries_id_idx on app_public.summaries (id);
+comment on constraint summaries_pkey on app_public.summaries is '@behavior -single -update -delete';
+
 comment on table app_public.summaries is
-  E'@behavior -insert -update -delete\nAn LLM summary of a document, written by the worker. Everyone in the organization reads it.';
+  E'@primaryKey id\n@behavior -insert -update -delete\nAn LLM summary of a document, written by the worker. Everyone in the organization reads it.';
 
 comment on column app_public.summaries.document_revision is 'The document revision the summary was made from.';
 comment on column app_public.summaries.stale is 'True once the document''s content changed after the summary was made.';
@@ -2704,20 +2829,23 @@ create index summaries_org_id_document_id_idx on app_public.summaries (org_id, d
 create index summaries_org_id_template_version_id_idx on app_public.summaries (org_id, template_version_id);
 create index summaries_org_id_global_template_version_id_idx on app_public.summaries (org_id, global_template_version_id);
 
-alter table app_public.jobs add foreign key (org_id, summary_id) references app_public.summaries (org_id, id) on delete set null (summary_id);
+alter table app_public.jobs add foreign key (org_id, summary_id) references app_public.summaries (org_id, id);
+
+create trigger _800_clear_jobs_summary_id before delete on app_public.summaries
+  for each row execute procedure app_private.tg__clear_references('app_public.jobs', 'summary_id');
 
 alter table app_public.summaries enable row level security;
 
 alter table app_public.summaries force row level security;
 
 create policy as_definer on app_public.summaries to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.summaries for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy insert_as_runner on app_public.summaries for insert to :DATABASE_AUTHENTICATED
-  with check (job_id = (select app_public.current_job_id()) and org_id = (select app_public.current_org_id()));
+  with check (job_id = app_public.current_job_id() and org_id = app_public.current_org_id());
 
 grant select on app_public.summaries to :DATABASE_AUTHENTICATED;
 
@@ -2772,8 +2900,8 @@ alter table app_public.summaries add column published_url text check (char_lengt
 comment on column app_public.summaries.published_url is 'Where the summary was last published (all targets are in publications).';
 
 create policy update_as_publisher on app_public.summaries for update to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_job_kind()) = 'publish')
-  with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and app_public.current_job_kind() = 'publish')
+  with check (org_id = app_public.current_org_id());
 
 grant update (published_url) on app_public.summaries to :DATABASE_AUTHENTICATED;
 
@@ -2909,7 +3037,7 @@ grant execute on function app_private.finish_summary_job(uuid, text, uuid, text,
 -- Usage is what the organization is charged for: one row per successful job, written in the transaction that
 -- writes its summary ((org_id, job_id) is unique, so a job delivered twice is never charged twice). It outlives the summary.
 create table app_public.usage_records (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   job_id uuid not null,
   summary_id uuid,
@@ -2918,14 +3046,21 @@ create table app_public.usage_records (
   prompt_tokens int not null check (prompt_tokens >= 0),
   completion_tokens int not null check (completion_tokens >= 0),
   created_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, job_id),
   foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade,
-  foreign key (org_id, summary_id) references app_public.summaries (org_id, id) on delete set null (summary_id)
+  foreign key (org_id, summary_id) references app_public.summaries (org_id, id)
 );
 
+-- Usage is charged for good: the record outlives its summary.
+create trigger _800_clear_usage_records_summary_id before delete on app_public.summaries
+  for each row execute procedure app_private.tg__clear_references('app_public.usage_records', 'summary_id');
+
+create index usage_records_id_idx on app_public.usage_records (id);
+comment on constraint usage_records_pkey on app_public.usage_records is '@behavior -single -update -delete';
+
 comment on table app_public.usage_records is
-  E'@behavior -insert -update -delete\nLLM usage charged to the organization, one row per summary made.';
+  E'@primaryKey id\n@behavior -insert -update -delete\nLLM usage charged to the organization, one row per summary made.';
 
 create index usage_records_org_id_created_at_idx on app_public.usage_records (org_id, created_at);
 create index usage_records_org_id_summary_id_idx on app_public.usage_records (org_id, summary_id);
@@ -2935,13 +3070,13 @@ alter table app_public.usage_records enable row level security;
 alter table app_public.usage_records force row level security;
 
 create policy as_definer on app_public.usage_records to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.usage_records for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy insert_as_runner on app_public.usage_records for insert to :DATABASE_AUTHENTICATED
-  with check (job_id = (select app_public.current_job_id()) and org_id = (select app_public.current_org_id()));
+  with check (job_id = app_public.current_job_id() and org_id = app_public.current_org_id());
 
 grant select on app_public.usage_records to :DATABASE_AUTHENTICATED;
 grant insert (org_id, job_id, summary_id, provider, model, prompt_tokens, completion_tokens) on app_public.usage_records to :DATABASE_AUTHENTICATED;
@@ -2961,7 +3096,7 @@ alter table app_private.tier_allowances enable row level security;
 alter table app_private.tier_allowances force row level security;
 
 create policy as_definer on app_private.tier_allowances to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create function app_admin.set_tier_allowance(tier app_public.subscription_tier, monthly_summaries int, monthly_tokens bigint)
   returns void
@@ -3062,7 +3197,7 @@ alter table app_private.usage_counters enable row level security;
 alter table app_private.usage_counters force row level security;
 
 create policy as_definer on app_private.usage_counters to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 -- The calendar month (UTC) a moment falls in, as the allowance counts it.
 create function app_private.month_start(at timestamptz) returns timestamptz
@@ -3122,10 +3257,10 @@ alter table app_private.live_event_counters enable row level security;
 alter table app_private.live_event_counters force row level security;
 
 create policy as_definer on app_private.live_event_counters to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create table app_public.live_events (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   seq bigint not null,
   entity text not null check (entity in ('job', 'document', 'summary', 'integration')),
@@ -3134,11 +3269,14 @@ create table app_public.live_events (
   document_id uuid,
   created_at timestamptz not null default now(),
   unique (org_id, seq),
-  unique (org_id, id)
+  primary key (org_id, id)
 );
 
+create index live_events_id_idx on app_public.live_events (id);
+comment on constraint live_events_pkey on app_public.live_events is '@behavior -single -update -delete';
+
 comment on table app_public.live_events is
-  E'@behavior -*\nThe organization''s recent changes (the outbox the subscriptions replay from with `since`); kept for LIVE_EVENT_RETENTION.';
+  E'@primaryKey id\n@behavior -*\nThe organization''s recent changes (the outbox the subscriptions replay from with `since`); kept for LIVE_EVENT_RETENTION.';
 
 create index live_events_org_id_created_at_idx on app_public.live_events (org_id, created_at);
 
@@ -3147,10 +3285,10 @@ alter table app_public.live_events enable row level security;
 alter table app_public.live_events force row level security;
 
 create policy as_definer on app_public.live_events to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.live_events for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 grant select on app_public.live_events to :DATABASE_AUTHENTICATED;
 
@@ -3268,7 +3406,7 @@ create type app_public.integration_provider as enum ('notion', 'confluence');
 create type app_public.integration_status as enum ('connected', 'needs_reauth', 'disconnected');
 
 create table app_public.integrations (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   provider app_public.integration_provider not null,
   status app_public.integration_status not null default 'connected',
@@ -3282,12 +3420,15 @@ create table app_public.integrations (
   last_error_code text check (last_error_code ~ '^[A-Z][A-Z_]{1,39}$'),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, provider, external_id)
 );
 
+create index integrations_id_idx on app_public.integrations (id);
+comment on constraint integrations_pkey on app_public.integrations is '@behavior -single -update -delete';
+
 comment on table app_public.integrations is
-  E'@behavior -insert -update -delete\nA Notion workspace or Confluence Cloud site connected to the organization (startIntegration). Admins connect and disconnect; everyone in the organization reads.';
+  E'@primaryKey id\n@behavior -insert -update -delete\nA Notion workspace or Confluence Cloud site connected to the organization (startIntegration). Admins connect and disconnect; everyone in the organization reads.';
 
 comment on column app_public.integrations.external_id is 'The Notion workspace id or the Atlassian cloud id of the site.';
 comment on column app_public.integrations.status is E'@behavior +attribute:filterBy\nconnected; needs_reauth once the provider refused our refresh token (an admin connects again); disconnected.';
@@ -3308,10 +3449,10 @@ alter table app_public.integrations enable row level security;
 alter table app_public.integrations force row level security;
 
 create policy as_definer on app_public.integrations to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.integrations for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 grant select on app_public.integrations to :DATABASE_AUTHENTICATED;
 
@@ -3319,7 +3460,7 @@ grant select on app_public.integrations to :DATABASE_AUTHENTICATED;
 -- data and the id of the key that sealed them (lib/sealing.ts). The database never sees a key or a plaintext
 -- token; a ciphertext copied to another row fails to open.
 create table app_private.integration_secrets (
-  integration_id uuid primary key references app_public.integrations on delete cascade,
+  integration_id uuid not null,
   org_id uuid not null references app_public.organizations on delete cascade,
   key_id text not null check (char_length(key_id) between 1 and 64),
   access_nonce bytea not null,
@@ -3328,12 +3469,13 @@ create table app_private.integration_secrets (
   refresh_ciphertext bytea,
   access_expires_at timestamptz,
   updated_at timestamptz not null default now(),
-  check ((refresh_nonce is null) = (refresh_ciphertext is null))
+  check ((refresh_nonce is null) = (refresh_ciphertext is null)),
+  primary key (org_id, integration_id),
+  foreign key (org_id, integration_id) references app_public.integrations (org_id, id) on delete cascade
 );
 
 comment on table app_private.integration_secrets is 'An integration''s OAuth tokens, sealed (lib/sealing.ts) under key_id.';
 
-create index integration_secrets_org_id_idx on app_private.integration_secrets (org_id);
 create index integration_secrets_key_id_idx on app_private.integration_secrets (key_id);
 
 alter table app_private.integration_secrets enable row level security;
@@ -3341,12 +3483,12 @@ alter table app_private.integration_secrets enable row level security;
 alter table app_private.integration_secrets force row level security;
 
 create policy as_definer on app_private.integration_secrets to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 -- The OAuth authorization-code flow's `state`: random, single-use, valid for 10 minutes, bound to the user, the
 -- organization and the provider, and stored as its SHA-256. The PKCE verifier waits here for the callback.
 create table app_private.oauth_states (
-  state_hash bytea primary key check (length(state_hash) = 32),
+  state_hash bytea not null check (length(state_hash) = 32),
   org_id uuid not null references app_public.organizations on delete cascade,
   user_id uuid not null references app_public.users on delete cascade,
   provider app_public.integration_provider not null,
@@ -3354,12 +3496,16 @@ create table app_private.oauth_states (
   code_verifier text not null,
   expires_at timestamptz not null default now() + interval '10 minutes',
   used_at timestamptz,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  primary key (org_id, state_hash)
 );
+
+-- The provider's callback brings only the state. A SHA-256 of random bytes does not collide, so the index need
+-- not be unique (a unique index without org_id would not shard).
+create index oauth_states_state_hash_idx on app_private.oauth_states (state_hash);
 
 comment on table app_private.oauth_states is 'Pending OAuth authorizations: hashed state, who started it, where to return, the PKCE verifier.';
 
-create index oauth_states_org_id_idx on app_private.oauth_states (org_id);
 create index oauth_states_user_id_idx on app_private.oauth_states (user_id);
 
 alter table app_private.oauth_states enable row level security;
@@ -3367,19 +3513,25 @@ alter table app_private.oauth_states enable row level security;
 alter table app_private.oauth_states force row level security;
 
 create policy as_definer on app_private.oauth_states to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
-alter table app_public.documents add foreign key (org_id, integration_id) references app_public.integrations (org_id, id) on delete set null (integration_id);
+alter table app_public.documents add foreign key (org_id, integration_id) references app_public.integrations (org_id, id);
+
+create trigger _800_clear_documents_integration_id before delete on app_public.integrations
+  for each row execute procedure app_private.tg__clear_references('app_public.documents', 'integration_id');
 
 comment on constraint documents_org_id_integration_id_fkey on app_public.documents is E'@fieldName integration\n@foreignFieldName documents';
 
-alter table app_public.jobs add foreign key (org_id, integration_id) references app_public.integrations (org_id, id) on delete set null (integration_id);
+alter table app_public.jobs add foreign key (org_id, integration_id) references app_public.integrations (org_id, id);
+
+create trigger _800_clear_jobs_integration_id before delete on app_public.integrations
+  for each row execute procedure app_private.tg__clear_references('app_public.jobs', 'integration_id');
 
 comment on constraint jobs_org_id_integration_id_fkey on app_public.jobs is E'@fieldName integration\n@foreignFieldName jobs';
 
 -- Each import or sync run, counted: a run that could not fetch everything is `partial`, never silently finished.
 create table app_public.integration_sync_runs (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   integration_id uuid not null,
   job_id uuid not null,
@@ -3394,14 +3546,17 @@ create table app_public.integration_sync_runs (
   error_code text check (error_code ~ '^[A-Z][A-Z_]{1,39}$'),
   started_at timestamptz not null default now(),
   finished_at timestamptz,
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, job_id),
   foreign key (org_id, integration_id) references app_public.integrations (org_id, id) on delete cascade,
   foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade
 );
 
+create index integration_sync_runs_id_idx on app_public.integration_sync_runs (id);
+comment on constraint integration_sync_runs_pkey on app_public.integration_sync_runs is '@behavior -single -update -delete';
+
 comment on table app_public.integration_sync_runs is
-  E'@behavior -insert -update -delete\nOne import or sync of an integration: pages seen, imported, updated, skipped, failed, and deleted at the source.';
+  E'@primaryKey id\n@behavior -insert -update -delete\nOne import or sync of an integration: pages seen, imported, updated, skipped, failed, and deleted at the source.';
 
 comment on constraint integration_sync_runs_org_id_integration_id_fkey on app_public.integration_sync_runs is E'@fieldName integration\n@foreignFieldName syncRuns';
 
@@ -3411,7 +3566,7 @@ create index integration_sync_runs_org_id_integration_id_idx on app_public.integ
 
 -- Where a summary was published: publishing the same summary to the same target again updates that page.
 create table app_public.summary_publications (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   summary_id uuid not null,
   integration_id uuid not null,
@@ -3421,14 +3576,17 @@ create table app_public.summary_publications (
   published_at timestamptz not null default now(),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  unique (org_id, id),
+  primary key (org_id, id),
   unique (org_id, summary_id, integration_id, target_key),
   foreign key (org_id, summary_id) references app_public.summaries (org_id, id) on delete cascade,
   foreign key (org_id, integration_id) references app_public.integrations (org_id, id) on delete cascade
 );
 
+create index summary_publications_id_idx on app_public.summary_publications (id);
+comment on constraint summary_publications_pkey on app_public.summary_publications is '@behavior -single -update -delete';
+
 comment on table app_public.summary_publications is
-  E'@behavior -insert -update -delete\nA summary published as a Notion or Confluence page; re-publishing to the same target updates it.';
+  E'@primaryKey id\n@behavior -insert -update -delete\nA summary published as a Notion or Confluence page; re-publishing to the same target updates it.';
 
 comment on column app_public.summary_publications.target_key is 'The target, normalized: notion:<parent page id> or confluence:<space id>:<parent page id or ->.';
 
@@ -3446,13 +3604,13 @@ alter table app_public.integration_sync_runs enable row level security;
 alter table app_public.integration_sync_runs force row level security;
 
 create policy as_definer on app_public.integration_sync_runs to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.integration_sync_runs for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy update_as_runner on app_public.integration_sync_runs for update to :DATABASE_AUTHENTICATED
-  using (job_id = (select app_public.current_job_id())) with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and job_id = app_public.current_job_id()) with check (org_id = app_public.current_org_id());
 
 grant select on app_public.integration_sync_runs to :DATABASE_AUTHENTICATED;
 
@@ -3464,17 +3622,17 @@ alter table app_public.summary_publications enable row level security;
 alter table app_public.summary_publications force row level security;
 
 create policy as_definer on app_public.summary_publications to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_own_org on app_public.summary_publications for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id());
 
 create policy insert_as_publisher on app_public.summary_publications for insert to :DATABASE_AUTHENTICATED
-  with check (org_id = (select app_public.current_org_id()) and (select app_public.current_job_kind()) = 'publish');
+  with check (org_id = app_public.current_org_id() and app_public.current_job_kind() = 'publish');
 
 create policy update_as_publisher on app_public.summary_publications for update to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_job_kind()) = 'publish')
-  with check (org_id = (select app_public.current_org_id()));
+  using (org_id = app_public.current_org_id() and app_public.current_job_kind() = 'publish')
+  with check (org_id = app_public.current_org_id());
 
 grant select on app_public.summary_publications to :DATABASE_AUTHENTICATED;
 
@@ -3623,12 +3781,13 @@ begin
     raise exception 'No such connected integration.' using errcode = 'NTFND';
   end if;
   if lock then
-    perform 1 from app_private.integration_secrets s where s.integration_id = integration_credentials.integration_id for update;
+    perform 1 from app_private.integration_secrets s
+     where s.org_id = app_public.current_org_id() and s.integration_id = integration_credentials.integration_id for update;
   end if;
   select i.id, i.org_id, i.provider, i.external_id, s.key_id, s.access_nonce, s.access_ciphertext, s.refresh_nonce, s.refresh_ciphertext, s.access_expires_at
     into v
-    from app_public.integrations i join app_private.integration_secrets s on s.integration_id = i.id
-   where i.id = integration_credentials.integration_id;
+    from app_public.integrations i join app_private.integration_secrets s on s.org_id = i.org_id and s.integration_id = i.id
+   where i.org_id = app_public.current_org_id() and i.id = integration_credentials.integration_id;
   if v.integration_id is null then
     raise exception 'No such connected integration.' using errcode = 'NTFND';
   end if;
@@ -3655,7 +3814,7 @@ begin
          access_ciphertext = store_integration_tokens.access_ciphertext,
          refresh_nonce = store_integration_tokens.refresh_nonce, refresh_ciphertext = store_integration_tokens.refresh_ciphertext,
          access_expires_at = store_integration_tokens.access_expires_at, updated_at = now()
-   where s.integration_id = store_integration_tokens.integration_id;
+   where s.org_id = app_public.current_org_id() and s.integration_id = store_integration_tokens.integration_id;
 end;
 $$;
 comment on function app_public.store_integration_tokens(uuid, text, bytea, bytea, bytea, bytea, timestamptz) is
@@ -3713,7 +3872,7 @@ begin
     raise exception 'No such integration.' using errcode = 'NTFND';
   end if;
   perform app_private.check_role(v_role, 'admin', 'Only admins and owners disconnect integrations.', signed_out => null);
-  delete from app_private.integration_secrets s where s.integration_id = v_integration.id;
+  delete from app_private.integration_secrets s where s.org_id = v_integration.org_id and s.integration_id = v_integration.id;
   for v_job_id in
     update app_public.jobs j set status = 'cancelled', finished_at = now(), error_code = 'INTEGRATION_DISCONNECTED',
                                  error_message = 'The integration was disconnected.'
@@ -3852,7 +4011,7 @@ create function app_private.secrets_to_reseal(current_key_id text, batch int) re
   set quire.definer = 'on'
   as $$
     select i.id, i.org_id, i.provider, i.external_id, s.key_id, s.access_nonce, s.access_ciphertext, s.refresh_nonce, s.refresh_ciphertext, s.access_expires_at
-      from app_private.integration_secrets s join app_public.integrations i on i.id = s.integration_id
+      from app_private.integration_secrets s join app_public.integrations i on i.org_id = s.org_id and i.id = s.integration_id
      where s.key_id <> secrets_to_reseal.current_key_id
      order by s.integration_id
      limit batch
@@ -3914,7 +4073,7 @@ create trigger _900_audit after insert or update or delete on app_public.summary
 -- at that point. Events that belong to no organization (a failed sign-in for an unknown address) form a chain of
 -- their own under the nil UUID.
 create table app_public.audit_events (
-  id uuid primary key default gen_random_uuid(),
+  id uuid not null default gen_random_uuid(),
   org_id uuid not null,
   seq bigint not null check (seq > 0),
   occurred_at timestamptz not null default now(),
@@ -3934,11 +4093,14 @@ create table app_public.audit_events (
   prev_hash bytea not null check (length(prev_hash) = 32),
   hash bytea not null check (length(hash) = 32),
   constraint audit_events_org_id_seq_key unique (org_id, seq),
-  constraint audit_events_org_id_id_key unique (org_id, id)
+  primary key (org_id, id)
 );
 
+create index audit_events_id_idx on app_public.audit_events (id);
+comment on constraint audit_events_pkey on app_public.audit_events is '@behavior -single -update -delete';
+
 comment on table app_public.audit_events is
-  E'@behavior -insert -update -delete -query:resource:list -query:resource:connection\nOne change or security event in an organization, append-only and hash-chained per organization. Admins and owners read them with `auditLog`.';
+  E'@primaryKey id\n@behavior -insert -update -delete -query:resource:list -query:resource:connection\nOne change or security event in an organization, append-only and hash-chained per organization. Admins and owners read them with `auditLog`.';
 
 comment on column app_public.audit_events.org_id is 'The organization; the nil UUID for events of no organization. Not a foreign key: audit rows outlive their organization.';
 comment on column app_public.audit_events.seq is 'Position in the organization''s chain, from 1 without gaps (purged prefixes aside).';
@@ -3974,10 +4136,10 @@ alter table app_public.audit_events enable row level security;
 alter table app_public.audit_events force row level security;
 
 create policy as_definer on app_public.audit_events to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create policy select_as_admin on app_public.audit_events for select to :DATABASE_AUTHENTICATED
-  using (org_id = (select app_public.current_org_id()) and (select app_public.current_member_role()) >= 'admin');
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() >= 'admin');
 
 grant select on app_public.audit_events to :DATABASE_AUTHENTICATED;
 
@@ -4021,7 +4183,7 @@ alter table app_private.audit_chains enable row level security;
 alter table app_private.audit_chains force row level security;
 
 create policy as_definer on app_private.audit_chains to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 -- The hashed contents of an event: every column but prev_hash and hash themselves (prev_hash is hashed as the
 -- prefix), in this canonical encoding, documented in the README (Audit log):
@@ -4091,7 +4253,7 @@ begin
       end if;
     else
       select j.requested_by, j.id into user_id, job_id
-        from app_private.job_tokens t join app_public.jobs j on j.id = t.job_id
+        from app_private.job_tokens t join app_public.jobs j on j.org_id = t.org_id and j.id = t.job_id
        where t.job_id = app_private.uuid_setting('quire.job_id')
          and t.token_hash = sha256(convert_to(coalesce(nullif(current_setting('quire.job_token', true), ''), '-'), 'UTF8'));
     end if;
@@ -4545,7 +4707,7 @@ alter table app_private.tier_rate_limits enable row level security;
 alter table app_private.tier_rate_limits force row level security;
 
 create policy as_definer on app_private.tier_rate_limits to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 create function app_admin.set_tier_rate_limit(tier app_public.subscription_tier, user_per_minute int, org_per_minute int)
   returns void
@@ -4574,7 +4736,7 @@ alter table app_private.rate_limit_windows enable row level security;
 alter table app_private.rate_limit_windows force row level security;
 
 create policy as_definer on app_private.rate_limit_windows to :DATABASE_OWNER
-  using ((select current_setting('quire.definer', true)) = 'on') with check ((select current_setting('quire.definer', true)) = 'on');
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
 
 -- One instance's sync: adds `deltas` to `keys` in the window starting at `window_start` (a newer window resets a
 -- key; counts for an older one are dropped; keys without new counts are only read) and answers the totals of

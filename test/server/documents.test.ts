@@ -176,3 +176,15 @@ describe("cost", () => {
     expect(sent.filter((text) => /take_request|sync_rate_limits/.test(text))).toHaveLength(0);
   });
 });
+
+describe("identity", () => {
+  // The table's key is (org_id, id) for sharding; the API keys documents by id alone (server/tenant-keys-plugin.ts).
+  test("a node id names the type and the row id alone, and node() and document(rowId:) find the same row", async () => {
+    const token = t.members.member.accessToken;
+    const body = await gql(token, `mutation { createDocument(input: { document: { title: "Keyed", content: "k" } }) { document { id rowId } } }`);
+    const { id, rowId } = (body.data!.createDocument as { document: { id: string; rowId: string } }).document;
+    expect(JSON.parse(Buffer.from(id, "base64").toString("utf8"))).toEqual(["Document", rowId]);
+    const found = await gql(token, `query ($id: ID!, $rowId: UUID!) { node(id: $id) { id } document(rowId: $rowId) { id } }`, { id, rowId });
+    expect(found.data).toEqual({ node: { id }, document: { id } });
+  });
+});

@@ -19,13 +19,19 @@ let rich: Tenant;
 const syncMs = 50;
 const settle = () => new Promise((resolve) => setTimeout(resolve, syncMs * 3));
 const config = () => testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", RATE_LIMIT_SYNC_MS: String(syncMs) });
+/**
+ * Counts live in one-minute windows. The servers' clock is pinned so that each test starts at the beginning of a
+ * window (real time, shifted back to the start of the minute it began in), so no test straddles two windows.
+ */
+let shift = 0;
+const clock = () => Date.now() - shift;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  one = await startTestServer(config());
-  two = await startTestServer(config());
-  proxied = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", TRUSTED_PROXIES: "loopback" }));
-  off = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", RATE_LIMITS: "false" }));
+  one = await startTestServer(config(), undefined, { clock });
+  two = await startTestServer(config(), undefined, { clock });
+  proxied = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", TRUSTED_PROXIES: "loopback" }), undefined, { clock });
+  off = await startTestServer(testConfig(db.name, { RATE_LIMIT_ANONYMOUS_PER_MINUTE: "5", RATE_LIMITS: "false" }), undefined, { clock });
   t = await createTenant(db, "Limited");
   rich = await createTenant(db, "Premium");
   await query(db.name, "update app_public.organizations set tier = 'premium' where id = $1", [rich.orgId], "root");
@@ -40,12 +46,10 @@ beforeEach(async () => {
   await one.close();
   await two.close();
   await query(db.name, "delete from app_private.rate_limit_windows", [], "root");
-  one = await startTestServer(config());
-  two = await startTestServer(config());
+  shift = Date.now() % 60_000;
+  one = await startTestServer(config(), undefined, { clock });
+  two = await startTestServer(config(), undefined, { clock });
   await query(db.name, "select app_admin.set_tier_rate_limit('free', 600, 1200)");
-  // Counts live in one-minute windows: keep a test from straddling two.
-  const second = new Date().getUTCSeconds();
-  if (second >= 50) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
 }, 20_000);
 
 interface Answer {
@@ -145,7 +149,7 @@ test("operations over a WebSocket are counted too: over the user's limit a subsc
 
 test("a request costs no database statement: counts reach PostgreSQL only with the periodic sync", async () => {
   // The live-event numberer's periodic statement is not a request's either: kept out of this short window.
-  const lazy = await startTestServer(testConfig(db.name, { RATE_LIMIT_SYNC_MS: "10000", LIVE_NUMBER_INTERVAL_MS: "10000" }));
+  const lazy = await startTestServer(testConfig(db.name, { RATE_LIMIT_SYNC_MS: "10000", LIVE_NUMBER_INTERVAL_MS: "10000" }), undefined, { clock });
   try {
     const token = rich.members.member.accessToken;
     // The first request of a key in a window waits for one sync (it starts from the shared count and its tier).
@@ -170,7 +174,7 @@ test("a request costs no database statement: counts reach PostgreSQL only with t
 });
 
 test("a sync stuck in the database gives up after its timeout: requests are still judged and shutdown completes", async () => {
-  const stuck = await startTestServer(testConfig(db.name, { RATE_LIMIT_SYNC_MS: "50" }));
+  const stuck = await startTestServer(testConfig(db.name, { RATE_LIMIT_SYNC_MS: "50" }), undefined, { clock });
   const token = rich.members.owner.accessToken;
   const key = `user:${rich.members.owner.userId}`;
   expect((await ask(stuck, token)).status).toBe(200);

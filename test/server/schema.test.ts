@@ -34,3 +34,21 @@ test("a change to the exposed schema makes the comparison fail", async () => {
   expect(changed).not.toBe(committed);
   expect(changed).toContain("plantedField: Int");
 });
+
+// Tenant tables are keyed (org_id, id) for sharding (server/tenant-keys-plugin.ts): the API still takes one id.
+test("tenant tables keyed (org_id, id) are looked up, updated and deleted by rowId alone, with no …ByOrgIdAndRowId fields", async () => {
+  const schema = await generated();
+  expect(schema).not.toMatch(/ByOrgIdAndRowId/);
+  expect(schema).toContain("document(rowId: UUID!): Document");
+  expect(schema).toContain("job(rowId: UUID!): Job");
+  expect(schema).toMatch(/input UpdateDocumentInput \{[^}]*rowId: UUID!/);
+  expect(schema).toMatch(/input DeleteTemplateInput \{[^}]*rowId: UUID!/);
+  const [key] = await query<{ columns: string }>(
+    db.name,
+    `select string_agg(a.attname, ', ' order by k.ord) as columns
+       from pg_constraint c, unnest(c.conkey) with ordinality k(attnum, ord)
+       join pg_attribute a on a.attrelid = 'app_public.documents'::regclass and a.attnum = k.attnum
+      where c.conname = 'documents_pkey'`,
+  );
+  expect(key!.columns).toBe("org_id, id");
+});

@@ -153,10 +153,7 @@ export const tenantOrgIdProblems = (database: string) =>
     [],
   );
 
-/**
- * Invariant 2: every command an API role is granted on a tenant table has a policy for it (or for ALL), and no
- * policy calls current_org_id() other than as a sub-select (which runs once per statement instead of per row).
- */
+/** Invariant 2: every command an API role is granted on a tenant table has a policy for it (or for ALL). */
 export const tenantPolicyProblems = (database: string, roles: ApiRoles) =>
   names(
     database,
@@ -173,16 +170,6 @@ export const tenantPolicyProblems = (database: string, roles: ApiRoles) =>
         select 1 from pg_policy p
          where p.polrelid = g.oid
            and p.polcmd in ('*', (case g.cmd when 'SELECT' then 'r' when 'INSERT' then 'a' when 'UPDATE' then 'w' else 'd' end)::"char"))
-     union all
-     select format('%s: policy %s calls current_org_id() outside a sub-select', p.polrelid::regclass, p.polname)
-       from pg_policy p
-      where p.polrelid in (select oid from (${tenantTablesSql}) t)
-        and (select count(*) from regexp_matches(coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
-                                                 coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-                                                 'current_org_id\\(\\)', 'g'))
-            <> (select count(*) from regexp_matches(coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
-                                                    coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-                                                    'SELECT app_public\\.current_org_id\\(\\)', 'g'))
       order by 1`,
     [roles.authenticated, roles.anonymous],
   );
@@ -214,19 +201,21 @@ export const indexesNotLeadingWithOrgId = (database: string, allowed: readonly s
         and (i.indkey[0] = 0
              or (select attname from pg_attribute where attrelid = i.indrelid and attnum = i.indkey[0]) <> 'org_id')
         and i.indexrelid::regclass::text <> all($1)
-        and not (i.indisprimary and i.indnatts = 1)
+        -- a plain index on id alone: lookups by id (the key is (org_id, id))
+        and not (not i.indisunique and i.indnatts = 1
+                 and (select attname from pg_attribute where attrelid = i.indrelid and attnum = i.indkey[0]) = 'id')
       order by 1`,
     [allowed],
   );
 
-/** Invariant 7: every tenant table has unique (org_id, id). */
-export const tenantTablesWithoutOrgIdUnique = (database: string) =>
+/** Invariant 7: every tenant table's primary key is (org_id, id). */
+export const tenantTablesWithoutOrgIdKey = (database: string) =>
   names(
     database,
     `select t.name from (${tenantTablesSql}) t
       where not exists (
         select 1 from pg_constraint u
-         where u.conrelid = t.oid and u.contype in ('u', 'p')
+         where u.conrelid = t.oid and u.contype = 'p'
            and (select array_agg(attname::text order by attname)
                   from pg_attribute where attrelid = t.oid and attnum = any(u.conkey)) = array['id', 'org_id'])
       order by 1`,
@@ -245,4 +234,88 @@ export const tenantTablesWithoutAudit = (database: string, except: readonly stri
              and g.tgtype & 28 = 28)
       order by 1`,
     [except],
+  );
+
+// Keys a sharded PostgreSQL (Citus, distributing by org_id) accepts. Every table in Quire's schemas with an org_id
+// column would be distributed (app_private's included); organizations too, by its id. The other tables are global
+// (users, global templates, tiers: reference tables) or stay on the coordinator (mail_outbox, rate-limit windows).
+const ownSchemasSql = `array['app_public', 'app_hidden', 'app_private', 'app_admin']`;
+const shardedTablesSql = `
+  select c.oid, format('%I.%I', n.nspname, c.relname) as name
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+   where n.nspname = any(${ownSchemasSql}) and c.relkind in ('r', 'p')
+     and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)`;
+const keyHasOrgId = (rel: string, keys: string) =>
+  `exists (select 1 from pg_attribute a where a.attrelid = ${rel} and a.attnum = any(${keys}) and a.attname = 'org_id')`;
+
+/** Sharded tables without a primary key, or with a primary key, unique constraint or unique index lacking org_id. */
+export const shardKeyProblems = (database: string) =>
+  names(
+    database,
+    `select t.name || ': no primary key' as name from (${shardedTablesSql}) t
+      where not exists (select 1 from pg_index i where i.indrelid = t.oid and i.indisprimary)
+     union all
+     select t.name || ': ' || i.indexrelid::regclass::text || ' is unique without org_id'
+       from (${shardedTablesSql}) t join pg_index i on i.indrelid = t.oid
+      where i.indisunique and not ${keyHasOrgId("t.oid", "i.indkey::int2[]")}
+      order by 1`,
+    [],
+  );
+
+/** Foreign keys between sharded tables (or into organizations) that leave out org_id, in any of Quire's schemas. */
+export const unshardedForeignKeys = (database: string) =>
+  names(
+    database,
+    `select f.conrelid::regclass::text || ' ' || f.conname as name
+       from pg_constraint f
+      where f.contype = 'f'
+        and f.conrelid in (select oid from (${shardedTablesSql}) t)
+        and (f.confrelid in (select oid from (${shardedTablesSql}) t) and not (${keyHasOrgId("f.conrelid", "f.conkey")}
+                                                                             and ${keyHasOrgId("f.confrelid", "f.confkey")})
+             or f.confrelid = 'app_public.organizations'::regclass
+                and (select attname from pg_attribute where attrelid = f.conrelid and attnum = f.conkey[1]) <> 'org_id')
+      order by 1`,
+    [],
+  );
+
+/** Foreign keys on sharded tables whose key includes org_id and whose action sets NULL or the default (refused). */
+export const settingForeignKeys = (database: string) =>
+  names(
+    database,
+    `select f.conrelid::regclass::text || ' ' || f.conname as name
+       from pg_constraint f
+      where f.contype = 'f'
+        and f.conrelid in (select oid from (${shardedTablesSql}) t)
+        and ${keyHasOrgId("f.conrelid", "f.conkey")}
+        and (f.confdeltype in ('n', 'd') or f.confupdtype in ('n', 'd'))
+      order by 1`,
+    [],
+  );
+
+/** Global tables (no org_id) with a foreign key into a sharded table or organizations: a reference table cannot. */
+export const globalTablesReferencingTenants = (database: string) =>
+  names(
+    database,
+    `select f.conrelid::regclass::text || ' ' || f.conname as name
+       from pg_constraint f join pg_class c on c.oid = f.conrelid join pg_namespace n on n.oid = c.relnamespace
+      where f.contype = 'f'
+        and n.nspname = any(${ownSchemasSql})
+        and f.conrelid not in (select oid from (${shardedTablesSql}) t)
+        and f.conrelid <> 'app_public.organizations'::regclass
+        and (f.confrelid in (select oid from (${shardedTablesSql}) t) or f.confrelid = 'app_public.organizations'::regclass)
+      order by 1`,
+    [],
+  );
+
+/** Policies on tables of Quire's schemas with a sub-select in USING or WITH CHECK (Citus refuses them). */
+export const policiesWithSubqueries = (database: string) =>
+  names(
+    database,
+    `select format('%s: policy %s', p.polrelid::regclass, p.polname) as name
+       from pg_policy p join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = any(${ownSchemasSql})
+        and (coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''))
+            ~ '\\(\\s*SELECT\\M'
+      order by 1`,
+    [],
   );

@@ -27,7 +27,11 @@ export interface GraphQLBody {
 export const codeOf = (body: GraphQLBody) => body.errors?.[0]?.extensions?.code ?? null;
 
 /** Starts a server on `config`, logging to `logger` (default: nowhere), with `options` passed on (default: none). */
-export async function startTestServer(config: Config, logger: Logger = silentLogger, options: Pick<ServerOptions, "tokens"> = {}): Promise<TestServer> {
+export async function startTestServer(
+  config: Config,
+  logger: Logger = silentLogger,
+  options: Pick<ServerOptions, "tokens" | "clock"> = {},
+): Promise<TestServer> {
   const pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-server", waitMs: config.database.poolWaitMs }, logger);
   const server = await createQuireServer({ config, logger, pool, ...options });
   const address: AddressInfo = await server.listen(0);

@@ -60,8 +60,8 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
   );
   await query(
     db.name,
-    "insert into app_private.invitation_tokens (invitation_id, token_hash) values ($1, sha256($2::bytea))",
-    [invitation!.id, Buffer.from(invitation!.id)],
+    "insert into app_private.invitation_tokens (org_id, invitation_id, token_hash) values ($1, $2, sha256($3::bytea))",
+    [org!.id, invitation!.id, Buffer.from(invitation!.id)],
     "root",
   );
   const [document] = await query<{ id: string }>(
