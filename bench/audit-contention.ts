@@ -13,10 +13,9 @@
 // bench/results/audit-contention-latest.md.
 import "../lib/graphile-env.ts";
 import { randomUUID } from "node:crypto";
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { loadConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
@@ -24,10 +23,8 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "../db/embedded.ts"
 import { prepareDatabase } from "../db/migrate.ts";
 import { pgSettingsFor } from "../server/context.ts";
 import { beginWith } from "../server/pg-client.ts";
-import { envInt, freePort, log, percentile } from "./support.ts";
+import { envInt, freePort, log, percentile, finishRun } from "./support.ts";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "audit-contention-latest.md");
 const writers = envInt("BENCH_WRITERS", 100, 1, 500);
 const seconds = envInt("BENCH_SECONDS", 20, 1, 600);
 /** BENCH_AUDIT=off: the same writes with the audit triggers of the two tables disabled, the ceiling without audit. */
@@ -157,7 +154,7 @@ try {
     "",
   ];
   process.stdout.write(lines.join("\n"));
-  await writeFile(resultsFile, lines.join("\n"));
+  await finishRun("audit-contention-latest.md", [], () => lines.join("\n"));
 } catch (error) {
   failed = true;
   log(`failed: ${(error as Error).stack ?? String(error)}`);

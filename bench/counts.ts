@@ -33,7 +33,7 @@
 // documents, or Quire fails to start or stop; 2 on a server without pg_stat_statements. Progress goes to stderr;
 // only the results go to stdout.
 import { execFileSync } from "node:child_process";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -45,10 +45,9 @@ import { createLogger } from "../lib/logger.ts";
 import { FAKE_MODEL } from "./fake-llm.ts";
 import { createTenants, graphql, startFakeLlm, type FakeLlm, type Tenant } from "./live-support.ts";
 import { startQuire, type ExitStatus, type Quire } from "./quire-child.ts";
-import { envInt, freePort, log, machineFacts, watchInterrupts, whole } from "./support.ts";
+import { envInt, freePort, log, machineFacts, watchInterrupts, whole, finishRun } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "counts-latest.md");
 
 const requestCount = envInt("BENCH_REQUESTS", 200, 1, 100_000);
 const jobCount = envInt("BENCH_JOBS", 200, 1, 100_000);
@@ -687,12 +686,8 @@ const sections = phases.flatMap((p) => [
 const body = phases.length > 0 ? [summaryTable(phases), "", ...sections].join("\n") : "(no results: the run did not reach a counted phase)";
 process.stdout.write(`${body}\n${facts.join("\n")}\n`);
 
-if (failures.length > 0) {
-  for (const failure of failures) log(`FAILED: ${failure}`);
-  log(`not writing ${path.relative(root, resultsFile)} (the run failed)`);
-  process.exitCode = 1;
-} else {
-  const report = [
+await finishRun("counts-latest.md", failures, () =>
+  [
     "# What a request and a job cost PostgreSQL, counted: latest run",
     "",
     "Written by `node bench/counts.ts`; see bench/README.md (Counts, issue 12) for what is counted and how to read it.",
@@ -700,8 +695,5 @@ if (failures.length > 0) {
     ...facts,
     "",
     body,
-  ].join("\n");
-  await mkdir(path.dirname(resultsFile), { recursive: true });
-  await writeFile(resultsFile, report);
-  log(`wrote ${path.relative(root, resultsFile)}`);
-}
+  ].join("\n"),
+);

@@ -29,7 +29,7 @@
 // errors, timeouts, non-2xx answers or wrong bodies. Progress goes to stderr; only the results go to stdout.
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -40,10 +40,9 @@ import pg from "pg";
 import { loadConfig } from "../lib/config.ts";
 import type { BaselineMessage } from "./documents-list-baseline.ts";
 import { cpuBetween, cpuSnapshot, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
-import { envInt, freePort, log, running, whole } from "./support.ts";
+import { envInt, freePort, log, running, whole, finishRun, machineFacts } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "documents-list-latest.md");
 
 const WARMUP_SECONDS = 2;
 const READY_TIMEOUT_MS = 120_000;
@@ -597,12 +596,10 @@ try {
   if (dataDir) await rm(dataDir, { recursive: true, force: true, maxRetries: 3 });
 }
 
-const cpus = os.cpus();
 const facts = [
   `- Date: ${new Date().toISOString()}`,
-  `- Machine: ${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ` +
-    `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM`,
-  `- Node ${process.version}, autocannon ${packageVersion("autocannon")}, PostgreSQL ${postgresVersion} (embedded), ` +
+  `- Machine: ${machineFacts()}`,
+  `- autocannon ${packageVersion("autocannon")}, PostgreSQL ${postgresVersion} (embedded), ` +
     `express ${packageVersion("express")}, pg ${packageVersion("pg")}`,
   `- Load: ${connections} connections, ${WARMUP_SECONDS} s warm-up then ${durationSeconds} s measured per target and round ` +
     `(${rounds} round${rounds === 1 ? "" : "s"} of baseline then Quire), ` +
@@ -618,20 +615,13 @@ const targetsText = [...targetLines(rows), ...disturbed];
 const output = [table(rows), "", ...targetsText, "", ...facts].join("\n");
 process.stdout.write(`${output}\n`);
 
-if (failures.length > 0) {
-  for (const failure of failures) log(`FAILED: ${failure}`);
-  log(`not writing ${path.relative(root, resultsFile)} (the run failed)`);
-  process.exitCode = 1;
-} else {
-  const report = [
+await finishRun("documents-list-latest.md", failures, () =>
+  [
     "# Documents list through RLS: latest run",
     "",
     "Written by `node bench/documents-list.ts`; see bench/results/rls.md for what is measured and how to read it.",
     "",
     output,
     "",
-  ].join("\n");
-  await mkdir(path.dirname(resultsFile), { recursive: true });
-  await writeFile(resultsFile, report);
-  log(`wrote ${path.relative(root, resultsFile)}`);
-}
+  ].join("\n"),
+);

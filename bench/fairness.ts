@@ -19,19 +19,13 @@
 // mutation summarizeDocument. Exits 1 on a failure (B's job never started within BENCH_PHASE_TIMEOUT_SECONDS or did
 // not succeed, a failed start or stop); timings are reported, never asserted. Progress goes to stderr; the results
 // to stdout and, on a clean run, with the machine's facts to bench/results/fairness-latest.md.
-import { mkdir, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { FAKE_MODEL } from "./fake-llm.ts";
 import { createTenants, fmtCpu, graphql, liveCpuSnapshot, startFakeLlm, type FakeLlm, type Tenant } from "./live-support.ts";
 import { cpuBetween, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
 import { startQuire, type ExitStatus, type Quire } from "./quire-child.ts";
-import { envInt, fmtMs, log, machineFacts, whole } from "./support.ts";
-
-const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "fairness-latest.md");
+import { envInt, fmtMs, log, machineFacts, whole, finishRun } from "./support.ts";
 
 const backlog = envInt("BENCH_BACKLOG", 2000, 1, 100_000);
 const latencyMs = envInt("BENCH_LLM_LATENCY_MS", 50, 0, 60_000);
@@ -263,15 +257,6 @@ const facts = [
 ];
 process.stdout.write(`${table()}\n\n${facts.join("\n")}\n`);
 
-if (failures.length > 0) {
-  for (const failure of failures) log(`FAILED: ${failure}`);
-  log(`not writing ${path.relative(root, resultsFile)} (the run failed)`);
-  process.exitCode = 1;
-} else {
-  await mkdir(path.dirname(resultsFile), { recursive: true });
-  await writeFile(
-    resultsFile,
-    ["# Fairness between organizations: latest run", "", "Written by `node bench/fairness.ts`; see bench/README.md.", "", ...facts, "", table(), ""].join("\n"),
-  );
-  log(`wrote ${path.relative(root, resultsFile)}`);
-}
+await finishRun("fairness-latest.md", failures, () =>
+  ["# Fairness between organizations: latest run", "", "Written by `node bench/fairness.ts`; see bench/README.md.", "", ...facts, "", table(), ""].join("\n"),
+);

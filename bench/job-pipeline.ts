@@ -27,21 +27,15 @@
 // count in the database, a failed start or stop); the latency and throughput targets are reported, never
 // asserted. Progress goes to stderr; the results to stdout and, on a clean run, with the machine's facts to
 // bench/results/job-pipeline-latest.md.
-import { mkdir, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { FAKE_MODEL, FAKE_USAGE } from "./fake-llm.ts";
 import type { Delivery, LoopStats } from "./live-clients.ts";
 import { LiveClients, createTenants, fmtCpu, graphql, inParallel, lastSeqs, liveCpuSnapshot, startFakeLlm, type FakeLlm, type Tenant } from "./live-support.ts";
 import { cpuBetween, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
 import { startQuire, type ExitStatus, type ProfileSummary, type Quire } from "./quire-child.ts";
-import { clock, envInt, fmtMs, log, machineFacts, summarise, watchInterrupts, whole, type LatencySummary } from "./support.ts";
-
-const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "job-pipeline-latest.md");
+import { clock, envInt, fmtMs, log, machineFacts, summarise, watchInterrupts, whole, type LatencySummary, finishRun } from "./support.ts";
 
 const orgCount = envInt("BENCH_ORGS", 20, 1, 1000);
 const documentsPerOrg = envInt("BENCH_DOCS_PER_ORG", 5, 1, 100);
@@ -650,12 +644,8 @@ const body =
     : "(no results: the run did not reach a measured phase)";
 process.stdout.write(`${body}\n\n${facts.join("\n")}\n`);
 
-if (failures.length > 0) {
-  for (const failure of failures) log(`FAILED: ${failure}`);
-  log(`not writing ${path.relative(root, resultsFile)} (the run failed)`);
-  process.exitCode = 1;
-} else {
-  const report = [
+await finishRun("job-pipeline-latest.md", failures, () =>
+  [
     "# Quire job-pipeline benchmark: latest run",
     "",
     "Written by `node bench/job-pipeline.ts`; see bench/results/live.md for what is measured and how to read it.",
@@ -664,8 +654,5 @@ if (failures.length > 0) {
     "",
     body,
     "",
-  ].join("\n");
-  await mkdir(path.dirname(resultsFile), { recursive: true });
-  await writeFile(resultsFile, report);
-  log(`wrote ${path.relative(root, resultsFile)}`);
-}
+  ].join("\n"),
+);

@@ -21,7 +21,7 @@
 // Progress goes to stderr; only the results go to stdout.
 import { fork, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -30,10 +30,9 @@ import { fileURLToPath } from "node:url";
 import bcrypt from "bcrypt";
 import pg from "pg";
 import type { ChildMessage, LoopDelayStats, ParentMessage, ReadyMessage } from "./login-server.ts";
-import { envInt, freePort, log, running, whole } from "./support.ts";
+import { envInt, freePort, log, running, whole, finishRun, machineFacts } from "./support.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "login-latest.md");
 
 const READY_TIMEOUT_MS = 120_000;
 const STOP_TIMEOUT_MS = 45_000; // the harness gives itself 40 s to stop
@@ -839,12 +838,10 @@ function timeline(): string {
   ].join("\n");
 }
 
-const cpus = os.cpus();
 const facts = [
   `- Date: ${new Date().toISOString()}`,
-  `- Machine: ${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ` +
-    `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM`,
-  `- Node ${process.version}; bcrypt (native) for the bare verify`,
+  `- Machine: ${machineFacts()}`,
+  `- bcrypt (native) for the bare verify`,
   `- Settings: BENCH_READ_SECONDS=${readSeconds}, BENCH_RATE=${rate}, BENCH_LOGINS=${loginCount}, ` +
     `BENCH_STORM_MIN_SECONDS=${stormMinSeconds}, BENCH_WARMUP_SECONDS=${warmupSeconds}, BENCH_BCRYPT_SAMPLES=${bcryptSamples}`,
   `- Server: bench/login-server.ts (Quire's server in-process, no worker), fresh embedded PostgreSQL, LOG_LEVEL=warn, ` +
@@ -880,13 +877,5 @@ const report = [
 process.stdout.write(`${tables()}\n\n${facts.join("\n")}\n${disturbedLine ? `\n${disturbedLine}\n` : ""}`);
 if (disturbedLine) log(disturbedLine.replaceAll("**", ""));
 
-if (failures.length > 0) {
-  for (const failure of failures) log(`FAILED: ${failure}`);
-  log(`not writing ${path.relative(root, resultsFile)} (the run failed)`);
-  process.exitCode = 1;
-} else {
-  if (stormTimeline.length > 0) process.stderr.write(`\n${timeline()}\n\n`);
-  await mkdir(path.dirname(resultsFile), { recursive: true });
-  await writeFile(resultsFile, report);
-  log(`wrote ${path.relative(root, resultsFile)}`);
-}
+if (failures.length === 0 && stormTimeline.length > 0) process.stderr.write(`\n${timeline()}\n\n`);
+await finishRun("login-latest.md", failures, () => report);

@@ -28,20 +28,14 @@
 // or dropped connection, a LISTEN count other than one, a failed start or stop); the latency and memory targets
 // are reported, never asserted. Progress goes to stderr; the results table to stdout and, on a clean run, with the
 // machine's facts to bench/results/subscriptions-latest.md.
-import { mkdir, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { Delivery, LoopStats } from "./live-clients.ts";
 import { LiveClients, createTenants, fmtCpu, lastSeqs, listenConnections, liveCpuSnapshot, type Tenant } from "./live-support.ts";
 import { cpuBetween, DISTURBED_CORES, type CpuUse } from "./proc-cpu.ts";
 import { startQuire, type ExitStatus, type HeapReading, type ProfileSummary, type Quire } from "./quire-child.ts";
-import { clock, envInt, fmtMs, log, machineFacts, rssOf, summarise, watchInterrupts, whole, type LatencySummary } from "./support.ts";
-
-const root = fileURLToPath(new URL("..", import.meta.url));
-const resultsFile = path.join(root, "bench", "results", "subscriptions-latest.md");
+import { clock, envInt, fmtMs, log, machineFacts, rssOf, summarise, watchInterrupts, whole, type LatencySummary, finishRun } from "./support.ts";
 
 const orgCount = envInt("BENCH_ORGS", 100, 1, 1000);
 const clientsPerOrg = envInt("BENCH_CLIENTS_PER_ORG", 10, 1, 100);
@@ -513,12 +507,8 @@ const body = outcome
 process.stdout.write(`${body}\n\n${facts.join("\n")}\n`);
 if (outcome) process.stderr.write(`\n${timelineTable(outcome)}\n\n`);
 
-if (failures.length > 0) {
-  for (const failure of failures) log(`FAILED: ${failure}`);
-  log(`not writing ${path.relative(root, resultsFile)} (the run failed)`);
-  process.exitCode = 1;
-} else {
-  const report = [
+await finishRun("subscriptions-latest.md", failures, () =>
+  [
     "# Quire live subscriptions benchmark: latest run",
     "",
     "Written by `node bench/subscriptions.ts`; see bench/results/live.md for what is measured and how to read it.",
@@ -528,8 +518,5 @@ if (failures.length > 0) {
     body,
     "",
     ...(outcome ? [timelineTable(outcome), ""] : []),
-  ].join("\n");
-  await mkdir(path.dirname(resultsFile), { recursive: true });
-  await writeFile(resultsFile, report);
-  log(`wrote ${path.relative(root, resultsFile)}`);
-}
+  ].join("\n"),
+);

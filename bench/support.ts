@@ -1,7 +1,11 @@
-// What the benchmarks share: their knobs from the environment, progress on stderr, and free loopback ports.
+// What the benchmarks share: their knobs from the environment, progress on stderr, free loopback ports, the
+// machine's facts, and how a run's report reaches bench/results/.
 import { readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
 import { createServer, type AddressInfo } from "node:net";
 import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { ChildProcess } from "node:child_process";
 
 /** A whole-number setting from the environment; a bad value stops the bench with the variable's name. */
@@ -107,10 +111,31 @@ export function rssOf(pid: number): number | null {
   }
 }
 
+/** The machine a run measured: OS, CPUs, memory and Node. */
 export function machineFacts(): string {
   const cpus = os.cpus();
   return (
     `${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ` +
     `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, Node ${process.version}`
   );
+}
+
+const resultsDir = fileURLToPath(new URL("results/", import.meta.url));
+
+/**
+ * How every bench ends. A failed run logs each failure, sets exit code 1 and leaves bench/results/`name` as the last
+ * clean run wrote it; a clean run writes `report()` there (built only then).
+ */
+export async function finishRun(name: string, failures: readonly string[], report: () => string): Promise<void> {
+  const file = path.join(resultsDir, name);
+  const shown = path.relative(process.cwd(), file);
+  if (failures.length > 0) {
+    for (const failure of failures) log(`FAILED: ${failure}`);
+    log(`not writing ${shown} (the run failed)`);
+    process.exitCode = 1;
+    return;
+  }
+  await mkdir(resultsDir, { recursive: true });
+  await writeFile(file, report());
+  log(`wrote ${shown}`);
 }
