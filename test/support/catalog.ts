@@ -174,21 +174,21 @@ export const tenantPolicyProblems = (database: string, roles: ApiRoles) =>
     [roles.authenticated, roles.anonymous],
   );
 
+/** Foreign keys matching `condition` (SQL over pg_constraint `f`), as "table constraint". */
+const foreignKeys = (database: string, condition: string) =>
+  names(database, `select f.conrelid::regclass::text || ' ' || f.conname as name from pg_constraint f where f.contype = 'f' and ${condition} order by 1`, []);
+
+/** SQL: the foreign key `f` pairs org_id with org_id. */
+const orgIdPaired = `exists (
+  select 1 from unnest(f.conkey, f.confkey) as k(src, dst)
+   where (select attname from pg_attribute where attrelid = f.conrelid and attnum = k.src) = 'org_id'
+     and (select attname from pg_attribute where attrelid = f.confrelid and attnum = k.dst) = 'org_id')`;
+
 /** Invariant 3: a foreign key from one tenant table to another includes org_id on both sides. */
 export const crossTenantForeignKeys = (database: string) =>
-  names(
+  foreignKeys(
     database,
-    `select f.conrelid::regclass::text || ' ' || f.conname as name
-       from pg_constraint f
-      where f.contype = 'f'
-        and f.conrelid in (select oid from (${tenantTablesSql}) t)
-        and f.confrelid in (select oid from (${tenantTablesSql}) t)
-        and not exists (
-          select 1 from unnest(f.conkey, f.confkey) as k(src, dst)
-           where (select attname from pg_attribute where attrelid = f.conrelid and attnum = k.src) = 'org_id'
-             and (select attname from pg_attribute where attrelid = f.confrelid and attnum = k.dst) = 'org_id')
-      order by 1`,
-    [],
+    `f.conrelid in (select oid from (${tenantTablesSql}) t) and f.confrelid in (select oid from (${tenantTablesSql}) t) and not ${orgIdPaired}`,
   );
 
 /** Invariant 4: every index on a tenant table leads with org_id, except the ones named in `allowed`. */
@@ -264,47 +264,29 @@ export const shardKeyProblems = (database: string) =>
 
 /** Foreign keys between sharded tables (or into organizations) that leave out org_id, in any of Quire's schemas. */
 export const unshardedForeignKeys = (database: string) =>
-  names(
+  foreignKeys(
     database,
-    `select f.conrelid::regclass::text || ' ' || f.conname as name
-       from pg_constraint f
-      where f.contype = 'f'
-        and f.conrelid in (select oid from (${shardedTablesSql}) t)
-        and (f.confrelid in (select oid from (${shardedTablesSql}) t) and not (${keyHasOrgId("f.conrelid", "f.conkey")}
-                                                                             and ${keyHasOrgId("f.confrelid", "f.confkey")})
-             or f.confrelid = 'app_public.organizations'::regclass
-                and (select attname from pg_attribute where attrelid = f.conrelid and attnum = f.conkey[1]) <> 'org_id')
-      order by 1`,
-    [],
+    `f.conrelid in (select oid from (${shardedTablesSql}) t)
+     and (f.confrelid in (select oid from (${shardedTablesSql}) t) and not ${orgIdPaired}
+          or f.confrelid = 'app_public.organizations'::regclass
+             and (select attname from pg_attribute where attrelid = f.conrelid and attnum = f.conkey[1]) <> 'org_id')`,
   );
 
 /** Foreign keys on sharded tables whose key includes org_id and whose action sets NULL or the default (refused). */
 export const settingForeignKeys = (database: string) =>
-  names(
+  foreignKeys(
     database,
-    `select f.conrelid::regclass::text || ' ' || f.conname as name
-       from pg_constraint f
-      where f.contype = 'f'
-        and f.conrelid in (select oid from (${shardedTablesSql}) t)
-        and ${keyHasOrgId("f.conrelid", "f.conkey")}
-        and (f.confdeltype in ('n', 'd') or f.confupdtype in ('n', 'd'))
-      order by 1`,
-    [],
+    `f.conrelid in (select oid from (${shardedTablesSql}) t) and ${keyHasOrgId("f.conrelid", "f.conkey")}
+     and (f.confdeltype in ('n', 'd') or f.confupdtype in ('n', 'd'))`,
   );
 
 /** Global tables (no org_id) with a foreign key into a sharded table or organizations: a reference table cannot. */
 export const globalTablesReferencingTenants = (database: string) =>
-  names(
+  foreignKeys(
     database,
-    `select f.conrelid::regclass::text || ' ' || f.conname as name
-       from pg_constraint f join pg_class c on c.oid = f.conrelid join pg_namespace n on n.oid = c.relnamespace
-      where f.contype = 'f'
-        and n.nspname = any(${ownSchemasSql})
-        and f.conrelid not in (select oid from (${shardedTablesSql}) t)
-        and f.conrelid <> 'app_public.organizations'::regclass
-        and (f.confrelid in (select oid from (${shardedTablesSql}) t) or f.confrelid = 'app_public.organizations'::regclass)
-      order by 1`,
-    [],
+    `(select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = f.conrelid) = any(${ownSchemasSql})
+     and f.conrelid not in (select oid from (${shardedTablesSql}) t) and f.conrelid <> 'app_public.organizations'::regclass
+     and (f.confrelid in (select oid from (${shardedTablesSql}) t) or f.confrelid = 'app_public.organizations'::regclass)`,
   );
 
 /** Policies on tables of Quire's schemas with a sub-select in USING or WITH CHECK (Citus refuses them). */
