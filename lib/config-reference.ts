@@ -172,7 +172,15 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
   JWT_ISSUER: { section: "Sign-in", meaning: "The `iss` claim of access tokens, checked on every request." },
   JWT_AUDIENCE: { section: "Sign-in", meaning: "The `aud` claim of access tokens, checked on every request." },
   ACCESS_TOKEN_TTL_SECONDS: { section: "Sign-in", meaning: "Access-token lifetime (15 minutes)." },
-  REFRESH_TOKEN_TTL_SECONDS: { section: "Sign-in", meaning: "How long a sign-in lasts without signing in again (7 days)." },
+  REFRESH_TOKEN_TTL_SECONDS: {
+    section: "Sign-in",
+    meaning: "A session's absolute lifetime: how long a sign-in lasts at most, however it is used (7 days). Never extended by refreshing.",
+  },
+  SESSION_IDLE_SECONDS: {
+    section: "Sign-in",
+    meaning:
+      "A session whose refresh token goes unused this long ends at its next refresh (3 days). Must be longer than `ACCESS_TOKEN_TTL_SECONDS`: a session is used by refreshing its access token.",
+  },
   REFRESH_GRACE_SECONDS: {
     section: "Sign-in",
     meaning: "How long a just-replaced refresh token still returns the same new pair (concurrent refreshes) before reuse ends the session.",

@@ -94,6 +94,7 @@ const envSchema = z.object({
   ACCESS_TOKEN_TTL_SECONDS: intText(60, 86400).default(900),
   REFRESH_TOKEN_TTL_SECONDS: intText(300, 31_536_000).default(604_800),
   REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
+  SESSION_IDLE_SECONDS: intText(60, 31_536_000).default(259_200),
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
   PASSWORD_HASH_MAX_WAIT_MS: intText(100, 60_000).default(5000),
@@ -287,6 +288,8 @@ export interface Config {
     readonly accessTokenTtlSeconds: number;
     readonly refreshTokenTtlSeconds: number;
     readonly refreshGraceSeconds: number;
+    /** SESSION_IDLE_SECONDS (default 3 days): a session whose refresh token goes unused this long ends. */
+    readonly sessionIdleSeconds: number;
     readonly bcryptCost: number;
     /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
     readonly passwordHashConcurrency: number;
@@ -465,6 +468,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
   if (e.METRICS_PORT === e.PORT) problems.push("METRICS_PORT must differ from PORT");
+  if (e.SESSION_IDLE_SECONDS <= e.ACCESS_TOKEN_TTL_SECONDS) {
+    problems.push("SESSION_IDLE_SECONDS must be longer than ACCESS_TOKEN_TTL_SECONDS (a session is used by refreshing its access token)");
+  }
   if (e.WORKER_HEALTH_PORT !== undefined && e.WORKER_HEALTH_PORT === e.METRICS_PORT) problems.push("WORKER_HEALTH_PORT must differ from METRICS_PORT");
   if (e.GRAPHQL_MAX_RESPONSE_BYTES !== undefined && e.GRAPHQL_MAX_RESPONSE_BYTES < e.DOCUMENT_MAX_BYTES + 1024 * 1024) {
     problems.push("GRAPHQL_MAX_RESPONSE_BYTES must be at least DOCUMENT_MAX_BYTES + 1 MiB, so that one document's content can be read");
@@ -580,6 +586,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
       refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
       refreshGraceSeconds: e.REFRESH_GRACE_SECONDS,
+      sessionIdleSeconds: e.SESSION_IDLE_SECONDS,
       bcryptCost: e.BCRYPT_COST,
       passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
       passwordHashMaxWaitMs: e.PASSWORD_HASH_MAX_WAIT_MS,

@@ -30,7 +30,11 @@ function actAs(ctx: Ctx, config: Config, result: SignedIn): SignedIn {
 }
 
 /** The request's address and id, for the audit events a sign-in, refresh or logout writes. */
-const originOf = (ctx: Ctx): RequestOrigin => ({ ip: ctx.quireClientIp ?? null, requestId: ctx.pgSettings?.["quire.request_id"] ?? "" });
+const originOf = (ctx: Ctx): RequestOrigin => ({
+  ip: ctx.quireClientIp ?? null,
+  requestId: ctx.pgSettings?.["quire.request_id"] ?? "",
+  userAgent: ctx.quireUserAgent ?? null,
+});
 
 function claimsOf(ctx: Ctx) {
   if (!ctx.quireAuth) throw signInRequired();

@@ -26,6 +26,8 @@ declare global {
       quireAuth?: AccessClaims | null;
       /** The client's address, through TRUSTED_PROXIES (server/client-address.ts). */
       quireClientIp?: string | null;
+      /** The request's User-Agent header, cut to 256 characters (null without one). */
+      quireUserAgent?: string | null;
     }
   }
 }
@@ -79,6 +81,9 @@ export interface ContextOptions {
   readonly subscriptionWithPgClient?: WithPgClient<NodePostgresPgClient>;
 }
 
+/** A User-Agent header as sessions record it: at most 256 characters, none when absent or empty. */
+export const userAgentOf = (header: string | undefined): string | null => (header ? [...header].slice(0, 256).join("") : null);
+
 /** Whether the operation `args` will run is a subscription (the only operations whose reads are shared). */
 function isSubscription(args: Grafast.ExecutionArgs | undefined): boolean {
   if (!args?.document) return false;
@@ -116,6 +121,7 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
       pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip),
       quireAuth: claims,
       quireClientIp: ip,
+      quireUserAgent: userAgentOf(req?.headers["user-agent"]),
       ...(pgClient ? { withPgClient: pgClient } : {}),
     };
     return requestContext.ws ? counted(context, ip, claims) : context;

@@ -67,17 +67,19 @@ export interface SessionsOptions {
   readonly tokens: TokenService;
 }
 
-/** Where a request came from, for the audit events its sign-in, refresh or logout writes. */
+/** Where a request came from, for the audit events its sign-in, refresh or logout writes and the sessions it opens. */
 export interface RequestOrigin {
   readonly ip: string | null;
   readonly requestId: string;
+  /** The request's User-Agent (at most 256 characters are kept), shown back to the session's owner by mySessions. */
+  readonly userAgent: string | null;
 }
 
 const origins = new AsyncLocalStorage<RequestOrigin>();
 
 /**
  * Runs `work` (calls into Sessions) on behalf of a request: the statements that write sessions then carry its
- * client address and request id as transaction settings, which the audit triggers record.
+ * client address, request id and user agent as transaction settings, which the audit and session triggers record.
  */
 export const onBehalfOf = <T>(origin: RequestOrigin, work: () => Promise<T>): Promise<T> => origins.run(origin, work);
 
@@ -126,7 +128,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
   async function recorded<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
     const origin = origins.getStore();
     if (!origin) return pool.query<R>(text, values);
-    const settings = { "quire.client_ip": origin.ip ?? "", "quire.request_id": origin.requestId };
+    const settings = { "quire.client_ip": origin.ip ?? "", "quire.request_id": origin.requestId, "quire.user_agent": origin.userAgent ?? "" };
     return asCaller(pool, settings, (client) => client.query<R>(text, values));
   }
 
@@ -204,8 +206,15 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       if (!parsed) throw sessionEnded();
       const next = tokens.refreshToken(parsed.sessionId, parsed.generation + 1);
       const { rows } = await recorded<GrantRow & { outcome: string; generation: number }>(
-        "select outcome, $1::uuid as session_id, user_id, org_id, role, generation from app_private.refresh_session($1, $2, $3, $4, $5)",
-        [parsed.sessionId, parsed.generation, tokens.digest(refreshToken), tokens.digest(next), config.auth.refreshGraceSeconds],
+        "select outcome, $1::uuid as session_id, user_id, org_id, role, generation from app_private.refresh_session($1, $2, $3, $4, $5, $6)",
+        [
+          parsed.sessionId,
+          parsed.generation,
+          tokens.digest(refreshToken),
+          tokens.digest(next),
+          config.auth.refreshGraceSeconds,
+          config.auth.sessionIdleSeconds,
+        ],
       );
       const row = rows[0]!;
       if (row.outcome === "reused") {

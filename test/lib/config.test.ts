@@ -91,6 +91,9 @@ describe("loadConfig", () => {
     expect(problemsOf({ ...external, JWT_SECRET: secret, DATABASE_ANONYMOUS_ROLE: "quire_authenticated" })).toEqual([
       "DATABASE_ANONYMOUS_ROLE must differ from DATABASE_AUTHENTICATED_ROLE",
     ]);
+    expect(problemsOf({ ...external, JWT_SECRET: secret, ACCESS_TOKEN_TTL_SECONDS: "3600", SESSION_IDLE_SECONDS: "3600" })).toEqual([
+      "SESSION_IDLE_SECONDS must be longer than ACCESS_TOKEN_TTL_SECONDS (a session is used by refreshing its access token)",
+    ]);
   });
 
   test("empty variables count as unset", () => {
