@@ -28,6 +28,7 @@ import { countSignIns, makeGraphqlMetrics } from "./graphql-metrics.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import { makeRequestAuditPlugin } from "./request-audit.ts";
 import { TenantKeysPlugin } from "./tenant-keys-plugin.ts";
+import { ColleaguesPlugin } from "./colleagues-plugin.ts";
 import { createSessions } from "./sessions.ts";
 
 export interface PresetOptions {
@@ -96,6 +97,7 @@ export function makePreset({
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset],
     plugins: [
       TenantKeysPlugin,
+      ColleaguesPlugin,
       makeAuthPlugin(config, sessions, tokens),
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),

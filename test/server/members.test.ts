@@ -106,3 +106,21 @@ describe("removeMember", () => {
     expect(await roleIs(b, "member")).toBe("member");
   });
 });
+
+describe("seeing people", () => {
+  // server/colleagues-plugin.ts reads the users root connection through memberships; RLS still decides.
+  test("the users root connection lists the organization's members (the caller among them) and nobody else, with totalCount", async () => {
+    const a = await createTenant(fx.db, "People A");
+    const b = await createTenant(fx.db, "People B");
+    const body = await gql(a.members.viewer.accessToken, "{ users(first: 10, orderBy: EMAIL_ASC) { totalCount nodes { email } } }");
+    expect(body.data).toEqual({
+      users: { totalCount: 4, nodes: ["admin", "member", "owner", "viewer"].map((role) => ({ email: `${role}@${a.slug}.example` })) },
+    });
+    // A person of B who joins A shows up in A's list; B's other people never do.
+    await query(fx.db.name, "insert into app_public.memberships (org_id, user_id, role) values ($1, $2, 'viewer')", [a.orgId, b.members.owner.userId], "root");
+    const after = await gql(a.members.viewer.accessToken, "{ users { totalCount nodes { email } } }");
+    expect((after.data!.users as { totalCount: number }).totalCount).toBe(5);
+    expect(JSON.stringify(after.data)).toContain(b.members.owner.email);
+    expect(JSON.stringify(after.data)).not.toContain(b.members.admin.email);
+  });
+});
