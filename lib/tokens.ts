@@ -44,7 +44,8 @@ export type TokenRefusal =
   | "wrong_audience"
   | "malformed"
   | "bad_claims"
-  | "not_bearer";
+  | "not_bearer"
+  | "api_key_invalid";
 
 export class InvalidTokenError extends Error {
   readonly refusal: TokenRefusal;

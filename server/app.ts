@@ -15,6 +15,7 @@ import { withLogContext } from "../lib/log-context.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { clientAddress } from "./client-address.ts";
 import { accessLog } from "./access-log.ts";
+import { createApiKeys } from "./api-keys.ts";
 import { authenticateHttp } from "./bearer-auth.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
@@ -183,15 +184,17 @@ export async function createQuireServer({
   // (a bad one is refused in the route's error shape), and the limiter and the handler read what was verified.
   const addressOf = clientAddress(config.http.trustedProxies);
   const limiter = createRateLimiter({ config, pool, logger, clock });
+  // API keys are checked on the authenticator pool, with a short cache (server/api-keys.ts).
+  const apiKeys = createApiKeys({ pool });
   const limit = rateLimit({ limiter, addressOf });
-  app.post(uploadPath, authenticateHttp(tokens, "rest"), limit, uploadRoute({ config, pool, addressOf }));
+  app.post(uploadPath, authenticateHttp(tokens, "rest", apiKeys), limit, uploadRoute({ config, pool, addressOf }));
   app.all(uploadPath, (_req, res) => {
     res
       .status(405)
       .set("allow", "POST")
       .json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
   });
-  app.use("/graphql", authenticateHttp(tokens), limit, ...strictUtf8Body(config.http.maxRequestBytes));
+  app.use("/graphql", authenticateHttp(tokens, "graphql", apiKeys), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({
     url: config.database.url,
     logger,
@@ -209,7 +212,9 @@ export async function createQuireServer({
   await listener.start().catch(() => undefined);
   const connectors = createConnectors(config);
   app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
-  const pgl = postgraphile(makePreset({ config, logger, pool, tokens, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count }));
+  const pgl = postgraphile(
+    makePreset({ config, logger, pool, tokens, apiKeys, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count }),
+  );
   const serv = pgl.createServ(grafserv);
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'
   // errors unhandled (server/websocket.ts): Origin is checked first, then Quire's endpoint takes the connection.

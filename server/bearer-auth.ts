@@ -10,6 +10,7 @@ import type { RequestHandler } from "express";
 import { addToLogContext } from "../lib/log-context.ts";
 import type { Logger } from "../lib/logger.ts";
 import { InvalidTokenError, type AccessClaims, type TokenService } from "../lib/tokens.ts";
+import { isApiKey, type ApiKeys } from "./api-keys.ts";
 
 /** A request authenticateHttp has seen: its verified claims, or null for an anonymous one. */
 export type AuthenticatedRequest = IncomingMessage & { quireAuth?: AccessClaims | null };
@@ -47,11 +48,22 @@ export function refuseToken(error: unknown, log: Logger | undefined): TokenRefus
 }
 
 /** The claims of `authorization` ("Bearer <jwt>"); null when absent; InvalidTokenError when present but bad. */
-export function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
+function claimsOf(authorization: unknown, tokens: TokenService): AccessClaims | null {
   if (authorization === undefined || authorization === null || authorization === "") return null;
   const match = typeof authorization === "string" ? /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/.exec(authorization) : null;
   if (!match) throw new InvalidTokenError(typeof authorization === "string" && authorization.startsWith("Bearer ") ? "malformed" : "not_bearer");
   return tokens.verifyAccessToken(match[1]!);
+}
+
+/**
+ * The claims of `authorization` when it may also be an API key ("Bearer qk_…", checked with `apiKeys`): null when
+ * absent; InvalidTokenError when present but bad.
+ */
+export async function credentialClaims(authorization: unknown, tokens: TokenService, apiKeys: ApiKeys | undefined): Promise<AccessClaims | null> {
+  if (apiKeys && typeof authorization === "string" && authorization.startsWith("Bearer ") && isApiKey(authorization.slice(7))) {
+    return apiKeys.verify(authorization.slice(7));
+  }
+  return claimsOf(authorization, tokens);
 }
 
 /**
@@ -66,21 +78,27 @@ export function authOf(req: IncomingMessage): AccessClaims | null {
 }
 
 /**
- * Express middleware that verifies the bearer token once, before any other handler of the route (rate limiter
+ * Express middleware that verifies the bearer token (an access token, or with `apiKeys` an API key) once, before any other handler of the route (rate limiter
  * included), answering 401 UNAUTHENTICATED for a bad one in the route's error shape: GraphQL's `errors` array
  * (`"graphql"`, the default) or the REST routes' `{ error }` (`"rest"`, the upload route). The claims ride on
  * the request (authOf).
  */
-export function authenticateHttp(tokens: TokenService, shape: "graphql" | "rest" = "graphql"): RequestHandler {
+export function authenticateHttp(tokens: TokenService, shape: "graphql" | "rest" = "graphql", apiKeys?: ApiKeys): RequestHandler {
   return (req, res, next) => {
-    try {
-      const claims = claimsOf(req.headers.authorization, tokens);
-      (req as AuthenticatedRequest).quireAuth = claims;
-      if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
-      next();
-    } catch (error) {
-      const { code, reason, message } = refuseToken(error, req.log);
-      res.status(401).json(shape === "graphql" ? { errors: [{ message, extensions: { code, reason } }] } : { error: { code, reason, message } });
-    }
+    credentialClaims(req.headers.authorization, tokens, apiKeys).then(
+      (claims) => {
+        (req as AuthenticatedRequest).quireAuth = claims;
+        if (claims) addToLogContext({ orgId: claims.orgId, userId: claims.userId });
+        next();
+      },
+      (error: unknown) => {
+        try {
+          const { code, reason, message } = refuseToken(error, req.log);
+          res.status(401).json(shape === "graphql" ? { errors: [{ message, extensions: { code, reason } }] } : { error: { code, reason, message } });
+        } catch (unexpected) {
+          next(unexpected);
+        }
+      },
+    );
   };
 }

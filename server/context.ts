@@ -11,7 +11,8 @@ import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { AccessClaims, TokenService } from "../lib/tokens.ts";
 import { requestIdOf } from "./access-log.ts";
-import { authOf, claimsOf, refuseToken } from "./bearer-auth.ts";
+import type { ApiKeys } from "./api-keys.ts";
+import { authOf, credentialClaims, refuseToken } from "./bearer-auth.ts";
 import type { ClientAddress } from "./client-address.ts";
 import type { CountRequest } from "./rate-limits.ts";
 import type { LiveSockets } from "./live-sockets.ts";
@@ -62,6 +63,8 @@ export function pgSettingsFor(config: Config, claims: AccessClaims | null, reque
 export interface ContextOptions {
   readonly config: Config;
   readonly tokens: TokenService;
+  /** Checks API keys presented over a WebSocket (default: none, only access tokens are accepted). */
+  readonly apiKeys?: ApiKeys;
   readonly addressOf: ClientAddress;
   /** Where WebSocket connections are tracked so a session's end closes them (none when only printing the schema). */
   readonly liveSockets?: LiveSockets;
@@ -90,7 +93,7 @@ function isSubscription(args: Grafast.ExecutionArgs | undefined): boolean {
   return getOperationAST(args.document, args.operationName ?? undefined)?.operation === "subscription";
 }
 
-export function makeContext({ config, tokens, addressOf, liveSockets, countRequest, logger, withPgClient, subscriptionWithPgClient }: ContextOptions) {
+export function makeContext({ config, tokens, apiKeys, addressOf, liveSockets, countRequest, logger, withPgClient, subscriptionWithPgClient }: ContextOptions) {
   const counted = async (context: Partial<Grafast.Context>, ip: string | null, claims: AccessClaims | null) => {
     const verdict = await countRequest(ip, claims);
     if (verdict.retryAfterSeconds > 0) {
@@ -100,12 +103,22 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
   };
   return (requestContext: Partial<Grafast.RequestContext>, args?: Grafast.ExecutionArgs): Partial<Grafast.Context> | Promise<Partial<Grafast.Context>> => {
     const req = requestContext.node?.req ?? requestContext.ws?.request;
-    let claims: AccessClaims | null;
-    if (requestContext.node) {
-      claims = authOf(requestContext.node.req);
-    } else {
+    const ip = req ? addressOf(req) : null;
+    // Mutations and queries over a WebSocket keep their own transactions; only subscriptions' re-reads are shared.
+    const pgClient = requestContext.ws && subscriptionWithPgClient && isSubscription(args) ? subscriptionWithPgClient : withPgClient;
+    const contextFor = (claims: AccessClaims | null): Partial<Grafast.Context> => ({
+      pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip),
+      quireAuth: claims,
+      quireClientIp: ip,
+      quireUserAgent: userAgentOf(req?.headers["user-agent"]),
+      ...(pgClient ? { withPgClient: pgClient } : {}),
+    });
+    if (requestContext.node) return contextFor(authOf(requestContext.node.req));
+    if (!requestContext.ws) return contextFor(null);
+    return (async () => {
+      let claims: AccessClaims | null;
       try {
-        claims = claimsOf(requestContext.ws?.normalizedConnectionParams?.["authorization"], tokens);
+        claims = await credentialClaims(requestContext.ws?.normalizedConnectionParams?.["authorization"], tokens, apiKeys);
       } catch (error) {
         const { code, reason, message } = refuseToken(error, logger);
         throw new SafeError(message, { code, reason });
@@ -113,17 +126,7 @@ export function makeContext({ config, tokens, addressOf, liveSockets, countReque
       // The connection lives on after this operation: it is closed when its session ends or its token expires.
       const socket = requestContext.ws?.socket;
       if (claims && socket) liveSockets?.track(socket, claims);
-    }
-    const ip = req ? addressOf(req) : null;
-    // Mutations and queries over a WebSocket keep their own transactions; only subscriptions' re-reads are shared.
-    const pgClient = requestContext.ws && subscriptionWithPgClient && isSubscription(args) ? subscriptionWithPgClient : withPgClient;
-    const context: Partial<Grafast.Context> = {
-      pgSettings: pgSettingsFor(config, claims, requestIdOf(req), ip),
-      quireAuth: claims,
-      quireClientIp: ip,
-      quireUserAgent: userAgentOf(req?.headers["user-agent"]),
-      ...(pgClient ? { withPgClient: pgClient } : {}),
-    };
-    return requestContext.ws ? counted(context, ip, claims) : context;
+      return counted(contextFor(claims), ip, claims);
+    })();
   };
 }

@@ -81,7 +81,8 @@ export function createLiveSockets({ listener, pool, logger }: LiveSocketsOptions
       let sockets = bySession.get(claims.sessionId);
       if (!sockets) bySession.set(claims.sessionId, (sockets = new Set()));
       sockets.add(socket);
-      const timer = setTimeout(() => end(socket, "Access token expired"), Math.max(0, claims.expiresAt.getTime() - Date.now()));
+      // setTimeout fires at once for a delay past 2^31 − 1 ms (about 24.8 days): never wait longer than that.
+      const timer = setTimeout(() => end(socket, "Access token expired"), Math.min(2 ** 31 - 1, Math.max(0, claims.expiresAt.getTime() - Date.now())));
       timer.unref();
       timers.set(socket, timer);
       socket.once("close", () => forget(socket));

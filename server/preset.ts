@@ -11,6 +11,7 @@ import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
+import { createApiKeys, type ApiKeys } from "./api-keys.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import { makeWithPgClient } from "./pg-client.ts";
@@ -38,6 +39,8 @@ export interface PresetOptions {
   readonly pool: pg.Pool;
   /** Shared with the HTTP middleware that verifies bearer tokens (default: made from config). */
   readonly tokens?: TokenService;
+  /** Checks API keys presented over WebSockets; shared with the HTTP middleware (default: checked on `pool`). */
+  readonly apiKeys?: ApiKeys;
   /** How a request's client address is read (default: made from TRUSTED_PROXIES). */
   readonly addressOf?: ClientAddress;
   /** Where WebSocket connections are tracked so a session's end closes them (none when only printing the schema). */
@@ -75,6 +78,7 @@ export function makePreset({
   logger,
   pool,
   tokens = createTokenService(config),
+  apiKeys = createApiKeys({ pool }),
   addressOf = clientAddress(config.http.trustedProxies),
   liveSockets,
   liveEvents = idleLiveEvents,
@@ -120,6 +124,7 @@ export function makePreset({
       context: makeContext({
         config,
         tokens,
+        apiKeys,
         addressOf,
         liveSockets,
         logger,

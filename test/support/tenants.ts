@@ -51,6 +51,16 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     const { token } = tokens.signAccessToken({ sessionId, userId: user!.id, orgId: org!.id, role });
     members[role] = { userId: user!.id, email, role, sessionId, accessToken: token };
   }
+  // A revoked API key row, so the isolation suites have one to aim at. It points at the admin and their session
+  // instead of a service account of its own (createApiKey makes one), so that member counts stay four; revoked, it
+  // grants nothing.
+  await query(
+    db.name,
+    `insert into app_public.api_keys (org_id, name, role, user_id, session_id, secret_hash, created_by, revoked_at)
+     values ($1, 'Fixture key', 'viewer', $2, $3, sha256($4::bytea), $2, now())`,
+    [org!.id, members.admin.userId, members.admin.sessionId, Buffer.from(org!.id)],
+    "root",
+  );
   // A pending invitation, so every tenant table has rows for the isolation suites to aim at.
   const [invitation] = await query<{ id: string }>(
     db.name,
