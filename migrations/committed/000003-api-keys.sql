@@ -1,5 +1,5 @@
 --! Previous: sha1:2214629fd9ea255e17b7559063aa38f47649b30c
---! Hash: sha1:c02e94f1e3fdd45933388a72c936648de4d403b5
+--! Hash: sha1:fe76d250312cacecd14ea9c3758e1d857b8096e4
 --! Message: api keys
 
 -- API keys for machine clients
@@ -212,7 +212,8 @@ comment on function app_private.api_key_grant(uuid, bytea) is
 grant execute on function app_private.api_key_grant(uuid, bytea) to :DATABASE_AUTHENTICATOR;
 
 -- Keys cannot manage members: an admin-level check refuses a service account, and so does any change to a
--- membership it attempts (changeMemberRole and removeMember check the role on their own).
+-- membership it attempts (changeMemberRole and removeMember check the role on their own). A key's own role is the
+-- one it was created with: its service account's membership keeps it (revoke the key and create another).
 create or replace function app_private.require_role(min app_public.membership_role, denied text, signed_out text default 'Sign in first.')
   returns app_public.membership_role
   language plpgsql volatile
@@ -236,10 +237,14 @@ begin
   if app_private.caller_is_service() then
     raise exception 'API keys cannot manage members, keys or integrations.' using errcode = 'DNIED';
   end if;
+  if tg_op = 'UPDATE' and new.role is distinct from old.role
+     and exists (select 1 from app_public.users u where u.id = old.user_id and u.is_service) then
+    raise exception 'An API key keeps the role it was created with; revoke it and create another.' using errcode = 'DNIED';
+  end if;
   return case when tg_op = 'DELETE' then old else new end;
 end;
 $$;
-comment on function app_private.tg_memberships__not_by_keys() is 'Trigger: refuses a change to memberships made by an API key.';
+comment on function app_private.tg_memberships__not_by_keys() is 'Trigger: refuses a change to memberships made by an API key, and a role change of a key''s own membership.';
 
 drop trigger if exists _050_not_by_keys on app_public.memberships;
 create trigger _050_not_by_keys before update or delete on app_public.memberships

@@ -114,6 +114,21 @@ test("keys cannot manage keys or members", async () => {
     { role: string },
   ];
   expect(role).toBe("viewer");
+  // Nor does anyone change a key's role: it keeps the one it was created with.
+  const [{ id: keyMembership }] = (await query<{ id: string }>(
+    fx.db.name,
+    "select m.id from app_public.memberships m join app_public.api_keys k on k.org_id = m.org_id and k.user_id = m.user_id where k.id = $1",
+    [admin.id],
+    "root",
+  )) as [{ id: string }];
+  const promoted = await fx.gql(
+    a.members.owner.accessToken,
+    "mutation ($id: UUID!) { changeMemberRole(input: { membershipId: $id, role: owner }) { result { role } } }",
+    {
+      id: keyMembership,
+    },
+  );
+  expect(codeOf(promoted)).toBe("FORBIDDEN");
 });
 
 test("a revoked or expired key is refused on its next request; a made-up or malformed one is UNAUTHENTICATED", async () => {
