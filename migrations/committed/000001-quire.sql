@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:181651bef4f7675db100884f6485b76a26a6a7a6
+--! Hash: sha1:e9d88ff00e1d9bc0cda76b5aeb24ae59bdd58673
 --! Message: quire
 
 -- Quire's schema, one section per table or tight group: each holds its tables' columns, keys, indexes, row-level
@@ -87,9 +87,10 @@ comment on function app_public.current_user_id() is
   E'@behavior -*\nThe user of this request''s live session, or NULL when there is none.';
 
 -- The clock of time windows that tests must cross (the refresh-token grace window): app_private.clock_now() is
--- now() plus an offset that tests move forward instead of sleeping. The offset is a row that only the owner inside
--- a security definer function and a superuser can change, never a setting: any role can change a setting, and a
--- holder of the authenticator's credential could reopen a window with it. It is zero outside tests.
+-- now() plus an offset that tests move forward instead of sleeping. The offset is a row that the API roles cannot
+-- change (only the owner, which operators and definer functions act as, and a superuser), never a setting: any role
+-- can change a setting, and a holder of the authenticator's credential could reopen a window with it. It is zero
+-- outside tests; moving it back after moving it forward leaves times written meanwhile in the future.
 create table app_private.clock (
   single boolean primary key default true check (single),
   offset_by interval not null default '0' check (offset_by >= interval '0')

@@ -1,5 +1,5 @@
---! Previous: sha1:181651bef4f7675db100884f6485b76a26a6a7a6
---! Hash: sha1:2214629fd9ea255e17b7559063aa38f47649b30c
+--! Previous: sha1:e9d88ff00e1d9bc0cda76b5aeb24ae59bdd58673
+--! Hash: sha1:357ee751dfa830ef92dacfd2f10bea3cf1cfd788
 --! Message: sessions a user can see
 
 -- Sessions a person can see and end
@@ -13,7 +13,13 @@
 -- so no sign-in path can forget them. The user agent is shown back to its owner only, cut to 256 characters.
 alter table app_private.sessions
   add column if not exists client_ip inet,
-  add column if not exists user_agent text check (char_length(user_agent) <= 256);
+  add column if not exists user_agent text;
+
+-- Checked without holding sign-ins up: added NOT VALID (no scan under the exclusive lock), then validated under a
+-- lock that lets reads and writes go on.
+alter table app_private.sessions drop constraint if exists sessions_user_agent_length;
+alter table app_private.sessions add constraint sessions_user_agent_length check (char_length(user_agent) <= 256) not valid;
+alter table app_private.sessions validate constraint sessions_user_agent_length;
 
 comment on column app_private.sessions.client_ip is 'The address the session was opened from (quire.client_ip of the sign-in).';
 comment on column app_private.sessions.user_agent is 'The User-Agent the session was opened with (quire.user_agent of the sign-in), at most 256 characters.';
@@ -55,7 +61,8 @@ comment on column app_public.user_session.row_id is 'The session''s id, for endS
 comment on column app_public.user_session.last_used_at is 'When its refresh token was last used (or the sign-in); access tokens in between are not recorded.';
 comment on column app_public.user_session.is_current is 'True for the session this request was made with.';
 
--- The caller's live sessions in every organization they belong to, most recently used first.
+-- The caller's live sessions in every organization they belong to, most recently used first; none in a job's context
+-- (a job acts for its requester, not as them).
 create function app_public.my_sessions() returns setof app_public.user_session
   language sql stable security definer
   set search_path = pg_catalog, pg_temp
@@ -67,7 +74,7 @@ create function app_public.my_sessions() returns setof app_public.user_session
       join app_public.memberships m on m.org_id = s.org_id and m.user_id = s.user_id
       join app_public.organizations o on o.id = s.org_id and o.is_active
      where s.user_id = app_public.current_user_id()
-       and app_public.current_org_id() is not null
+       and app_private.uuid_setting('jwt.claims.session_id') is not null and app_public.current_job_id() is null
        and s.revoked_at is null and s.expires_at > now()
      order by coalesce(s.rotated_at, s.created_at) desc, s.id
   $$;
@@ -83,7 +90,9 @@ create function app_public.end_session(session_id uuid) returns boolean
   set quire.definer = 'on'
   as $$
 begin
-  if app_public.current_user_id() is null or app_public.current_org_id() is null then
+  -- A person's own session only: a job runs with its requester as the user, and must not reach their sessions.
+  if app_public.current_user_id() is null or app_private.uuid_setting('jwt.claims.session_id') is null
+     or app_public.current_job_id() is not null then
     raise exception 'Sign in first.' using errcode = 'LOGIN';
   end if;
   update app_private.sessions s set revoked_at = now(), revoked_reason = 'ended by user'
@@ -111,7 +120,8 @@ declare
   v_ended int;
 begin
   select * into v_target from app_public.memberships m
-   where m.org_id = app_public.current_org_id() and m.id = end_member_sessions.membership_id;
+   where m.org_id = app_public.current_org_id() and m.id = end_member_sessions.membership_id
+     for share;
   if not found then
     raise exception 'No such member.' using errcode = 'NTFND';
   end if;
@@ -120,7 +130,7 @@ begin
   end if;
   with ended as (
     update app_private.sessions s set revoked_at = now(), revoked_reason = 'ended by an admin'
-     where s.org_id = v_target.org_id and s.user_id = v_target.user_id and s.revoked_at is null
+     where s.org_id = v_target.org_id and s.user_id = v_target.user_id and s.revoked_at is null and s.expires_at > now()
     returning 1)
   select count(*)::int into v_ended from ended;
   return v_ended;
@@ -133,9 +143,11 @@ grant execute on function app_public.end_member_sessions(uuid) to :DATABASE_AUTH
 -- Idle sessions end: refreshing checks when the refresh token was last used, and ends the session (reason 'idle')
 -- when that was more than idle_seconds ago. Access tokens live ACCESS_TOKEN_TTL_SECONDS, less than any idle time
 -- the configuration accepts, so an idle session's last access token has already expired.
+-- Servers of the previous release, still running while a deploy migrates, call it with five arguments: the
+-- sixth defaults to SESSION_IDLE_SECONDS' default.
 drop function if exists app_private.refresh_session(uuid, int, bytea, bytea, int);
 create or replace function app_private.refresh_session(
-  session_id uuid, presented_generation int, presented_hash bytea, next_hash bytea, grace_seconds int, idle_seconds int
+  session_id uuid, presented_generation int, presented_hash bytea, next_hash bytea, grace_seconds int, idle_seconds int default 259200
 ) returns table (outcome text, user_id uuid, org_id uuid, role app_public.membership_role, generation int, expires_at timestamptz)
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
@@ -151,7 +163,7 @@ begin
     return;
   end if;
   if coalesce(s.rotated_at, s.created_at) <= app_private.clock_now() - make_interval(secs => refresh_session.idle_seconds) then
-    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'idle' where id = s.id;
+    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'idle' where sessions.org_id = s.org_id and sessions.id = s.id;
     return query select 'invalid', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
     return;
   end if;
@@ -161,7 +173,7 @@ begin
     join app_public.organizations o on o.id = m.org_id and o.is_active
    where m.org_id = s.org_id and m.user_id = s.user_id;
   if v_role is null then
-    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'membership ended' where id = s.id;
+    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'membership ended' where sessions.org_id = s.org_id and sessions.id = s.id;
     return query select 'invalid', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
     return;
   end if;
@@ -169,13 +181,13 @@ begin
     update app_private.sessions
        set refresh_generation = s.refresh_generation + 1, previous_token_hash = s.refresh_token_hash,
            refresh_token_hash = refresh_session.next_hash, rotated_at = app_private.clock_now()
-     where id = s.id;
+     where sessions.org_id = s.org_id and sessions.id = s.id;
     return query select 'rotated', s.user_id, s.org_id, v_role, s.refresh_generation + 1, s.expires_at;
   elsif refresh_session.presented_generation = s.refresh_generation - 1 and refresh_session.presented_hash = s.previous_token_hash
         and s.rotated_at > app_private.clock_now() - make_interval(secs => refresh_session.grace_seconds) then
     return query select 'grace', s.user_id, s.org_id, v_role, s.refresh_generation, s.expires_at;
   elsif refresh_session.presented_generation < s.refresh_generation then
-    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'refresh token reuse' where id = s.id;
+    update app_private.sessions set revoked_at = app_private.clock_now(), revoked_reason = 'refresh token reuse' where sessions.org_id = s.org_id and sessions.id = s.id;
     return query select 'reused', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
   else
     return query select 'invalid', null::uuid, null::uuid, null::app_public.membership_role, null::int, null::timestamptz;
@@ -187,7 +199,7 @@ comment on function app_private.refresh_session(uuid, int, bytea, bytea, int, in
 grant execute on function app_private.refresh_session(uuid, int, bytea, bytea, int, int) to :DATABASE_AUTHENTICATOR;
 
 -- Session ends in the audit log: a person ending their own, an admin ending a member's, and idleness are
--- session_ended, with the reason and, when someone else ended it, who.
+-- session_ended, with the reason. When someone else ended it, they are the actor and the details name the session.
 create or replace function app_private.tg_sessions__audit() returns trigger
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
@@ -207,15 +219,20 @@ begin
       when new.revoked_reason in ('ended by user', 'ended by an admin', 'idle') then 'session_ended'
       else 'session_revoked' end;
     v_metadata := jsonb_build_object('reason', new.revoked_reason);
-    if v_actor.user_id is distinct from new.user_id and v_actor.user_id is not null then
-      v_metadata := v_metadata || jsonb_build_object('ended_by', v_actor.user_id);
-    end if;
   else
     return null;
   end if;
-  perform app_private.append_audit_event(
-    new.org_id, v_action, null, null, '{}', null, null, v_metadata,
-    new.user_id, new.id, null, v_actor.request_id, v_actor.client_ip);
+  -- Ended by someone else (an admin): they are the actor; whose session it was goes in the details.
+  if v_actor.user_id is not null and v_actor.user_id is distinct from new.user_id then
+    perform app_private.append_audit_event(
+      new.org_id, v_action, null, null, '{}', null, null,
+      v_metadata || jsonb_build_object('session_user_id', new.user_id, 'session_id', new.id),
+      v_actor.user_id, v_actor.session_id, null, v_actor.request_id, v_actor.client_ip);
+  else
+    perform app_private.append_audit_event(
+      new.org_id, v_action, null, null, '{}', null, null, v_metadata,
+      new.user_id, new.id, null, v_actor.request_id, v_actor.client_ip);
+  end if;
   return null;
 end;
 $$;

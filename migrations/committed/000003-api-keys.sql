@@ -1,5 +1,5 @@
---! Previous: sha1:2214629fd9ea255e17b7559063aa38f47649b30c
---! Hash: sha1:fe76d250312cacecd14ea9c3758e1d857b8096e4
+--! Previous: sha1:357ee751dfa830ef92dacfd2f10bea3cf1cfd788
+--! Hash: sha1:21ab64512ed74f29498ce898814e725895f0c3c1
 --! Message: api keys
 
 -- API keys for machine clients
@@ -210,6 +210,28 @@ $$;
 comment on function app_private.api_key_grant(uuid, bytea) is
   'The session grant of a live API key whose secret has this SHA-256, or NULL. Records the first use.';
 grant execute on function app_private.api_key_grant(uuid, bytea) to :DATABASE_AUTHENTICATOR;
+
+-- A key whose session ends by any path (an admin ending the member's sessions, the key logging itself out, an
+-- operator revoking the account's sessions) is revoked too, so apiKeys never shows a dead key as live.
+create or replace function app_private.tg_sessions__revoke_key() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  update app_public.api_keys k set revoked_at = new.revoked_at
+   where k.org_id = new.org_id and k.session_id = new.id and k.revoked_at is null;
+  return null;
+end;
+$$;
+comment on function app_private.tg_sessions__revoke_key() is 'Trigger: revokes the API key whose session was revoked.';
+
+drop trigger if exists _800_revoke_key on app_private.sessions;
+create trigger _800_revoke_key after update of revoked_at on app_private.sessions
+  for each row when (old.revoked_at is null and new.revoked_at is not null) execute procedure app_private.tg_sessions__revoke_key();
+
+comment on column app_public.audit_events.action is
+  'insert, update or delete for row changes; role_change, integration_connect and integration_disconnect for those row changes; sign_in, sign_in_failed, refresh_reuse, logout, session_ended, session_revoked, api_key_created, api_key_used, api_key_revoked, access_denied and request_failed for security events.';
 
 -- Keys cannot manage members: an admin-level check refuses a service account, and so does any change to a
 -- membership it attempts (changeMemberRole and removeMember check the role on their own). A key's own role is the

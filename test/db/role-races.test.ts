@@ -5,7 +5,7 @@
 import pg from "pg";
 import type { MemberRole } from "../../lib/tokens.ts";
 import { createTestDatabase, query, roles, urlFor, type TestDatabase } from "../support/database.ts";
-import { createTenant, type Tenant } from "../support/tenants.ts";
+import { createTenant, membershipIdOf, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -31,15 +31,7 @@ async function connect(t: Tenant, member: MemberRole, asApiRole = true): Promise
   return { client, pid };
 }
 
-const membershipOf = async (t: Tenant, member: MemberRole) =>
-  (
-    await query<{ id: string }>(
-      db.name,
-      "select id from app_public.memberships where org_id = $1 and user_id = $2",
-      [t.orgId, t.members[member].userId],
-      "root",
-    )
-  )[0]!.id;
+const membershipOf = (t: Tenant, member: MemberRole) => membershipIdOf(db, t, member);
 const roleOf = async (t: Tenant, member: MemberRole) =>
   (
     await query<{ role: string }>(

@@ -147,6 +147,17 @@ test("a revoked or expired key is refused on its next request; a made-up or malf
 
   const madeUp = await http(`qk_${"0".repeat(32)}_${"1".repeat(64)}`, "{ currentUser { email } }");
   expect({ status: madeUp.status, code: codeOf(madeUp.body) }).toEqual({ status: 401, code: "UNAUTHENTICATED" });
+  // A key that logs itself out is revoked with its session, so apiKeys never shows it live.
+  const selfEnded = await newKey("viewer");
+  expect((await http(selfEnded.key, "mutation { logout { success } }")).body.data).toEqual({ logout: { success: true } });
+  const [selfRevoked] = await query<{ revoked: boolean }>(
+    fx.db.name,
+    "select revoked_at is not null as revoked from app_public.api_keys where id = $1",
+    [selfEnded.id],
+    "root",
+  );
+  expect(selfRevoked).toEqual({ revoked: true });
+
   const malformed = await http("qk_short", "{ currentUser { email } }");
   expect({ status: malformed.status, code: codeOf(malformed.body) }).toEqual({ status: 401, code: "UNAUTHENTICATED" });
 });

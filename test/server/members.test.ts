@@ -3,21 +3,13 @@
 import { randomUUID } from "node:crypto";
 import { query } from "../support/database.ts";
 import { codeOf, useQuireServer } from "../support/server.ts";
-import { createTenant, type Tenant } from "../support/tenants.ts";
+import { createTenant, membershipIdOf, type Tenant } from "../support/tenants.ts";
 import type { MemberRole } from "../../lib/tokens.ts";
 
 const fx = useQuireServer();
 
 const { gql } = fx;
-const membershipOf = async (t: Tenant, role: MemberRole) =>
-  (
-    await query<{ id: string }>(
-      fx.db.name,
-      "select id from app_public.memberships where org_id = $1 and user_id = $2",
-      [t.orgId, t.members[role].userId],
-      "root",
-    )
-  )[0]!.id;
+const membershipOf = (t: Tenant, role: MemberRole) => membershipIdOf(fx.db, t, role);
 const changeRole = (token: string, membershipId: string, role: string) =>
   gql(token, "mutation ($id: UUID!, $role: MembershipRole!) { changeMemberRole(input: { membershipId: $id, role: $role }) { result { role } } }", {
     id: membershipId,

@@ -1,9 +1,11 @@
 // Sessions a person can see and end: mySessions lists their live sessions (where and with what each was opened,
 // the current one marked), endSession ends one of them, an admin ends a member's sessions, and a session idle longer
 // than SESSION_IDLE_SECONDS ends at its next refresh.
-import { query } from "../support/database.ts";
+import { createHash } from "node:crypto";
+import pg from "pg";
+import { query, roles, urlFor } from "../support/database.ts";
 import { codeOf, useQuireServer, type GraphQLBody } from "../support/server.ts";
-import { createTenant, fixturePassword, type Tenant } from "../support/tenants.ts";
+import { createTenant, fixturePassword, membershipIdOf, type Tenant } from "../support/tenants.ts";
 
 const idleSeconds = 3600;
 const fx = useQuireServer({ env: { BCRYPT_COST: "10", SESSION_IDLE_SECONDS: String(idleSeconds) } });
@@ -61,15 +63,7 @@ const refresh = (refreshToken: string) =>
 const whoAmI = (token: string) => post("{ currentUser { email } }", {}, token);
 const live = async (sessionId: string) =>
   (await query<{ live: boolean }>(fx.db.name, "select revoked_at is null as live from app_private.sessions where id = $1", [sessionId], "root"))[0]!.live;
-const membershipOf = async (t: Tenant, role: "owner" | "admin" | "member" | "viewer") =>
-  (
-    await query<{ id: string }>(
-      fx.db.name,
-      "select id from app_public.memberships where org_id = $1 and user_id = $2",
-      [t.orgId, t.members[role].userId],
-      "root",
-    )
-  )[0]!.id;
+const membershipOf = (t: Tenant, role: "owner" | "admin" | "member" | "viewer") => membershipIdOf(fx.db, t, role);
 
 test("mySessions lists the person's live sessions with address and user agent, the current one marked, and nobody else's", async () => {
   const first = await signIn(a.members.viewer.email, "Laptop/1.0");
@@ -128,13 +122,52 @@ test("an admin ends a member's sessions in the organization, not an owner's; a m
   expect((await endMemberSessions(admin.accessToken, await membershipOf(b, "member"))).data).toEqual({ endMemberSessions: { result: 2 } });
   expect(codeOf(await whoAmI(target.accessToken))).toBe("UNAUTHENTICATED");
   expect(await live(b.members.member.sessionId)).toBe(false);
-  const [event] = await query<{ action: string; details: Record<string, unknown> }>(
+  // The admin is the actor; the details name whose session it was.
+  const [event] = await query<{ action: string; actor: string; details: Record<string, unknown> }>(
     fx.db.name,
-    "select action, details from app_public.audit_events where org_id = $1 and actor_session_id = $2 and action <> 'sign_in'",
+    "select action, actor_user_id::text as actor, details from app_public.audit_events where org_id = $1 and details->>'session_id' = $2",
     [b.orgId, target.sessionId],
     "root",
   );
-  expect(event).toEqual({ action: "session_ended", details: { reason: "ended by an admin", ended_by: b.members.admin.userId } });
+  expect(event).toEqual({
+    action: "session_ended",
+    actor: b.members.admin.userId,
+    details: { reason: "ended by an admin", session_user_id: b.members.member.userId, session_id: target.sessionId },
+  });
+});
+
+test("a job acting for a person cannot list or end their sessions", async () => {
+  // A queued job of organization A requested by A's member, and its token: the worker's context for that job.
+  const token = "job-context-token";
+  const [{ id: jobId }] = (await query<{ id: string }>(
+    fx.db.name,
+    "insert into app_public.jobs (org_id, kind, status, requested_by) values ($1, 'import', 'queued', $2) returning id",
+    [a.orgId, a.members.member.userId],
+    "root",
+  )) as [{ id: string }];
+  await query(
+    fx.db.name,
+    "insert into app_private.job_tokens (org_id, job_id, token_hash) values ($1, $2, sha256(convert_to($3, 'UTF8')))",
+    [a.orgId, jobId, token],
+    "root",
+  );
+  /** Runs `text` in the job's context, as the worker does: the authenticator, its job settings, the API role. */
+  const asJob = async (text: string) => {
+    const client = new pg.Client({ connectionString: urlFor(roles.authenticator, fx.db.name) });
+    await client.connect();
+    try {
+      await client.query("begin");
+      await client.query("select set_config('quire.job_id', $1, true), set_config('quire.job_token', $2, true)", [jobId, token]);
+      await client.query(`set local role ${roles.authenticated}`);
+      return (await client.query<{ n: number }>(text)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  expect(await asJob("select count(*)::int as n from app_public.my_sessions()")).toEqual([{ n: 0 }]);
+  await expect(asJob(`select app_public.end_session('${b.members.member.sessionId}')`)).rejects.toMatchObject({ code: "LOGIN" });
+  await expect(asJob(`select app_public.end_session('${a.members.member.sessionId}')`)).rejects.toMatchObject({ code: "LOGIN" });
+  expect(await live(a.members.member.sessionId)).toBe(true);
 });
 
 test("a session whose refresh token goes unused longer than SESSION_IDLE_SECONDS ends at its next refresh", async () => {
@@ -153,4 +186,17 @@ test("a session whose refresh token goes unused longer than SESSION_IDLE_SECONDS
   }
   const [row] = await query(fx.db.name, "select revoked_reason from app_private.sessions where id = $1", [idle.sessionId], "root");
   expect(row).toEqual({ revoked_reason: "idle" });
+});
+
+test("servers of the previous release, calling refresh_session with five arguments during a deploy, still refresh", async () => {
+  const session = await signIn(a.members.owner.email);
+  const [sid, generation] = session.refreshToken.split(".");
+  const digest = (text: string) => createHash("sha256").update(text).digest();
+  const rows = await query<{ outcome: string }>(
+    fx.db.name,
+    "select outcome from app_private.refresh_session($1, $2, $3, $4, $5)",
+    [sid, Number(generation), digest(session.refreshToken), digest("a next token"), 10],
+    roles.authenticator,
+  );
+  expect(rows).toEqual([{ outcome: "rotated" }]);
 });

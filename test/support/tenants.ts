@@ -119,6 +119,17 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
   return { orgId: org!.id, slug, members };
 }
 
+/** The id of the membership of `t`'s person of `role`. */
+export async function membershipIdOf(db: TestDatabase, t: Tenant, role: MemberRole): Promise<string> {
+  const [row] = await query<{ id: string }>(
+    db.name,
+    "select id from app_public.memberships where org_id = $1 and user_id = $2",
+    [t.orgId, t.members[role].userId],
+    "root",
+  );
+  return row!.id;
+}
+
 /**
  * A connection as the API would hold it for `member` of `orgId` (authenticator login, authenticated role, session
  * claims), inside a transaction already begun: the caller commits or rolls back, then ends it.
