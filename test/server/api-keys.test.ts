@@ -158,6 +158,15 @@ test("a revoked or expired key is refused on its next request; a made-up or malf
   );
   expect(selfRevoked).toEqual({ revoked: true });
 
+  // An operator revokes a key in psql through its service account's address (docs/operations.md).
+  const byOperator = await newKey("viewer");
+  const email = `api-key-${byOperator.id.replaceAll("-", "")}@keys.quire.invalid`;
+  expect(await query(fx.db.name, "select app_admin.revoke_user_sessions($1) as ended", [email])).toEqual([{ ended: 1 }]);
+  expect(await query(fx.db.name, "select revoked_at is not null as revoked from app_public.api_keys where id = $1", [byOperator.id], "root")).toEqual([
+    { revoked: true },
+  ]);
+  expect(codeOf((await http(byOperator.key, "{ currentUser { isService } }")).body)).toBe("UNAUTHENTICATED");
+
   const malformed = await http("qk_short", "{ currentUser { email } }");
   expect({ status: malformed.status, code: codeOf(malformed.body) }).toEqual({ status: 401, code: "UNAUTHENTICATED" });
 });
