@@ -26,7 +26,9 @@ export default async function globalSetup(): Promise<void> {
   const client = new pg.Client({ connectionString: root });
   await client.connect();
   try {
-    const stale = await client.query<{ datname: string }>("select datname from pg_database where datname like $1", [`${testDatabasePrefix}%`]);
+    // The prefix is taken literally: in LIKE, `_` matches any character, and `quire_t_%` would also match another
+    // run's `quire_test_…` databases (and drop them under it).
+    const stale = await client.query<{ datname: string }>("select datname from pg_database where starts_with(datname, $1)", [testDatabasePrefix]);
     for (const { datname } of stale.rows) await client.query(`drop database ${client.escapeIdentifier(datname)} with (force)`);
   } finally {
     await client.end();
