@@ -20,6 +20,8 @@ export type ErrorCode =
   | "FORBIDDEN"
   | "UNAUTHENTICATED"
   | "INVALID_CREDENTIALS"
+  | "MFA_REQUIRED" // the password was right; send a code with verifyMfa and extensions.challenge
+  | "MFA_ENROLLMENT_REQUIRED" // the organization requires two-factor authentication, which this person has not turned on
   | "CONFLICT"
   | "TOO_LARGE"
   | "UNSUPPORTED_TYPE" // an uploaded file's bytes are not a type Quire extracts text from (decided from the bytes)
@@ -77,7 +79,9 @@ export const customSqlStates = {
   NTFND: "NOT_FOUND", // the row does not exist, or belongs to another organization (the two are indistinguishable)
   DNIED: "FORBIDDEN", // the caller's role in the organization does not allow this
   LOGIN: "UNAUTHENTICATED", // the request needs a valid, live session
-  CREDS: "INVALID_CREDENTIALS", // sign-in failed: unknown email and wrong password answer alike
+  CREDS: "INVALID_CREDENTIALS", // sign-in failed: unknown email and wrong password answer alike; or a wrong or spent 2FA code
+  MFARQ: "MFA_REQUIRED", // the password was right and 2FA is on: extensions.challenge goes to verifyMfa with a code
+  MFAEN: "MFA_ENROLLMENT_REQUIRED", // the organization requires 2FA: turn it on (startMfaEnrollment) before anything else
   TAKEN: "CONFLICT", // a unique value (slug, email, name) is already in use
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
   BADTM: "BAD_TEMPLATE", // a template body uses an unknown placeholder or stray braces; the message says which

@@ -1,5 +1,5 @@
 // The sign-in part of the GraphQL API (names are the frontend's contract): register, login, refreshToken,
-// switchOrganization, logout, logoutEverywhere, changePassword, requestPasswordReset, resetPassword,
+// verifyMfa, switchOrganization, logout, logoutEverywhere, changePassword, requestPasswordReset, resetPassword,
 // inviteMember, acceptInvitation, currentUser, currentOrganization. Each mutation runs in
 // server/sessions.ts; the payload's user and organization are then read through RLS as the new session.
 import { access, context, inhibitOnNull, lambda, sideEffect, type Step } from "postgraphile/grafast";
@@ -8,7 +8,8 @@ import { QuireError } from "../lib/quire-error.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { Config } from "../lib/config.ts";
 import { oneTimeToken } from "../lib/one-time-token.ts";
-import { onBehalfOf, type RequestOrigin, type Sessions, type SignedIn } from "./sessions.ts";
+import { onBehalfOf, originOf } from "./request-origin.ts";
+import type { Sessions, SignedIn } from "./sessions.ts";
 import type { TokenService } from "../lib/tokens.ts";
 import { sideEffectWithPgClient } from "postgraphile/@dataplan/pg";
 
@@ -28,13 +29,6 @@ function actAs(ctx: Ctx, config: Config, result: SignedIn): SignedIn {
   ctx.quireAuth = claims;
   return result;
 }
-
-/** The request's address and id, for the audit events a sign-in, refresh or logout writes. */
-const originOf = (ctx: Ctx): RequestOrigin => ({
-  ip: ctx.quireClientIp ?? null,
-  requestId: ctx.pgSettings?.["quire.request_id"] ?? "",
-  userAgent: ctx.quireUserAgent ?? null,
-});
 
 function claimsOf(ctx: Ctx) {
   if (!ctx.quireAuth) throw signInRequired();
@@ -68,6 +62,16 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           The organization to sign in to; by default the one this person used most recently.
           """
           organizationSlug: String
+        }
+        input VerifyMfaInput {
+          """
+          The challenge of the MFA_REQUIRED answer to login (its extensions.challenge): single use, five minutes.
+          """
+          challenge: String!
+          """
+          The six-digit code the authenticator app shows, or one of the recovery codes (each works once).
+          """
+          code: String!
         }
         input RefreshTokenInput {
           refreshToken: String!
@@ -173,7 +177,16 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           Creates an organization with you as its owner, and signs you in.
           """
           register(input: RegisterInput!): AuthPayload
+          """
+          Signs in with a password. With two-factor authentication on, answers MFA_REQUIRED with
+          extensions.challenge instead: complete the sign-in with verifyMfa.
+          """
           login(input: LoginInput!): AuthPayload
+          """
+          Completes a sign-in that answered MFA_REQUIRED, with a code from the authenticator app or a recovery code.
+          Codes are rate-limited like passwords; a code is accepted once.
+          """
+          verifyMfa(input: VerifyMfaInput!): AuthPayload
           refreshToken(input: RefreshTokenInput!): AuthPayload
           """
           New tokens for another organization you belong to.
@@ -204,6 +217,8 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           plans: {
             register: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.register(input as never, ctx.quireClientIp ?? null)),
             login: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
+            verifyMfa: (_$root, args) =>
+              signIn(args.getRaw("input"), (input, ctx) => sessions.verifyMfa(String(input.challenge), String(input.code), ctx.quireClientIp ?? null)),
             refreshToken: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
             switchOrganization: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug))),

@@ -31,6 +31,8 @@ import { makeRequestAuditPlugin } from "./request-audit.ts";
 import { TenantKeysPlugin } from "./tenant-keys-plugin.ts";
 import { ColleaguesPlugin } from "./colleagues-plugin.ts";
 import { createSessions } from "./sessions.ts";
+import { createTwoFactor } from "./two-factor.ts";
+import { makeTwoFactorPlugin } from "./two-factor-plugin.ts";
 
 export interface PresetOptions {
   readonly config: Config;
@@ -103,6 +105,7 @@ export function makePreset({
       TenantKeysPlugin,
       ColleaguesPlugin,
       makeAuthPlugin(config, sessions, tokens),
+      makeTwoFactorPlugin(createTwoFactor({ config, pool })),
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),
       RequestErrorCodesPlugin,

@@ -9,8 +9,21 @@ import type { AuthenticatedRequest } from "./bearer-auth.ts";
 import type { ClientAddress } from "./client-address.ts";
 import { responseBody, type ResponseError } from "./errors.ts";
 
-/** Codes about the service or the request's shape rather than the caller's attempt: not audited. */
-const unaudited = new Set(["UNAVAILABLE", "RATE_LIMITED", "BAD_REQUEST", "QUERY_TOO_COMPLEX", "UNTRUSTED_DOCUMENT", "UNAUTHENTICATED", "INTERNAL", "TIMEOUT"]);
+/**
+ * Codes about the service, the request's shape or the caller's standing rather than their attempt: not audited
+ * (MFA_ENROLLMENT_REQUIRED: every request of a person yet to enroll in an organization that requires 2FA).
+ */
+const unaudited = new Set([
+  "UNAVAILABLE",
+  "RATE_LIMITED",
+  "BAD_REQUEST",
+  "QUERY_TOO_COMPLEX",
+  "UNTRUSTED_DOCUMENT",
+  "UNAUTHENTICATED",
+  "MFA_ENROLLMENT_REQUIRED",
+  "INTERNAL",
+  "TIMEOUT",
+]);
 
 /** What to record of a response's errors: the action, and the failed root fields with their codes; null: nothing. */
 export function auditableFailure(

@@ -1,16 +1,17 @@
 // The session life cycle: register, sign in, refresh, switch organization, sign out. The database decides
 // (app_private functions, called as the authenticator); this module does what the database should not: bcrypt
 // (off the event loop, never while holding a connection) and signing tokens.
-import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import pLimit from "p-limit";
 import type pg from "pg";
-import { asCaller } from "../db/as-caller.ts";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { assertAcceptablePassword, type PasswordHasher } from "../lib/passwords.ts";
 import { QuireError } from "../lib/quire-error.ts";
 import type { MemberRole, SessionGrant, TokenService } from "../lib/tokens.ts";
+import { oneTimeToken } from "../lib/one-time-token.ts";
+import { checkSecondFactor, sealingKeysFor2fa, type SealedSecretRow } from "./two-factor.ts";
+import { recordedQuery, requestIp, throttled } from "./request-origin.ts";
 
 /** What a successful sign-in (or refresh, or switch) returns to the client. */
 export interface SignedIn extends SessionGrant {
@@ -51,7 +52,10 @@ export interface Sessions {
   resetPassword(token: string, newPassword: string): Promise<void>;
   /** Joins the invitation's organization (creating the account when needed) and signs in there. */
   acceptInvitation(input: AcceptInvitationInput, signedInUserId: string | null): Promise<SignedIn>;
+  /** Signs in; MFA_REQUIRED with a challenge (extensions.challenge) when the person has 2FA on. */
   login(input: LoginInput, ip: string | null): Promise<SignedIn>;
+  /** Completes a sign-in that answered MFA_REQUIRED, with a code from the authenticator app or a recovery code. */
+  verifyMfa(challenge: string, code: string, ip: string | null): Promise<SignedIn>;
   refresh(refreshToken: string): Promise<SignedIn>;
   switchOrganization(currentSessionId: string, organizationSlug: string): Promise<SignedIn>;
   logout(sessionId: string): Promise<boolean>;
@@ -67,24 +71,7 @@ export interface SessionsOptions {
   readonly tokens: TokenService;
 }
 
-/** Where a request came from, for the audit events its sign-in, refresh or logout writes and the sessions it opens. */
-export interface RequestOrigin {
-  readonly ip: string | null;
-  readonly requestId: string;
-  /** The request's User-Agent (at most 256 characters are kept), shown back to the session's owner by mySessions. */
-  readonly userAgent: string | null;
-}
-
-const origins = new AsyncLocalStorage<RequestOrigin>();
-
-/**
- * Runs `work` (calls into Sessions) on behalf of a request: the statements that write sessions then carry its
- * client address, request id and user agent as transaction settings, which the audit and session triggers record.
- */
-export const onBehalfOf = <T>(origin: RequestOrigin, work: () => Promise<T>): Promise<T> => origins.run(origin, work);
-
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
-const throttled = (retryAfterSeconds: number) => new QuireError("RLIMT", "Too many failed sign-in attempts; try again later.", { retryAfterSeconds });
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
 
 interface GrantRow {
@@ -93,6 +80,9 @@ interface GrantRow {
   org_id: string;
   role: MemberRole;
 }
+
+/** How long a sign-in waits for its second factor (app_private.open_mfa_challenge). */
+const mfaChallengeSeconds = 300;
 
 const emailPattern = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 
@@ -121,16 +111,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
   // few sign-ins a second per core anyway.
   const signInStatements = pLimit(1);
 
-  /**
-   * One statement that writes sessions (and so audit events): in a transaction carrying the request's address and
-   * id when it runs on behalf of a request (onBehalfOf), else as it is.
-   */
-  async function recorded<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-    const origin = origins.getStore();
-    if (!origin) return pool.query<R>(text, values);
-    const settings = { "quire.client_ip": origin.ip ?? "", "quire.request_id": origin.requestId, "quire.user_agent": origin.userAgent ?? "" };
-    return asCaller(pool, settings, (client) => client.query<R>(text, values));
-  }
+  const recorded = recordedQuery(pool);
 
   /** A fresh session id and the first refresh token derived from it. */
   const newSession = () => {
@@ -196,8 +177,52 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
           session.refreshHash,
           expiresAt(),
         ]),
-      );
+      ).catch(async (error: unknown) => {
+        // 2FA is on: the database opened no session. The client gets a challenge to complete with verifyMfa.
+        if ((error as { code?: unknown }).code !== "MFARQ") throw error;
+        const challenge = oneTimeToken();
+        await pool.query("select app_private.open_mfa_challenge($1, $2, $3, $4)", [
+          attempt.user_id,
+          input.organizationSlug ?? null,
+          ip,
+          tokens.digest(challenge),
+        ]);
+        throw new QuireError("MFARQ", "Enter the code from your authenticator app, or a recovery code (verifyMfa).", {
+          challenge,
+          expiresInSeconds: mfaChallengeSeconds,
+        });
+      });
       logger.info({ userId: attempt.user_id, orgId: result.rows[0]!.org_id, ip }, "signed in");
+      return signedIn(result.rows[0]!, session.refreshToken);
+    },
+
+    async verifyMfa(challenge, code, ip) {
+      const keys = sealingKeysFor2fa(config);
+      const digest = tokens.digest(challenge);
+      const { rows } = await pool.query<SealedSecretRow & { user_id: string; retry_after_seconds: number }>(
+        "select * from app_private.begin_mfa_challenge($1, $2)",
+        [digest, ip],
+      );
+      const row = rows[0];
+      if (!row) throw new QuireError("LOGIN", "This sign-in has expired; sign in again.");
+      if (row.retry_after_seconds > 0) throw throttled(row.retry_after_seconds);
+      const checked = await checkSecondFactor(keys, row.user_id, row, code);
+      if (!checked) {
+        await recorded("select app_private.record_mfa_failure($1, $2)", [row.user_id, digest]);
+        logger.info({ userId: row.user_id, ip }, "second factor failed");
+        throw new QuireError("CREDS", "The code is incorrect.");
+      }
+      const session = newSession();
+      const result = await recorded<GrantRow>("select * from app_private.complete_mfa_login($1, $2, $3, $4, $5, $6, $7)", [
+        digest,
+        checked.step,
+        checked.recoveryHash,
+        ip,
+        session.sessionId,
+        session.refreshHash,
+        expiresAt(),
+      ]);
+      logger.info({ userId: row.user_id, orgId: result.rows[0]!.org_id, ip, recoveryCode: checked.step === null }, "signed in with a second factor");
       return signedIn(result.rows[0]!, session.refreshToken);
     },
 
@@ -239,7 +264,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async changePassword(sessionId, currentPassword, newPassword) {
       assertAcceptablePassword(newPassword);
       // Counted against the person's sign-in budgets before verifying, like a sign-in.
-      const ip = origins.getStore()?.ip ?? null;
+      const ip = requestIp();
       const { rows } = await pool.query<{ email: string; password_hash: string | null; retry_after_seconds: number }>(
         "select * from app_private.begin_password_check($1, $2)",
         [sessionId, ip],
@@ -283,7 +308,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         // Joining with an existing account takes that account: signed in as it, or its password.
         // Its password is checked like a sign-in's: counted against the account's budgets first.
         if (invitation.user_id !== signedInUserId) {
-          const ip = origins.getStore()?.ip ?? null;
+          const ip = requestIp();
           const attempt = await pool.query<{ retry_after_seconds: number }>("select retry_after_seconds from app_private.begin_login($1, $2)", [
             invitation.email,
             ip,
@@ -293,6 +318,11 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
           if (!ok) {
             await recorded("select app_private.record_login_failure($1, $2)", [invitation.email, ip]);
             throw invalidCredentials();
+          }
+          // A password alone does not sign in an account with 2FA on, here either.
+          const mfa = await pool.query<{ on: boolean }>("select app_private.mfa_enabled($1) as on", [invitation.user_id]);
+          if (mfa.rows[0]!.on) {
+            throw new QuireError("LOGIN", "Your account has two-factor authentication: sign in first, then accept the invitation.");
           }
         }
       } else {

@@ -1,0 +1,93 @@
+// The two-factor part of the GraphQL API: startMfaEnrollment, confirmMfaEnrollment and disableMfa, for the
+// signed-in person (server/two-factor.ts). They run outside the request's transaction, as the sign-in mutations
+// do, so a person whose organization requires 2FA (every other request refused with MFA_ENROLLMENT_REQUIRED) can
+// enroll. setRequireMfa and User.mfaEnabled come from the database's functions.
+import { context, sideEffect } from "postgraphile/grafast";
+import { extendSchema, gql } from "postgraphile/utils";
+import { QuireError } from "../lib/quire-error.ts";
+import { onBehalfOf, originOf } from "./request-origin.ts";
+import type { TwoFactor } from "./two-factor.ts";
+
+type Ctx = Grafast.Context;
+
+function personOf(ctx: Ctx) {
+  if (!ctx.quireAuth) throw new QuireError("LOGIN", "Sign in first.");
+  return ctx.quireAuth;
+}
+
+export function makeTwoFactorPlugin(twoFactor: TwoFactor) {
+  return extendSchema(
+    () => ({
+      typeDefs: gql`
+        """
+        A new authenticator secret, shown once: scan otpauthUri as a QR code (or type secret), then confirmMfaEnrollment.
+        """
+        type StartMfaEnrollmentPayload {
+          """
+          The secret in base32, for apps that cannot scan.
+          """
+          secret: String!
+          """
+          otpauth://totp/Quire:<email>?secret=…&issuer=Quire (SHA-1, 6 digits, 30 seconds).
+          """
+          otpauthUri: String!
+        }
+        input MfaCodeInput {
+          """
+          The six-digit code the authenticator app shows (disableMfa also takes a recovery code).
+          """
+          code: String!
+        }
+        type ConfirmMfaEnrollmentPayload {
+          """
+          Ten single-use recovery codes, shown once: each signs in once in place of a code.
+          """
+          recoveryCodes: [String!]!
+        }
+        type DisableMfaPayload {
+          success: Boolean!
+        }
+        extend type Mutation {
+          """
+          Starts enrolling an authenticator app for two-factor authentication (replaces an unconfirmed one).
+          Not for API keys. CONFLICT when 2FA is already on.
+          """
+          startMfaEnrollment: StartMfaEnrollmentPayload
+          """
+          Turns two-factor authentication on with a first code from the app; returns the recovery codes.
+          """
+          confirmMfaEnrollment(input: MfaCodeInput!): ConfirmMfaEnrollmentPayload
+          """
+          Turns two-factor authentication off, with a fresh code or a recovery code.
+          """
+          disableMfa(input: MfaCodeInput!): DisableMfaPayload
+        }
+      `,
+      objects: {
+        Mutation: {
+          plans: {
+            startMfaEnrollment: () =>
+              sideEffect(context(), (ctx) => {
+                const { sessionId, userId } = personOf(ctx);
+                return onBehalfOf(originOf(ctx), () => twoFactor.startEnrollment(sessionId, userId));
+              }),
+            confirmMfaEnrollment: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
+                const { sessionId } = personOf(ctx);
+                const code = String((input as { code: string }).code);
+                return { recoveryCodes: await onBehalfOf(originOf(ctx), () => twoFactor.confirmEnrollment(sessionId, code)) };
+              }),
+            disableMfa: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
+                const { sessionId } = personOf(ctx);
+                const code = String((input as { code: string }).code);
+                await onBehalfOf(originOf(ctx), () => twoFactor.disable(sessionId, code));
+                return { success: true };
+              }),
+          },
+        },
+      },
+    }),
+    "QuireTwoFactorPlugin",
+  );
+}
