@@ -181,6 +181,12 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
     meaning:
       "A session whose refresh token goes unused this long ends at its next refresh (3 days). Must be longer than `ACCESS_TOKEN_TTL_SECONDS`: a session is used by refreshing its access token.",
   },
+  SSO_ALLOW_HTTP: {
+    section: "Sign-in",
+    meaning:
+      "Let organizations connect identity providers at plain `http://` issuer URLs and at loopback or private addresses (a local Keycloak while trying single sign-on out). Refused in production, where issuers must be `https://` on public addresses.",
+    example: "true",
+  },
   REFRESH_GRACE_SECONDS: {
     section: "Sign-in",
     meaning: "How long a just-replaced refresh token still returns the same new pair (concurrent refreshes) before reuse ends the session.",

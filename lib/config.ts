@@ -95,6 +95,7 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL_SECONDS: intText(300, 31_536_000).default(604_800),
   REFRESH_GRACE_SECONDS: intText(0, 60).default(10),
   SESSION_IDLE_SECONDS: intText(60, 31_536_000).default(259_200),
+  SSO_ALLOW_HTTP: boolText.default(false),
   BCRYPT_COST: intText(10, 15).default(12),
   PASSWORD_HASH_CONCURRENCY: intText(1, 64).optional(),
   PASSWORD_HASH_MAX_WAIT_MS: intText(100, 60_000).default(5000),
@@ -290,6 +291,8 @@ export interface Config {
     readonly refreshGraceSeconds: number;
     /** SESSION_IDLE_SECONDS (default 3 days): a session whose refresh token goes unused this long ends. */
     readonly sessionIdleSeconds: number;
+    /** SSO_ALLOW_HTTP (default false; refused in production): identity providers may be reached over plain http and at private addresses (local testing). */
+    readonly ssoAllowHttp: boolean;
     readonly bcryptCost: number;
     /** bcrypt hashes/verifications running at once; the rest wait, so reads keep a core. */
     readonly passwordHashConcurrency: number;
@@ -468,6 +471,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.LLM_PROVIDER === "anthropic" && !e.LLM_API_KEY) problems.push("LLM_API_KEY is required when LLM_PROVIDER=anthropic");
   if (e.METRICS_PORT === e.PORT) problems.push("METRICS_PORT must differ from PORT");
+  if (production && e.SSO_ALLOW_HTTP) problems.push("SSO_ALLOW_HTTP must not be set in production: identity providers are reached over https");
   if (e.SESSION_IDLE_SECONDS <= e.ACCESS_TOKEN_TTL_SECONDS) {
     problems.push("SESSION_IDLE_SECONDS must be longer than ACCESS_TOKEN_TTL_SECONDS (a session is used by refreshing its access token)");
   }
@@ -587,6 +591,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
       refreshGraceSeconds: e.REFRESH_GRACE_SECONDS,
       sessionIdleSeconds: e.SESSION_IDLE_SECONDS,
+      ssoAllowHttp: e.SSO_ALLOW_HTTP,
       bcryptCost: e.BCRYPT_COST,
       passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, availableParallelism() - 1),
       passwordHashMaxWaitMs: e.PASSWORD_HASH_MAX_WAIT_MS,

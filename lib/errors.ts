@@ -22,6 +22,7 @@ export type ErrorCode =
   | "INVALID_CREDENTIALS"
   | "MFA_REQUIRED" // the password was right; send a code with verifyMfa and extensions.challenge
   | "MFA_ENROLLMENT_REQUIRED" // the organization requires two-factor authentication, which this person has not turned on
+  | "SSO_REQUIRED" // the organization signs in with single sign-on (startSso); its owners keep their password
   | "CONFLICT"
   | "TOO_LARGE"
   | "UNSUPPORTED_TYPE" // an uploaded file's bytes are not a type Quire extracts text from (decided from the bytes)
@@ -82,6 +83,7 @@ export const customSqlStates = {
   CREDS: "INVALID_CREDENTIALS", // sign-in failed: unknown email and wrong password answer alike; or a wrong or spent 2FA code
   MFARQ: "MFA_REQUIRED", // the password was right and 2FA is on: extensions.challenge goes to verifyMfa with a code
   MFAEN: "MFA_ENROLLMENT_REQUIRED", // the organization requires 2FA: turn it on (startMfaEnrollment) before anything else
+  SSORQ: "SSO_REQUIRED", // the organization requires single sign-on: sign in with startSso (owners may still use a password)
   TAKEN: "CONFLICT", // a unique value (slug, email, name) is already in use
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
   BADTM: "BAD_TEMPLATE", // a template body uses an unknown placeholder or stray braces; the message says which

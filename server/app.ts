@@ -23,6 +23,7 @@ import { startLiveNumberer } from "./live-numberer.ts";
 import { createLiveSockets } from "./live-sockets.ts";
 import { createNotificationListener } from "./notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
+import { createSso, ssoCallbackPath } from "./sso.ts";
 import { graphiqlPaths, makePreset } from "./preset.ts";
 import { createRateLimiter, rateLimit } from "./rate-limits.ts";
 import { checkUpgradeOrigin, corsPolicy, originPolicy, securityHeaders } from "./security.ts";
@@ -212,8 +213,10 @@ export async function createQuireServer({
   await listener.start().catch(() => undefined);
   const connectors = createConnectors(config);
   app.get(oauthCallbackPath, oauthCallback({ config, pool, connectors, logger }));
+  const sso = createSso({ config, pool, logger });
+  app.get(ssoCallbackPath, sso.callback);
   const pgl = postgraphile(
-    makePreset({ config, logger, pool, tokens, apiKeys, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count }),
+    makePreset({ config, logger, pool, tokens, apiKeys, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count, sso }),
   );
   const serv = pgl.createServ(grafserv);
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'

@@ -1,5 +1,5 @@
 // The sign-in part of the GraphQL API (names are the frontend's contract): register, login, refreshToken,
-// verifyMfa, switchOrganization, logout, logoutEverywhere, changePassword, requestPasswordReset, resetPassword,
+// verifyMfa, completeSso, switchOrganization, logout, logoutEverywhere, changePassword, requestPasswordReset, resetPassword,
 // inviteMember, acceptInvitation, currentUser, currentOrganization. Each mutation runs in
 // server/sessions.ts; the payload's user and organization are then read through RLS as the new session.
 import { access, context, inhibitOnNull, lambda, sideEffect, type Step } from "postgraphile/grafast";
@@ -70,6 +70,12 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           challenge: String!
           """
           The six-digit code the authenticator app shows, or one of the recovery codes (each works once).
+          """
+          code: String!
+        }
+        input CompleteSsoInput {
+          """
+          The code= of APP_URL/sso/complete, where single sign-on sent the browser: single use, one minute.
           """
           code: String!
         }
@@ -187,6 +193,10 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           Codes are rate-limited like passwords; a code is accepted once.
           """
           verifyMfa(input: VerifyMfaInput!): AuthPayload
+          """
+          Completes a single sign-on (startSso): the tokens of a session in the organization, as for a password sign-in.
+          """
+          completeSso(input: CompleteSsoInput!): AuthPayload
           refreshToken(input: RefreshTokenInput!): AuthPayload
           """
           New tokens for another organization you belong to.
@@ -219,6 +229,7 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
             login: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
             verifyMfa: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.verifyMfa(String(input.challenge), String(input.code), ctx.quireClientIp ?? null)),
+            completeSso: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.completeSso(String(input.code))),
             refreshToken: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
             switchOrganization: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug))),

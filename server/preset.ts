@@ -33,6 +33,8 @@ import { ColleaguesPlugin } from "./colleagues-plugin.ts";
 import { createSessions } from "./sessions.ts";
 import { createTwoFactor } from "./two-factor.ts";
 import { makeTwoFactorPlugin } from "./two-factor-plugin.ts";
+import { makeSsoPlugin } from "./sso-plugin.ts";
+import { createSso, type Sso } from "./sso.ts";
 
 export interface PresetOptions {
   readonly config: Config;
@@ -55,6 +57,8 @@ export interface PresetOptions {
   readonly metrics?: Metrics;
   /** Counts each WebSocket operation against the rate limits (default: counts nothing, for printing the schema). */
   readonly countRequest?: CountRequest;
+  /** Single sign-on (default: made from config, pool and logger). */
+  readonly sso?: Sso;
 }
 
 const countNothing: CountRequest = async () => ({ retryAfterSeconds: 0, scope: null });
@@ -87,6 +91,7 @@ export function makePreset({
   connectors = createConnectors(config),
   metrics,
   countRequest = countNothing,
+  sso = createSso({ config, pool, logger }),
 }: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({
     cost: config.auth.bcryptCost,
@@ -106,6 +111,7 @@ export function makePreset({
       ColleaguesPlugin,
       makeAuthPlugin(config, sessions, tokens),
       makeTwoFactorPlugin(createTwoFactor({ config, pool })),
+      makeSsoPlugin(sso),
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),
       RequestErrorCodesPlugin,

@@ -11,7 +11,7 @@ import { responseBody, type ResponseError } from "./errors.ts";
 
 /**
  * Codes about the service, the request's shape or the caller's standing rather than their attempt: not audited
- * (MFA_ENROLLMENT_REQUIRED: every request of a person yet to enroll in an organization that requires 2FA).
+ * (MFA_ENROLLMENT_REQUIRED, SSO_REQUIRED: every request of a session that the organization's sign-in rules hold up).
  */
 const unaudited = new Set([
   "UNAVAILABLE",
@@ -21,6 +21,7 @@ const unaudited = new Set([
   "UNTRUSTED_DOCUMENT",
   "UNAUTHENTICATED",
   "MFA_ENROLLMENT_REQUIRED",
+  "SSO_REQUIRED",
   "INTERNAL",
   "TIMEOUT",
 ]);

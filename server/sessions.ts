@@ -54,6 +54,8 @@ export interface Sessions {
   acceptInvitation(input: AcceptInvitationInput, signedInUserId: string | null): Promise<SignedIn>;
   /** Signs in; MFA_REQUIRED with a challenge (extensions.challenge) when the person has 2FA on. */
   login(input: LoginInput, ip: string | null): Promise<SignedIn>;
+  /** Trades the handoff code of a single sign-on (APP_URL/sso/complete?code=…) for tokens; once, within a minute. */
+  completeSso(code: string): Promise<SignedIn>;
   /** Completes a sign-in that answered MFA_REQUIRED, with a code from the authenticator app or a recovery code. */
   verifyMfa(challenge: string, code: string, ip: string | null): Promise<SignedIn>;
   refresh(refreshToken: string): Promise<SignedIn>;
@@ -224,6 +226,19 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       ]);
       logger.info({ userId: row.user_id, orgId: result.rows[0]!.org_id, ip, recoveryCode: checked.step === null }, "signed in with a second factor");
       return signedIn(result.rows[0]!, session.refreshToken);
+    },
+
+    async completeSso(code) {
+      if (code.length > 200) throw new QuireError("LOGIN", "This sign-in has expired; sign in again.");
+      const session = newSession();
+      const { rows } = await recorded<GrantRow>("select * from app_private.complete_sso($1, $2, $3, $4)", [
+        tokens.digest(code),
+        session.sessionId,
+        session.refreshHash,
+        expiresAt(),
+      ]);
+      logger.info({ userId: rows[0]!.user_id, orgId: rows[0]!.org_id }, "signed in with single sign-on");
+      return signedIn(rows[0]!, session.refreshToken);
     },
 
     async refresh(refreshToken) {

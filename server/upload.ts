@@ -54,6 +54,7 @@ const statusByCode: Partial<Record<ErrorCode, number>> = {
   INVALID_CREDENTIALS: 401,
   FORBIDDEN: 403,
   MFA_ENROLLMENT_REQUIRED: 403,
+  SSO_REQUIRED: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   TRY_AGAIN: 409,

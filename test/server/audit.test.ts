@@ -26,7 +26,8 @@ interface Event {
   client_ip: string | null;
 }
 const eventsOf = (orgId: string, action: string) =>
-  query<Event>(fx.db.name, "select * from app_public.audit_events where org_id = $1 and action = $2 order by seq", [orgId, action], "root");
+  // In the order they happened: seq is only assigned when the sealer chains them, after commit.
+  query<Event>(fx.db.name, "select * from app_public.audit_events where org_id = $1 and action = $2 order by occurred_at, seq", [orgId, action], "root");
 
 const auditLog = `query ($action: String, $table: String, $actor: UUID, $since: Datetime, $until: Datetime) {
   auditLog(action: $action, tableName: $table, actorUserId: $actor, since: $since, until: $until) {

@@ -61,6 +61,16 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, members.admin.userId, members.admin.sessionId, Buffer.from(org!.id)],
     "root",
   );
+  // An identity provider (without a client secret: single sign-on cannot start with it) and the member's identity
+  // there, for the isolation suites.
+  await query(
+    db.name,
+    `with p as (insert into app_public.sso_providers (org_id, issuer, client_id, allowed_domains, created_by)
+                values ($1, $2, 'fixture-client', array[$3], $4) returning issuer)
+     insert into app_public.sso_identities (org_id, user_id, issuer, subject) select $1, $5, p.issuer, 'fixture-subject' from p`,
+    [org!.id, `https://idp.${slug}.example`, `${slug}.example`, members.admin.userId, members.member.userId],
+    "root",
+  );
   // A pending invitation, so every tenant table has rows for the isolation suites to aim at.
   const [invitation] = await query<{ id: string }>(
     db.name,
