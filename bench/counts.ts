@@ -577,7 +577,13 @@ try {
     await ownerClient.end();
   }
   log(`setup: ${orgCount} organizations with a member and ${documentsPerOrg} documents each (not counted)`);
-  const tenants = await createTenants(base, orgCount, documentsPerOrg, "# Handbook\n\nHow the team works, in a few short paragraphs. ".repeat(8));
+  const tenants = await createTenants(
+    base,
+    server.quireEnv["OWNER_DATABASE_URL"]!,
+    orgCount,
+    documentsPerOrg,
+    "# Handbook\n\nHow the team works, in a few short paragraphs. ".repeat(8),
+  );
   checkInterrupted();
   const documents = tenants.flatMap((t) => t.documentIds.map((id) => ({ tenant: t, id })));
   const summarize = async (i: number) => {

@@ -216,15 +216,18 @@ async function post(url: string, body: string, token?: string): Promise<{ status
   return { status: response.status, text: await response.text() };
 }
 
-const registerMutation = "mutation Register($input: RegisterInput!) { register(input: $input) { accessToken user { rowId } organization { rowId } } }";
+const registerMutation = "mutation Register($input: RegisterInput!) { register(input: $input) { success } }";
+const loginMutation = "mutation Login($input: LoginInput!) { login(input: $input) { accessToken user { rowId } organization { rowId } } }";
 
-/** One organization per call of the real sign-up mutation; its answer carries the owner's access token. */
+/** One organization per call of the real sign-up mutation, then the owner's sign-in, whose answer carries the token. */
 async function register(graphqlUrl: string, n: number): Promise<Tenant> {
   const input = { organizationName: `Bench Org ${n}`, email: `owner${n}@bench.example`, password: PASSWORD, fullName: `Owner ${n}` };
-  const { status, text } = await post(graphqlUrl, JSON.stringify({ query: registerMutation, variables: { input } }));
-  const payload = (JSON.parse(text) as { data?: { register?: { accessToken: string; user: { rowId: string }; organization: { rowId: string } } } }).data
-    ?.register;
-  if (status !== 200 || !payload) throw new Error(`register ${n}: ${status} ${text.slice(0, 300)}`);
+  const registered = await post(graphqlUrl, JSON.stringify({ query: registerMutation, variables: { input } }));
+  if (registered.status !== 200 || !registered.text.includes('"success":true'))
+    throw new Error(`register ${n}: ${registered.status} ${registered.text.slice(0, 300)}`);
+  const { status, text } = await post(graphqlUrl, JSON.stringify({ query: loginMutation, variables: { input: { email: input.email, password: PASSWORD } } }));
+  const payload = (JSON.parse(text) as { data?: { login?: { accessToken: string; user: { rowId: string }; organization: { rowId: string } } } }).data?.login;
+  if (status !== 200 || !payload) throw new Error(`login ${n}: ${status} ${text.slice(0, 300)}`);
   return { orgId: payload.organization.rowId, userId: payload.user.rowId, token: payload.accessToken };
 }
 

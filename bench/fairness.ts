@@ -202,7 +202,13 @@ try {
     await owner.end();
   }
   log("setup: 4 organizations (A and B for each phase), each with a member and a document (not measured)");
-  const [busyBefore, quietBefore, busyAfter, quietAfter] = await createTenants(quire.base, 4, 1, "# Handbook\n\nHow the team works. ".repeat(8));
+  const [busyBefore, quietBefore, busyAfter, quietAfter] = await createTenants(
+    quire.base,
+    quire.ownerUrl,
+    4,
+    1,
+    "# Handbook\n\nHow the team works. ".repeat(8),
+  );
   db = new pg.Client({ connectionString: quire.superuserUrl, application_name: "bench-fairness" });
   await db.connect();
   phases.push(await runPhase("before", db, quire.base, busyBefore!, quietBefore!));

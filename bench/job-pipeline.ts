@@ -384,7 +384,13 @@ try {
 
   log(`setup: ${orgCount} organizations with a member and ${documentsPerOrg} documents each (not measured)`);
   const setupStarted = Date.now();
-  const tenants = await createTenants(server.base, orgCount, documentsPerOrg, "# Handbook\n\nHow the team works, in a few short paragraphs. ".repeat(8));
+  const tenants = await createTenants(
+    server.base,
+    server.ownerUrl,
+    orgCount,
+    documentsPerOrg,
+    "# Handbook\n\nHow the team works, in a few short paragraphs. ".repeat(8),
+  );
   setupMs = Date.now() - setupStarted;
   log(`setup done in ${(setupMs / 1000).toFixed(1)} s`);
   checkInterrupted();

@@ -81,68 +81,83 @@ export interface Tenant {
 
 const PASSWORD = "bench passphrase 2026";
 
-const REGISTER = `mutation ($i: RegisterInput!) { register(input: $i) { accessToken organization { rowId slug } } }`;
+const REGISTER = `mutation ($i: RegisterInput!) { register(input: $i) { success } }`;
+const LOGIN = `mutation ($i: LoginInput!) { login(input: $i) { accessToken organization { rowId slug } } }`;
 const INVITE = `mutation ($e: String!) { inviteMember(input: { email: $e, role: member }) { inviteLink } }`;
 const ACCEPT = `mutation ($t: String!, $p: String!, $n: String!) { acceptInvitation(input: { token: $t, password: $p, fullName: $n }) { accessToken organization { rowId } } }`;
 const CREATE_DOCUMENT = `mutation ($d: DocumentInput!) { createDocument(input: { document: $d }) { document { rowId } } }`;
 
 /**
  * `count` organizations through the public API, as people would make them: `register` (an owner and the
- * organization), `inviteMember` by the owner (without SMTP_URL the link comes back in the answer) and
- * `acceptInvitation` by the new member, whose token is the one kept. Then `documentsPerOrg` documents each, created
- * by the member. Each sign-up hashes a password twice at the server's BCRYPT_COST, so the benches run Quire at 10.
+ * organization) and `login`; the owner's address verified as its emailed link would (here by the operator's
+ * app_admin.verify_email on `ownerUrl`, since no mail leaves); `inviteMember` by the owner (without SMTP_URL the link
+ * comes back in the answer) and `acceptInvitation` by the new member, whose token is the one kept. Then
+ * `documentsPerOrg` documents each, created by the member. Each sign-up hashes a password three times at the
+ * server's BCRYPT_COST, so the benches run Quire at 10.
  */
-export async function createTenants(base: string, count: number, documentsPerOrg: number, content: string): Promise<Tenant[]> {
+export async function createTenants(base: string, ownerUrl: string, count: number, documentsPerOrg: number, content: string): Promise<Tenant[]> {
   const run = `${Date.now().toString(36)}`;
   let made = 0;
   let lastReport = Date.now();
-  return inParallel(
-    Array.from({ length: count }, (_, i) => i),
-    4,
-    async (index) => {
-      const name = `Bench Org ${index + 1}`;
-      const registered = await graphql<{ register: { accessToken: string; organization: { rowId: string; slug: string } } }>(
-        base,
-        REGISTER,
-        { i: { organizationName: name, email: `owner${index + 1}.${run}@bench.example`, password: PASSWORD, fullName: `Owner ${index + 1}` } },
-        null,
-      );
-      const { accessToken: ownerToken, organization } = registered.register;
-      const invited = await graphql<{ inviteMember: { inviteLink: string | null } }>(
-        base,
-        INVITE,
-        { e: `member${index + 1}.${run}@bench.example` },
-        ownerToken,
-      );
-      const link = invited.inviteMember.inviteLink;
-      const invitation = link ? new URL(link).searchParams.get("token") : null;
-      if (!invitation) throw new Error("inviteMember returned no link (is SMTP_URL set in the environment? the bench needs it unset)");
-      const accepted = await graphql<{ acceptInvitation: { accessToken: string; organization: { rowId: string } } }>(
-        base,
-        ACCEPT,
-        { t: invitation, p: PASSWORD, n: `Member ${index + 1}` },
-        null,
-      );
-      if (accepted.acceptInvitation.organization.rowId !== organization.rowId) throw new Error("acceptInvitation signed in to another organization");
-      const memberToken = accepted.acceptInvitation.accessToken;
-      const documentIds: string[] = [];
-      for (let d = 0; d < documentsPerOrg; d++) {
-        const created = await graphql<{ createDocument: { document: { rowId: string } } }>(
+  const operator = new pg.Client({ connectionString: ownerUrl, application_name: "bench-verify-email" });
+  await operator.connect();
+  try {
+    return await makeTenants();
+  } finally {
+    await operator.end();
+  }
+  function makeTenants() {
+    return inParallel(
+      Array.from({ length: count }, (_, i) => i),
+      4,
+      async (index) => {
+        const name = `Bench Org ${index + 1}`;
+        const ownerEmail = `owner${index + 1}.${run}@bench.example`;
+        await graphql(base, REGISTER, { i: { organizationName: name, email: ownerEmail, password: PASSWORD, fullName: `Owner ${index + 1}` } }, null);
+        const signedIn = await graphql<{ login: { accessToken: string; organization: { rowId: string; slug: string } } }>(
           base,
-          CREATE_DOCUMENT,
-          { d: { title: `${name} document ${d + 1}`, content, format: "markdown" } },
-          memberToken,
+          LOGIN,
+          { i: { email: ownerEmail, password: PASSWORD } },
+          null,
         );
-        documentIds.push(created.createDocument.document.rowId);
-      }
-      made++;
-      if (Date.now() - lastReport >= 5_000) {
-        lastReport = Date.now();
-        log(`  ${made} of ${count} organizations ready`);
-      }
-      return { index, orgId: organization.rowId, slug: organization.slug, memberToken, documentIds };
-    },
-  );
+        const { accessToken: ownerToken, organization } = signedIn.login;
+        await operator.query("select app_admin.verify_email($1)", [ownerEmail]);
+        const invited = await graphql<{ inviteMember: { inviteLink: string | null } }>(
+          base,
+          INVITE,
+          { e: `member${index + 1}.${run}@bench.example` },
+          ownerToken,
+        );
+        const link = invited.inviteMember.inviteLink;
+        const invitation = link ? new URL(link).searchParams.get("token") : null;
+        if (!invitation) throw new Error("inviteMember returned no link (is SMTP_URL set in the environment? the bench needs it unset)");
+        const accepted = await graphql<{ acceptInvitation: { accessToken: string; organization: { rowId: string } } }>(
+          base,
+          ACCEPT,
+          { t: invitation, p: PASSWORD, n: `Member ${index + 1}` },
+          null,
+        );
+        if (accepted.acceptInvitation.organization.rowId !== organization.rowId) throw new Error("acceptInvitation signed in to another organization");
+        const memberToken = accepted.acceptInvitation.accessToken;
+        const documentIds: string[] = [];
+        for (let d = 0; d < documentsPerOrg; d++) {
+          const created = await graphql<{ createDocument: { document: { rowId: string } } }>(
+            base,
+            CREATE_DOCUMENT,
+            { d: { title: `${name} document ${d + 1}`, content, format: "markdown" } },
+            memberToken,
+          );
+          documentIds.push(created.createDocument.document.rowId);
+        }
+        made++;
+        if (Date.now() - lastReport >= 5_000) {
+          lastReport = Date.now();
+          log(`  ${made} of ${count} organizations ready`);
+        }
+        return { index, orgId: organization.rowId, slug: organization.slug, memberToken, documentIds };
+      },
+    );
+  }
 }
 
 /** Each organization's last live-event seq (0 when it has none yet): where a subscription resumes with `since`. */

@@ -191,7 +191,7 @@ try {
 
   log(`setup: ${orgCount} organizations with a member and ${documentsPerOrg} documents each (not measured)`);
   const setupStarted = Date.now();
-  const tenants = await createTenants(server.base, orgCount, documentsPerOrg, "A document whose title the bench keeps changing.");
+  const tenants = await createTenants(server.base, server.ownerUrl, orgCount, documentsPerOrg, "A document whose title the bench keeps changing.");
   setupMs = Date.now() - setupStarted;
   log(`setup done in ${(setupMs / 1000).toFixed(1)} s`);
   checkInterrupted();

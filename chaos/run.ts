@@ -161,11 +161,14 @@ async function graphql(url: string, query: string, variables: Record<string, unk
 const codeOf = (answer: GraphQLAnswer) => answer.body?.errors?.[0]?.extensions?.code ?? null;
 
 async function register(url: string, name: string): Promise<string> {
-  const answer = await graphql(url, "mutation ($i: RegisterInput!) { register(input: $i) { accessToken } }", {
-    i: { organizationName: name, email: `${name.toLowerCase()}-${randomUUID()}@example.com`, password: "a long enough chaos passphrase", fullName: name },
+  const credentials = { email: `${name.toLowerCase()}-${randomUUID()}@example.com`, password: "a long enough chaos passphrase" };
+  const registered = await graphql(url, "mutation ($i: RegisterInput!) { register(input: $i) { success } }", {
+    i: { organizationName: name, fullName: name, ...credentials },
   });
-  const token = (answer.body?.data?.register as { accessToken?: string } | undefined)?.accessToken;
-  if (!token) throw new Error(`register failed: ${answer.status} ${JSON.stringify(answer.body)}`);
+  if (registered.body?.data?.register == null) throw new Error(`register failed: ${registered.status} ${JSON.stringify(registered.body)}`);
+  const answer = await graphql(url, "mutation ($i: LoginInput!) { login(input: $i) { accessToken } }", { i: credentials });
+  const token = (answer.body?.data?.login as { accessToken?: string } | undefined)?.accessToken;
+  if (!token) throw new Error(`login failed: ${answer.status} ${JSON.stringify(answer.body)}`);
   return token;
 }
 

@@ -22,6 +22,7 @@ export type ErrorCode =
   | "INVALID_CREDENTIALS"
   | "MFA_REQUIRED" // the password was right; send a code with verifyMfa and extensions.challenge
   | "MFA_ENROLLMENT_REQUIRED" // the organization requires two-factor authentication, which this person has not turned on
+  | "EMAIL_NOT_VERIFIED" // the caller's address is unverified: inviting and connecting integrations wait for verifyEmail
   | "SSO_REQUIRED" // the organization signs in with single sign-on (startSso); its owners keep their password
   | "CONFLICT"
   | "TOO_LARGE"
@@ -83,6 +84,7 @@ export const customSqlStates = {
   CREDS: "INVALID_CREDENTIALS", // sign-in failed: unknown email and wrong password answer alike; or a wrong or spent 2FA code
   MFARQ: "MFA_REQUIRED", // the password was right and 2FA is on: extensions.challenge goes to verifyMfa with a code
   MFAEN: "MFA_ENROLLMENT_REQUIRED", // the organization requires 2FA: turn it on (startMfaEnrollment) before anything else
+  UNVRF: "EMAIL_NOT_VERIFIED", // verify your address first (the link emailed at registration; resendVerificationEmail)
   SSORQ: "SSO_REQUIRED", // the organization requires single sign-on: sign in with startSso (owners may still use a password)
   TAKEN: "CONFLICT", // a unique value (slug, email, name) is already in use
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit

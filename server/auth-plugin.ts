@@ -1,6 +1,7 @@
-// The sign-in part of the GraphQL API (names are the frontend's contract): register, login, refreshToken,
-// verifyMfa, completeSso, switchOrganization, logout, logoutEverywhere, changePassword, requestPasswordReset, resetPassword,
-// inviteMember, acceptInvitation, currentUser, currentOrganization. Each mutation runs in
+// The sign-in part of the GraphQL API (names are the frontend's contract): register, verifyEmail,
+// resendVerificationEmail, login, refreshToken, verifyMfa, completeSso, switchOrganization, logout, logoutEverywhere,
+// changePassword, requestPasswordReset, resetPassword, inviteMember, acceptInvitation, currentUser,
+// currentOrganization. Each mutation runs in
 // server/sessions.ts; the payload's user and organization are then read through RLS as the new session.
 import { access, context, inhibitOnNull, lambda, sideEffect, type Step } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
@@ -54,6 +55,24 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           """
           password: String!
           fullName: String!
+        }
+        type RegisterPayload {
+          """
+          Always true: the answer never reveals whether the address already has an account.
+          """
+          success: Boolean!
+        }
+        input VerifyEmailInput {
+          token: String!
+        }
+        type VerifyEmailPayload {
+          success: Boolean!
+        }
+        type ResendVerificationEmailPayload {
+          """
+          False when the address is already verified.
+          """
+          sent: Boolean!
         }
         input LoginInput {
           email: String!
@@ -180,9 +199,18 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           """
           acceptInvitation(input: AcceptInvitationInput!): AuthPayload
           """
-          Creates an organization with you as its owner, and signs you in.
+          Creates an organization with you as its owner and emails a link that verifies your address; then sign in
+          with login. Answers the same when the address already has an account (its owner is told by email).
           """
-          register(input: RegisterInput!): AuthPayload
+          register(input: RegisterInput!): RegisterPayload
+          """
+          Verifies an email address with the token of the link emailed after registering (24 hours, used once).
+          """
+          verifyEmail(input: VerifyEmailInput!): VerifyEmailPayload
+          """
+          Emails a new verification link to the signed-in person, while their address is unverified (three an hour).
+          """
+          resendVerificationEmail: ResendVerificationEmailPayload
           """
           Signs in with a password. With two-factor authentication on, answers MFA_REQUIRED with
           extensions.challenge instead: complete the sign-in with verifyMfa.
@@ -225,7 +253,20 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
       objects: {
         Mutation: {
           plans: {
-            register: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.register(input as never, ctx.quireClientIp ?? null)),
+            register: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
+                await onBehalfOf(originOf(ctx), () => sessions.register(input as never, ctx.quireClientIp ?? null));
+                return { success: true };
+              }),
+            verifyEmail: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
+                await onBehalfOf(originOf(ctx), () => sessions.verifyEmail(String((input as { token: string }).token)));
+                return { success: true };
+              }),
+            resendVerificationEmail: () =>
+              sideEffect(context(), async (ctx) => ({
+                sent: await onBehalfOf(originOf(ctx), () => sessions.resendVerificationEmail(claimsOf(ctx).sessionId)),
+              })),
             login: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
             verifyMfa: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.verifyMfa(String(input.challenge), String(input.code), ctx.quireClientIp ?? null)),
@@ -289,6 +330,9 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           },
         },
         LogoutPayload: { plans: { success: ($r) => access($r, "success") } },
+        RegisterPayload: { plans: { success: ($r) => access($r, "success") } },
+        VerifyEmailPayload: { plans: { success: ($r) => access($r, "success") } },
+        ResendVerificationEmailPayload: { plans: { sent: ($r) => access($r, "sent") } },
         ChangePasswordPayload: { plans: { otherSessionsEnded: ($r) => access($r, "otherSessionsEnded") } },
         RequestPasswordResetPayload: { plans: { success: ($r) => access($r, "success") } },
         ResetPasswordPayload: { plans: { success: ($r) => access($r, "success") } },

@@ -43,7 +43,15 @@ export interface AcceptInvitationInput {
 }
 
 export interface Sessions {
-  register(input: RegisterInput, ip: string | null): Promise<SignedIn>;
+  /**
+   * Creates an organization and its owner (address unverified, a verification email queued), or emails the owner of
+   * an address that has an account; answers nothing either way. The registrant then signs in with login.
+   */
+  register(input: RegisterInput, ip: string | null): Promise<void>;
+  /** Spends a verification link's token and marks its address verified; NOT_FOUND for a bad or expired link. */
+  verifyEmail(token: string): Promise<void>;
+  /** Sends the session's person a new verification link (at most three an hour); false when already verified. */
+  resendVerificationEmail(sessionId: string): Promise<boolean>;
   /** Verifies the current password, sets the new one, ends the person's other sessions; returns how many ended. */
   changePassword(sessionId: string, currentPassword: string, newPassword: string): Promise<number>;
   /** Queues a reset email when the address has an account; says nothing either way. */
@@ -73,6 +81,7 @@ export interface SessionsOptions {
   readonly tokens: TokenService;
 }
 
+const linkExpired = () => new QuireError("NTFND", "This link is invalid or has expired.");
 const invalidCredentials = () => new QuireError("CREDS", "The email address or password is incorrect.");
 const sessionEnded = () => new QuireError("LOGIN", "Your session has ended; sign in again.");
 
@@ -134,19 +143,21 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       const fullName = requiredText(input.fullName, "fullName", 200);
       const email = normalizedEmail(input.email);
       assertAcceptablePassword(input.password);
+      // Hashed whether or not the address has an account: both answers take the same work.
       const passwordHash = await hasher.hash(input.password);
-      const session = newSession();
-      const { rows } = await recorded<GrantRow>("select * from app_private.register($1, $2, $3, $4, $5, $6, $7)", [
-        organizationName,
-        email,
-        fullName,
-        passwordHash,
-        session.sessionId,
-        session.refreshHash,
-        expiresAt(),
-      ]);
-      logger.info({ userId: rows[0]!.user_id, orgId: rows[0]!.org_id, ip }, "registered");
-      return signedIn(rows[0]!, session.refreshToken);
+      await recorded("select app_private.register($1, $2, $3, $4)", [organizationName, email, fullName, passwordHash]);
+      logger.info({ ip }, "registration received");
+    },
+
+    async verifyEmail(token) {
+      if (token.length > 200) throw linkExpired();
+      const { rows } = await recorded<{ verified: boolean }>("select app_private.verify_email($1) as verified", [tokens.digest(token)]);
+      if (!rows[0]!.verified) throw linkExpired();
+    },
+
+    async resendVerificationEmail(sessionId) {
+      const { rows } = await recorded<{ sent: boolean }>("select app_private.resend_verification_email($1) as sent", [sessionId]);
+      return rows[0]!.sent;
     },
 
     async login(input, ip) {

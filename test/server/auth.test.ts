@@ -1,13 +1,21 @@
-// Sign-in through the GraphQL API: register, login, refresh rotation and reuse, switching organization, logout
+// Sign-in through the GraphQL API: register (answering alike for any address, verifying it by email), login, refresh rotation and reuse, switching organization, logout
 // seen by another server instance, throttling, and every kind of bad token refused with 401.
 import bcrypt from "bcrypt";
 import jwt from "jsonwebtoken";
-import { query } from "../support/database.ts";
+import { query, roles } from "../support/database.ts";
 import { codeOf, useQuireServer, type TestServer } from "../support/server.ts";
 import { createTenant, fixturePassword } from "../support/tenants.ts";
 
 const password = "a perfectly fine passphrase";
-const fx = useQuireServer({ env: { BCRYPT_COST: "10", REFRESH_GRACE_SECONDS: "2" } });
+const fx = useQuireServer({
+  env: {
+    BCRYPT_COST: "10",
+    REFRESH_GRACE_SECONDS: "2",
+    NOTION_CLIENT_ID: "notion-client",
+    NOTION_CLIENT_SECRET: "notion-secret",
+    SEALING_KEYS: `k1:${"A".repeat(43)}=`,
+  },
+});
 const app = fx.app;
 const other = fx.server(); // a second instance on the same database
 
@@ -22,36 +30,129 @@ interface Auth {
   organization: { rowId: string; name: string; slug: string } | null;
 }
 
-const register = (input: Record<string, unknown>) => gql(app, `mutation ($input: RegisterInput!) { register(input: $input) { ${authFields} } }`, { input });
+const register = (input: Record<string, unknown>) => gql(app, "mutation ($input: RegisterInput!) { register(input: $input) { success } }", { input });
 const login = (input: Record<string, unknown>, server = app) =>
   gql(server, `mutation ($input: LoginInput!) { login(input: $input) { ${authFields} } }`, { input });
 const refresh = (refreshToken: string) =>
   gql(app, `mutation ($t: String!) { refreshToken(input: { refreshToken: $t }) { ${authFields} } }`, { t: refreshToken });
 const whoAmI = (token: string, server = app) => gql(server, "{ currentUser { email } currentOrganization { slug } }", undefined, token);
+const root = <R extends Record<string, unknown>>(text: string, values: unknown[] = []) => query<R>(fx.db.name, text, values, "root");
+const counts = async () =>
+  (
+    await root<{ users: number; orgs: number }>(
+      "select (select count(*) from app_public.users)::int as users, (select count(*) from app_public.organizations)::int as orgs",
+    )
+  )[0]!;
+/** The emails queued for an address, by kind (send_email has not run: there is no worker here). */
+const queued = (email: string) =>
+  root<{ id: string; kind: string }>(
+    "select o.id, o.kind from app_private.mail_outbox o join app_public.users u on u.id = o.user_id where u.email = $1 order by o.created_at",
+    [email],
+  );
+/** What send_email does before sending: mints the link's token for a queued email (here one the test chose). */
+async function mint(outboxId: string): Promise<string> {
+  const token = `verify-${outboxId}`;
+  await query(fx.db.name, "select * from app_private.prepare_email($1, sha256(convert_to($2, 'UTF8')))", [outboxId, token], roles.authenticator);
+  return token;
+}
 
 describe("register", () => {
-  test("creates the organization and its owner, signs in, and reads both back through RLS", async () => {
+  test("creates the organization and its owner, answers only success, and the owner signs in with login", async () => {
+    const before = await counts();
     const { body } = await register({ organizationName: " Acme Widgets ", email: " Ada@Example.COM ", password, fullName: "Ada Lovelace" });
-    expect(body.errors).toBeUndefined();
-    const auth = body.data!.register as Auth;
+    expect(body).toEqual({ data: { register: { success: true } } });
+    expect(await counts()).toEqual({ users: before.users + 1, orgs: before.orgs + 1 });
+    const auth = (await login({ email: "ada@example.com", password })).body.data!.login as Auth;
     expect(auth.user).toMatchObject({ email: "ada@example.com", fullName: "Ada Lovelace" });
-    expect(auth.organization).toMatchObject({ name: "Acme Widgets", slug: "acme-widgets" });
+    expect(auth.organization!.name).toBe("Acme Widgets");
+    expect(auth.organization!.slug).toMatch(/^acme-widgets-[a-z2-9]{6}$/);
     expect(new Date(auth.expiresAt).getTime() - Date.now()).toBeGreaterThan(14 * 60_000);
     const claims = jwt.decode(auth.accessToken) as Record<string, unknown>;
     expect(claims).toMatchObject({ sub: auth.user!.rowId, org_id: auth.organization!.rowId, role: "owner", iss: "quire", aud: "quire" });
     expect(Object.keys(claims).sort()).toEqual(["aud", "exp", "iat", "iss", "org_id", "role", "sid", "sub"]);
-    expect((await whoAmI(auth.accessToken)).body.data).toEqual({ currentUser: { email: "ada@example.com" }, currentOrganization: { slug: "acme-widgets" } });
+    expect((await whoAmI(auth.accessToken)).body.data).toEqual({
+      currentUser: { email: "ada@example.com" },
+      currentOrganization: { slug: auth.organization!.slug },
+    });
     const [membership] = await query(fx.db.name, "select role from app_public.memberships where user_id = $1", [auth.user!.rowId], "root");
     expect(membership).toEqual({ role: "owner" });
+    // The address is not verified yet, and a verification email is queued.
+    expect((await gql(app, "{ currentUser { emailVerifiedAt } }", undefined, auth.accessToken)).body.data).toEqual({ currentUser: { emailVerifiedAt: null } });
+    expect((await queued("ada@example.com")).map((m) => m.kind)).toEqual(["verify_email"]);
   });
 
-  test("a second organization with the same name gets a distinct slug", async () => {
-    const { body } = await register({ organizationName: "Acme Widgets", email: "bob@example.com", password, fullName: "Bob" });
-    expect((body.data!.register as Auth).organization!.slug).toBe("acme-widgets-2");
+  test("an address that has an account gets the very same answer, nothing changes, and its owner is told at most once an hour", async () => {
+    const before = await counts();
+    const again = await register({ organizationName: "Imposter Inc", email: "ADA@example.com", password: "another fine passphrase", fullName: "Not Ada" });
+    expect(again.body).toEqual({ data: { register: { success: true } } });
+    await register({ organizationName: "Imposter Inc", email: "ada@example.com", password: "another fine passphrase", fullName: "Not Ada" });
+    expect(await counts()).toEqual(before);
+    expect((await queued("ada@example.com")).map((m) => m.kind)).toEqual(["verify_email", "registration_attempt"]);
+    // The registrant's password was not set: the owner's still works, theirs does not.
+    expect(codeOf((await login({ email: "ada@example.com", password: "another fine passphrase" })).body)).toBe("INVALID_CREDENTIALS");
+    expect(codeOf((await login({ email: "ada@example.com", password })).body)).toBeNull();
+  });
+
+  test("slugs never reveal which names are taken: two organizations of the same name get unrelated random endings", async () => {
+    await register({ organizationName: "Acme Widgets", email: "bob@example.com", password, fullName: "Bob" });
+    const [bob] = await root<{ slug: string }>(
+      "select o.slug from app_public.organizations o join app_public.memberships m on m.org_id = o.id join app_public.users u on u.id = m.user_id where u.email = 'bob@example.com'",
+    );
+    expect(bob!.slug).toMatch(/^acme-widgets-[a-z2-9]{6}$/);
+    const [taken] = await root<{ n: number }>("select count(*)::int as n from app_public.organizations where slug = 'acme-widgets'");
+    expect(taken!.n).toBe(0);
+  });
+
+  test("the emailed link verifies the address once; until then inviting and connecting integrations answer EMAIL_NOT_VERIFIED", async () => {
+    await register({ organizationName: "Unproven", email: "eve@example.com", password, fullName: "Eve" });
+    const token = (await login({ email: "eve@example.com", password })).body.data!.login as Auth;
+    const invite = () => gql(app, 'mutation { inviteMember(input: { email: "friend@example.com" }) { inviteLink } }', undefined, token.accessToken);
+    const refused = await invite();
+    expect(codeOf(refused.body)).toBe("EMAIL_NOT_VERIFIED");
+    expect(await root("select 1 from app_public.invitations where email = 'friend@example.com'")).toEqual([]);
+    const connect = () =>
+      gql(app, 'mutation { startIntegration(input: { provider: notion, returnTo: "/integrations" }) { authorizationUrl } }', undefined, token.accessToken);
+    expect(codeOf((await connect()).body)).toBe("EMAIL_NOT_VERIFIED");
+
+    const verify = (t: string) => gql(app, "mutation ($t: String!) { verifyEmail(input: { token: $t }) { success } }", { t });
+    expect(codeOf((await verify("not-a-token")).body)).toBe("NOT_FOUND");
+    const [mail] = await queued("eve@example.com");
+    const link = await mint(mail!.id);
+    expect((await verify(link)).body).toEqual({ data: { verifyEmail: { success: true } } });
+    expect(codeOf((await verify(link)).body)).toBe("NOT_FOUND");
+    expect((await gql(app, "{ currentUser { emailVerifiedAt } }", undefined, token.accessToken)).body.data).toEqual({
+      currentUser: { emailVerifiedAt: expect.any(String) },
+    });
+    expect(codeOf((await invite()).body)).toBeNull();
+    expect(codeOf((await connect()).body)).toBeNull();
+    const [audit] = await root<{ n: number }>(
+      "select count(*)::int as n from app_public.audit_events where action = 'email_verified' and details->>'user_id' = $1",
+      [token.user!.rowId],
+    );
+    expect(audit!.n).toBe(1);
+  });
+
+  test("a verification link expires after 24 hours, and resending is limited to three an hour", async () => {
+    await register({ organizationName: "Slow", email: "sam@example.com", password, fullName: "Sam" });
+    const auth = (await login({ email: "sam@example.com", password })).body.data!.login as Auth;
+    const resend = () => gql(app, "mutation { resendVerificationEmail { sent } }", undefined, auth.accessToken);
+    expect((await resend()).body).toEqual({ data: { resendVerificationEmail: { sent: true } } });
+    expect((await resend()).body).toEqual({ data: { resendVerificationEmail: { sent: true } } });
+    expect(codeOf((await resend()).body)).toBe("RATE_LIMITED");
+    expect((await queued("sam@example.com")).length).toBe(3);
+
+    const [mail] = await queued("sam@example.com");
+    const link = await mint(mail!.id);
+    await root("update app_private.clock set offset_by = interval '24 hours 1 second'");
+    try {
+      const late = await gql(app, "mutation ($t: String!) { verifyEmail(input: { token: $t }) { success } }", { t: link });
+      expect(codeOf(late.body)).toBe("NOT_FOUND");
+    } finally {
+      await root("update app_private.clock set offset_by = interval '0'");
+    }
   });
 
   test.each([
-    [{ email: "ADA@example.com" }, "CONFLICT"],
     [{ email: "not an email" }, "BAD_INPUT"],
     [{ password: "short" }, "BAD_INPUT"],
     [{ password: "password123" }, "BAD_INPUT"],
@@ -59,12 +160,11 @@ describe("register", () => {
     [{ organizationName: "   " }, "BAD_INPUT"],
     [{ fullName: "" }, "BAD_INPUT"],
   ])("refuses %o with %s and creates nothing", async (change, code) => {
-    const [before] = await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.users", [], "root");
+    const before = await counts();
     const { body } = await register({ organizationName: "Refused", email: "carol@example.com", password, fullName: "Carol", ...change });
     expect(codeOf(body)).toBe(code);
     expect(body.data?.register).toBeNull();
-    const [after] = await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.users", [], "root");
-    expect(after!.n).toBe(before!.n);
+    expect(await counts()).toEqual(before);
   });
 });
 

@@ -57,12 +57,13 @@ async function overWebSocket(server: TestServer, operation: { query: string; var
   }
 }
 
-const usersWithEmail = async (email: string) =>
-  (await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.users where email = $1", [email], "root"))[0]!.n;
+const documentsTitled = async (title: string) =>
+  (await query<{ n: number }>(fx.db.name, "select count(*)::int as n from app_public.documents where title = $1", [title], "root"))[0]!.n;
 
 const randomSuffix = () => Math.random().toString(36).slice(2, 10);
-const registration = (email: string) =>
-  `register(input: { organizationName: "Limits", email: "${email}", password: "a perfectly fine passphrase", fullName: "Lim" })`;
+/** A mutation that writes a row and whose payload reaches back into the organization's documents. */
+const creation = (title: string) => `createDocument(input: { document: { title: "${title}", content: "limits" } })`;
+const asMember = (text: string) => app.graphql(text, {}, token);
 
 describe("query depth", () => {
   test("an operation nested deeper than GRAPHQL_MAX_DEPTH (12) is refused with QUERY_TOO_COMPLEX", async () => {
@@ -133,23 +134,27 @@ describe("nothing runs when an operation is refused", () => {
     [
       "too deep",
       "QUERY_TOO_COMPLEX",
-      (r: string) => `mutation { ${r} { organization { ${"documentsByOrgId { nodes { org { ".repeat(4)}name${" } } }".repeat(4)} } } }`,
+      (r: string) => `mutation { ${r} { document { org { ${"documentsByOrgId { nodes { org { ".repeat(4)}name${" } } }".repeat(4)} } } } }`,
     ],
-    ["too many aliases", "QUERY_TOO_COMPLEX", (r: string) => `mutation { ${r} { ${Array.from({ length: 31 }, (_, i) => `a${i}: accessToken`).join(" ")} } }`],
-    ["too many fields", "QUERY_TOO_COMPLEX", (r: string) => `mutation { ${r} { ${"accessToken ".repeat(500)}} }`],
-    ["too large a page", "BAD_INPUT", (r: string) => `mutation { ${r} { organization { documentsByOrgId(first: 1000) { totalCount } } } }`],
-  ])("a registration %s is refused with %s and creates no user", async (_name, code, mutation) => {
-    const email = `refused-${randomSuffix()}@example.com`;
-    expectRefused(await app.graphql(mutation(registration(email))), code);
-    expect(await usersWithEmail(email)).toBe(0);
+    [
+      "too many aliases",
+      "QUERY_TOO_COMPLEX",
+      (r: string) => `mutation { ${r} { ${Array.from({ length: 31 }, (_, i) => `a${i}: clientMutationId`).join(" ")} } }`,
+    ],
+    ["too many fields", "QUERY_TOO_COMPLEX", (r: string) => `mutation { ${r} { ${"clientMutationId ".repeat(500)}} }`],
+    ["too large a page", "BAD_INPUT", (r: string) => `mutation { ${r} { document { org { documentsByOrgId(first: 1000) { totalCount } } } } }`],
+  ])("a document creation %s is refused with %s and writes nothing", async (_name, code, mutation) => {
+    const title = `refused-${randomSuffix()}`;
+    expectRefused(await asMember(mutation(creation(title))), code);
+    expect(await documentsTitled(title)).toBe(0);
   });
 
-  test("while the same registration within the limits does", async () => {
-    const email = `allowed-${randomSuffix()}@example.com`;
-    const { status, body } = await app.graphql(`mutation { ${registration(email)} { organization { documentsByOrgId(first: 100) { totalCount } } } }`);
+  test("while the same creation within the limits runs", async () => {
+    const title = `allowed-${randomSuffix()}`;
+    const { status, body } = await asMember(`mutation { ${creation(title)} { document { org { documentsByOrgId(first: 100) { totalCount } } } } }`);
     expect(status).toBe(200);
     expect(body.errors).toBeUndefined();
-    expect(await usersWithEmail(email)).toBe(1);
+    expect(await documentsTitled(title)).toBe(1);
   });
 });
 
@@ -355,10 +360,10 @@ describe("response size", () => {
   });
 
   test("a refused mutation changes nothing", async () => {
-    const email = `large-${randomSuffix()}@example.com`;
-    const mutation = `mutation { ${registration(email)} { organization { documentsByOrgId { nodes { content } } } } }`;
-    expectRefused(await app.graphql(mutation), "RESPONSE_TOO_LARGE");
-    expect(await usersWithEmail(email)).toBe(0);
+    const title = `large-${randomSuffix()}`;
+    const mutation = `mutation { ${creation(title)} { document { org { documentsByOrgId { nodes { content } } } } } }`;
+    expectRefused(await asMember(mutation), "RESPONSE_TOO_LARGE");
+    expect(await documentsTitled(title)).toBe(0);
   });
 
   test("the estimate follows nesting through connections, edges, fragments and interfaces", () => {

@@ -168,6 +168,31 @@ describe("with a server and a worker", () => {
     expect(accepted).toEqual({ data: { acceptInvitation: { organization: { slug: t.slug } } } });
   }, 30_000);
 
+  test("registering emails a verification link that works once; registering the address again emails its owner a notice without a token", async () => {
+    const me = "newcomer@mail.example";
+    const register = () =>
+      gql("mutation ($i: RegisterInput!) { register(input: $i) { success } }", {
+        i: { organizationName: "Mail Newcomer", email: me, password: "a brand new passphrase", fullName: "New Comer" },
+      });
+    expect(await register()).toEqual({ data: { register: { success: true } } });
+    await waitFor(() => mailsTo(me).length === 1);
+    const token = tokenIn(mailsTo(me)[0]!.data, "verify-email")!;
+    expect(decoded(mailsTo(me)[0]!.data)).toContain("Confirm that this is your address within 24 hours:");
+    const verify = () => gql("mutation ($t: String!) { verifyEmail(input: { token: $t }) { success } }", { t: token });
+    expect(await verify()).toEqual({ data: { verifyEmail: { success: true } } });
+    expect(codeOf(await verify())).toBe("NOT_FOUND");
+
+    expect(await register()).toEqual({ data: { register: { success: true } } });
+    await waitFor(() => mailsTo(me).length === 2);
+    const notice = decoded(mailsTo(me)[1]!.data);
+    expect(notice).toContain("Someone tried to create a Quire account with this address");
+    expect(notice).toContain("https://app.example.com/sign-in");
+    expect(notice).not.toContain("token=");
+    await waitFor(async () => !(await queueText()).includes("outboxId"));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(captured.lines.join("\n")).not.toContain(token);
+  }, 30_000);
+
   test("a failed attempt leaves no token in the queue; the retry sends a new link and only that one works", async () => {
     const t = await createTenant(db, "Mail Retry");
     const me = t.members.viewer.email;
@@ -235,7 +260,7 @@ test("an unreachable SMTP server leaves the job queued for a retry, with the err
   }
 });
 
-test("the API roles cannot queue email; the authenticator only through the reset and invitation functions", async () => {
+test("the API roles cannot queue email; the authenticator only through the reset, invitation and registration functions", async () => {
   await expect(query(db.name, "select app_private.queue_mail('password_reset', gen_random_uuid(), null)", [], roles.authenticator)).rejects.toMatchObject({
     code: "42501",
   });

@@ -2,7 +2,9 @@
 // app_private.mail_outbox row (no address, no link): each attempt makes a new one-time token, stores its digest
 // through app_private.prepare_email (the previous attempt's token stops working), writes the email and sends it.
 // Delivery failures throw, so graphile-worker retries with backoff (5 attempts, set when queued); a malformed
-// payload, or an email with nothing left to send (account deactivated, invitation accepted or expired), is dropped.
+// payload, or an email with nothing left to send (account deactivated, invitation accepted or expired, address
+// verified meanwhile), is dropped. Kinds: password_reset, invitation, verify_email (the link registration sends) and
+// registration_attempt (someone tried to register with an address that has an account: no token, a sign-in link).
 import type { Task } from "graphile-worker";
 import type { Email, Mailer } from "../../lib/mailer.ts";
 import { oneTimeToken, oneTimeTokenDigest } from "../../lib/one-time-token.ts";
@@ -24,7 +26,7 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 const isMailReference = (payload: unknown): payload is MailReference =>
   typeof (payload as Partial<MailReference> | null)?.outboxId === "string" && uuidPattern.test((payload as MailReference).outboxId);
 
-type MailKind = "password_reset" | "invitation";
+type MailKind = "password_reset" | "invitation" | "verify_email" | "registration_attempt";
 
 /** The email of a kind, with its link. */
 function compose(kind: MailKind, to: string, link: string, validFor: string): Email {
@@ -35,17 +37,37 @@ function compose(kind: MailKind, to: string, link: string, validFor: string): Em
       text: `Someone (hopefully you) asked to reset the password of your Quire account.\n\nChoose a new password within ${validFor}: ${link}\n\nIf this was not you, ignore this email: your password stays as it is.\n`,
     };
   }
+  if (kind === "verify_email") {
+    return {
+      to,
+      subject: "Verify your email address for Quire",
+      text: `Welcome to Quire. Confirm that this is your address within ${validFor}: ${link}\n\nIf you did not sign up, ignore this email.\n`,
+    };
+  }
+  if (kind === "registration_attempt") {
+    return {
+      to,
+      subject: "Someone tried to register with your address",
+      text: `Someone tried to create a Quire account with this address, which already has one. Nothing was changed.\n\nIf it was you, sign in instead: ${link}\nIf you forgot your password, reset it from there.\n`,
+    };
+  }
   return { to, subject: "You are invited to Quire", text: `You are invited to join an organization on Quire.\n\nAccept within ${validFor}: ${link}\n` };
 }
 
 /** "an hour", "7 days", "3 hours": how long a link stays valid, from seconds (rounded: 7 days less a second is 7 days). */
 function validity(seconds: number): string {
+  if (seconds >= 86_400 - 60 && seconds < 2 * 86_400 - 60) return "24 hours";
   if (seconds >= 2 * 86_400 - 60) return `${Math.round(seconds / 86_400)} days`;
   if (seconds >= 2 * 3_600 - 60) return `${Math.round(seconds / 3_600)} hours`;
   return "an hour";
 }
 
-const paths: Record<MailKind, string> = { password_reset: "reset-password", invitation: "accept-invitation" };
+const paths: Record<MailKind, string> = {
+  password_reset: "reset-password",
+  invitation: "accept-invitation",
+  verify_email: "verify-email",
+  registration_attempt: "sign-in",
+};
 
 export function makeSendEmail(mailer: Mailer): Task<"send_email"> {
   return async (payload, helpers) => {
@@ -65,7 +87,8 @@ export function makeSendEmail(mailer: Mailer): Task<"send_email"> {
       helpers.logger.info(`send_email: nothing left to send for outbox ${payload.outboxId}, dropped`);
       return;
     }
-    const link = `${mailer.appUrl}/${paths[mail.kind]}?token=${token}`;
+    // A registration notice carries no token: its link is the sign-in page.
+    const link = mail.kind === "registration_attempt" ? `${mailer.appUrl}/${paths[mail.kind]}` : `${mailer.appUrl}/${paths[mail.kind]}?token=${token}`;
     await mailer.send(compose(mail.kind, mail.recipient, link, validity(mail.valid_seconds)));
     await helpers.withPgClient((client) => client.query("select app_private.email_sent($1)", [payload.outboxId]));
     helpers.logger.info(`send_email: ${mail.kind} email sent (outbox ${payload.outboxId})`);
