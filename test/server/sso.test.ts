@@ -275,3 +275,14 @@ test("requireSso: members' password sessions and sign-ins are refused, owners ke
   expect(codeOf(await documents(a.members.member.accessToken))).toBeNull();
   expect(codeOf(await setRequired(a.members.owner.accessToken, true))).toBe("BAD_INPUT");
 });
+
+test("API keys cannot change sign-in settings, even with the admin role", async () => {
+  const key = (await fx.gql(b.members.admin.accessToken, 'mutation { createApiKey(input: { name: "settings bot", role: admin }) { result } }')).data!
+    .createApiKey as { result: string };
+  const before = await root<{ issuer: string }>("select issuer from app_public.sso_providers where org_id = $1", [b.orgId]);
+  expect(codeOf(await configure(key.result, { ...connectTo(idp, [`${b.slug}.example`]) }))).toBe("FORBIDDEN");
+  expect(codeOf(await fx.gql(key.result, "mutation { setRequireSso(input: { required: false }) { result { requireSso } } }"))).toBe("FORBIDDEN");
+  expect(codeOf(await fx.gql(key.result, "mutation { setRequireMfa(input: { required: false }) { result { requireMfa } } }"))).toBe("FORBIDDEN");
+  expect(codeOf(await fx.gql(key.result, "mutation { removeSso(input: {}) { result } }"))).toBe("FORBIDDEN");
+  expect(await root("select issuer from app_public.sso_providers where org_id = $1", [b.orgId])).toEqual(before);
+});
