@@ -50,7 +50,9 @@ export function createApiKeys({ pool, cacheMs = 10_000, maxCached = 10_000, maxW
   const lookups = pLimit(4);
   /** By SHA-256 of the whole key: the claims and until when they may be used without asking again. */
   const cache = new Map<string, { claims: AccessClaims | null; until: number }>();
+  /** Keeps the newest answer last in the map's order, so the entry evicted when full is the one checked longest ago. */
   const remember = (digest: string, claims: AccessClaims | null) => {
+    cache.delete(digest);
     if (cache.size >= maxCached) cache.delete(cache.keys().next().value!);
     cache.set(digest, { claims, until: Date.now() + cacheMs });
   };
