@@ -339,7 +339,7 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
     section: "Integrations",
     default: "generated (development)",
     meaning:
-      "`keyId:base64key,…` (32-byte keys): the first seals integration tokens, the others only open them (rotation). Required in production when an integration is configured. Make a key with `node -e \"console.log(require('crypto').randomBytes(32).toString('base64'))\"`; to rotate, put the new key first, restart, then `select app_admin.reseal_integration_secrets()`. Outside production a development key is generated into `DATA_DIR/secrets.json`.",
+      "`keyId:base64key,…` (32-byte keys): the first seals integration tokens, 2FA secrets and identity-provider client secrets, the others only open them (rotation). Required in production when an integration is configured, and for two-factor authentication and single sign-on. Make a key with `node -e \"console.log(require('crypto').randomBytes(32).toString('base64'))\"`; to rotate, put the new key first, restart, then `select app_admin.reseal_integration_secrets()`. Outside production a development key is generated into `DATA_DIR/secrets.json`.",
     example: "k2026:base64key,k2025:oldbase64key",
   },
   NOTION_CLIENT_ID: {

@@ -58,6 +58,17 @@ export interface SealContext {
   readonly purpose: string;
 }
 
+/**
+ * The contexts of the secrets that are not integration tokens, in one place for the code that seals them and the
+ * worker that re-seals them. The fields keep their integration names; the values say what they bind to.
+ */
+export const sealContexts = {
+  /** A person's TOTP secret: bound to the person, so a sealing copied to another person does not open. */
+  totp: (userId: string): SealContext => ({ orgId: "", integrationId: userId, provider: "totp", purpose: "mfa_secret" }),
+  /** An organization's identity-provider client secret: bound to the organization. */
+  oidc: (orgId: string): SealContext => ({ orgId, integrationId: orgId, provider: "oidc", purpose: "client_secret" }),
+} as const;
+
 /** A sealed value, as stored: key_id, *_nonce and *_ciphertext of app_private.integration_secrets. */
 export interface Sealed {
   /** The id of the key that sealed it. */

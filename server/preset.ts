@@ -110,7 +110,7 @@ export function makePreset({
       TenantKeysPlugin,
       ColleaguesPlugin,
       makeAuthPlugin(config, sessions, tokens),
-      makeTwoFactorPlugin(createTwoFactor({ config, pool })),
+      makeTwoFactorPlugin(createTwoFactor({ config, pool, hasher })),
       makeSsoPlugin(sso),
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),

@@ -221,7 +221,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       if (row.retry_after_seconds > 0) throw throttled(row.retry_after_seconds);
       const checked = await checkSecondFactor(keys, row.user_id, row, code);
       if (!checked) {
-        await recorded("select app_private.record_mfa_failure($1, $2)", [row.user_id, digest]);
+        await recorded("select app_private.record_mfa_failure($1)", [row.user_id]);
         logger.info({ userId: row.user_id, ip }, "second factor failed");
         throw new QuireError("CREDS", "The code is incorrect.");
       }
@@ -234,7 +234,11 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         session.sessionId,
         session.refreshHash,
         expiresAt(),
-      ]);
+      ]).catch(async (error: unknown) => {
+        // A spent code, or a recovery code that is not one of the person's: a wrong guess like any other.
+        if ((error as { code?: unknown }).code === "CREDS") await recorded("select app_private.record_mfa_failure($1)", [row.user_id]);
+        throw error;
+      });
       logger.info({ userId: row.user_id, orgId: result.rows[0]!.org_id, ip, recoveryCode: checked.step === null }, "signed in with a second factor");
       return signedIn(result.rows[0]!, session.refreshToken);
     },

@@ -18,7 +18,7 @@ import type { Logger } from "../lib/logger.ts";
 import { oneTimeToken } from "../lib/one-time-token.ts";
 import { publicFetch } from "../lib/public-fetch.ts";
 import { QuireError } from "../lib/quire-error.ts";
-import { open, seal, type SealContext, type Sealed, type SealingKeys } from "../lib/sealing.ts";
+import { open, seal, sealContexts, type Sealed, type SealingKeys } from "../lib/sealing.ts";
 
 export const ssoCallbackPath = "/auth/sso/callback";
 
@@ -33,8 +33,7 @@ const discoveryTtlMs = 10 * 60_000;
 const maxCachedProviders = 1000;
 const scope = "openid email profile";
 
-/** Where an organization's client secret is sealed: bound to the organization, so a copied ciphertext does not open. */
-const sealContext = (orgId: string): SealContext => ({ orgId, integrationId: orgId, provider: "oidc", purpose: "client_secret" });
+const sealContext = sealContexts.oidc;
 
 const sha256 = (text: string) => createHash("sha256").update(text, "utf8").digest();
 

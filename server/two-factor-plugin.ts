@@ -32,6 +32,12 @@ export function makeTwoFactorPlugin(twoFactor: TwoFactor) {
           """
           otpauthUri: String!
         }
+        input StartMfaEnrollmentInput {
+          """
+          Your current password: a session alone does not change how the account signs in.
+          """
+          password: String!
+        }
         input MfaCodeInput {
           """
           The six-digit code the authenticator app shows (disableMfa also takes a recovery code).
@@ -49,12 +55,13 @@ export function makeTwoFactorPlugin(twoFactor: TwoFactor) {
         }
         extend type Mutation {
           """
-          Starts enrolling an authenticator app for two-factor authentication (replaces an unconfirmed one).
-          Not for API keys. CONFLICT when 2FA is already on.
+          Starts enrolling an authenticator app for two-factor authentication (replaces an unconfirmed one), with
+          your password. Not for API keys. CONFLICT when 2FA is already on.
           """
-          startMfaEnrollment: StartMfaEnrollmentPayload
+          startMfaEnrollment(input: StartMfaEnrollmentInput!): StartMfaEnrollmentPayload
           """
-          Turns two-factor authentication on with a first code from the app; returns the recovery codes.
+          Turns two-factor authentication on with a first code from the app; returns the recovery codes. Your other
+          sessions end.
           """
           confirmMfaEnrollment(input: MfaCodeInput!): ConfirmMfaEnrollmentPayload
           """
@@ -66,10 +73,11 @@ export function makeTwoFactorPlugin(twoFactor: TwoFactor) {
       objects: {
         Mutation: {
           plans: {
-            startMfaEnrollment: () =>
-              sideEffect(context(), (ctx) => {
+            startMfaEnrollment: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], ([input, ctx]) => {
                 const { sessionId, userId } = personOf(ctx);
-                return onBehalfOf(originOf(ctx), () => twoFactor.startEnrollment(sessionId, userId));
+                const password = String((input as { password: string }).password);
+                return onBehalfOf(originOf(ctx), () => twoFactor.startEnrollment(sessionId, userId, password));
               }),
             confirmMfaEnrollment: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {

@@ -6,12 +6,12 @@
 import type pg from "pg";
 import type { Config } from "../lib/config.ts";
 import { QuireError } from "../lib/quire-error.ts";
-import { open, seal, type SealContext, type Sealed, type SealingKeys } from "../lib/sealing.ts";
+import type { PasswordHasher } from "../lib/passwords.ts";
+import { open, seal, sealContexts, type Sealed, type SealingKeys } from "../lib/sealing.ts";
 import { looksLikeRecoveryCode, newRecoveryCodes, newTotpSecret, otpauthUri, recoveryCodeDigest, totpStep } from "../lib/totp.ts";
 import { recordedQuery, requestIp, throttled } from "./request-origin.ts";
 
-/** Where a person's TOTP secret is sealed: bound to them, so a sealed secret copied to another person fails to open. */
-const sealContext = (userId: string): SealContext => ({ orgId: "", integrationId: userId, provider: "totp", purpose: "mfa_secret" });
+const sealContext = sealContexts.totp;
 
 /** The issuer authenticator apps show beside the account. */
 const issuer = "Quire";
@@ -57,20 +57,28 @@ export interface Enrollment {
 }
 
 export interface TwoFactor {
-  /** Enrollment step 1: a fresh secret for the session's person, shown once, pending until confirmed. */
-  startEnrollment(sessionId: string, userId: string): Promise<Enrollment>;
-  /** Enrollment step 2: a first code turns 2FA on; returns the ten recovery codes, shown once. */
+  /**
+   * Enrollment step 1: a fresh secret for the session's person, shown once, pending until confirmed. Takes their
+   * password (counted like a sign-in), so a stolen session alone cannot put an attacker's authenticator on the account.
+   */
+  startEnrollment(sessionId: string, userId: string, password: string): Promise<Enrollment>;
+  /** Enrollment step 2: a first code turns 2FA on and ends the person's other sessions; returns the ten recovery codes, shown once. */
   confirmEnrollment(sessionId: string, code: string): Promise<string[]>;
   /** Turns 2FA off with a fresh code or a recovery code. */
   disable(sessionId: string, code: string): Promise<void>;
 }
 
-export function createTwoFactor({ config, pool }: { config: Config; pool: pg.Pool }): TwoFactor {
+export function createTwoFactor({ config, pool, hasher }: { config: Config; pool: pg.Pool; hasher: PasswordHasher }): TwoFactor {
   const recorded = recordedQuery(pool);
   const wrongCode = () => new QuireError("CREDS", "The code is incorrect.");
+  /** A right password or code gives its sign-in budget slot back. */
+  const refund = (userId: string) => pool.query("select app_private.refund_sign_in_budget($1, $2)", [userId, requestIp()]);
 
-  /** A code guess of the session's person: counted, then checked; a wrong one recorded (mfa_failed) and refused. */
-  async function checked(sessionId: string, code: string, needEnabled: boolean): Promise<CheckedCode> {
+  /**
+   * A code guess of the session's person: counted, then checked; a wrong one recorded (mfa_failed) and refused.
+   * Answers the code and the sealing it was checked against.
+   */
+  async function checked(sessionId: string, code: string, needEnabled: boolean): Promise<CheckedCode & { userId: string; keyId: string; nonce: Buffer }> {
     const keys = sealingKeysFor2fa(config);
     const { rows } = await pool.query<SealedSecretRow & { user_id: string; retry_after_seconds: number; enabled: boolean | null }>(
       "select * from app_private.begin_mfa_check($1, $2)",
@@ -87,12 +95,35 @@ export function createTwoFactor({ config, pool }: { config: Config; pool: pg.Poo
       await recorded("select app_private.record_mfa_failure($1)", [row.user_id]);
       throw wrongCode();
     }
-    return result;
+    return { ...result, userId: row.user_id, keyId: row.key_id, nonce: row.secret_nonce! };
+  }
+
+  /** Runs a statement that spends a code; a spent or unknown recovery code (CREDS) is recorded as a failure too. */
+  async function spending(userId: string, text: string, values: unknown[]) {
+    try {
+      return await recorded(text, values);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "CREDS") await recorded("select app_private.record_mfa_failure($1)", [userId]);
+      throw error;
+    }
   }
 
   return {
-    async startEnrollment(sessionId, userId) {
+    async startEnrollment(sessionId, userId, password) {
       const keys = sealingKeysFor2fa(config);
+      const ip = requestIp();
+      const { rows: checks } = await pool.query<{ email: string; password_hash: string | null; retry_after_seconds: number }>(
+        "select * from app_private.begin_password_check($1, $2)",
+        [sessionId, ip],
+      );
+      const check = checks[0];
+      if (!check) throw new QuireError("LOGIN", "Your session has ended; sign in again.");
+      if (check.retry_after_seconds > 0) throw throttled(check.retry_after_seconds);
+      if (Buffer.byteLength(password) > 72 || !(await hasher.verify(password, check.password_hash))) {
+        await recorded("select app_private.record_login_failure($1, $2)", [check.email, ip]);
+        throw new QuireError("CREDS", "The password is incorrect.");
+      }
+      await refund(userId);
       const secret = newTotpSecret();
       const sealed = await seal(keys, secret, sealContext(userId));
       const { rows } = await pool.query<{ email: string }>("select app_private.stage_mfa($1, $2, $3, $4, $5) as email", [
@@ -106,15 +137,17 @@ export function createTwoFactor({ config, pool }: { config: Config; pool: pg.Poo
     },
 
     async confirmEnrollment(sessionId, code) {
-      const { step } = await checked(sessionId, code, false);
+      const { step, keyId, nonce, userId } = await checked(sessionId, code, false);
       const recoveryCodes = newRecoveryCodes();
-      await recorded("select app_private.enable_mfa($1, $2, $3)", [sessionId, step, recoveryCodes.map(recoveryCodeDigest)]);
+      await recorded("select app_private.enable_mfa($1, $2, $3, $4, $5)", [sessionId, step, recoveryCodes.map(recoveryCodeDigest), keyId, nonce]);
+      await refund(userId);
       return recoveryCodes;
     },
 
     async disable(sessionId, code) {
-      const { step, recoveryHash } = await checked(sessionId, code, true);
-      await recorded("select app_private.disable_mfa($1, $2, $3)", [sessionId, step, recoveryHash]);
+      const { step, recoveryHash, userId } = await checked(sessionId, code, true);
+      await spending(userId, "select app_private.disable_mfa($1, $2, $3)", [sessionId, step, recoveryHash]);
+      await refund(userId);
     },
   };
 }

@@ -243,7 +243,7 @@ test("a provider that is down: startSso answers UPSTREAM_ERROR, and a callback w
   expect(codeOf(await fx.gql(null, 'mutation { startSso(input: { organizationSlug: "no-such-org" }) { authorizationUrl } }'))).toBe("NOT_FOUND");
 });
 
-test("requireSso: members' password sessions and sign-ins are refused, owners keep their password, SSO sessions and keys work", async () => {
+test("requireSso: members' password sessions end and their password sign-ins are refused, owners keep their password, SSO sessions and keys work", async () => {
   const setRequired = (token: string, required: boolean) =>
     fx.gql(token, "mutation ($r: Boolean!) { setRequireSso(input: { required: $r }) { result { requireSso } } }", { r: required });
   const login = (email: string) =>
@@ -257,8 +257,15 @@ test("requireSso: members' password sessions and sign-ins are refused, owners ke
   expect(codeOf(await setRequired(a.members.admin.accessToken, true))).toBe("BAD_INPUT");
   expect((await setRequired(a.members.owner.accessToken, true)).data).toEqual({ setRequireSso: { result: { requireSso: true } } });
 
-  expect(codeOf(await documents(a.members.member.accessToken))).toBe("SSO_REQUIRED");
-  expect(codeOf(await documents(a.members.admin.accessToken))).toBe("SSO_REQUIRED");
+  // Members' password sessions ended at once; signing in again with a password is refused with the code that says
+  // what to do.
+  expect(codeOf(await documents(a.members.member.accessToken))).toBe("UNAUTHENTICATED");
+  expect(codeOf(await documents(a.members.admin.accessToken))).toBe("UNAUTHENTICATED");
+  const [ended] = await root<{ n: number }>(
+    "select count(*)::int as n from app_private.sessions where org_id = $1 and revoked_reason = 'single sign-on required'",
+    [a.orgId],
+  );
+  expect(ended!.n).toBeGreaterThanOrEqual(3); // admin, member, viewer (and any other password session of theirs)
   expect(codeOf(await login(a.members.member.email))).toBe("SSO_REQUIRED");
   // Break-glass: owners keep their password.
   expect(codeOf(await login(a.members.owner.email))).toBeNull();
@@ -270,9 +277,9 @@ test("requireSso: members' password sessions and sign-ins are refused, owners ke
   const token = (viaSso.body!.data!.completeSso as { accessToken: string }).accessToken;
   expect((await documents(token)).data).toEqual({ documents: { totalCount: expect.any(Number) } });
 
-  // Disconnecting the provider stops requiring it.
+  // Disconnecting the provider stops requiring it: a password works again.
   expect((await fx.gql(a.members.owner.accessToken, "mutation { removeSso(input: {}) { result } }")).data).toEqual({ removeSso: { result: true } });
-  expect(codeOf(await documents(a.members.member.accessToken))).toBeNull();
+  expect(codeOf(await login(a.members.member.email))).toBeNull();
   expect(codeOf(await setRequired(a.members.owner.accessToken, true))).toBe("BAD_INPUT");
 });
 

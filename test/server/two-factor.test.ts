@@ -4,9 +4,9 @@
 // code, an organization requiring 2FA of its members, and an invitation that cannot bypass the second factor.
 import { generateSealingKey } from "../../lib/sealing.ts";
 import { totpCode, totpPeriodSeconds } from "../../lib/totp.ts";
-import { query } from "../support/database.ts";
+import { query, roles } from "../support/database.ts";
 import { codeOf, useQuireServer, type GraphQLBody } from "../support/server.ts";
-import { createTenant, fixturePassword, type Member, type Tenant } from "../support/tenants.ts";
+import { createTenant, fixturePassword, type Tenant } from "../support/tenants.ts";
 
 const fx = useQuireServer({ env: { BCRYPT_COST: "10", SEALING_KEYS: `k1:${generateSealingKey()}` } });
 let a: Tenant;
@@ -21,7 +21,8 @@ beforeAll(async () => {
 const stepMs = totpPeriodSeconds * 1000;
 const root = <R extends Record<string, unknown>>(text: string, values: unknown[] = []) => query<R>(fx.db.name, text, values, "root");
 
-const start = (token: string) => fx.gql(token, "mutation { startMfaEnrollment { secret otpauthUri } }");
+const start = (token: string, password = fixturePassword) =>
+  fx.gql(token, "mutation ($p: String!) { startMfaEnrollment(input: { password: $p }) { secret otpauthUri } }", { p: password });
 const confirm = (token: string, code: string) =>
   fx.gql(token, "mutation ($c: String!) { confirmMfaEnrollment(input: { code: $c }) { recoveryCodes } }", { c: code });
 const disable = (token: string, code: string) => fx.gql(token, "mutation ($c: String!) { disableMfa(input: { code: $c }) { success } }", { c: code });
@@ -35,17 +36,19 @@ const challengeOf = (body: GraphQLBody) => String(body.errors?.[0]?.extensions?.
 const auditCount = async (orgId: string, action: string) =>
   Number((await root<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1 and action = $2", [orgId, action]))[0]!.n);
 
-/** Enrolls `member` and returns their secret and recovery codes. The code used is the one of the step before now. */
-async function enroll(member: Member): Promise<{ secret: string; recoveryCodes: string[] }> {
-  const started = await start(member.accessToken);
+/** Enrolls the person of `token` and returns their secret and recovery codes. The code used is the one of the step before now. */
+async function enroll(token: string): Promise<{ secret: string; recoveryCodes: string[] }> {
+  const started = await start(token);
   const { secret } = started.data!.startMfaEnrollment as { secret: string };
-  const confirmed = await confirm(member.accessToken, totpCode(secret, Date.now() - stepMs));
+  const confirmed = await confirm(token, totpCode(secret, Date.now() - stepMs));
   if (!confirmed.data?.confirmMfaEnrollment) throw new Error(`confirmMfaEnrollment failed: ${JSON.stringify(confirmed.errors)}`);
   return { secret, recoveryCodes: (confirmed.data.confirmMfaEnrollment as { recoveryCodes: string[] }).recoveryCodes };
 }
 
-test("enrolling: the secret is shown once and sealed at rest, a wrong first code is refused and audited, a right one turns 2FA on with ten recovery codes kept as digests", async () => {
+test("enrolling: the password is asked, the secret is shown once and sealed at rest, a wrong first code is refused and audited, a right one turns 2FA on with ten recovery codes kept as digests and ends the other sessions", async () => {
   const member = a.members.member;
+  expect(codeOf(await start(member.accessToken, "not the password"))).toBe("INVALID_CREDENTIALS");
+  expect(await root("select 1 from app_private.user_mfa where user_id = $1", [member.userId])).toEqual([]);
   const started = await start(member.accessToken);
   const { secret, otpauthUri } = started.data!.startMfaEnrollment as { secret: string; otpauthUri: string };
   expect(secret).toMatch(/^[A-Z2-7]{32}$/);
@@ -61,7 +64,8 @@ test("enrolling: the secret is shown once and sealed at rest, a wrong first code
   expect(stored).toEqual({ plain: false, enabled_at: null, key_id: "k1" });
 
   // Not on yet: sign-in needs no code, and mfaEnabled says false.
-  expect(codeOf(await login(member.email))).toBeNull();
+  const elsewhere = await login(member.email);
+  expect(codeOf(elsewhere)).toBeNull();
   expect((await fx.gql(member.accessToken, "{ currentUser { mfaEnabled } }")).data).toEqual({ currentUser: { mfaEnabled: false } });
 
   const failedBefore = await auditCount(a.orgId, "mfa_failed");
@@ -81,6 +85,9 @@ test("enrolling: the secret is shown once and sealed at rest, a wrong first code
   expect(codes).toEqual({ n: "10", plain: "0" });
   expect(await auditCount(a.orgId, "mfa_enrolled")).toBe(1);
   expect((await fx.gql(member.accessToken, "{ currentUser { mfaEnabled } }")).data).toEqual({ currentUser: { mfaEnabled: true } });
+  // The session signed in with the password alone ended; the one that enrolled goes on.
+  const otherToken = (elsewhere.data!.login as { accessToken: string }).accessToken;
+  expect(codeOf(await fx.gql(otherToken, "{ currentUser { email } }"))).toBe("UNAUTHENTICATED");
 
   // On now: starting again is a conflict; the audit rows hold no secret or code.
   expect(codeOf(await start(member.accessToken))).toBe("CONFLICT");
@@ -93,7 +100,7 @@ test("enrolling: the secret is shown once and sealed at rest, a wrong first code
 
 test("with 2FA on, login answers MFA_REQUIRED with a challenge and opens no session; verifyMfa with the code signs in, once", async () => {
   const member = a.members.admin;
-  const { secret } = await enroll(member);
+  const { secret } = await enroll(member.accessToken);
   const [before] = await root<{ n: string }>("select count(*) as n from app_private.sessions where user_id = $1", [member.userId]);
 
   const answered = await login(member.email, a.slug);
@@ -121,7 +128,7 @@ test("with 2FA on, login answers MFA_REQUIRED with a challenge and opens no sess
 
 test("a code from the next step is accepted, one from three steps ahead refused (lib/totp's tests pin the ±1 edge); a forged or expired challenge is refused", async () => {
   const member = a.members.viewer;
-  const { secret } = await enroll(member);
+  const { secret } = await enroll(member.accessToken);
   // enroll spent the step before now. Three steps ahead is beyond the window even if a step boundary passes meanwhile.
   expect(codeOf(await verify(challengeOf(await login(member.email)), totpCode(secret, Date.now() + 3 * stepMs)))).toBe("INVALID_CREDENTIALS");
   expect(codeOf(await verify(challengeOf(await login(member.email)), totpCode(secret, Date.now() + stepMs)))).toBeNull();
@@ -139,7 +146,7 @@ test("a code from the next step is accepted, one from three steps ahead refused 
 
 test("wrong codes are audited as mfa_failed, kill the challenge after five, and count against the sign-in budgets", async () => {
   const member = b.members.member;
-  const { secret } = await enroll(member);
+  const { secret } = await enroll(member.accessToken);
   await root("delete from app_private.login_throttle");
   const failedBefore = await auditCount(b.orgId, "mfa_failed");
   const wrongCode = totpCode(secret, Date.now() + 10 * stepMs);
@@ -162,7 +169,7 @@ test("wrong codes are audited as mfa_failed, kill the challenge after five, and 
 
 test("a recovery code signs in once; turning 2FA off takes a fresh code, after which a password is enough again", async () => {
   const member = b.members.viewer;
-  const { secret, recoveryCodes } = await enroll(member);
+  const { secret, recoveryCodes } = await enroll(member.accessToken);
   const recovery = recoveryCodes[3]!;
   const viaRecovery = await verify(challengeOf(await login(member.email)), ` ${recovery.toLowerCase().replaceAll("-", " ")} `);
   expect(viaRecovery.errors).toBeUndefined();
@@ -195,24 +202,31 @@ test("an organization that requires 2FA refuses its members without it until the
   const unprotected = await setRequired(c.members.admin.accessToken, true);
   expect(codeOf(unprotected)).toBe("BAD_INPUT");
   expect(unprotected.errors![0]!.message).toBe("Turn on two-factor authentication for yourself first.");
-  await enroll(c.members.admin);
+  await enroll(c.members.admin.accessToken);
   expect((await setRequired(c.members.admin.accessToken, true)).data).toEqual({ setRequireMfa: { result: { requireMfa: true } } });
 
   const documents = (token: string) => fx.gql(token, "{ documents { totalCount } }");
   const served = { documents: { totalCount: expect.any(Number) } };
-  const refused = await documents(c.members.member.accessToken);
-  expect(codeOf(refused)).toBe("MFA_ENROLLMENT_REQUIRED");
-  expect(codeOf(await documents(c.members.viewer.accessToken))).toBe("MFA_ENROLLMENT_REQUIRED");
+  // The sessions of members without 2FA ended at once (the admin's, with 2FA, goes on); an API key has no person to
+  // carry a second factor.
+  expect(codeOf(await documents(c.members.member.accessToken))).toBe("UNAUTHENTICATED");
+  expect(codeOf(await documents(c.members.owner.accessToken))).toBe("UNAUTHENTICATED");
+  expect((await documents(c.members.admin.accessToken)).data).toEqual(served);
+  expect((await documents(key.result)).data).toEqual(served);
   // A fresh sign-in still opens a session (to enroll with): the tokens come back, the organization is refused with
-  // the code that says what to do. An API key has no person to carry a second factor.
+  // the code that says what to do, and live subscriptions refuse it too (the shared-read session check).
   const signedIn = await login(c.members.member.email);
   expect(codeOf(signedIn)).toBe("MFA_ENROLLMENT_REQUIRED");
   expect((signedIn.errors![0] as { path?: unknown }).path).toEqual(["login", "organization"]);
-  expect((signedIn.data!.login as { accessToken: string }).accessToken.length).toBeGreaterThan(20);
-  expect((await documents(key.result)).data).toEqual(served);
+  const fresh = (signedIn.data!.login as { accessToken: string }).accessToken;
+  expect(codeOf(await documents(fresh))).toBe("MFA_ENROLLMENT_REQUIRED");
+  const sessionId = (JSON.parse(Buffer.from(fresh.split(".")[1]!, "base64url").toString()) as { sid: string }).sid;
+  const ended = () => query<{ id: string }>(fx.db.name, "select id from app_private.ended_sessions($1::uuid[]) as id", [[sessionId]], roles.authenticator);
+  expect(await ended()).toEqual([{ id: sessionId }]);
 
-  await enroll(c.members.member);
-  expect((await documents(c.members.member.accessToken)).data).toEqual(served);
+  await enroll(fresh);
+  expect((await documents(fresh)).data).toEqual(served);
+  expect(await ended()).toEqual([]);
   // Another organization's members are not held to it.
   expect((await documents(b.members.owner.accessToken)).data).toEqual(served);
   // The audit log records who required it.
@@ -246,6 +260,41 @@ test("mfaEnabled shows to the person and their admins only; an invitation's pass
   expect(byPassword.errors![0]!.message).toMatch(/two-factor/);
   // Signed in (with the second factor), the same link works.
   expect((await accept(a.members.member.accessToken)).data).toEqual({ acceptInvitation: { organization: { slug: b.slug } } });
+});
+
+test("turning 2FA on enables only the secret the code was checked against: one replaced meanwhile is refused", async () => {
+  const member = c.members.viewer;
+  const signedIn = await login(member.email); // c requires 2FA: this session can enroll and nothing else
+  const token = (signedIn.data!.login as { accessToken: string }).accessToken;
+  const sessionId = (JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as { sid: string }).sid;
+  const first = (await start(token)).data!.startMfaEnrollment as { secret: string };
+  const [pending] = await root<{ key_id: string; secret_nonce: Buffer }>("select key_id, secret_nonce from app_private.user_mfa where user_id = $1", [
+    member.userId,
+  ]);
+  // What a second startMfaEnrollment between the check and the enabling would leave: the same key, another sealing.
+  await start(token);
+  const step = Math.floor(Date.now() / stepMs);
+  const hashes = Array.from({ length: 10 }, (_, i) => Buffer.alloc(32, i));
+  await expect(
+    query(
+      fx.db.name,
+      "select app_private.enable_mfa($1, $2, $3, $4, $5)",
+      [sessionId, step, hashes, pending!.key_id, pending!.secret_nonce],
+      roles.authenticator,
+    ),
+  ).rejects.toMatchObject({ code: "TAKEN" });
+  expect(await root("select 1 from app_private.user_mfa where user_id = $1 and enabled_at is not null", [member.userId])).toEqual([]);
+  // And the first secret's code no longer confirms anything.
+  expect(codeOf(await confirm(token, totpCode(first.secret)))).toBe("INVALID_CREDENTIALS");
+});
+
+test("a wrong recovery code is a wrong code like any other: refused and audited", async () => {
+  const member = a.members.admin; // enrolled above
+  const failedBefore = await auditCount(a.orgId, "mfa_failed");
+  await root("delete from app_private.login_throttle");
+  const answer = await verify(challengeOf(await login(member.email)), "AAAA-BBBB-CCCC-DDDD");
+  expect(codeOf(answer)).toBe("INVALID_CREDENTIALS");
+  expect(await auditCount(a.orgId, "mfa_failed")).toBe(failedBefore + 1);
 });
 
 test("an operator turns 2FA off for a person who lost their app and recovery codes, ending their sessions", async () => {

@@ -1,9 +1,11 @@
-// reseal_secrets: after an operator put a new key first in SEALING_KEYS, re-seals every integration secret still
-// sealed with an older key (queued by app_admin.reseal_integration_secrets()). It runs as the authenticator through
-// two app_private functions; a secret that changed meanwhile (a token refresh seals with the current key anyway) is
-// left as it is. A secret no configured key opens is logged and skipped: it stays unusable until reconnected.
+// reseal_secrets: after an operator put a new key first in SEALING_KEYS, re-seals every secret still sealed with an
+// older key (queued by app_admin.reseal_integration_secrets()): integration tokens, then people's 2FA secrets and
+// organizations' identity-provider client secrets. It runs as the authenticator through app_private functions; a
+// secret that changed meanwhile (a token refresh, a new enrollment or provider seals with the current key anyway) is
+// left as it is. A secret no configured key opens is logged and skipped: it stays unusable until reconnected (an
+// integration), re-enrolled (2FA; app_admin.reset_mfa) or configured again (configureSso).
 import type { Task } from "graphile-worker";
-import { open, seal, SealError, type Sealed, type SealingKeys } from "../../lib/sealing.ts";
+import { open, seal, sealContexts, SealError, type Sealed, type SealingKeys } from "../../lib/sealing.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -22,6 +24,15 @@ interface Row {
   access_ciphertext: Buffer;
   refresh_nonce: Buffer | null;
   refresh_ciphertext: Buffer | null;
+}
+
+/** A 2FA secret (kind totp, owner a person) or an identity-provider client secret (kind oidc, owner an organization). */
+interface PersonOrOrgSecret {
+  kind: "totp" | "oidc";
+  owner_id: string;
+  key_id: string;
+  secret_nonce: Buffer;
+  secret_ciphertext: Buffer;
 }
 
 const batchSize = 100;
@@ -61,6 +72,35 @@ export function makeResealSecrets(keys: SealingKeys | null): Task<"reseal_secret
           if (!(error instanceof SealError)) throw error;
           skipped.add(row.integration_id);
           helpers.logger.error(`reseal_secrets: integration ${row.integration_id} cannot be opened (${error.code}); reconnect it`);
+        }
+      }
+    }
+    for (;;) {
+      const { rows } = await helpers.query<PersonOrOrgSecret>("select * from app_private.person_and_org_secrets_to_reseal($1, $2)", [
+        keys.currentKeyId,
+        batchSize + skipped.size,
+      ]);
+      const todo = rows.filter((row) => !skipped.has(`${row.kind}:${row.owner_id}`));
+      if (todo.length === 0) break;
+      for (const row of todo) {
+        const context = sealContexts[row.kind](row.owner_id);
+        try {
+          const plain = await open(keys, { keyId: row.key_id, nonce: row.secret_nonce, ciphertext: row.secret_ciphertext }, context);
+          const sealed = await seal(keys, plain, context);
+          await helpers.query("select app_private.reseal_person_or_org_secret($1, $2, $3, $4, $5, $6, $7)", [
+            row.kind,
+            row.owner_id,
+            row.key_id,
+            row.secret_nonce,
+            sealed.keyId,
+            sealed.nonce,
+            sealed.ciphertext,
+          ]);
+          resealed++;
+        } catch (error) {
+          if (!(error instanceof SealError)) throw error;
+          skipped.add(`${row.kind}:${row.owner_id}`);
+          helpers.logger.error(`reseal_secrets: ${row.kind} secret of ${row.owner_id} cannot be opened (${error.code})`);
         }
       }
     }
