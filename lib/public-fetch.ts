@@ -25,11 +25,16 @@ for (const [network, prefix] of [
   blocked.addSubnet(network, prefix, "ipv4");
 }
 for (const [network, prefix] of [
-  ["::", 128],
-  ["::1", 128],
-  ["fc00::", 7],
-  ["fe80::", 10],
-  ["ff00::", 8],
+  ["::", 96], // unspecified, loopback and IPv4-compatible addresses
+  ["64:ff9b::", 96], // NAT64: reaches IPv4 hosts, private ones included
+  ["64:ff9b:1::", 48],
+  ["100::", 64], // discard
+  ["2001:db8::", 32], // documentation
+  ["2002::", 16], // 6to4: embeds an IPv4 address
+  ["fc00::", 7], // unique local
+  ["fe80::", 10], // link-local
+  ["fec0::", 10], // site-local (deprecated)
+  ["ff00::", 8], // multicast
 ] as const) {
   blocked.addSubnet(network, prefix, "ipv6");
 }
@@ -70,6 +75,18 @@ const publicLookup: LookupFunction = (hostname, options, callback) => {
     callback(null, addresses[0]!.address, addresses[0]!.family);
   });
 };
+
+/** A fetch Response of a finished node:http answer; statuses outside 200–599 are refused (Response cannot hold them). */
+function responseOf(res: IncomingMessage, body: Buffer, method: string): Response {
+  const status = res.statusCode ?? 0;
+  if (status < 200 || status > 599) throw new Error(`the answer's status ${status} is not one a client can use`);
+  const answer = new Headers();
+  for (const [name, value] of Object.entries(res.headers)) {
+    for (const one of Array.isArray(value) ? value : value === undefined ? [] : [value]) answer.append(name, one);
+  }
+  const nullBody = status === 204 || status === 205 || status === 304 || method === "HEAD";
+  return new Response(nullBody ? null : body, { status, headers: answer });
+}
 
 /** A request body as bytes or text: strings, form parameters and byte arrays (no streams). */
 function requestBody(body: unknown): string | Buffer | undefined {
@@ -113,13 +130,13 @@ export function publicFetch(options: PublicFetchOptions = {}) {
         });
         res.on("error", reject);
         res.on("end", () => {
-          const answer = new Headers();
-          for (const [name, value] of Object.entries(res.headers)) {
-            for (const one of Array.isArray(value) ? value : value === undefined ? [] : [value]) answer.append(name, one);
+          // Inside a listener, a throw would not reject this promise but end the process: everything that can throw
+          // on a hostile answer (a status Response refuses, a header it cannot hold) is caught and rejected.
+          try {
+            resolve(responseOf(res, Buffer.concat(chunks), init.method ?? "GET"));
+          } catch (error) {
+            reject(error instanceof Error ? error : new Error(String(error)));
           }
-          const status = res.statusCode ?? 502;
-          const nullBody = status === 204 || status === 304 || (init.method ?? "GET") === "HEAD";
-          resolve(new Response(nullBody ? null : Buffer.concat(chunks), { status, headers: answer }));
         });
       });
       req.on("error", reject);

@@ -12,6 +12,12 @@ beforeAll(async () => {
     if (req.url === "/big") return void res.end(Buffer.alloc(2 * 1024 * 1024, 0x61));
     if (req.url === "/redirect") return void res.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/" }).end();
     if (req.url === "/silent") return; // never answers
+    if (req.url === "/reset") return void res.writeHead(205, { "content-length": "0" }).end();
+    if (req.url === "/weird") {
+      // A status no fetch Response can hold, written raw.
+      req.socket.end("HTTP/1.1 999 Weird\r\ncontent-length: 0\r\n\r\n");
+      return;
+    }
     let body = "";
     req.on("data", (chunk: Buffer) => (body += chunk.toString()));
     req.on("end", () =>
@@ -43,6 +49,10 @@ test("which addresses are public", () => {
     "fe80::1",
     "::ffff:127.0.0.1",
     "::ffff:169.254.169.254",
+    "::10.0.0.5",
+    "64:ff9b::a00:5",
+    "2002:a00:5::1",
+    "fec0::1",
     "not an address",
   ]) {
     expect([address, isPublicAddress(address)]).toEqual([address, false]);
@@ -70,4 +80,11 @@ test("with private addresses allowed (development): method, headers and form bod
 test("an answer over the bound fails instead of filling memory, and a silent server meets the deadline", async () => {
   await expect(publicFetch({ allowPrivate: true, maxBytes: 1024 * 1024 })(`${base}/big`)).rejects.toThrow("the answer is larger than 1048576 bytes");
   await expect(publicFetch({ allowPrivate: true, timeoutMs: 100 })(`${base}/silent`)).rejects.toThrow(/abort|timeout/i);
+});
+
+test("a hostile status is a rejected promise, never an exception that ends the process", async () => {
+  const open = publicFetch({ allowPrivate: true });
+  const reset = await open(`${base}/reset`);
+  expect([reset.status, await reset.text()]).toEqual([205, ""]);
+  await expect(open(`${base}/weird`)).rejects.toThrow("the answer's status 999 is not one a client can use");
 });
