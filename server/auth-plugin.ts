@@ -94,7 +94,7 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
         }
         input CompleteSsoInput {
           """
-          The code= of APP_URL/sso/complete, where single sign-on sent the browser: single use, one minute.
+          The code of APP_URL/sso/complete#code=…, where single sign-on sent the browser: single use, one minute.
           """
           code: String!
         }

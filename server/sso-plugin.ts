@@ -34,7 +34,7 @@ export function makeSsoPlugin(sso: Sso) {
         type StartSsoPayload {
           """
           Send the browser here. The provider sends it back to this server, which redirects to
-          APP_URL/sso/complete?code=… (then call completeSso) or ?error=….
+          APP_URL/sso/complete#code=… (then call completeSso) or #error=….
           """
           authorizationUrl: String!
         }
@@ -62,7 +62,8 @@ export function makeSsoPlugin(sso: Sso) {
         }
         extend type Mutation {
           """
-          Starts a single sign-on through the organization's identity provider.
+          Starts a single sign-on through the organization's identity provider. Signed in, it also links your
+          account to the provider account you sign in with, the first time.
           """
           startSso(input: StartSsoInput!): StartSsoPayload
           """
@@ -76,9 +77,10 @@ export function makeSsoPlugin(sso: Sso) {
         Mutation: {
           plans: {
             startSso: (_$root, args) =>
-              sideEffect(args.getRaw("input"), async (input) => {
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
                 const { organizationSlug, email } = input as { organizationSlug?: string | null; email?: string | null };
-                return { authorizationUrl: await sso.start({ organizationSlug, email }) };
+                // Signed in, the person links their account to the provider account they sign in with (if new).
+                return { authorizationUrl: await sso.start({ organizationSlug, email }, ctx.quireAuth?.userId ?? null) };
               }),
             configureSso: (_$root, args) => {
               const $input = args.getRaw("input");

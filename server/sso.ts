@@ -6,7 +6,7 @@
 // minutes, spent when the provider sends the browser back), who an (issuer, subject) is, and the one-minute handoff
 // the browser trades for tokens with completeSso. The browser never carries tokens in a URL.
 //
-//   startSso ─► provider ─► GET /auth/sso/callback ─► APP_URL/sso/complete?code=… ─► completeSso(code) ─► tokens
+//   startSso ─► provider ─► GET /auth/sso/callback ─► APP_URL/sso/complete#code=… ─► completeSso(code) ─► tokens
 import { createHash } from "node:crypto";
 import type { RequestHandler } from "express";
 import * as oidc from "openid-client";
@@ -55,8 +55,12 @@ export interface SsoProviderInput {
 }
 
 export interface Sso {
-  /** The provider URL to send the browser to, for the organization named by slug or by the email's domain. */
-  start(input: { organizationSlug?: string | null; email?: string | null }): Promise<string>;
+  /**
+   * The provider URL to send the browser to, for the organization named by slug or by the email's domain.
+   * `linkUserId`: the signed-in person starting it, whom a new subject is linked to (their account proved by their
+   * session); null for an anonymous start.
+   */
+  start(input: { organizationSlug?: string | null; email?: string | null }, linkUserId: string | null): Promise<string>;
   /** GET /auth/sso/callback. */
   readonly callback: RequestHandler;
   /**
@@ -116,14 +120,15 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
     return configuration;
   }
 
+  /** APP_URL/sso/complete with the outcome in the fragment: never sent to a server, nor in a Referer. */
   const completeUrl = (outcome: Record<string, string>) => {
     const url = new URL("/sso/complete", `${config.mail.appUrl}/`);
-    for (const [k, v] of Object.entries(outcome)) url.searchParams.set(k, v);
+    url.hash = new URLSearchParams(outcome).toString();
     return url.toString();
   };
 
   return {
-    async start({ organizationSlug, email }) {
+    async start({ organizationSlug, email }, linkUserId) {
       const keys = keysOrFail();
       const slug = organizationSlug?.trim() || null;
       const domain = email?.trim().toLowerCase().split("@")[1] ?? null;
@@ -146,7 +151,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
       const codeVerifier = oidc.randomPKCECodeVerifier();
       const state = oidc.randomState();
       const nonce = oidc.randomNonce();
-      await pool.query("select app_private.save_sso_state($1, $2, $3, $4)", [row.org_id, sha256(state), nonce, codeVerifier]);
+      await pool.query("select app_private.save_sso_state($1, $2, $3, $4, $5)", [row.org_id, sha256(state), nonce, codeVerifier, linkUserId]);
       const url = oidc.buildAuthorizationUrl(configuration, {
         redirect_uri: redirectUri,
         scope,
@@ -169,9 +174,10 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
       if (!state || state.length > 200) return fail("INVALID_STATE");
       let orgId: string | null = null;
       try {
-        const { rows } = await pool.query<ProviderRow & { nonce: string; code_verifier: string }>("select * from app_private.take_sso_state($1)", [
-          sha256(state),
-        ]);
+        const { rows } = await pool.query<ProviderRow & { nonce: string; code_verifier: string; link_user_id: string | null }>(
+          "select * from app_private.take_sso_state($1)",
+          [sha256(state)],
+        );
         const attempt = rows[0];
         if (!attempt) return fail("INVALID_STATE");
         orgId = attempt.org_id;
@@ -202,7 +208,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
           return fail("PROVIDER_ERROR");
         }
         const handoff = oneTimeToken();
-        await pool.query("select app_private.sso_sign_in($1, $2, $3, $4, $5, $6, $7)", [
+        await pool.query("select app_private.sso_sign_in($1, $2, $3, $4, $5, $6, $7, $8)", [
           orgId,
           claims.iss,
           claims.sub,
@@ -210,6 +216,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
           profile.email_verified === true,
           typeof profile.name === "string" ? profile.name : null,
           sha256(handoff),
+          attempt.link_user_id,
         ]);
         return res.redirect(303, completeUrl({ code: handoff }));
       } catch (error) {

@@ -52,8 +52,8 @@ const connectTo = (provider: { issuer: string }, allowedDomains: string[], defau
   allowedDomains,
   defaultRole,
 });
-async function startSso(input: Record<string, unknown>): Promise<string> {
-  const body = await fx.gql(null, "mutation ($i: StartSsoInput!) { startSso(input: $i) { authorizationUrl } }", { i: input });
+async function startSso(input: Record<string, unknown>, token: string | null = null): Promise<string> {
+  const body = await fx.gql(token, "mutation ($i: StartSsoInput!) { startSso(input: $i) { authorizationUrl } }", { i: input });
   if (!body.data?.startSso) throw new Error(`startSso failed: ${JSON.stringify(body.errors)}`);
   return (body.data.startSso as { authorizationUrl: string }).authorizationUrl;
 }
@@ -62,15 +62,19 @@ async function callback(url: URL): Promise<{ code: string | null; error: string 
   const response = await fetch(`${fx.app.url}${url.pathname}${url.search}`, { redirect: "manual" });
   expect(response.status).toBe(303);
   const next = new URL(response.headers.get("location")!);
-  expect(`${next.origin}${next.pathname}`).toBe(`${appUrl}/sso/complete`);
-  return { code: next.searchParams.get("code"), error: next.searchParams.get("error") };
+  expect(`${next.origin}${next.pathname}${next.search}`).toBe(`${appUrl}/sso/complete`);
+  // In the fragment: never sent to a server, nor in a Referer.
+  const outcome = new URLSearchParams(next.hash.slice(1));
+  return { code: outcome.get("code"), error: outcome.get("error") };
 }
 const complete = (code: string) =>
-  fx.gql(null, "mutation ($c: String!) { completeSso(input: { code: $c }) { accessToken organization { slug } user { email fullName } } }", { c: code });
-/** A whole single sign-on as `account`, to the organization `slug`; returns the completeSso answer. */
-async function signInAs(account: Parameters<IdentityProvider["signInAs"]>[0], slug: string) {
+  fx.gql(null, "mutation ($c: String!) { completeSso(input: { code: $c }) { accessToken organization { slug } user { email fullName emailVerifiedAt } } }", {
+    c: code,
+  });
+/** A whole single sign-on as `account`, to the organization `slug` (started signed in with `token`, to link); returns the completeSso answer. */
+async function signInAs(account: Parameters<IdentityProvider["signInAs"]>[0], slug: string, token: string | null = null) {
   idp.signInAs(account);
-  const { code, error } = await callback(await followToCallback(await startSso({ organizationSlug: slug })));
+  const { code, error } = await callback(await followToCallback(await startSso({ organizationSlug: slug }, token)));
   if (!code) return { error };
   const body = await complete(code);
   return { error: null, body };
@@ -115,7 +119,8 @@ test("a first sign-in provisions the account and membership just in time; later 
   expect(first.body?.errors).toBeUndefined();
   const signedIn = first.body!.data!.completeSso as { accessToken: string; organization: { slug: string }; user: { email: string; fullName: string } };
   expect(signedIn.organization.slug).toBe(a.slug);
-  expect(signedIn.user).toEqual({ email: `new.person@${a.slug}.example`, fullName: "New Person" });
+  // The provider vouched for the address, but nobody proved the admin's domain: unverified until its emailed link.
+  expect(signedIn.user).toEqual({ email: `new.person@${a.slug}.example`, fullName: "New Person", emailVerifiedAt: null });
   expect(await roleOf(a.orgId, `new.person@${a.slug}.example`)).toBe("member");
   expect((await fx.gql(signedIn.accessToken, "{ currentUser { email } }")).data).toEqual({ currentUser: { email: `new.person@${a.slug}.example` } });
   const [audit] = await root<{ n: string }>("select count(*) as n from app_public.audit_events where org_id = $1 and action = 'sso_sign_in'", [a.orgId]);
@@ -132,16 +137,26 @@ test("a first sign-in provisions the account and membership just in time; later 
   // The provider now says another address for the same subject: still the same person, whose address stays.
   const again = await signInAs({ sub: "jit-1", email: `renamed@${a.slug}.example`, emailVerified: true }, a.slug);
   expect((again.body!.data!.completeSso as { user: { email: string } }).user.email).toBe(`new.person@${a.slug}.example`);
-  // Another subject claiming that address is not that person.
-  expect(await signInAs({ sub: "jit-2", email: `new.person@${a.slug}.example`, emailVerified: true }, a.slug)).toEqual({ error: "FORBIDDEN" });
+  // Another subject claiming that address is not that person: an address that has an account is never linked by itself.
+  expect(await signInAs({ sub: "jit-2", email: `new.person@${a.slug}.example`, emailVerified: true }, a.slug)).toEqual({ error: "ACCOUNT_EXISTS" });
   const [users] = await root<{ n: string }>("select count(*) as n from app_public.users where email like $1", [`%@${a.slug}.example`]);
   expect(users!.n).toBe("5"); // the four fixture members and the one provisioned
 });
 
-test("an existing member is linked on first sign-in; a domain not allowed, an unconfirmed address or an account outside the organization is refused", async () => {
-  const member = await signInAs({ sub: "member-1", email: a.members.viewer.email, emailVerified: true }, a.slug);
-  expect((member.body!.data!.completeSso as { user: { email: string } }).user.email).toBe(a.members.viewer.email);
-  expect(await roleOf(a.orgId, a.members.viewer.email)).toBe("viewer");
+test("an existing member links by starting single sign-on while signed in, never by address alone; the session stays in its organization; a domain not allowed, an unconfirmed address or an existing account is refused", async () => {
+  const viewer = a.members.viewer;
+  // Anonymous, the provider's claim of the viewer's address links nothing (an admin's provider could claim anyone's).
+  expect(await signInAs({ sub: "member-1", email: viewer.email, emailVerified: true }, a.slug)).toEqual({ error: "ACCOUNT_EXISTS" });
+  // Signed in, the viewer proves the account; the sign-in proves the provider account.
+  const linked = await signInAs({ sub: "member-1", email: "whatever@elsewhere.example", emailVerified: false }, a.slug, viewer.accessToken);
+  expect((linked.body!.data!.completeSso as { user: { email: string } }).user.email).toBe(viewer.email);
+  expect(await roleOf(a.orgId, viewer.email)).toBe("viewer");
+  // From then on the subject is the viewer, anonymously too.
+  const member = await signInAs({ sub: "member-1", email: viewer.email, emailVerified: true }, a.slug);
+  const ssoToken = (member.body!.data!.completeSso as { accessToken: string }).accessToken;
+  // A single sign-on session cannot open a password session elsewhere.
+  const switched = await fx.gql(ssoToken, "mutation ($s: String!) { switchOrganization(input: { organizationSlug: $s }) { accessToken } }", { s: b.slug });
+  expect(codeOf(switched)).toBe("FORBIDDEN");
 
   expect(await signInAs({ sub: "x-1", email: "someone@elsewhere.example", emailVerified: true }, a.slug)).toEqual({ error: "FORBIDDEN" });
   expect(await signInAs({ sub: "x-2", email: `unconfirmed@${a.slug}.example`, emailVerified: false }, a.slug)).toEqual({ error: "FORBIDDEN" });

@@ -189,6 +189,9 @@ describe("with a server and a worker", () => {
     expect(notice).toContain("https://app.example.com/sign-in");
     expect(notice).not.toContain("token=");
     await waitFor(async () => !(await queueText()).includes("outboxId"));
+    // Delivered, its outbox row is gone, but the hour's limit still holds: a third attempt queues nothing.
+    expect(await register()).toEqual({ data: { register: { success: true } } });
+    expect(await sendEmailJobs()).toEqual([]);
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(captured.lines.join("\n")).not.toContain(token);
   }, 30_000);
