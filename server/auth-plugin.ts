@@ -223,6 +223,7 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           verifyMfa(input: VerifyMfaInput!): AuthPayload
           """
           Completes a single sign-on (startSso): the tokens of a session in the organization, as for a password sign-in.
+          A sign-in that links your account (started while signed in) completes only with that same session's token.
           """
           completeSso(input: CompleteSsoInput!): AuthPayload
           refreshToken(input: RefreshTokenInput!): AuthPayload
@@ -270,7 +271,8 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
             login: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
             verifyMfa: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.verifyMfa(String(input.challenge), String(input.code), ctx.quireClientIp ?? null)),
-            completeSso: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.completeSso(String(input.code))),
+            completeSso: (_$root, args) =>
+              signIn(args.getRaw("input"), (input, ctx) => sessions.completeSso(String(input.code), ctx.quireAuth?.userId ?? null)),
             refreshToken: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
             switchOrganization: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug))),

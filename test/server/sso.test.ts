@@ -67,8 +67,8 @@ async function callback(url: URL): Promise<{ code: string | null; error: string 
   const outcome = new URLSearchParams(next.hash.slice(1));
   return { code: outcome.get("code"), error: outcome.get("error") };
 }
-const complete = (code: string) =>
-  fx.gql(null, "mutation ($c: String!) { completeSso(input: { code: $c }) { accessToken organization { slug } user { email fullName emailVerifiedAt } } }", {
+const complete = (code: string, token: string | null = null) =>
+  fx.gql(token, "mutation ($c: String!) { completeSso(input: { code: $c }) { accessToken organization { slug } user { email fullName emailVerifiedAt } } }", {
     c: code,
   });
 /** A whole single sign-on as `account`, to the organization `slug` (started signed in with `token`, to link); returns the completeSso answer. */
@@ -76,7 +76,7 @@ async function signInAs(account: Parameters<IdentityProvider["signInAs"]>[0], sl
   idp.signInAs(account);
   const { code, error } = await callback(await followToCallback(await startSso({ organizationSlug: slug }, token)));
   if (!code) return { error };
-  const body = await complete(code);
+  const body = await complete(code, token);
   return { error: null, body };
 }
 const roleOf = async (orgId: string, email: string) =>
@@ -147,7 +147,13 @@ test("an existing member links by starting single sign-on while signed in, never
   const viewer = a.members.viewer;
   // Anonymous, the provider's claim of the viewer's address links nothing (an admin's provider could claim anyone's).
   expect(await signInAs({ sub: "member-1", email: viewer.email, emailVerified: true }, a.slug)).toEqual({ error: "ACCOUNT_EXISTS" });
-  // Signed in, the viewer proves the account; the sign-in proves the provider account.
+  // A linking sign-in whose URL reached another browser: completed there (anonymously, or as someone else), it links
+  // nothing, so nobody's provider account is attached to the starter behind their back.
+  idp.signInAs({ sub: "intruder-1", email: "intruder@elsewhere.example", emailVerified: true });
+  const handed = await callback(await followToCallback(await startSso({ organizationSlug: a.slug }, viewer.accessToken)));
+  expect(codeOf(await complete(handed.code!, a.members.member.accessToken))).toBe("UNAUTHENTICATED");
+  expect(await root("select 1 from app_public.sso_identities where subject = 'intruder-1'")).toEqual([]);
+  // Signed in, the viewer proves the account; the sign-in proves the provider account; the same session finishes it.
   const linked = await signInAs({ sub: "member-1", email: "whatever@elsewhere.example", emailVerified: false }, a.slug, viewer.accessToken);
   expect((linked.body!.data!.completeSso as { user: { email: string } }).user.email).toBe(viewer.email);
   expect(await roleOf(a.orgId, viewer.email)).toBe("viewer");
