@@ -97,6 +97,10 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           The code of APP_URL/sso/complete#code=…, where single sign-on sent the browser: single use, one minute.
           """
           code: String!
+          """
+          The browserBinding startSso returned to the app that started this sign-in.
+          """
+          browserBinding: String!
         }
         input RefreshTokenInput {
           refreshToken: String!
@@ -272,7 +276,9 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
             verifyMfa: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.verifyMfa(String(input.challenge), String(input.code), ctx.quireClientIp ?? null)),
             completeSso: (_$root, args) =>
-              signIn(args.getRaw("input"), (input, ctx) => sessions.completeSso(String(input.code), ctx.quireAuth?.userId ?? null)),
+              signIn(args.getRaw("input"), (input, ctx) =>
+                sessions.completeSso(String(input.code), String(input.browserBinding), ctx.quireAuth?.userId ?? null),
+              ),
             refreshToken: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
             switchOrganization: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug))),

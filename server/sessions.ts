@@ -63,10 +63,11 @@ export interface Sessions {
   /** Signs in; MFA_REQUIRED with a challenge (extensions.challenge) when the person has 2FA on. */
   login(input: LoginInput, ip: string | null): Promise<SignedIn>;
   /**
-   * Trades the handoff code of a single sign-on (APP_URL/sso/complete#code=…) for tokens; once, within a minute. A
+   * Trades the handoff code of a single sign-on (APP_URL/sso/complete#code=…), with the browser binding its
+   * startSso returned, for tokens; once, within a minute. A
    * sign-in that links a provider account completes only for `callerUserId`, the signed-in person who started it.
    */
-  completeSso(code: string, callerUserId: string | null): Promise<SignedIn>;
+  completeSso(code: string, browserBinding: string, callerUserId: string | null): Promise<SignedIn>;
   /** Completes a sign-in that answered MFA_REQUIRED, with a code from the authenticator app or a recovery code. */
   verifyMfa(challenge: string, code: string, ip: string | null): Promise<SignedIn>;
   refresh(refreshToken: string): Promise<SignedIn>;
@@ -246,15 +247,16 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       return signedIn(result.rows[0]!, session.refreshToken);
     },
 
-    async completeSso(code, callerUserId) {
-      if (code.length > 200) throw new QuireError("LOGIN", "This sign-in has expired; sign in again.");
+    async completeSso(code, browserBinding, callerUserId) {
+      if (code.length > 200 || browserBinding.length > 200) throw new QuireError("LOGIN", "This sign-in has expired; sign in again.");
       const session = newSession();
-      const { rows } = await recorded<GrantRow>("select * from app_private.complete_sso($1, $2, $3, $4, $5)", [
+      const { rows } = await recorded<GrantRow>("select * from app_private.complete_sso($1, $2, $3, $4, $5, $6)", [
         tokens.digest(code),
         session.sessionId,
         session.refreshHash,
         expiresAt(),
         callerUserId,
+        tokens.digest(browserBinding),
       ]);
       logger.info({ userId: rows[0]!.user_id, orgId: rows[0]!.org_id }, "signed in with single sign-on");
       return signedIn(rows[0]!, session.refreshToken);

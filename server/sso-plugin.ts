@@ -37,6 +37,11 @@ export function makeSsoPlugin(sso: Sso) {
           APP_URL/sso/complete#code=… (then call completeSso) or #error=….
           """
           authorizationUrl: String!
+          """
+          Keep this in the app that started the sign-in (e.g. sessionStorage; never in a URL) and pass it to
+          completeSso: a sign-in finishes only where it started.
+          """
+          browserBinding: String!
         }
         input ConfigureSsoInput {
           """
@@ -80,7 +85,7 @@ export function makeSsoPlugin(sso: Sso) {
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
                 const { organizationSlug, email } = input as { organizationSlug?: string | null; email?: string | null };
                 // Signed in, the person links their account to the provider account they sign in with (if new).
-                return { authorizationUrl: await sso.start({ organizationSlug, email }, ctx.quireAuth?.userId ?? null) };
+                return sso.start({ organizationSlug, email }, ctx.quireAuth?.userId ?? null);
               }),
             configureSso: (_$root, args) => {
               const $input = args.getRaw("input");

@@ -60,7 +60,7 @@ export interface Sso {
    * `linkUserId`: the signed-in person starting it, whom a new subject is linked to (their account proved by their
    * session); null for an anonymous start.
    */
-  start(input: { organizationSlug?: string | null; email?: string | null }, linkUserId: string | null): Promise<string>;
+  start(input: { organizationSlug?: string | null; email?: string | null }, linkUserId: string | null): Promise<SsoStart>;
   /** GET /auth/sso/callback. */
   readonly callback: RequestHandler;
   /**
@@ -70,6 +70,12 @@ export interface Sso {
   discover(issuer: string): Promise<string>;
   /** Seals the client secret and stores the provider (issuer as discovered), in the caller's transaction (the database checks the role). */
   configure(client: PgClient, orgId: string, input: SsoProviderInput): Promise<string>;
+}
+
+/** Where to send the browser, and the binding the starting app keeps for completeSso (never put in a URL). */
+export interface SsoStart {
+  readonly authorizationUrl: string;
+  readonly browserBinding: string;
 }
 
 export interface SsoOptions {
@@ -151,7 +157,16 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
       const codeVerifier = oidc.randomPKCECodeVerifier();
       const state = oidc.randomState();
       const nonce = oidc.randomNonce();
-      await pool.query("select app_private.save_sso_state($1, $2, $3, $4, $5)", [row.org_id, sha256(state), nonce, codeVerifier, linkUserId]);
+      // Binds the attempt to the app that started it: completeSso must present this (login CSRF, RFC 6749 10.12).
+      const browserBinding = oneTimeToken();
+      await pool.query("select app_private.save_sso_state($1, $2, $3, $4, $5, $6)", [
+        row.org_id,
+        sha256(state),
+        nonce,
+        codeVerifier,
+        linkUserId,
+        sha256(browserBinding),
+      ]);
       const url = oidc.buildAuthorizationUrl(configuration, {
         redirect_uri: redirectUri,
         scope,
@@ -162,7 +177,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
         nonce,
         ...(email && slug === null ? { login_hint: email.trim() } : {}),
       });
-      return url.href;
+      return { authorizationUrl: url.href, browserBinding };
     },
 
     callback: async (req, res) => {
@@ -174,7 +189,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
       if (!state || state.length > 200) return fail("INVALID_STATE");
       let orgId: string | null = null;
       try {
-        const { rows } = await pool.query<ProviderRow & { nonce: string; code_verifier: string; link_user_id: string | null }>(
+        const { rows } = await pool.query<ProviderRow & { nonce: string; code_verifier: string; link_user_id: string | null; binding_hash: Buffer | null }>(
           "select * from app_private.take_sso_state($1)",
           [sha256(state)],
         );
@@ -208,7 +223,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
           return fail("PROVIDER_ERROR");
         }
         const handoff = oneTimeToken();
-        await pool.query("select app_private.sso_sign_in($1, $2, $3, $4, $5, $6, $7, $8)", [
+        await pool.query("select app_private.sso_sign_in($1, $2, $3, $4, $5, $6, $7, $8, $9)", [
           orgId,
           claims.iss,
           claims.sub,
@@ -217,6 +232,7 @@ export function createSso({ config, pool, logger }: SsoOptions): Sso {
           typeof profile.name === "string" ? profile.name : null,
           sha256(handoff),
           attempt.link_user_id,
+          attempt.binding_hash,
         ]);
         return res.redirect(303, completeUrl({ code: handoff }));
       } catch (error) {

@@ -52,10 +52,15 @@ const connectTo = (provider: { issuer: string }, allowedDomains: string[], defau
   allowedDomains,
   defaultRole,
 });
+/** The browser binding each attempt's app keeps (by state), and each handoff code's (by code), as a frontend would. */
+const bindingByState = new Map<string, string>();
+const bindingByCode = new Map<string, string>();
 async function startSso(input: Record<string, unknown>, token: string | null = null): Promise<string> {
-  const body = await fx.gql(token, "mutation ($i: StartSsoInput!) { startSso(input: $i) { authorizationUrl } }", { i: input });
+  const body = await fx.gql(token, "mutation ($i: StartSsoInput!) { startSso(input: $i) { authorizationUrl browserBinding } }", { i: input });
   if (!body.data?.startSso) throw new Error(`startSso failed: ${JSON.stringify(body.errors)}`);
-  return (body.data.startSso as { authorizationUrl: string }).authorizationUrl;
+  const { authorizationUrl, browserBinding } = body.data.startSso as { authorizationUrl: string; browserBinding: string };
+  bindingByState.set(new URL(authorizationUrl).searchParams.get("state")!, browserBinding);
+  return authorizationUrl;
 }
 /** Sends the provider's redirect to the real server and returns where Quire sends the browser next. */
 async function callback(url: URL): Promise<{ code: string | null; error: string | null }> {
@@ -65,12 +70,17 @@ async function callback(url: URL): Promise<{ code: string | null; error: string 
   expect(`${next.origin}${next.pathname}${next.search}`).toBe(`${appUrl}/sso/complete`);
   // In the fragment: never sent to a server, nor in a Referer.
   const outcome = new URLSearchParams(next.hash.slice(1));
-  return { code: outcome.get("code"), error: outcome.get("error") };
+  const code = outcome.get("code");
+  if (code) bindingByCode.set(code, bindingByState.get(url.searchParams.get("state") ?? "") ?? "");
+  return { code, error: outcome.get("error") };
 }
-const complete = (code: string, token: string | null = null) =>
-  fx.gql(token, "mutation ($c: String!) { completeSso(input: { code: $c }) { accessToken organization { slug } user { email fullName emailVerifiedAt } } }", {
-    c: code,
-  });
+/** completeSso as the app that started the sign-in (its binding), or with `binding` given. */
+const complete = (code: string, token: string | null = null, binding = bindingByCode.get(code) ?? "") =>
+  fx.gql(
+    token,
+    "mutation ($c: String!, $b: String!) { completeSso(input: { code: $c, browserBinding: $b }) { accessToken organization { slug } user { email fullName emailVerifiedAt } } }",
+    { c: code, b: binding },
+  );
 /** A whole single sign-on as `account`, to the organization `slug` (started signed in with `token`, to link); returns the completeSso answer. */
 async function signInAs(account: Parameters<IdentityProvider["signInAs"]>[0], slug: string, token: string | null = null) {
   idp.signInAs(account);
@@ -175,7 +185,7 @@ test("an existing member links by starting single sign-on while signed in, never
   expect(made!.n).toBe("0");
 });
 
-test("the state is single use, unforgeable and expires; a nonce that does not match refuses the ID token; the handoff works once", async () => {
+test("the state is single use, unforgeable and expires; a nonce that does not match refuses the ID token; the handoff works once, and only in the app that started the sign-in", async () => {
   idp.signInAs({ sub: "state-1", email: `state@${a.slug}.example`, emailVerified: true });
   const url = await followToCallback(await startSso({ organizationSlug: a.slug }));
   const forged = new URL(url);
@@ -184,6 +194,10 @@ test("the state is single use, unforgeable and expires; a nonce that does not ma
   const first = await callback(url);
   expect(first.code).toMatch(/^[A-Za-z0-9_-]{43}$/);
   expect(await callback(url)).toEqual({ code: null, error: "INVALID_STATE" });
+  // Login CSRF: the code handed to another browser (whose app has another binding, or none) signs nobody in.
+  const stolen = await callback(await followToCallback(await startSso({ organizationSlug: a.slug })));
+  expect(codeOf(await complete(stolen.code!, null, "another-browsers-binding"))).toBe("UNAUTHENTICATED");
+  expect(codeOf(await complete(stolen.code!))).toBeNull(); // the app that started it still can
   expect(codeOf(await complete(first.code!))).toBeNull();
   expect(codeOf(await complete(first.code!))).toBe("UNAUTHENTICATED");
 
@@ -258,7 +272,9 @@ test("a provider that is down: startSso answers UPSTREAM_ERROR, and a callback w
   const configured = await configure(b.members.admin.accessToken, { ...connectTo(idp, []), issuer: `http://127.0.0.1:${port}` });
   expect(codeOf(configured)).toBe("UPSTREAM_ERROR");
   await root("update app_public.sso_providers set issuer = $2 where org_id = $1", [c.orgId, `http://127.0.0.1:${port}`]);
-  const body = await fx.gql(null, "mutation ($i: StartSsoInput!) { startSso(input: $i) { authorizationUrl } }", { i: { organizationSlug: c.slug } });
+  const body = await fx.gql(null, "mutation ($i: StartSsoInput!) { startSso(input: $i) { authorizationUrl browserBinding } }", {
+    i: { organizationSlug: c.slug },
+  });
   expect(codeOf(body)).toBe("UPSTREAM_ERROR");
   expect(body.errors![0]!.message).toBe("The identity provider could not be reached or answered wrongly; try again later.");
   expect(codeOf(await fx.gql(null, 'mutation { startSso(input: { organizationSlug: "no-such-org" }) { authorizationUrl } }'))).toBe("NOT_FOUND");
