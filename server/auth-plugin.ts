@@ -5,18 +5,15 @@
 // server/sessions.ts; the payload's user and organization are then read through RLS as the new session.
 import { access, context, inhibitOnNull, lambda, sideEffect, type Step } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
-import { QuireError } from "../lib/quire-error.ts";
 import { pgSettingsFor } from "./context.ts";
 import type { Config } from "../lib/config.ts";
 import { oneTimeToken } from "../lib/one-time-token.ts";
-import { onBehalfOf, originOf } from "./request-origin.ts";
+import { onBehalfOf, originOf, signedInClaims } from "./request-origin.ts";
 import type { Sessions, SignedIn } from "./sessions.ts";
 import type { TokenService } from "../lib/tokens.ts";
 import { sideEffectWithPgClient } from "postgraphile/@dataplan/pg";
 
 type Ctx = Grafast.Context;
-
-const signInRequired = () => new QuireError("LOGIN", "Sign in first.");
 
 /**
  * After a sign-in, the rest of this request (reading the payload's user and organization) runs as the new session:
@@ -29,11 +26,6 @@ function actAs(ctx: Ctx, config: Config, result: SignedIn): SignedIn {
   ctx.pgSettings = pgSettingsFor(config, claims, requestId, ctx.quireClientIp ?? null);
   ctx.quireAuth = claims;
   return result;
-}
-
-function claimsOf(ctx: Ctx) {
-  if (!ctx.quireAuth) throw signInRequired();
-  return ctx.quireAuth;
 }
 
 export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: TokenService) {
@@ -270,7 +262,7 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
               }),
             resendVerificationEmail: () =>
               sideEffect(context(), async (ctx) => ({
-                sent: await onBehalfOf(originOf(ctx), () => sessions.resendVerificationEmail(claimsOf(ctx).sessionId)),
+                sent: await onBehalfOf(originOf(ctx), () => sessions.resendVerificationEmail(signedInClaims(ctx).sessionId)),
               })),
             login: (_$root, args) => signIn(args.getRaw("input"), (input, ctx) => sessions.login(input as never, ctx.quireClientIp ?? null)),
             verifyMfa: (_$root, args) =>
@@ -281,11 +273,11 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
               ),
             refreshToken: (_$root, args) => signIn(args.getRaw("input"), (input) => sessions.refresh(String(input.refreshToken))),
             switchOrganization: (_$root, args) =>
-              signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(claimsOf(ctx).sessionId, String(input.organizationSlug))),
+              signIn(args.getRaw("input"), (input, ctx) => sessions.switchOrganization(signedInClaims(ctx).sessionId, String(input.organizationSlug))),
             changePassword: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
                 const { currentPassword, newPassword } = input as { currentPassword: string; newPassword: string };
-                const ended = await onBehalfOf(originOf(ctx), () => sessions.changePassword(claimsOf(ctx).sessionId, currentPassword, newPassword));
+                const ended = await onBehalfOf(originOf(ctx), () => sessions.changePassword(signedInClaims(ctx).sessionId, currentPassword, newPassword));
                 return { otherSessionsEnded: ended };
               }),
             requestPasswordReset: (_$root, args) =>
@@ -314,10 +306,11 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
               }),
             acceptInvitation: (_$root, args) =>
               signIn(args.getRaw("input"), (input, ctx) => sessions.acceptInvitation(input as never, ctx.quireAuth?.userId ?? null)),
-            logout: () => sideEffect(context(), async (ctx) => ({ success: await onBehalfOf(originOf(ctx), () => sessions.logout(claimsOf(ctx).sessionId)) })),
+            logout: () =>
+              sideEffect(context(), async (ctx) => ({ success: await onBehalfOf(originOf(ctx), () => sessions.logout(signedInClaims(ctx).sessionId)) })),
             logoutEverywhere: () =>
               sideEffect(context(), async (ctx) => ({
-                sessionsEnded: await onBehalfOf(originOf(ctx), () => sessions.logoutEverywhere(claimsOf(ctx).userId)),
+                sessionsEnded: await onBehalfOf(originOf(ctx), () => sessions.logoutEverywhere(signedInClaims(ctx).userId)),
               })),
           },
         },

@@ -23,6 +23,12 @@ export const originOf = (ctx: Grafast.Context): RequestOrigin => ({
   userAgent: ctx.quireUserAgent ?? null,
 });
 
+/** The claims of the signed-in caller of the GraphQL request `ctx` belongs to; LOGIN when the request has none. */
+export function signedInClaims(ctx: Grafast.Context) {
+  if (!ctx.quireAuth) throw new QuireError("LOGIN", "Sign in first.");
+  return ctx.quireAuth;
+}
+
 /**
  * Runs `work` (calls into Sessions or TwoFactor) on behalf of a request: the statements that write sessions then
  * carry its client address, request id and user agent as transaction settings, which the audit and session

@@ -10,7 +10,8 @@ import { assertAcceptablePassword, type PasswordHasher } from "../lib/passwords.
 import { QuireError } from "../lib/quire-error.ts";
 import type { MemberRole, SessionGrant, TokenService } from "../lib/tokens.ts";
 import { oneTimeToken } from "../lib/one-time-token.ts";
-import { checkSecondFactor, sealingKeysFor2fa, type SealedSecretRow } from "./two-factor.ts";
+import { checkSecondFactor, sealingKeysFor2fa, spendingCode, type SealedSecretRow } from "./two-factor.ts";
+import { verifySessionPassword } from "./password-check.ts";
 import { recordedQuery, requestIp, throttled } from "./request-origin.ts";
 
 /** What a successful sign-in (or refresh, or switch) returns to the client. */
@@ -230,7 +231,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         throw new QuireError("CREDS", "The code is incorrect.");
       }
       const session = newSession();
-      const result = await recorded<GrantRow>("select * from app_private.complete_mfa_login($1, $2, $3, $4, $5, $6, $7)", [
+      const result = await spendingCode<GrantRow>(recorded, row.user_id, "select * from app_private.complete_mfa_login($1, $2, $3, $4, $5, $6, $7)", [
         digest,
         checked.step,
         checked.recoveryHash,
@@ -238,11 +239,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
         session.sessionId,
         session.refreshHash,
         expiresAt(),
-      ]).catch(async (error: unknown) => {
-        // A spent code, or a recovery code that is not one of the person's: a wrong guess like any other.
-        if ((error as { code?: unknown }).code === "CREDS") await recorded("select app_private.record_mfa_failure($1)", [row.user_id]);
-        throw error;
-      });
+      ]);
       logger.info({ userId: row.user_id, orgId: result.rows[0]!.org_id, ip, recoveryCode: checked.step === null }, "signed in with a second factor");
       return signedIn(result.rows[0]!, session.refreshToken);
     },
@@ -300,18 +297,7 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     async changePassword(sessionId, currentPassword, newPassword) {
       assertAcceptablePassword(newPassword);
       // Counted against the person's sign-in budgets before verifying, like a sign-in.
-      const ip = requestIp();
-      const { rows } = await pool.query<{ email: string; password_hash: string | null; retry_after_seconds: number }>(
-        "select * from app_private.begin_password_check($1, $2)",
-        [sessionId, ip],
-      );
-      const check = rows[0];
-      if (!check) throw sessionEnded();
-      if (check.retry_after_seconds > 0) throw throttled(check.retry_after_seconds);
-      if (!(await hasher.verify(currentPassword, check.password_hash))) {
-        await recorded("select app_private.record_login_failure($1, $2)", [check.email, ip]);
-        throw invalidCredentials();
-      }
+      await verifySessionPassword(pool, hasher, sessionId, currentPassword, invalidCredentials);
       const newHash = await hasher.hash(newPassword);
       const ended = await recorded<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
       return ended.rows[0]!.ended;

@@ -4,7 +4,7 @@
 import { access, context, list, sideEffect } from "postgraphile/grafast";
 import { sideEffectWithPgClient } from "postgraphile/@dataplan/pg";
 import { extendSchema, gql } from "postgraphile/utils";
-import { QuireError } from "../lib/quire-error.ts";
+import { signedInClaims } from "./request-origin.ts";
 import type { Sso } from "./sso.ts";
 
 interface ConfigureSsoInput {
@@ -91,12 +91,12 @@ export function makeSsoPlugin(sso: Sso) {
               const $input = args.getRaw("input");
               // The provider is discovered before the transaction begins: no connection is held during the fetch.
               const $issuer = sideEffect([$input, context()], async ([input, ctx]) => {
-                if (!ctx.quireAuth) throw new QuireError("LOGIN", "Sign in first.");
+                signedInClaims(ctx);
                 return sso.discover(String((input as ConfigureSsoInput).issuer));
               });
               const $id = sideEffectWithPgClient(build.pgExecutor, list([$input, $issuer, context()]), async (client, [input, issuer, ctx]) => {
                 const given = input as ConfigureSsoInput;
-                return sso.configure(client, ctx.quireAuth!.orgId, { ...given, issuer: issuer as string });
+                return sso.configure(client, signedInClaims(ctx).orgId, { ...given, issuer: issuer as string });
               });
               return list([$id]);
             },

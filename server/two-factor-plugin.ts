@@ -4,16 +4,8 @@
 // enroll. setRequireMfa and User.mfaEnabled come from the database's functions.
 import { context, sideEffect } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
-import { QuireError } from "../lib/quire-error.ts";
-import { onBehalfOf, originOf } from "./request-origin.ts";
+import { onBehalfOf, originOf, signedInClaims } from "./request-origin.ts";
 import type { TwoFactor } from "./two-factor.ts";
-
-type Ctx = Grafast.Context;
-
-function personOf(ctx: Ctx) {
-  if (!ctx.quireAuth) throw new QuireError("LOGIN", "Sign in first.");
-  return ctx.quireAuth;
-}
 
 export function makeTwoFactorPlugin(twoFactor: TwoFactor) {
   return extendSchema(
@@ -75,19 +67,19 @@ export function makeTwoFactorPlugin(twoFactor: TwoFactor) {
           plans: {
             startMfaEnrollment: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], ([input, ctx]) => {
-                const { sessionId, userId } = personOf(ctx);
+                const { sessionId, userId } = signedInClaims(ctx);
                 const password = String((input as { password: string }).password);
                 return onBehalfOf(originOf(ctx), () => twoFactor.startEnrollment(sessionId, userId, password));
               }),
             confirmMfaEnrollment: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
-                const { sessionId } = personOf(ctx);
+                const { sessionId } = signedInClaims(ctx);
                 const code = String((input as { code: string }).code);
                 return { recoveryCodes: await onBehalfOf(originOf(ctx), () => twoFactor.confirmEnrollment(sessionId, code)) };
               }),
             disableMfa: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
-                const { sessionId } = personOf(ctx);
+                const { sessionId } = signedInClaims(ctx);
                 const code = String((input as { code: string }).code);
                 await onBehalfOf(originOf(ctx), () => twoFactor.disable(sessionId, code));
                 return { success: true };

@@ -9,6 +9,7 @@ import { QuireError } from "../lib/quire-error.ts";
 import type { PasswordHasher } from "../lib/passwords.ts";
 import { open, seal, sealContexts, type Sealed, type SealingKeys } from "../lib/sealing.ts";
 import { looksLikeRecoveryCode, newRecoveryCodes, newTotpSecret, otpauthUri, recoveryCodeDigest, totpStep } from "../lib/totp.ts";
+import { verifySessionPassword } from "./password-check.ts";
 import { recordedQuery, requestIp, throttled } from "./request-origin.ts";
 
 const sealContext = sealContexts.totp;
@@ -47,6 +48,24 @@ export async function checkSecondFactor(keys: SealingKeys, userId: string, row: 
   const sealed: Sealed = { keyId: row.key_id, nonce: row.secret_nonce, ciphertext: row.secret_ciphertext };
   const step = totpStep(await open(keys, sealed, sealContext(userId)), code, now);
   return step === null ? null : { step, recoveryHash: null };
+}
+
+/**
+ * Runs a statement that spends a checked code (`recorded`, for the request's audit settings): a spent TOTP step or a
+ * recovery code that is not the person's (CREDS from the database) is recorded as a failed guess too.
+ */
+export async function spendingCode<R extends pg.QueryResultRow>(
+  recorded: ReturnType<typeof recordedQuery>,
+  userId: string,
+  text: string,
+  values: unknown[],
+): Promise<pg.QueryResult<R>> {
+  try {
+    return await recorded<R>(text, values);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "CREDS") await recorded("select app_private.record_mfa_failure($1)", [userId]);
+    throw error;
+  }
 }
 
 export interface Enrollment {
@@ -98,31 +117,10 @@ export function createTwoFactor({ config, pool, hasher }: { config: Config; pool
     return { ...result, userId: row.user_id, keyId: row.key_id, nonce: row.secret_nonce! };
   }
 
-  /** Runs a statement that spends a code; a spent or unknown recovery code (CREDS) is recorded as a failure too. */
-  async function spending(userId: string, text: string, values: unknown[]) {
-    try {
-      return await recorded(text, values);
-    } catch (error) {
-      if ((error as { code?: unknown }).code === "CREDS") await recorded("select app_private.record_mfa_failure($1)", [userId]);
-      throw error;
-    }
-  }
-
   return {
     async startEnrollment(sessionId, userId, password) {
       const keys = sealingKeysFor2fa(config);
-      const ip = requestIp();
-      const { rows: checks } = await pool.query<{ email: string; password_hash: string | null; retry_after_seconds: number }>(
-        "select * from app_private.begin_password_check($1, $2)",
-        [sessionId, ip],
-      );
-      const check = checks[0];
-      if (!check) throw new QuireError("LOGIN", "Your session has ended; sign in again.");
-      if (check.retry_after_seconds > 0) throw throttled(check.retry_after_seconds);
-      if (Buffer.byteLength(password) > 72 || !(await hasher.verify(password, check.password_hash))) {
-        await recorded("select app_private.record_login_failure($1, $2)", [check.email, ip]);
-        throw new QuireError("CREDS", "The password is incorrect.");
-      }
+      await verifySessionPassword(pool, hasher, sessionId, password, () => new QuireError("CREDS", "The password is incorrect."));
       await refund(userId);
       const secret = newTotpSecret();
       const sealed = await seal(keys, secret, sealContext(userId));
@@ -146,7 +144,7 @@ export function createTwoFactor({ config, pool, hasher }: { config: Config; pool
 
     async disable(sessionId, code) {
       const { step, recoveryHash, userId } = await checked(sessionId, code, true);
-      await spending(userId, "select app_private.disable_mfa($1, $2, $3)", [sessionId, step, recoveryHash]);
+      await spendingCode(recorded, userId, "select app_private.disable_mfa($1, $2, $3)", [sessionId, step, recoveryHash]);
       await refund(userId);
     },
   };
