@@ -13,6 +13,7 @@ const sections = [
   "Sign-in",
   "Rate limits",
   "Documents and uploads",
+  "File storage",
   "Mail",
   "Worker and jobs",
   "LLM",
@@ -236,6 +237,39 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
   UPLOAD_EXTRACT_TIMEOUT_SECONDS: {
     section: "Documents and uploads",
     meaning: "Longest the text extraction of one upload may take; it runs in a worker thread that is stopped then (413 `TOO_LARGE`).",
+  },
+  STORAGE_BACKEND: {
+    section: "File storage",
+    meaning:
+      "Where uploaded originals and organization exports are kept: `local` (files under `STORAGE_DIR`, for one machine or a shared volume) or `s3` (AWS S3 or an S3-compatible server: MinIO, Cloudflare R2, Ceph). Objects live under `orgs/<organization id>/`.",
+  },
+  STORAGE_DIR: {
+    section: "File storage",
+    default: "`DATA_DIR/objects`",
+    meaning: "The directory of the `local` backend. Several servers and workers must share it (a volume) to share files.",
+  },
+  S3_BUCKET: { section: "File storage", meaning: "The bucket of the `s3` backend (required with it).", example: "quire-files" },
+  S3_REGION: { section: "File storage", meaning: "The bucket's region (any value a non-AWS server accepts, often `us-east-1`)." },
+  S3_ENDPOINT: {
+    section: "File storage",
+    default: "AWS S3",
+    meaning: "Origin of an S3-compatible server (MinIO, R2, Ceph) instead of AWS.",
+    example: "https://minio.internal:9000",
+  },
+  S3_FORCE_PATH_STYLE: {
+    section: "File storage",
+    meaning: "Address the bucket in the path (`endpoint/bucket/key`) rather than the host name; MinIO and Ceph usually need it.",
+  },
+  S3_ACCESS_KEY_ID: {
+    section: "File storage",
+    default: "the AWS SDK's default credentials (environment, profile, instance role)",
+    meaning: "Access key of the `s3` backend; set together with `S3_SECRET_ACCESS_KEY`.",
+  },
+  S3_SECRET_ACCESS_KEY: { section: "File storage", meaning: "Secret of `S3_ACCESS_KEY_ID`. Never logged." },
+  FILE_URL_TTL_SECONDS: {
+    section: "File storage",
+    meaning:
+      "How long a download URL (`fileDownloadUrl`, export links) works: an S3 presigned URL, or a signed `/api/v1/files/…` URL of the local backend, refused with 403 once expired.",
   },
   APP_URL: {
     section: "Mail",

@@ -106,6 +106,24 @@ const envSchema = z.object({
   UPLOAD_MAX_DOCX_UNCOMPRESSED_BYTES: intText(1024, 1024 * 1024 * 1024).default(50 * 1024 * 1024),
   UPLOAD_MAX_DOCX_ENTRIES: intText(10, 100_000).default(2000),
   UPLOAD_EXTRACT_TIMEOUT_SECONDS: intText(1, 600).default(30),
+  STORAGE_BACKEND: z.enum(["local", "s3"]).default("local"),
+  STORAGE_DIR: z.string().min(1).optional(),
+  S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: "must be an S3 bucket name (3–63 lowercase letters, digits, dots, hyphens)" })
+    .optional(),
+  S3_REGION: z
+    .string()
+    .regex(/^[a-z0-9-]{1,50}$/, { message: "must be a region name such as eu-west-1" })
+    .default("us-east-1"),
+  S3_ENDPOINT: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+\/?$/.test(v), { message: "must be an http(s) origin such as https://s3.example.com" })
+    .optional(),
+  S3_FORCE_PATH_STYLE: boolText.default(false),
+  S3_ACCESS_KEY_ID: z.string().min(1).max(200).optional(),
+  S3_SECRET_ACCESS_KEY: z.string().min(1).max(500).optional(),
+  FILE_URL_TTL_SECONDS: intText(10, 86400).default(300),
   APP_URL: z
     .string()
     .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
@@ -229,6 +247,30 @@ export interface DatabaseConfig {
   readonly idleInTransactionTimeoutMs: number;
 }
 
+/** STORAGE_BACKEND=local (default): objects are files under `dir` (STORAGE_DIR, default `<DATA_DIR>/objects`). */
+export interface LocalStorageConfig {
+  readonly backend: "local";
+  readonly dir: string;
+  /** FILE_URL_TTL_SECONDS (default 300): how long a download URL works. */
+  readonly urlTtlSeconds: number;
+}
+
+/** STORAGE_BACKEND=s3: AWS S3 or an S3-compatible server (MinIO, R2, Ceph) at S3_ENDPOINT. */
+export interface S3StorageConfig {
+  readonly backend: "s3";
+  readonly bucket: string;
+  readonly region: string;
+  /** null: AWS itself. */
+  readonly endpoint: string | null;
+  /** S3_FORCE_PATH_STYLE (default false): `endpoint/bucket/key` URLs, which MinIO and Ceph usually need. */
+  readonly forcePathStyle: boolean;
+  /** null: the AWS SDK's default credential chain (environment, profile, instance role). */
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string } | null;
+  readonly urlTtlSeconds: number;
+}
+
+export type StorageConfig = LocalStorageConfig | S3StorageConfig;
+
 export interface Config {
   readonly env: RuntimeEnv;
   readonly dataDir: string;
@@ -315,6 +357,8 @@ export interface Config {
     readonly maxDocxEntries: number;
     readonly extractTimeoutMs: number;
   };
+  /** Where originals and exports are stored (lib/storage/): the local filesystem or S3-compatible object storage. */
+  readonly storage: StorageConfig;
   readonly mail: {
     /** The frontend's base URL, for links in emails (invitations, password resets). */
     readonly appUrl: string;
@@ -462,6 +506,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push("DATABASE_URL is required when NODE_ENV=production (the embedded PostgreSQL is for development)");
   }
   if (production && !e.JWT_SECRET) problems.push("JWT_SECRET is required when NODE_ENV=production (at least 32 characters)");
+  if (e.STORAGE_BACKEND === "s3" && !e.S3_BUCKET) problems.push("S3_BUCKET is required when STORAGE_BACKEND=s3");
+  if (!e.S3_ACCESS_KEY_ID !== !e.S3_SECRET_ACCESS_KEY) problems.push("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both or neither");
+  if (e.STORAGE_BACKEND === "local" && e.S3_BUCKET) problems.push("S3_BUCKET only applies with STORAGE_BACKEND=s3");
   if (!e.DATABASE_URL) {
     for (const name of ["OWNER_DATABASE_URL", "ROOT_DATABASE_URL"] as const) {
       if (e[name]) problems.push(`${name} only applies with DATABASE_URL (without it Quire runs an embedded PostgreSQL)`);
@@ -605,6 +652,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxDocxEntries: e.UPLOAD_MAX_DOCX_ENTRIES,
       extractTimeoutMs: e.UPLOAD_EXTRACT_TIMEOUT_SECONDS * 1000,
     },
+    storage:
+      e.STORAGE_BACKEND === "s3"
+        ? {
+            backend: "s3",
+            bucket: e.S3_BUCKET ?? "",
+            region: e.S3_REGION,
+            endpoint: e.S3_ENDPOINT?.replace(/\/+$/, "") ?? null,
+            forcePathStyle: e.S3_FORCE_PATH_STYLE,
+            credentials: e.S3_ACCESS_KEY_ID && e.S3_SECRET_ACCESS_KEY ? { accessKeyId: e.S3_ACCESS_KEY_ID, secretAccessKey: e.S3_SECRET_ACCESS_KEY } : null,
+            urlTtlSeconds: e.FILE_URL_TTL_SECONDS,
+          }
+        : { backend: "local", dir: e.STORAGE_DIR ?? `${e.DATA_DIR}/objects`, urlTtlSeconds: e.FILE_URL_TTL_SECONDS },
     mail: { appUrl: e.APP_URL.replace(/\/+$/, ""), smtpUrl: e.SMTP_URL ?? null, from: e.MAIL_FROM },
     worker: {
       concurrency: e.WORKER_CONCURRENCY,
