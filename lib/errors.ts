@@ -90,7 +90,7 @@ export const customSqlStates = {
   TOOLG: "TOO_LARGE", // a value exceeds a configured size limit
   BADTM: "BAD_TEMPLATE", // a template body uses an unknown placeholder or stray braces; the message says which
   RLIMT: "RATE_LIMITED", // too many requests; retry later
-  QUOTA: "QUOTA_EXCEEDED", // the organization's monthly allowance (summaries or LLM tokens) is used up
+  QUOTA: "QUOTA_EXCEEDED", // the organization's monthly allowance (summaries or LLM tokens) or its storage allowance is used up
 } as const satisfies Record<string, ErrorCode>;
 
 /** What a client is told when the database cannot serve its request right now (an exhausted pool, 53300). */

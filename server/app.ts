@@ -29,6 +29,9 @@ import { createRateLimiter, rateLimit } from "./rate-limits.ts";
 import { checkUpgradeOrigin, corsPolicy, originPolicy, securityHeaders } from "./security.ts";
 import { measureHttp, metricsRoute } from "./metrics-route.ts";
 import { uploadPath, uploadRoute } from "./upload.ts";
+import { fileDownloadRoute } from "./file-download.ts";
+import { createObjectStore } from "../lib/storage/index.ts";
+import { downloadUrlKey, localDownloadPath } from "../lib/storage/local-store.ts";
 import { sharedReadCounts } from "./shared-reads.ts";
 import { createWebSocketEndpoint } from "./websocket.ts";
 
@@ -188,13 +191,18 @@ export async function createQuireServer({
   // API keys are checked on the authenticator pool, with a short cache (server/api-keys.ts).
   const apiKeys = createApiKeys({ pool });
   const limit = rateLimit({ limiter, addressOf });
-  app.post(uploadPath, authenticateHttp(tokens, "rest", apiKeys), limit, uploadRoute({ config, pool, addressOf }));
+  const store = createObjectStore(config);
+  app.post(uploadPath, authenticateHttp(tokens, "rest", apiKeys), limit, uploadRoute({ config, pool, addressOf, store }));
   app.all(uploadPath, (_req, res) => {
     res
       .status(405)
       .set("allow", "POST")
       .json({ error: { code: "METHOD_NOT_ALLOWED", message: "Upload files with POST." } });
   });
+  // The local backend's signed download links: the token is the credential, so the anonymous limit applies.
+  if (config.storage.backend === "local") {
+    app.get(localDownloadPath, authenticateHttp(tokens, "rest", apiKeys), limit, fileDownloadRoute(store, downloadUrlKey(config.jwt.secret)));
+  }
   app.use("/graphql", authenticateHttp(tokens, "graphql", apiKeys), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({
     url: config.database.url,
@@ -216,7 +224,7 @@ export async function createQuireServer({
   const sso = createSso({ config, pool, logger });
   app.get(ssoCallbackPath, sso.callback);
   const pgl = postgraphile(
-    makePreset({ config, logger, pool, tokens, apiKeys, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count, sso }),
+    makePreset({ config, logger, pool, tokens, apiKeys, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count, sso, store }),
   );
   const serv = pgl.createServ(grafserv);
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'
@@ -299,6 +307,7 @@ export async function createQuireServer({
       await listener.close();
       await limiter.close();
       await pgl.release();
+      store.close();
       await metricsServer?.close();
     },
   };

@@ -12,12 +12,15 @@ import type { Metrics } from "../lib/metrics.ts";
 import { createPasswordHasher } from "../lib/passwords.ts";
 import { createTokenService, type TokenService } from "../lib/tokens.ts";
 import { createApiKeys, type ApiKeys } from "./api-keys.ts";
+import { createObjectStore } from "../lib/storage/index.ts";
+import type { ObjectStore } from "../lib/storage/object-store.ts";
 import { makeAuthPlugin } from "./auth-plugin.ts";
 import { makeContext } from "./context.ts";
 import { makeWithPgClient } from "./pg-client.ts";
 import { endedSessionsIn, shareReads } from "./shared-reads.ts";
 import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
+import { makeFilesPlugin } from "./files-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 import { clientAddress, type ClientAddress } from "./client-address.ts";
@@ -59,6 +62,8 @@ export interface PresetOptions {
   readonly countRequest?: CountRequest;
   /** Single sign-on (default: made from config, pool and logger). */
   readonly sso?: Sso;
+  /** Where file originals are stored (default: the store STORAGE_BACKEND names). */
+  readonly store?: ObjectStore;
 }
 
 const countNothing: CountRequest = async () => ({ retryAfterSeconds: 0, scope: null });
@@ -92,6 +97,7 @@ export function makePreset({
   metrics,
   countRequest = countNothing,
   sso = createSso({ config, pool, logger }),
+  store = createObjectStore(config),
 }: PresetOptions): GraphileConfig.Preset {
   const hasher = createPasswordHasher({
     cost: config.auth.bcryptCost,
@@ -114,6 +120,7 @@ export function makePreset({
       makeSsoPlugin(sso),
       makeLivePlugin(liveEvents),
       makeIntegrationsPlugin({ config, pool, connectors }),
+      makeFilesPlugin(pool, store),
       RequestErrorCodesPlugin,
       ServiceStatusPlugin,
       makeRequestAuditPlugin({ pool, logger, addressOf }),

@@ -2,15 +2,19 @@
 //
 // multipart/form-data with one file in the field `file` and an optional `title` field, authenticated with the same
 // bearer token as GraphQL, verified once by authenticateHttp before the rate limiter. The file is streamed into memory with a hard cap (UPLOAD_MAX_BYTES: the request is
-// refused with 413 the moment it is crossed, and nothing more is buffered), never written to disk. Its type is
+// refused with 413 the moment it is crossed, and nothing more is buffered), never written to a temporary file. Its type is
 // decided from its bytes (lib/extract/sniff.ts), its text extracted in a worker thread with time and memory
-// bounds (lib/extract/isolated.ts), and the document inserted as the caller, in one transaction that applies
-// exactly the PostgreSQL settings a GraphQL request would get (pgSettingsFor): RLS decides who may insert, the
-// size trigger decides how large the content may be, and session_context() whether the session is still live.
-// Nothing is left behind on any failure: no row (the transaction rolls back or never starts), no file.
+// bounds (lib/extract/isolated.ts). Then the original is kept: the database reserves room in the organization's
+// storage allowance and hands out its key (app_hidden.reserve_upload; QUOTA_EXCEEDED when full), the object store
+// takes the bytes under that key, and the document is inserted and the file attached as the caller, in one
+// transaction that applies exactly the PostgreSQL settings a GraphQL request would get (pgSettingsFor): RLS decides
+// who may insert, the size trigger how large the content may be, and session_context() whether the session is
+// still live. Nothing is left behind on any failure: no row (the transaction rolls back or never starts) and no
+// object (deleted at once, and queued for the worker in case storage is down; a server that dies between the two
+// steps leaves a reservation the worker sweeps with its object).
 //
-// 201 {"document": {"id", "title", "format", "bytes"}}: `bytes` is the size of the stored text in UTF-8 (the
-// uploaded file's own size is in the document's metadata.upload.bytes). Errors are {"error": {"code", "message"}}:
+// 201 {"document": {"id", "title", "format", "bytes"}, "file": {"id", "bytes", "sha256", "contentType"}}: `bytes`
+// of the document is the size of the stored text in UTF-8; the file's is the original's. Errors are {"error": {"code", "message"}}:
 //   400 BAD_INPUT         not multipart; no file, or a second one; corrupt or encrypted file; text not UTF-8 or with
 //                         NUL; nothing to extract; a title over 500 characters; a file nested too deeply to read
 //   401 UNAUTHENTICATED   no token, a bad one, or a session that has ended
@@ -18,9 +22,11 @@
 //   413 TOO_LARGE         file over UPLOAD_MAX_BYTES; too many PDF pages; DOCX over its entry or size limits;
 //                         extraction over its time or memory bound; text over DOCUMENT_MAX_BYTES
 //   415 UNSUPPORTED_TYPE  the bytes are not UTF-8 text, Markdown, HTML, PDF or DOCX (whatever the name says)
+//   422 QUOTA_EXCEEDED    the organization's storage allowance has no room for the file
 //   500 INTERNAL          anything else; logged, never described
+//   503 UNAVAILABLE       the object store (or the database) cannot be reached; nothing was kept
 // HTML is stored as `plain`: the stored text is html-to-text's rendering, not Markdown.
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import busboy from "busboy";
 import type { Request, RequestHandler, Response } from "express";
@@ -30,7 +36,8 @@ import type { Config } from "../lib/config.ts";
 import { publicDatabaseError, type DatabaseErrorDetail, type ErrorCode } from "../lib/errors.ts";
 import { ExtractError } from "../lib/extract/errors.ts";
 import { extractTextIsolated } from "../lib/extract/isolated.ts";
-import type { Extracted } from "../lib/extract/index.ts";
+import type { DetectedType, Extracted } from "../lib/extract/index.ts";
+import { StorageError, type ObjectStore } from "../lib/storage/object-store.ts";
 import { requestIdOf } from "./access-log.ts";
 import { authOf, unauthenticatedMessage } from "./bearer-auth.ts";
 import { pgSettingsFor } from "./context.ts";
@@ -43,6 +50,8 @@ export interface UploadRouteOptions {
   readonly pool: pg.Pool;
   /** The client's address, through TRUSTED_PROXIES (server/client-address.ts). */
   readonly addressOf: ClientAddress;
+  /** Where originals are kept. */
+  readonly store: ObjectStore;
 }
 
 /** The HTTP status of each error code this route can answer with; codes not listed answer 400. */
@@ -60,6 +69,7 @@ const statusByCode: Partial<Record<ErrorCode, number>> = {
   TRY_AGAIN: 409,
   TOO_LARGE: 413,
   UNSUPPORTED_TYPE: 415,
+  QUOTA_EXCEEDED: 422,
   RATE_LIMITED: 429,
   INTERNAL: 500,
   TIMEOUT: 503,
@@ -223,8 +233,40 @@ interface Inserted {
   readonly bytes: number;
 }
 
-/** Inserts the document as the caller: one transaction with the request's settings, so RLS and triggers apply. */
-function insertDocument(pool: pg.Pool, settings: Record<string, string>, values: { title: string; extracted: Extracted; metadata: object }): Promise<Inserted> {
+/** The media type recorded for each detected type (never the one the client claimed). */
+const mediaTypes: Readonly<Record<DetectedType, string>> = {
+  text: "text/plain",
+  markdown: "text/markdown",
+  html: "text/html",
+  pdf: "application/pdf",
+  docx: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+};
+
+interface Original {
+  readonly key: string;
+  readonly name: string | null;
+  readonly contentType: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/** Reserves room and a key for the original (QUOTA when there is no room), as the caller. */
+async function reserveUpload(pool: pg.Pool, settings: Record<string, string>, bytes: number): Promise<string> {
+  return asCaller(pool, settings, async (client) => {
+    const { rows } = await client.query<{ key: string }>("select app_hidden.reserve_upload($1) as key", [bytes]);
+    return rows[0]!.key;
+  });
+}
+
+/**
+ * Inserts the document and attaches its original as the caller: one transaction with the request's settings, so
+ * RLS and triggers apply, and the document never exists without its file.
+ */
+function insertDocument(
+  pool: pg.Pool,
+  settings: Record<string, string>,
+  values: { title: string; extracted: Extracted; metadata: object; original: Original },
+): Promise<{ document: Inserted; fileId: string }> {
   return asCaller(pool, settings, async (client) => {
     const { rows } = await client.query<Inserted>(
       `insert into app_public.documents (title, content, format, source, metadata)
@@ -232,11 +274,21 @@ function insertDocument(pool: pg.Pool, settings: Record<string, string>, values:
        returning id, title, format::text as format, octet_length(content) as bytes`,
       [values.title, values.extracted.text, values.extracted.format, JSON.stringify(values.metadata)],
     );
-    return rows[0]!;
+    const document = rows[0]!;
+    const { original } = values;
+    const attached = await client.query<{ id: string }>("select app_hidden.attach_file($1, $2, $3, $4, $5, $6) as id", [
+      document.id,
+      original.key,
+      original.name,
+      original.contentType,
+      original.bytes,
+      original.sha256,
+    ]);
+    return { document, fileId: attached.rows[0]!.id };
   });
 }
 
-export function uploadRoute({ config, pool, addressOf }: UploadRouteOptions): RequestHandler {
+export function uploadRoute({ config, pool, addressOf, store }: UploadRouteOptions): RequestHandler {
   const limits = {
     maxPdfPages: config.uploads.maxPdfPages,
     maxDocxUncompressedBytes: config.uploads.maxDocxUncompressedBytes,
@@ -252,6 +304,10 @@ export function uploadRoute({ config, pool, addressOf }: UploadRouteOptions): Re
     const known = sqlState ? publicDatabaseError(sqlState, (error as Error).message, error as DatabaseErrorDetail) : null;
     if (error instanceof UploadError || error instanceof ExtractError) {
       ({ code, message } = error);
+    } else if (error instanceof StorageError) {
+      req.log?.warn({ err: error }, "file storage failed during an upload");
+      code = "UNAVAILABLE";
+      message = "File storage is unavailable; try again shortly.";
     } else if (known) {
       ({ code, message } = known);
     } else {
@@ -263,6 +319,18 @@ export function uploadRoute({ config, pool, addressOf }: UploadRouteOptions): Re
     const status = statusByCode[code] ?? 400;
     if (error instanceof UploadError && error.closeConnection) res.setHeader("connection", "close");
     res.status(status).json({ error: { code, message } });
+  };
+
+  /**
+   * After a failed upload: the reservation is released (its object queued for the worker) and the object deleted at
+   * once. Either may fail while storage or the database is down; the queue, or else the worker's sweep of stale
+   * reservations, then removes the object later.
+   */
+  const abandonOriginal = async (key: string, settings: Record<string, string>, req: Request) => {
+    await asCaller(pool, settings, (client) => client.query("select app_hidden.release_upload($1)", [key])).catch((error: unknown) =>
+      req.log?.warn({ err: error }, "releasing an upload's reservation failed; the worker sweeps it"),
+    );
+    await store.delete([key]).catch((error: unknown) => req.log?.warn({ err: error }, "deleting a failed upload's object failed; the worker retries"));
   };
 
   return async (req, res) => {
@@ -295,8 +363,26 @@ export function uploadRoute({ config, pool, addressOf }: UploadRouteOptions): Re
         },
       };
       const settings = pgSettingsFor(config, claims, requestIdOf(req), addressOf(req));
-      const document = await insertDocument(pool, settings, { title, extracted, metadata });
-      res.status(201).json({ document: { id: document.id, title: document.title, format: document.format, bytes: Number(document.bytes) } });
+      const original: Original = {
+        key: await reserveUpload(pool, settings, upload.bytes.length),
+        name: filename,
+        contentType: mediaTypes[extracted.detectedType],
+        bytes: upload.bytes.length,
+        sha256: createHash("sha256").update(upload.bytes).digest("hex"),
+      };
+      let inserted: { document: Inserted; fileId: string };
+      try {
+        await store.put(original.key, upload.bytes, { contentType: original.contentType, sha256: original.sha256 });
+        inserted = await insertDocument(pool, settings, { title, extracted, metadata, original });
+      } catch (error) {
+        await abandonOriginal(original.key, settings, req);
+        throw error;
+      }
+      const { document, fileId } = inserted;
+      res.status(201).json({
+        document: { id: document.id, title: document.title, format: document.format, bytes: Number(document.bytes) },
+        file: { id: fileId, bytes: original.bytes, sha256: original.sha256, contentType: original.contentType },
+      });
     } catch (error) {
       answerError(req, res, error);
     }

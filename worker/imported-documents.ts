@@ -23,14 +23,9 @@ export async function upsertPage(client: PoolClient, provider: IntegrationProvid
   const title = (page.title.trim() || "Untitled").slice(0, 500);
   const url = /^https?:\/\//.test(page.url) ? page.url.slice(0, 2000) : null;
   const metadata = { integrationId, lastEditedAt: page.lastEditedAt?.toISOString() ?? null };
+  // In the trash, a page's document stays untouched: the function sees the trash for the conflict alone.
   const { rows } = await client.query<{ inserted: boolean }>(
-    `insert into app_public.documents (title, content, format, source, external_id, external_url, metadata, integration_id)
-     values ($1, $2, 'markdown', $3::app_public.document_source, $4, $5, $6, $7)
-     on conflict (org_id, source, external_id) do update
-        set title = excluded.title, content = excluded.content, external_url = excluded.external_url, metadata = excluded.metadata
-      where (documents.title, documents.content) is distinct from (excluded.title, excluded.content)
-         or documents.metadata ? 'deletedAtSource'
-     returning (xmax = 0) as inserted`,
+    "select inserted from app_hidden.upsert_imported_document($1, $2, $3::app_public.document_source, $4, $5, $6, $7)",
     [title, page.markdown, provider, page.externalId, url, JSON.stringify(metadata), integrationId],
   );
   const row = rows[0];

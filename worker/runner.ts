@@ -21,6 +21,7 @@ import { startAuditSealer } from "./audit-sealer.ts";
 import { startHeartbeat, type HeldJobs } from "./heartbeat.ts";
 import { createMailer } from "../lib/mailer.ts";
 import { createConnectors } from "../lib/integrations/connectors.ts";
+import { createObjectStore } from "../lib/storage/index.ts";
 import { createLlmProvider } from "../lib/llm/index.ts";
 import { makeTaskList, schedules } from "./task-list.ts";
 
@@ -48,6 +49,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
   metrics.observeJobs(events);
   const held = trackHeldJobs(events, config.worker.heartbeatSeconds);
   metrics.observePool("worker", pool);
+  const store = createObjectStore(config);
   const taskList = makeTaskList({
     mailer: createMailer(config, logger),
     llm: createLlmProvider(config.llm, metrics),
@@ -59,6 +61,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     connectors: createConnectors(config),
     keys: config.integrations.sealingKeys,
     auditCheckpoints: config.auditCheckpoints,
+    store,
   });
   metrics.observeJobQueue(pool, Object.keys(taskList), logger);
   const runner = await run({
@@ -112,6 +115,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
       await sealer.stop();
       await heartbeat.stop();
       await metricsServer?.close();
+      store.close();
       logger.info({ workerId }, "worker stopped");
     },
   };

@@ -12,7 +12,11 @@ import type { Mailer } from "../lib/mailer.ts";
 import { withLogContext } from "../lib/log-context.ts";
 import { withSpan } from "../lib/tracing.ts";
 import { isJobTicket } from "./job-context.ts";
+import type { ObjectStore } from "../lib/storage/object-store.ts";
 import { makeCheckpointAudit } from "./tasks/checkpoint_audit.ts";
+import { makeDeleteStoredObjects } from "./tasks/delete_stored_objects.ts";
+import { makePurgeTrash } from "./tasks/purge_trash.ts";
+import { makeSweepUploads } from "./tasks/sweep_uploads.ts";
 import { makeImportIntegration } from "./tasks/import_integration.ts";
 import { makePruneLiveEvents } from "./tasks/prune_live_events.ts";
 import { makePublishIntegration } from "./tasks/publish_integration.ts";
@@ -38,6 +42,8 @@ export interface TaskDependencies {
   readonly keys: SealingKeys | null;
   /** config.auditCheckpoints: the key that signs audit checkpoints and where they go; unset: none are made. */
   readonly auditCheckpoints?: AuditCheckpointSettings;
+  /** Where file originals are stored (delete_stored_objects removes them). */
+  readonly store: ObjectStore;
 }
 
 /**
@@ -74,6 +80,9 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
     publish_integration: makePublishIntegration(deps),
     reseal_secrets: makeResealSecrets(deps.keys) as TaskList[string],
     checkpoint_audit: makeCheckpointAudit(deps.auditCheckpoints) as TaskList[string],
+    delete_stored_objects: makeDeleteStoredObjects(deps.store) as TaskList[string],
+    purge_trash: makePurgeTrash() as TaskList[string],
+    sweep_uploads: makeSweepUploads() as TaskList[string],
   };
   return Object.fromEntries(Object.entries(tasks).map(([identifier, task]) => [identifier, traced(identifier, task as Task)]));
 }
@@ -82,4 +91,6 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
 export const schedules: ParsedCronItem[] = parseCronItems([
   { task: "prune_live_events", match: "17 * * * *", identifier: "prune_live_events" },
   { task: "checkpoint_audit", match: "* * * * *", identifier: "checkpoint_audit", options: { jobKey: "checkpoint_audit", maxAttempts: 1 } },
+  { task: "purge_trash", match: "23 * * * *", identifier: "purge_trash", options: { jobKey: "purge_trash", maxAttempts: 3 } },
+  { task: "sweep_uploads", match: "41 * * * *", identifier: "sweep_uploads", options: { jobKey: "sweep_uploads", maxAttempts: 3 } },
 ]);

@@ -123,7 +123,7 @@ describe("denied and failed requests", () => {
     const [document] = await query<{ id: string }>(fx.db.name, "select id from app_public.documents where org_id = $1 limit 1", [b.orgId], "root");
     const bBefore = await query(fx.db.name, "select count(*)::int as n from app_public.audit_events where org_id = $1", [b.orgId], "root");
     const { body } = await app.graphql(
-      "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }",
+      "mutation ($id: UUID!) { deleteDocument(input: { documentId: $id }) { clientMutationId } }",
       { id: document!.id },
       a.members.owner.accessToken,
     );

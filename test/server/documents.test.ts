@@ -93,13 +93,16 @@ describe("roles", () => {
     const doc = ((await create(t.members.member.accessToken, { title: "Shared" })).data!.createDocument as { document: Doc }).document;
     expect((await gql(viewer, "query ($id: UUID!) { document(rowId: $id) { title } }", { id: doc.rowId })).data).toEqual({ document: { title: "Shared" } });
     expect(await update(viewer, doc.rowId, { title: "Hacked" })).toEqual({ data: { updateDocument: { document: null } } });
-    expect(codeOf(await gql(viewer, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { clientMutationId } }", { id: doc.rowId }))).toBe(
-      "NOT_FOUND",
+    expect(codeOf(await gql(viewer, "mutation ($id: UUID!) { deleteDocument(input: { documentId: $id }) { clientMutationId } }", { id: doc.rowId }))).toBe(
+      "FORBIDDEN",
     );
     expect(
-      (await gql(t.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { document { rowId } } }", { id: doc.rowId }))
-        .errors,
-    ).toBeUndefined();
+      (
+        await gql(t.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { documentId: $id }) { document { rowId } } }", {
+          id: doc.rowId,
+        })
+      ).data,
+    ).toEqual({ deleteDocument: { document: { rowId: doc.rowId } } });
   });
 });
 

@@ -504,7 +504,7 @@ describe("documents and jobs without a worker", () => {
     expect(await count2("graphile_worker._private_jobs where key = $1", [jobId])).toBe(0);
   });
 
-  test("deleting a document cancels its pending jobs and deletes its summaries; usage stays", async () => {
+  test("deleting a document cancels its pending jobs and trashes its summaries; emptying the trash deletes them; usage stays", async () => {
     const documentId = await newDocument();
     const jobId = await queue(documentId);
     const [fixtureDoc] = await query<{ id: string }>(
@@ -514,12 +514,19 @@ describe("documents and jobs without a worker", () => {
       "root",
     );
     for (const id of [documentId, fixtureDoc!.id]) {
-      const body = await gql2(u.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { rowId: $id }) { document { rowId } } }", { id });
+      const body = await gql2(u.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { documentId: $id }) { document { rowId } } }", {
+        id,
+      });
       expect(body.errors).toBeUndefined();
     }
     const [job] = await query(db2.name, "select status, error_code, document_id from app_public.jobs where id = $1", [jobId], "root");
-    expect(job).toEqual({ status: "cancelled", error_code: "DOCUMENT_DELETED", document_id: null });
+    expect(job).toEqual({ status: "cancelled", error_code: "DOCUMENT_DELETED", document_id: documentId });
     expect(await count2("graphile_worker._private_jobs where key = $1", [jobId])).toBe(0);
+    expect(await count2("app_public.summaries where org_id = $1 and trashed_at is null", [u.orgId])).toBe(0);
+    expect(await count2("app_public.summaries where org_id = $1", [u.orgId])).toBe(1);
+    const emptied = await gql2(u.members.admin.accessToken, "mutation { emptyTrash(input: {}) { deletedCount } }");
+    expect(emptied.data).toEqual({ emptyTrash: { deletedCount: 2 } });
+    expect((await query(db2.name, "select document_id from app_public.jobs where id = $1", [jobId], "root"))[0]).toEqual({ document_id: null });
     expect(await count2("app_public.summaries where org_id = $1", [u.orgId])).toBe(0);
     expect(await count2("app_public.usage_records where org_id = $1", [u.orgId])).toBe(1);
   });

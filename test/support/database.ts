@@ -2,6 +2,9 @@
 // createTestDatabase() and drops its clone afterwards, so files are isolated and can run in parallel.
 // The server is TEST_DATABASE_URL (a superuser URL) when given, else an embedded PostgreSQL under .data/test.
 import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
 import { pino } from "pino";
 import { loadConfig, type Config } from "../../lib/config.ts";
@@ -39,10 +42,14 @@ export function urlFor(role: string, database: string): string {
   return u.toString();
 }
 
+/** The local object store's directory of `database`'s processes: one per test database, removed with it. */
+export const storageDirOf = (database: string) => join(tmpdir(), "quire-test-objects", database);
+
 /** The configuration a Quire process would load for `database` on the test server. */
 export function testConfig(database: string, env: NodeJS.ProcessEnv = {}): Config {
   return loadConfig({
     NODE_ENV: "test",
+    STORAGE_DIR: storageDirOf(database),
     LOG_LEVEL: "silent",
     JWT_SECRET: "test-secret-that-is-at-least-32-characters-long",
     DATABASE_URL: urlFor(roles.authenticator, database),
@@ -99,6 +106,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       } finally {
         await client.end();
       }
+      await rm(storageDirOf(name), { recursive: true, force: true });
     },
   };
 }

@@ -90,6 +90,17 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, `${name} handbook`, `How ${name} works.`, members.member.userId],
     "root",
   );
+  // The document's original upload and an earlier revision (rows only: no object is stored for the fixture).
+  await query(
+    db.name,
+    `with f as (insert into app_public.files (org_id, document_id, name, content_type, bytes, sha256, storage_key, created_by)
+                values ($1::uuid, $2::uuid, 'handbook.md', 'text/markdown', 20, encode(sha256('fixture'), 'hex'),
+                        'orgs/' || $1::uuid || '/files/' || gen_random_uuid(), $3::uuid) returning id)
+     insert into app_public.document_revisions (org_id, document_id, revision, title, content, format, content_hash, created_at, replaced_by)
+     select $1::uuid, $2::uuid, 1, $4, 'An earlier draft.', 'markdown', encode(sha256('An earlier draft.'), 'hex'), now(), $3 from f`,
+    [org!.id, document!.id, members.member.userId, `${name} handbook`],
+    "root",
+  );
   // A finished summary job with its summary and usage (the document's insert already wrote live events).
   await query(
     db.name,

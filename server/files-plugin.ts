@@ -1,0 +1,65 @@
+// fileDownloadUrl: a short-lived URL that downloads the original of an uploaded file. The file is read as the
+// caller (app_hidden.file_download: any role of the organization; another organization's id, a trashed file's or
+// an unknown one answer NOT_FOUND alike), then the store signs a URL: an S3 presigned GET, or the local backend's
+// signed /api/v1/files/download route. Either stops working after FILE_URL_TTL_SECONDS.
+import type pg from "pg";
+import { context, lambda } from "postgraphile/grafast";
+import { extendSchema, gql } from "postgraphile/utils";
+import { asCaller } from "../db/as-caller.ts";
+import { QuireError } from "../lib/quire-error.ts";
+import { StorageError, type ObjectStore } from "../lib/storage/object-store.ts";
+
+interface FileRow {
+  readonly storage_key: string;
+  readonly name: string | null;
+  readonly content_type: string;
+}
+
+export function makeFilesPlugin(pool: pg.Pool, store: ObjectStore) {
+  return extendSchema(
+    () => ({
+      typeDefs: gql`
+        """
+        A URL that downloads a file without any other credential, until it expires.
+        """
+        type FileDownload {
+          url: String!
+          expiresAt: Datetime!
+        }
+        extend type Query {
+          """
+          A short-lived URL (FILE_URL_TTL_SECONDS, default 5 minutes) that downloads the original of an uploaded file
+          as an attachment. Anyone in the organization; NOT_FOUND for another organization's file or one in the trash.
+          """
+          fileDownloadUrl(fileId: UUID!): FileDownload
+        }
+      `,
+      objects: {
+        Query: {
+          plans: {
+            fileDownloadUrl: (_$root, fieldArgs) =>
+              lambda([fieldArgs.getRaw("fileId"), context()], async ([fileId, ctx]) => {
+                if (!ctx.quireAuth || !ctx.pgSettings) throw new QuireError("LOGIN", "Sign in first.");
+                const settings = ctx.pgSettings as Record<string, string>;
+                const [file] = await asCaller(
+                  pool,
+                  settings,
+                  async (client) =>
+                    (await client.query<FileRow>("select storage_key, name, content_type from app_hidden.file_download($1)", [String(fileId)])).rows,
+                );
+                if (!file) throw new QuireError("NTFND", "No such file.");
+                try {
+                  const signed = await store.signedUrl(file.storage_key, { filename: file.name, contentType: file.content_type });
+                  return { url: signed.url, expiresAt: signed.expiresAt.toISOString() };
+                } catch (error) {
+                  if (error instanceof StorageError) throw new QuireError("NTFND", "No such file.");
+                  throw error;
+                }
+              }),
+          },
+        },
+      },
+    }),
+    "QuireFilesPlugin",
+  );
+}
