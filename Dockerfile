@@ -20,6 +20,8 @@ COPY db ./db
 COPY migrations ./migrations
 COPY server ./server
 COPY worker ./worker
+# The local object store's directory (STORAGE_DIR in docker-compose.yml): a new volume takes its owner from here.
+RUN mkdir -p /var/lib/quire/objects && chown node:node /var/lib/quire/objects
 USER node
 EXPOSE 5678
 CMD ["node", "bin/server.ts"]

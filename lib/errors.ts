@@ -64,6 +64,8 @@ export const jobErrorCodes = [
   "INTEGRATION_NEEDS_REAUTH", // the provider refused the refresh token; also written by app_public.integration_needs_reauth
   "INTEGRATION_DISCONNECTED", // the integration is gone or disconnected; also written when it is disconnected
   "NOT_CONFIGURED", // this worker has no client or no SEALING_KEYS for the integration's provider
+  // Object storage failed (lib/storage/): an export is retried.
+  "STORAGE_UNAVAILABLE",
   // What the job works on is gone or unusable.
   "DOCUMENT_DELETED", // also written when the document is deleted
   "SUMMARY_DELETED",

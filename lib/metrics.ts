@@ -34,6 +34,8 @@ export interface Metrics {
   recordGraphqlError(name: string | null, type: string, code: string): void;
   /** One sign-in: `success`, `invalid_credentials`, `rate_limited`, or another error code in lower case. */
   recordSignIn(outcome: string): void;
+  /** One run of the retention task (`succeeded` or `failed`), and what it removed of each kind. */
+  recordRetention(outcome: "succeeded" | "failed", removed: Readonly<Record<string, number>>): void;
   /** Reports the pool's connections on each scrape, labelled `pool="<name>"` (a later pool of that name replaces it). */
   observePool(name: string, pool: pg.Pool): void;
   /** Reports `count()` as the number of open GraphQL subscriptions on each scrape. */
@@ -164,6 +166,19 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
     registers,
   });
 
+  const retentionRuns = new Counter({
+    name: "quire_retention_runs_total",
+    help: "Runs of the retention task (apply_retention), by outcome.",
+    labelNames: ["outcome"] as const,
+    registers,
+  });
+  const retentionRemoved = new Counter({
+    name: "quire_retention_removed_total",
+    help: "Rows the retention task removed, by kind (jobs, usage_records, sync_runs, audit_events, sessions, …).",
+    labelNames: ["kind"] as const,
+    registers,
+  });
+
   const pools = new Map<string, pg.Pool>();
   const poolGauge = (name: string, help: string, read: (pool: pg.Pool) => number) =>
     new Gauge({
@@ -280,6 +295,10 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
     },
     recordSignIn(outcome) {
       signIns.inc({ outcome });
+    },
+    recordRetention(outcome, removed) {
+      retentionRuns.inc({ outcome });
+      for (const [kind, count] of Object.entries(removed)) retentionRemoved.inc({ kind }, count);
     },
     observePool(name, pool) {
       pools.set(name, pool);

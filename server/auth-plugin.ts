@@ -129,6 +129,15 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           currentPassword: String!
           newPassword: String!
         }
+        input DeleteMyAccountInput {
+          """
+          Your current password: a session alone does not delete an account.
+          """
+          password: String!
+        }
+        type DeleteMyAccountPayload {
+          success: Boolean!
+        }
         type ChangePasswordPayload {
           """
           How many of your other sessions ended (this one stays).
@@ -178,6 +187,12 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
           Changes your password and ends your other sessions.
           """
           changePassword(input: ChangePasswordInput!): ChangePasswordPayload
+          """
+          Deletes your account, with your password: your memberships, sessions, password, second factor and single
+          sign-on links go; what you wrote stays with each organization, attributed to a deleted user. CONFLICT
+          while you are the last owner of an organization (make someone else an owner, or delete it, first).
+          """
+          deleteMyAccount(input: DeleteMyAccountInput!): DeleteMyAccountPayload
           """
           Emails a one-hour reset link if the address has an account.
           """
@@ -279,6 +294,13 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
                 const { currentPassword, newPassword } = input as { currentPassword: string; newPassword: string };
                 const ended = await onBehalfOf(originOf(ctx), () => sessions.changePassword(signedInClaims(ctx).sessionId, currentPassword, newPassword));
                 return { otherSessionsEnded: ended };
+              }),
+            deleteMyAccount: (_$root, args) =>
+              sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
+                const { sessionId, userId } = signedInClaims(ctx);
+                const password = String((input as { password: string }).password);
+                await onBehalfOf(originOf(ctx), () => sessions.deleteAccount(sessionId, userId, password));
+                return { success: true };
               }),
             requestPasswordReset: (_$root, args) =>
               sideEffect(args.getRaw("input"), async (input) => {

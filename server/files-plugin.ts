@@ -1,4 +1,5 @@
-// fileDownloadUrl: a short-lived URL that downloads the original of an uploaded file. The file is read as the
+// fileDownloadUrl: a short-lived URL that downloads the original of an uploaded file; organizationExportUrl, the same
+// for an owner's export of the organization. The file is read as the
 // caller (app_hidden.file_download: any role of the organization; another organization's id, a trashed file's or
 // an unknown one answer NOT_FOUND alike), then the store signs a URL: an S3 presigned GET, or the local backend's
 // signed /api/v1/files/download route. Either stops working after FILE_URL_TTL_SECONDS.
@@ -16,6 +17,20 @@ interface FileRow {
 }
 
 export function makeFilesPlugin(pool: pg.Pool, store: ObjectStore) {
+  /** Reads the object as the caller with `sql` (NOT_FOUND when it is not theirs to download) and signs its URL. */
+  const signed = async (ctx: Grafast.Context, sql: string, id: string) => {
+    if (!ctx.quireAuth || !ctx.pgSettings) throw new QuireError("LOGIN", "Sign in first.");
+    const settings = ctx.pgSettings as Record<string, string>;
+    const [object] = await asCaller(pool, settings, async (client) => (await client.query<FileRow>(sql, [id])).rows);
+    if (!object) throw new QuireError("NTFND", "No such file.");
+    try {
+      const url = await store.signedUrl(object.storage_key, { filename: object.name, contentType: object.content_type });
+      return { url: url.url, expiresAt: url.expiresAt.toISOString() };
+    } catch (error) {
+      if (error instanceof StorageError) throw new QuireError("NTFND", "No such file.");
+      throw error;
+    }
+  };
   return extendSchema(
     () => ({
       typeDefs: gql`
@@ -32,30 +47,24 @@ export function makeFilesPlugin(pool: pg.Pool, store: ObjectStore) {
           as an attachment. Anyone in the organization; NOT_FOUND for another organization's file or one in the trash.
           """
           fileDownloadUrl(fileId: UUID!): FileDownload
+          """
+          A short-lived URL (FILE_URL_TTL_SECONDS) that downloads an export of the organization (exportOrganization)
+          as a tar archive. Owners only; NOT_FOUND once the export has expired.
+          """
+          organizationExportUrl(exportId: UUID!): FileDownload
         }
       `,
       objects: {
         Query: {
           plans: {
             fileDownloadUrl: (_$root, fieldArgs) =>
-              lambda([fieldArgs.getRaw("fileId"), context()], async ([fileId, ctx]) => {
-                if (!ctx.quireAuth || !ctx.pgSettings) throw new QuireError("LOGIN", "Sign in first.");
-                const settings = ctx.pgSettings as Record<string, string>;
-                const [file] = await asCaller(
-                  pool,
-                  settings,
-                  async (client) =>
-                    (await client.query<FileRow>("select storage_key, name, content_type from app_hidden.file_download($1)", [String(fileId)])).rows,
-                );
-                if (!file) throw new QuireError("NTFND", "No such file.");
-                try {
-                  const signed = await store.signedUrl(file.storage_key, { filename: file.name, contentType: file.content_type });
-                  return { url: signed.url, expiresAt: signed.expiresAt.toISOString() };
-                } catch (error) {
-                  if (error instanceof StorageError) throw new QuireError("NTFND", "No such file.");
-                  throw error;
-                }
-              }),
+              lambda([fieldArgs.getRaw("fileId"), context()], ([fileId, ctx]) =>
+                signed(ctx, "select storage_key, name, content_type from app_hidden.file_download($1)", String(fileId)),
+              ),
+            organizationExportUrl: (_$root, fieldArgs) =>
+              lambda([fieldArgs.getRaw("exportId"), context()], ([exportId, ctx]) =>
+                signed(ctx, "select storage_key, name, 'application/x-tar' as content_type from app_hidden.export_download($1)", String(exportId)),
+              ),
           },
         },
       },

@@ -55,6 +55,8 @@ export interface Sessions {
   resendVerificationEmail(sessionId: string): Promise<boolean>;
   /** Verifies the current password, sets the new one, ends the person's other sessions; returns how many ended. */
   changePassword(sessionId: string, currentPassword: string, newPassword: string): Promise<number>;
+  /** Deletes the session's person's account after checking their password (app_private.delete_account). */
+  deleteAccount(sessionId: string, userId: string, password: string): Promise<void>;
   /** Queues a reset email when the address has an account; says nothing either way. */
   requestPasswordReset(email: string): Promise<void>;
   /** Spends a reset token and sets the new password; every session of the person ends. */
@@ -301,6 +303,11 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
       const newHash = await hasher.hash(newPassword);
       const ended = await recorded<{ ended: number }>("select app_private.change_password($1, $2) as ended", [sessionId, newHash]);
       return ended.rows[0]!.ended;
+    },
+
+    async deleteAccount(sessionId, userId, password) {
+      await verifySessionPassword(pool, hasher, sessionId, password, invalidCredentials);
+      await recorded("select app_private.delete_account($1)", [userId]);
     },
 
     async requestPasswordReset(email) {

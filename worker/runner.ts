@@ -62,6 +62,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     keys: config.integrations.sealingKeys,
     auditCheckpoints: config.auditCheckpoints,
     store,
+    metrics,
   });
   metrics.observeJobQueue(pool, Object.keys(taskList), logger);
   const runner = await run({

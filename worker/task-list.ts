@@ -9,12 +9,16 @@ import type { LlmProvider } from "../lib/llm/provider.ts";
 import type { RescheduleOptions } from "../lib/llm/retry.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
 import type { Mailer } from "../lib/mailer.ts";
+import type { Metrics } from "../lib/metrics.ts";
 import { withLogContext } from "../lib/log-context.ts";
 import { withSpan } from "../lib/tracing.ts";
 import { isJobTicket } from "./job-context.ts";
 import type { ObjectStore } from "../lib/storage/object-store.ts";
 import { makeCheckpointAudit } from "./tasks/checkpoint_audit.ts";
+import { makeApplyRetention } from "./tasks/apply_retention.ts";
 import { makeDeleteStoredObjects } from "./tasks/delete_stored_objects.ts";
+import { makeEraseOrganizations } from "./tasks/erase_organizations.ts";
+import { makeExportOrganization } from "./tasks/export_organization.ts";
 import { makePurgeTrash } from "./tasks/purge_trash.ts";
 import { makeSweepUploads } from "./tasks/sweep_uploads.ts";
 import { makeImportIntegration } from "./tasks/import_integration.ts";
@@ -42,8 +46,10 @@ export interface TaskDependencies {
   readonly keys: SealingKeys | null;
   /** config.auditCheckpoints: the key that signs audit checkpoints and where they go; unset: none are made. */
   readonly auditCheckpoints?: AuditCheckpointSettings;
-  /** Where file originals are stored (delete_stored_objects removes them). */
+  /** Where file originals and exports are stored. */
   readonly store: ObjectStore;
+  /** Where the retention task counts its runs (none in tests that do not look). */
+  readonly metrics?: Metrics;
 }
 
 /**
@@ -83,6 +89,9 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
     delete_stored_objects: makeDeleteStoredObjects(deps.store) as TaskList[string],
     purge_trash: makePurgeTrash() as TaskList[string],
     sweep_uploads: makeSweepUploads() as TaskList[string],
+    export_organization: makeExportOrganization(deps),
+    erase_organizations: makeEraseOrganizations(deps.connectors, deps.keys) as TaskList[string],
+    apply_retention: makeApplyRetention(deps.metrics) as TaskList[string],
   };
   return Object.fromEntries(Object.entries(tasks).map(([identifier, task]) => [identifier, traced(identifier, task as Task)]));
 }
@@ -93,4 +102,6 @@ export const schedules: ParsedCronItem[] = parseCronItems([
   { task: "checkpoint_audit", match: "* * * * *", identifier: "checkpoint_audit", options: { jobKey: "checkpoint_audit", maxAttempts: 1 } },
   { task: "purge_trash", match: "23 * * * *", identifier: "purge_trash", options: { jobKey: "purge_trash", maxAttempts: 3 } },
   { task: "sweep_uploads", match: "41 * * * *", identifier: "sweep_uploads", options: { jobKey: "sweep_uploads", maxAttempts: 3 } },
+  { task: "erase_organizations", match: "7 * * * *", identifier: "erase_organizations", options: { jobKey: "erase_organizations", maxAttempts: 3 } },
+  { task: "apply_retention", match: "13 3 * * *", identifier: "apply_retention", options: { jobKey: "apply_retention", maxAttempts: 3 } },
 ]);

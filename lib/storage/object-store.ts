@@ -13,6 +13,8 @@ export interface PutOptions {
   readonly contentType: string;
   /** SHA-256 of the body, hex: the backend checks what it stored against it where it can. */
   readonly sha256: string;
+  /** The body's length, required for a stream body of the S3 backend (a Buffer knows its own). */
+  readonly bytes?: number;
 }
 
 export interface DownloadOptions {

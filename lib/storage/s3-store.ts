@@ -36,6 +36,7 @@ export function createS3Store(config: S3StorageConfig): ObjectStore {
             Key: key,
             Body: body,
             ContentType: options.contentType,
+            ...(options.bytes === undefined ? {} : { ContentLength: options.bytes }),
             ChecksumSHA256: Buffer.from(options.sha256, "hex").toString("base64"),
           }),
         );

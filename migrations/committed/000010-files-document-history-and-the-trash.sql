@@ -1,5 +1,5 @@
 --! Previous: sha1:c1678b7be252a4a260baf33b008093b3a99bba17
---! Hash: sha1:6883fe53633c48cea64308c7a58ba2b6c8809ab7
+--! Hash: sha1:2ba39890ce95266c560f37af296541c7e11bd405
 --! Message: files, document history and the trash
 
 -- Files, document history and the trash
@@ -142,11 +142,13 @@ create trigger _500_count after insert or delete on app_public.files
 -- Objects whose rows are gone, waiting for the worker to delete them from storage. No reference to the
 -- organization: the queue outlives an erased organization, whose objects still have to go.
 create table if not exists app_private.storage_deletions (
-  id bigint generated always as identity primary key,
+  id bigint generated always as identity,
   org_id uuid not null,
   storage_key text not null,
-  queued_at timestamptz not null default now()
+  queued_at timestamptz not null default now(),
+  primary key (org_id, id)
 );
+create index if not exists storage_deletions_id_idx on app_private.storage_deletions (id);
 comment on table app_private.storage_deletions is 'Objects to delete from storage after commit (delete_stored_objects task).';
 
 alter table app_private.storage_deletions enable row level security;
@@ -220,13 +222,13 @@ comment on function app_private.storage_deletions_done(bigint[]) is 'Forgets obj
 -- ==================================================================================================================
 
 create table if not exists app_private.pending_uploads (
-  storage_key text primary key,
   org_id uuid not null references app_public.organizations on delete cascade,
+  storage_key text not null,
   bytes bigint not null check (bytes >= 0),
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  primary key (org_id, storage_key)
 );
 comment on table app_private.pending_uploads is 'Keys handed out for uploads under way, with the room they reserved.';
-create index if not exists pending_uploads_org_id_idx on app_private.pending_uploads (org_id);
 create index if not exists pending_uploads_created_at_idx on app_private.pending_uploads (created_at);
 
 alter table app_private.pending_uploads enable row level security;
@@ -498,7 +500,7 @@ create trigger _600_keep_revision after update of content on app_public.document
   for each row when (new.revision > old.revision) execute procedure app_private.tg_documents__keep_revision();
 
 drop trigger if exists _900_audit on app_public.document_revisions;
-create trigger _900_audit after insert or delete on app_public.document_revisions
+create trigger _900_audit after insert or update or delete on app_public.document_revisions
   for each row execute procedure app_private.tg__audit('content');
 
 -- ==================================================================================================================

@@ -12,12 +12,13 @@ interface Service {
   command?: string[];
   environment?: Record<string, string>;
   depends_on?: Record<string, { condition: string }>;
+  volumes?: string[];
 }
 const compose = parse(read("docker-compose.yml"), { merge: true }) as { services: Record<string, Service> };
 const quireServices = ["migrate", "server", "worker"] as const;
 
-test("compose runs PostgreSQL 16, a one-shot migration, the server and a worker (Prometheus and Grafana under a profile)", () => {
-  expect(Object.keys(compose.services).sort()).toEqual(["grafana", "migrate", "postgres", "prometheus", "server", "worker"]);
+test("compose runs PostgreSQL 16, a one-shot migration, the server, a worker and scheduled backups (Prometheus and Grafana under a profile)", () => {
+  expect(Object.keys(compose.services).sort()).toEqual(["backup", "grafana", "migrate", "postgres", "prometheus", "server", "worker"]);
   expect(compose.services.migrate!.command).toEqual(["node", "bin/migrate.ts"]);
   expect(compose.services.server!.command).toEqual(["node", "bin/server.ts"]);
   expect(compose.services.worker!.command).toEqual(["node", "bin/worker.ts"]);
@@ -31,6 +32,14 @@ test.each(quireServices)("the %s service runs an entry point that exists and pas
   for (const variable of Object.keys(service.environment ?? {})) expect(configVariables).toContain(variable);
   expect(service.environment).toMatchObject({ NODE_ENV: "production" });
   expect(Object.keys(service.environment!)).toEqual(expect.arrayContaining(["DATABASE_URL", "JWT_SECRET"]));
+});
+
+test("the server and the worker share the local object store's volume, which the image makes writable for its user", () => {
+  for (const name of ["server", "worker"]) {
+    expect(compose.services[name]!.volumes).toEqual(["quire-objects:/var/lib/quire/objects"]);
+    expect(compose.services[name]!.environment).toMatchObject({ STORAGE_DIR: "/var/lib/quire/objects" });
+  }
+  expect(read("Dockerfile")).toContain("chown node:node /var/lib/quire/objects");
 });
 
 test("the migration gets the owner and superuser URLs; the long-running services do not", () => {

@@ -66,7 +66,9 @@ beforeAll(async () => {
     if (field.args.length !== 1 || arg!.name !== "rowId" || !isNonNullType(arg!.type)) continue;
     const type = getNamedType(field.type);
     if (!isObjectType(type) || sharedTypes.includes(type.name)) continue;
-    const list = Object.entries(queryFields).find(([, f]) => getNamedType(f.type).name === `${type.name}Connection`)?.[0];
+    // The table's own list, not a function's over part of it (trashedDocuments lists only what is in the trash).
+    const lists = Object.entries(queryFields).filter(([, f]) => getNamedType(f.type).name === `${type.name}Connection`);
+    const list = (lists.find(([listName]) => !listName.startsWith("trashed")) ?? lists[0])?.[0];
     if (!list) throw new Error(`no connection field lists ${type.name}`);
     lookups.push({ type: type.name, field: name, list, ...mutationsFor(type) });
   }

@@ -1,5 +1,6 @@
 // POST /api/v1/documents/upload end to end: real HTTP, real PostgreSQL. Each accepted type lands as a row with its
 // extracted text; every refusal has its stable code and status, leaves no row, and says nothing internal.
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { connect } from "node:net";
 import { query } from "../support/database.ts";
@@ -17,6 +18,15 @@ beforeAll(async () => {
   b = await createTenant(fx.db, "Upload Bravo");
 });
 
+/** The media type the server records for each detected type. */
+const mediaTypes = {
+  text: "text/plain",
+  markdown: "text/markdown",
+  html: "text/html",
+  pdf: "application/pdf",
+  docx: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+} as const;
+
 interface FilePart {
   readonly data: Uint8Array | string;
   readonly filename?: string;
@@ -26,7 +36,11 @@ interface FilePart {
 
 interface Answer {
   readonly status: number;
-  readonly body: { document?: { id: string; title: string; format: string; bytes: number }; error?: { code: string; message: string } };
+  readonly body: {
+    document?: { id: string; title: string; format: string; bytes: number };
+    file?: { id: string; bytes: number; sha256: string; contentType: string };
+    error?: { code: string; message: string };
+  };
   readonly headers: Headers;
 }
 
@@ -115,8 +129,15 @@ describe("a member uploads each accepted type", () => {
     const before = await uploads();
     const answer = await upload(a.members.member.accessToken, file);
     expect(answer.status).toBe(201);
+    const original = typeof file.data === "string" ? Buffer.from(file.data) : Buffer.from(file.data);
     expect(answer.body).toEqual({
       document: { id: expect.any(String), title: expected.title, format: expected.format, bytes: Buffer.byteLength(expected.content) },
+      file: {
+        id: expect.any(String),
+        bytes: original.length,
+        sha256: createHash("sha256").update(original).digest("hex"),
+        contentType: mediaTypes[expected.detectedType],
+      },
     });
     expect(await uploads()).toBe(before + 1);
     const stored = await row(answer.body.document!.id);

@@ -101,6 +101,16 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, document!.id, members.member.userId, `${name} handbook`],
     "root",
   );
+  // A finished export with its archive's row (no object is stored for the fixture).
+  await query(
+    db.name,
+    `with j as (insert into app_public.jobs (org_id, kind, status, requested_by, attempts, finished_at)
+                values ($1::uuid, 'export', 'succeeded', $2::uuid, 1, now()) returning id)
+     insert into app_public.organization_exports (org_id, job_id, storage_key, bytes, sha256, created_by, expires_at)
+     select $1::uuid, j.id, 'orgs/' || $1::uuid || '/exports/' || j.id, 10240, encode(sha256('export'), 'hex'), $2::uuid, now() + interval '7 days' from j`,
+    [org!.id, members.owner.userId],
+    "root",
+  );
   // A finished summary job with its summary and usage (the document's insert already wrote live events).
   await query(
     db.name,

@@ -26,7 +26,7 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 const isMailReference = (payload: unknown): payload is MailReference =>
   typeof (payload as Partial<MailReference> | null)?.outboxId === "string" && uuidPattern.test((payload as MailReference).outboxId);
 
-type MailKind = "password_reset" | "invitation" | "verify_email" | "registration_attempt";
+type MailKind = "password_reset" | "invitation" | "verify_email" | "registration_attempt" | "export_ready" | "organization_deletion";
 
 /** The email of a kind, with its link. */
 function compose(kind: MailKind, to: string, link: string, validFor: string): Email {
@@ -51,6 +51,20 @@ function compose(kind: MailKind, to: string, link: string, validFor: string): Em
       text: `Someone tried to create a Quire account with this address, which already has one. Nothing was changed.\n\nIf it was you, sign in instead: ${link}\nIf you forgot your password, reset it from there.\n`,
     };
   }
+  if (kind === "export_ready") {
+    return {
+      to,
+      subject: "Your Quire export is ready",
+      text: `The export of your organization's data you asked for is ready. Sign in to download it within ${validFor}: ${link}\n\nThe archive holds your organization's documents, files and records; keep it safe.\n`,
+    };
+  }
+  if (kind === "organization_deletion") {
+    return {
+      to,
+      subject: "Your Quire organization is scheduled for deletion",
+      text: `An owner scheduled the deletion of an organization you own on Quire. All its data will be erased at the time shown in its settings.\n\nIf this is a mistake, an owner can cancel it until then: ${link}\n`,
+    };
+  }
   return { to, subject: "You are invited to Quire", text: `You are invited to join an organization on Quire.\n\nAccept within ${validFor}: ${link}\n` };
 }
 
@@ -67,7 +81,12 @@ const paths: Record<MailKind, string> = {
   invitation: "accept-invitation",
   verify_email: "verify-email",
   registration_attempt: "sign-in",
+  export_ready: "settings/exports",
+  organization_deletion: "settings/organization",
 };
+
+/** Kinds whose link carries no token: the page asks the person to sign in. */
+const tokenless: ReadonlySet<MailKind> = new Set(["registration_attempt", "export_ready", "organization_deletion"]);
 
 export function makeSendEmail(mailer: Mailer): Task<"send_email"> {
   return async (payload, helpers) => {
@@ -88,7 +107,7 @@ export function makeSendEmail(mailer: Mailer): Task<"send_email"> {
       return;
     }
     // A registration notice carries no token: its link is the sign-in page.
-    const link = mail.kind === "registration_attempt" ? `${mailer.appUrl}/${paths[mail.kind]}` : `${mailer.appUrl}/${paths[mail.kind]}?token=${token}`;
+    const link = tokenless.has(mail.kind) ? `${mailer.appUrl}/${paths[mail.kind]}` : `${mailer.appUrl}/${paths[mail.kind]}?token=${token}`;
     await mailer.send(compose(mail.kind, mail.recipient, link, validity(mail.valid_seconds)));
     await helpers.withPgClient((client) => client.query("select app_private.email_sent($1)", [payload.outboxId]));
     helpers.logger.info(`send_email: ${mail.kind} email sent (outbox ${payload.outboxId})`);

@@ -1,0 +1,717 @@
+--! Previous: sha1:2ba39890ce95266c560f37af296541c7e11bd405
+--! Hash: sha1:4f469f7495fe5174f476d63fbfc1a7ce92702fd3
+--! Message: an organization's data: export, erasure, account deletion and retention
+
+-- An organization's data: export, erasure, account deletion and retention
+--
+-- An owner can take the organization's data away (one archive of its rows and files, in object storage, behind a
+-- short-lived signed link), or have it erased after a grace period they can still cancel; a person can delete
+-- their own account; and what the product no longer needs (finished jobs, usage details, sync runs, expired
+-- sessions and tokens, old audit events) is removed on schedule, per tier with per-organization overrides.
+
+-- ==================================================================================================================
+-- Export
+-- ==================================================================================================================
+
+-- The new kind is only used inside function bodies here: an enum value added in a transaction cannot be used in
+-- that transaction itself.
+alter type app_public.job_kind add value if not exists 'export';
+
+create table if not exists app_public.organization_exports (
+  org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
+  id uuid not null default gen_random_uuid(),
+  job_id uuid not null,
+  storage_key text not null check (storage_key ~ '^orgs/[0-9a-f-]{36}/exports/[0-9a-f-]{36}$'),
+  bytes bigint not null check (bytes >= 0),
+  sha256 text not null check (sha256 ~ '^[0-9a-f]{64}$'),
+  row_counts jsonb not null default '{}'::jsonb check (jsonb_typeof(row_counts) = 'object'),
+  file_count int not null default 0 check (file_count >= 0),
+  created_by uuid references app_public.users on delete set null,
+  created_at timestamptz not null default now(),
+  expires_at timestamptz not null,
+  primary key (org_id, id),
+  unique (org_id, job_id),
+  unique (org_id, storage_key),
+  foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade,
+  check (split_part(storage_key, '/', 2) = org_id::text)
+);
+
+create index if not exists organization_exports_id_idx on app_public.organization_exports (id);
+create index if not exists organization_exports_org_id_created_by_idx on app_public.organization_exports (org_id, created_by);
+create index if not exists organization_exports_org_id_expires_at_idx on app_public.organization_exports (org_id, expires_at);
+
+comment on table app_public.organization_exports is
+  E'@primaryKey id\n@behavior -insert -update -delete\nAn archive of the organization''s data (exportOrganization): JSON lines of every row and the original files, kept until expiresAt. Owners only; download it with organizationExportUrl.';
+comment on constraint organization_exports_pkey on app_public.organization_exports is '@behavior -single -update -delete';
+comment on constraint organization_exports_org_id_job_id_key on app_public.organization_exports is '@behavior -*';
+comment on constraint organization_exports_org_id_storage_key_key on app_public.organization_exports is '@behavior -*';
+comment on column app_public.organization_exports.storage_key is E'@behavior -*\nWhere the archive is stored; never shown.';
+comment on column app_public.organization_exports.row_counts is 'Rows in the archive, per table.';
+comment on column app_public.organization_exports.file_count is 'Original files in the archive.';
+comment on column app_public.organization_exports.expires_at is 'When the archive is deleted (7 days after it was made).';
+comment on constraint organization_exports_org_id_fkey on app_public.organization_exports is E'@fieldName organization\n@foreignFieldName exports';
+comment on constraint organization_exports_org_id_job_id_fkey on app_public.organization_exports is E'@fieldName job\n@foreignFieldName export';
+comment on constraint organization_exports_created_by_fkey on app_public.organization_exports is E'@fieldName creator\n@foreignFieldName organizationExports';
+
+alter table app_public.organization_exports enable row level security;
+alter table app_public.organization_exports force row level security;
+
+drop policy if exists as_definer on app_public.organization_exports;
+create policy as_definer on app_public.organization_exports to :DATABASE_OWNER
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
+
+drop policy if exists select_as_owner on app_public.organization_exports;
+create policy select_as_owner on app_public.organization_exports for select to :DATABASE_AUTHENTICATED
+  using (org_id = app_public.current_org_id() and app_public.current_member_role() = 'owner');
+
+grant select (org_id, id, job_id, bytes, sha256, row_counts, file_count, created_by, created_at, expires_at)
+  on app_public.organization_exports to :DATABASE_AUTHENTICATED;
+
+drop trigger if exists _900_audit on app_public.organization_exports;
+create trigger _900_audit after insert or update or delete on app_public.organization_exports
+  for each row execute procedure app_private.tg__audit('storage_key');
+
+-- An export's archive goes when its row does (expiry, erasure), after commit, like a file's original.
+drop trigger if exists _900_queue_deletion on app_public.organization_exports;
+create trigger _900_queue_deletion after delete on app_public.organization_exports
+  referencing old table as deleted_files for each statement execute function app_private.tg_files__queue_deletion();
+
+create or replace function app_public.export_organization() returns app_public.jobs
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org_id uuid;
+  v_job app_public.jobs;
+begin
+  perform app_private.require_role('owner', 'Only owners export the organization''s data.', 'Sign in to export.');
+  v_org_id := app_public.current_org_id();
+  if exists (select 1 from app_public.jobs j where j.org_id = v_org_id and j.kind = 'export' and j.status in ('queued', 'running')) then
+    raise exception 'An export of this organization is already under way.' using errcode = 'TAKEN';
+  end if;
+  insert into app_public.jobs (org_id, kind, requested_by) values (v_org_id, 'export', app_public.current_user_id()) returning * into v_job;
+  perform app_private.enqueue_job(v_job, 'export_organization');
+  return v_job;
+end;
+$$;
+comment on function app_public.export_organization() is
+  E'@resultFieldName job\nQueues an export of the organization''s data (owners): one archive of JSON lines (every row of the organization, members without any secret) and the original files. Follow the job live; when it succeeds, its export (Job.export) is downloaded with organizationExportUrl, and the owner is emailed. One export at a time (CONFLICT).';
+grant execute on function app_public.export_organization() to :DATABASE_AUTHENTICATED;
+
+-- What goes in an archive: every table of the organization but the live-event outbox, each without the columns
+-- that are internal (search vectors, storage keys) or a digest of a secret.
+create or replace function app_hidden.export_tables() returns table (table_name text, omitted text[])
+  language sql stable
+  set search_path = pg_catalog, pg_temp
+  as $$
+    select c.relname::text,
+           array_remove(array[
+             case when c.relname = 'documents' then 'search' end,
+             case when c.relname in ('files', 'organization_exports') then 'storage_key' end,
+             case when c.relname = 'api_keys' then 'secret_hash' end,
+             case when c.relname = 'audit_events' then 'append_order' end], null)
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = 'app_public' and c.relkind = 'r' and c.relname <> 'live_events'
+       and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)
+     order by c.relname
+  $$;
+comment on function app_hidden.export_tables() is 'The tables an organization export holds, and the columns it leaves out of each.';
+grant execute on function app_hidden.export_tables() to :DATABASE_AUTHENTICATED;
+
+-- One page of a table's rows for the export job running in this transaction (security definer: an export holds
+-- rows no role reads whole, such as trashed documents; the organization and the job's kind are checked here).
+create or replace function app_hidden.export_page(table_name text, after_id uuid, max_count int) returns setof jsonb
+  language plpgsql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org_id uuid := app_public.current_org_id();
+  v_omitted text[];
+begin
+  if v_org_id is null or app_public.current_job_kind() is distinct from 'export' then
+    raise exception 'Only an export job reads export pages.' using errcode = 'DNIED';
+  end if;
+  if export_page.table_name = 'organizations' then
+    return query select to_jsonb(o) from app_public.organizations o where o.id = v_org_id and export_page.after_id is null;
+    return;
+  elsif export_page.table_name = 'users' then
+    return query
+      select to_jsonb(u) from app_public.users u
+       where u.id in (select m.user_id from app_public.memberships m where m.org_id = v_org_id)
+         and (export_page.after_id is null or u.id > export_page.after_id)
+       order by u.id limit least(greatest(export_page.max_count, 1), 10000);
+    return;
+  end if;
+  select t.omitted into v_omitted from app_hidden.export_tables() t where t.table_name = export_page.table_name;
+  if not found then
+    raise exception 'Not an exported table.' using errcode = 'BADIN';
+  end if;
+  return query execute format(
+    'select to_jsonb(t) - $3 from app_public.%I t where t.org_id = $1 and ($2::uuid is null or t.id > $2) order by t.id limit $4',
+    export_page.table_name)
+    using v_org_id, export_page.after_id, v_omitted, least(greatest(export_page.max_count, 1), 10000);
+end;
+$$;
+comment on function app_hidden.export_page(text, uuid, int) is
+  'Up to `max_count` rows (as JSON) of one exported table of the export job''s organization, after `after_id` in id order: organizations, users (its members) or any table of app_hidden.export_tables().';
+grant execute on function app_hidden.export_page(text, uuid, int) to :DATABASE_AUTHENTICATED;
+
+-- The originals an export copies: key, name and id of each file of the organization (trashed ones too).
+create or replace function app_hidden.export_files(after_id uuid, max_count int)
+  returns table (id uuid, storage_key text, name text, bytes bigint)
+  language plpgsql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  if app_public.current_org_id() is null or app_public.current_job_kind() is distinct from 'export' then
+    raise exception 'Only an export job reads export pages.' using errcode = 'DNIED';
+  end if;
+  return query
+    select f.id, f.storage_key, f.name, f.bytes from app_public.files f
+     where f.org_id = app_public.current_org_id() and (export_files.after_id is null or f.id > export_files.after_id)
+     order by f.id limit least(greatest(export_files.max_count, 1), 10000);
+end;
+$$;
+comment on function app_hidden.export_files(uuid, int) is 'Up to `max_count` files of the export job''s organization after `after_id`, with their storage keys.';
+grant execute on function app_hidden.export_files(uuid, int) to :DATABASE_AUTHENTICATED;
+
+-- The export job's last step: the archive's row (kept 7 days), the job's success and the owner's email, together.
+create or replace function app_hidden.finish_export(storage_key text, bytes bigint, sha256 text, row_counts jsonb, file_count int) returns uuid
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_job app_public.jobs;
+  v_id uuid;
+begin
+  select * into v_job from app_public.jobs j where j.id = app_public.current_job_id() and j.kind = 'export' and j.status = 'running' for update;
+  if not found or finish_export.storage_key <> 'orgs/' || v_job.org_id || '/exports/' || v_job.id then
+    raise exception 'No running export job.' using errcode = 'NTFND';
+  end if;
+  insert into app_public.organization_exports (org_id, job_id, storage_key, bytes, sha256, row_counts, file_count, created_by, expires_at)
+    values (v_job.org_id, v_job.id, finish_export.storage_key, finish_export.bytes, finish_export.sha256, finish_export.row_counts,
+            finish_export.file_count, v_job.requested_by, now() + interval '7 days')
+    on conflict on constraint organization_exports_org_id_job_id_key do update
+      set bytes = excluded.bytes, sha256 = excluded.sha256, row_counts = excluded.row_counts, file_count = excluded.file_count
+    returning id into v_id;
+  update app_public.jobs j set status = 'succeeded', finished_at = now(), error_code = null, error_message = null where j.id = v_job.id;
+  if v_job.requested_by is not null then
+    perform app_private.queue_mail('export_ready', v_job.requested_by, null);
+  end if;
+  return v_id;
+end;
+$$;
+comment on function app_hidden.finish_export(text, bigint, text, jsonb, int) is
+  'Records the running export job''s archive (its key must be orgs/<org>/exports/<job id>), marks the job succeeded and emails the owner who asked.';
+grant execute on function app_hidden.finish_export(text, bigint, text, jsonb, int) to :DATABASE_AUTHENTICATED;
+
+-- What organizationExportUrl signs: an owner's unexpired archive.
+create or replace function app_hidden.export_download(export_id uuid) returns table (storage_key text, name text)
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  perform app_private.require_role('owner', 'Only owners download the organization''s exports.', 'Sign in to download exports.');
+  return query
+    select e.storage_key, 'quire-export-' || o.slug || '-' || to_char(e.created_at at time zone 'UTC', 'YYYYMMDD"T"HH24MISS"Z"') || '.tar'
+      from app_public.organization_exports e join app_public.organizations o on o.id = e.org_id
+     where e.org_id = app_public.current_org_id() and e.id = export_download.export_id and e.expires_at > now();
+  if not found then
+    raise exception 'No such export.' using errcode = 'NTFND';
+  end if;
+end;
+$$;
+comment on function app_hidden.export_download(uuid) is 'The storage key and file name of an unexpired export of the caller''s organization (owners); NTFND otherwise.';
+grant execute on function app_hidden.export_download(uuid) to :DATABASE_AUTHENTICATED;
+
+-- The export's email: its kind names what to send, to the owner who asked; the link is the app's exports page, where
+-- the owner signs in to download (a signed link in an inbox could be forwarded to anyone).
+alter table app_private.mail_outbox drop constraint if exists mail_outbox_kind_check;
+alter table app_private.mail_outbox add constraint mail_outbox_kind_check
+  check (kind in ('password_reset', 'invitation', 'verify_email', 'registration_attempt', 'export_ready', 'organization_deletion')) not valid;
+alter table app_private.mail_outbox validate constraint mail_outbox_kind_check;
+
+create or replace function app_private.prepare_email(outbox_id uuid, token_hash bytea)
+  returns table (kind text, recipient text, valid_for interval)
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_mail app_private.mail_outbox;
+  v_email text;
+  v_org_id uuid;
+  v_expires_at timestamptz;
+begin
+  select * into v_mail from app_private.mail_outbox o where o.id = prepare_email.outbox_id for update;
+  if not found then
+    return;
+  end if;
+  if v_mail.kind = 'password_reset' then
+    select u.email into v_email from app_public.users u where u.id = v_mail.user_id and u.is_active;
+    delete from app_private.password_reset_tokens t where t.outbox_id = v_mail.id;
+    if v_email is not null then
+      insert into app_private.password_reset_tokens (token_hash, user_id, expires_at, outbox_id)
+        values (prepare_email.token_hash, v_mail.user_id, now() + interval '1 hour', v_mail.id);
+      return query select v_mail.kind, v_email, interval '1 hour';
+      return;
+    end if;
+  elsif v_mail.kind = 'verify_email' then
+    select u.email into v_email from app_public.users u where u.id = v_mail.user_id and u.is_active and u.email_verified_at is null;
+    if v_email is not null then
+      insert into app_private.email_verification_tokens as t (user_id, token_hash, expires_at)
+        values (v_mail.user_id, prepare_email.token_hash, app_private.clock_now() + interval '24 hours')
+        on conflict on constraint email_verification_tokens_pkey do update set token_hash = excluded.token_hash, expires_at = excluded.expires_at;
+      return query select v_mail.kind, v_email, interval '24 hours';
+      return;
+    end if;
+  elsif v_mail.kind in ('registration_attempt', 'export_ready', 'organization_deletion') then
+    select u.email into v_email from app_public.users u where u.id = v_mail.user_id and u.is_active;
+    if v_email is not null then
+      return query select v_mail.kind, v_email, case v_mail.kind when 'export_ready' then interval '7 days' else interval '0' end;
+      return;
+    end if;
+  else
+    select i.email, i.org_id, i.expires_at into v_email, v_org_id, v_expires_at
+      from app_public.invitations i join app_public.organizations o on o.id = i.org_id and o.is_active
+     where i.id = v_mail.invitation_id and i.accepted_at is null and i.expires_at > now()
+       for update of i;
+    if v_email is not null then
+      insert into app_private.invitation_tokens as t (org_id, invitation_id, token_hash)
+        values (v_org_id, v_mail.invitation_id, prepare_email.token_hash)
+        on conflict on constraint invitation_tokens_pkey do update set token_hash = excluded.token_hash;
+      return query select v_mail.kind, v_email, v_expires_at - now();
+      return;
+    end if;
+  end if;
+  delete from app_private.mail_outbox o where o.id = v_mail.id;
+end;
+$$;
+
+-- ==================================================================================================================
+-- Erasure
+--
+-- deleteOrganization schedules the erasure after a grace period (ORGANIZATION_DELETION_GRACE, 14 days unless an
+-- operator sets another); until then an owner can cancel it. The worker's erase_organizations task then revokes
+-- the integrations at their providers and deletes the organization, which takes every row of it along (its files'
+-- and exports' objects are queued for deletion by their rows' triggers). The audit log is not a tenant table's
+-- cascade: its events and chain outlive the organization, the deletion is recorded in it, and the chain verifies.
+-- ==================================================================================================================
+
+alter table app_public.organizations add column if not exists deletion_scheduled_for timestamptz;
+alter table app_public.organizations add column if not exists deletion_requested_by uuid references app_public.users on delete set null;
+comment on column app_public.organizations.deletion_scheduled_for is 'When the organization and all its data will be erased (deleteOrganization); NULL when no erasure is scheduled.';
+comment on column app_public.organizations.deletion_requested_by is 'Who scheduled the erasure.';
+comment on constraint organizations_deletion_requested_by_fkey on app_public.organizations is E'@fieldName deletionRequester\n@foreignFieldName organizationDeletionsRequested';
+create index if not exists organizations_deletion_scheduled_for_idx on app_public.organizations (deletion_scheduled_for) where deletion_scheduled_for is not null;
+create index if not exists organizations_deletion_requested_by_idx on app_public.organizations (deletion_requested_by);
+
+-- Deployment-wide settings of the data life cycle that operators change with app_admin.set_lifecycle_setting.
+create table if not exists app_private.lifecycle_settings (
+  name text primary key check (name in ('organization_deletion_grace')),
+  value interval not null check (value >= interval '0')
+);
+comment on table app_private.lifecycle_settings is 'Deployment-wide data life-cycle settings (organization_deletion_grace).';
+alter table app_private.lifecycle_settings enable row level security;
+alter table app_private.lifecycle_settings force row level security;
+drop policy if exists as_definer on app_private.lifecycle_settings;
+create policy as_definer on app_private.lifecycle_settings to :DATABASE_OWNER
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
+
+create or replace function app_private.deletion_grace() returns interval
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$ select coalesce((select s.value from app_private.lifecycle_settings s where s.name = 'organization_deletion_grace'), interval '14 days') $$;
+comment on function app_private.deletion_grace() is 'How long after deleteOrganization the erasure happens (default 14 days).';
+
+create or replace function app_admin.set_organization_deletion_grace(grace interval) returns void
+  language sql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    insert into app_private.lifecycle_settings (name, value) values ('organization_deletion_grace', set_organization_deletion_grace.grace)
+    on conflict (name) do update set value = excluded.value
+  $$;
+comment on function app_admin.set_organization_deletion_grace(interval) is
+  E'Sets how long deleteOrganization waits before erasing (default 14 days; already scheduled erasures keep their date).\nExample: select app_admin.set_organization_deletion_grace(''30 days'');';
+
+-- The erase job: one for all organizations due, coalesced by its key, due when the first of them is.
+create or replace function app_private.schedule_erasure(due timestamptz) returns void
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  perform graphile_worker.add_job('erase_organizations', '{}'::json, run_at => schedule_erasure.due,
+                                  job_key => 'erase_organizations:' || to_char(schedule_erasure.due at time zone 'UTC', 'YYYYMMDDHH24MISS'),
+                                  max_attempts => 10);
+end;
+$$;
+comment on function app_private.schedule_erasure(timestamptz) is 'Queues the erase_organizations task to run at `due` (the hourly schedule also runs it).';
+
+create or replace function app_public.delete_organization(confirm_slug text) returns app_public.organizations
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org app_public.organizations;
+begin
+  perform app_private.require_role('owner', 'Only owners delete the organization.', 'Sign in to delete the organization.');
+  select * into v_org from app_public.organizations o where o.id = app_public.current_org_id() for update;
+  if v_org.slug is distinct from delete_organization.confirm_slug then
+    raise exception 'Confirm with the organization''s slug (%).', v_org.slug using errcode = 'BADIN';
+  end if;
+  if v_org.deletion_scheduled_for is not null then
+    raise exception 'The organization''s erasure is already scheduled.' using errcode = 'TAKEN';
+  end if;
+  update app_public.organizations o
+     set deletion_scheduled_for = now() + app_private.deletion_grace(), deletion_requested_by = app_public.current_user_id()
+   where o.id = v_org.id
+  returning * into v_org;
+  perform app_private.schedule_erasure(v_org.deletion_scheduled_for);
+  perform app_private.append_audit_event(v_org.id, 'organization_deletion_scheduled', 'organizations', v_org.id, '{deletion_scheduled_for}', null, null,
+    jsonb_build_object('deletion_scheduled_for', v_org.deletion_scheduled_for),
+    (app_private.audit_actor()).user_id, (app_private.audit_actor()).session_id, null, (app_private.audit_actor()).request_id, (app_private.audit_actor()).client_ip);
+  perform app_private.queue_mail('organization_deletion', m.user_id, null)
+     from app_public.memberships m join app_public.users u on u.id = m.user_id and not u.is_service
+    where m.org_id = v_org.id and m.role = 'owner';
+  return v_org;
+end;
+$$;
+comment on function app_public.delete_organization(text) is
+  E'@resultFieldName organization\nSchedules the erasure of the organization and all its data (owners, confirming with its slug) after the grace period (deletionScheduledFor); cancelOrganizationDeletion stops it until then. Every owner is emailed. The erasure deletes every row and file, revokes the integrations and ends every session; the audit log keeps the record.';
+grant execute on function app_public.delete_organization(text) to :DATABASE_AUTHENTICATED;
+
+create or replace function app_public.cancel_organization_deletion() returns app_public.organizations
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org app_public.organizations;
+begin
+  perform app_private.require_role('owner', 'Only owners cancel the organization''s deletion.', 'Sign in first.');
+  update app_public.organizations o set deletion_scheduled_for = null, deletion_requested_by = null
+   where o.id = app_public.current_org_id() and o.deletion_scheduled_for is not null and o.deletion_scheduled_for > now()
+  returning * into v_org;
+  if not found then
+    raise exception 'No erasure of the organization is scheduled.' using errcode = 'NTFND';
+  end if;
+  perform app_private.append_audit_event(v_org.id, 'organization_deletion_cancelled', 'organizations', v_org.id, '{deletion_scheduled_for}', null, null,
+    '{}'::jsonb, (app_private.audit_actor()).user_id, (app_private.audit_actor()).session_id, null, (app_private.audit_actor()).request_id,
+    (app_private.audit_actor()).client_ip);
+  return v_org;
+end;
+$$;
+comment on function app_public.cancel_organization_deletion() is
+  E'@resultFieldName organization\nCancels the scheduled erasure of the organization (owners), before it happens.';
+grant execute on function app_public.cancel_organization_deletion() to :DATABASE_AUTHENTICATED;
+
+-- The organizations whose erasure is due, for the worker (which revokes their integrations first).
+create or replace function app_private.organizations_due_for_erasure(max_count int) returns setof uuid
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select o.id from app_public.organizations o
+     where o.deletion_scheduled_for is not null and o.deletion_scheduled_for <= now()
+     order by o.deletion_scheduled_for limit least(greatest(max_count, 1), 100)
+  $$;
+comment on function app_private.organizations_due_for_erasure(int) is 'Organizations whose scheduled erasure is due (at most 100).';
+
+-- The integrations of an organization being erased, for revocation at the provider (sealed tokens; the worker opens them).
+create or replace function app_private.integrations_to_revoke(org_id uuid)
+  returns table (id uuid, provider app_public.integration_provider, key_id text, access_nonce bytea, access_ciphertext bytea)
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select i.id, i.provider, s.key_id, s.access_nonce, s.access_ciphertext
+      from app_public.integrations i join app_private.integration_secrets s on s.integration_id = i.id
+     where i.org_id = integrations_to_revoke.org_id
+  $$;
+comment on function app_private.integrations_to_revoke(uuid) is 'The sealed access tokens of an organization''s integrations, to revoke them before it is erased.';
+
+-- Erases one organization now: records the erasure in its audit chain (which outlives it), then deletes it, every
+-- row of it cascading (files' and exports' objects are queued by their triggers, sessions and secrets go with it).
+create or replace function app_private.erase_organization(org_id uuid, reason text) returns boolean
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org app_public.organizations;
+  v_files int;
+  v_documents int;
+begin
+  select * into v_org from app_public.organizations o where o.id = erase_organization.org_id for update;
+  if not found then
+    return false;
+  end if;
+  select count(*) into v_files from app_public.files f where f.org_id = v_org.id;
+  select count(*) into v_documents from app_public.documents d where d.org_id = v_org.id;
+  perform app_private.append_audit_event(v_org.id, 'organization_erased', 'organizations', v_org.id, '{}', null, null,
+    jsonb_build_object('slug', v_org.slug, 'reason', erase_organization.reason, 'documents', v_documents, 'files', v_files,
+                       'requested_by', v_org.deletion_requested_by),
+    null, null, null, null, null);
+  -- Exports first: their rows reference jobs, which go with the organization too.
+  delete from app_public.organization_exports e where e.org_id = v_org.id;
+  delete from app_public.files f where f.org_id = v_org.id;
+  delete from app_public.organizations o where o.id = v_org.id;
+  return true;
+end;
+$$;
+comment on function app_private.erase_organization(uuid, text) is
+  'Erases an organization and every row of it now (objects queued for deletion), recording organization_erased in its audit chain, which outlives it.';
+
+-- From psql: erase at once (or after `grace`), as deleteOrganization would; the worker's task does the erasing, so
+-- the organization's integrations are revoked at their providers first.
+create or replace function app_admin.delete_organization(org_id uuid, grace interval default interval '0') returns timestamptz
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_due timestamptz := now() + coalesce(delete_organization.grace, interval '0');
+begin
+  update app_public.organizations o set deletion_scheduled_for = v_due where o.id = delete_organization.org_id;
+  if not found then
+    raise exception 'No such organization.' using errcode = 'NTFND';
+  end if;
+  perform app_private.append_audit_event(delete_organization.org_id, 'organization_deletion_scheduled', 'organizations', delete_organization.org_id,
+    '{deletion_scheduled_for}', null, null, jsonb_build_object('deletion_scheduled_for', v_due, 'by', 'operator'), null, null, null, null, null);
+  perform app_private.schedule_erasure(v_due);
+  return v_due;
+end;
+$$;
+comment on function app_admin.delete_organization(uuid, interval) is
+  E'Schedules an organization''s erasure (default: now); the worker revokes its integrations, deletes every row and file, and records organization_erased in its audit chain. Returns when.\nExample: select app_admin.delete_organization(''…uuid…'');';
+
+-- ==================================================================================================================
+-- Account deletion
+--
+-- A person deletes their own account: memberships, sessions, secrets, second factor and single sign-on links go;
+-- the user row stays as an anonymous tombstone so that what they wrote stays attributed ("Deleted user") and no
+-- reference breaks. Not while they are the last owner of an organization (CONFLICT): they hand it over, or delete
+-- it, first.
+-- ==================================================================================================================
+
+alter table app_public.users add column if not exists deleted_at timestamptz;
+comment on column app_public.users.deleted_at is 'When the person deleted their account; the row remains, anonymous, so their content stays attributed.';
+
+create or replace function app_private.delete_account(user_id uuid) returns void
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org record;
+  v_user app_public.users;
+begin
+  select * into v_user from app_public.users u where u.id = delete_account.user_id and u.deleted_at is null and not u.is_service for update;
+  if not found then
+    raise exception 'No such account.' using errcode = 'NTFND';
+  end if;
+  for v_org in
+    select o.slug from app_public.memberships m join app_public.organizations o on o.id = m.org_id
+     where m.user_id = v_user.id and m.role = 'owner'
+       and not exists (select 1 from app_public.memberships other join app_public.users ou on ou.id = other.user_id and ou.deleted_at is null
+                        where other.org_id = m.org_id and other.role = 'owner' and other.user_id <> v_user.id)
+  loop
+    raise exception 'You are the last owner of %: make someone else an owner, or delete the organization, first.', v_org.slug using errcode = 'TAKEN';
+  end loop;
+  for v_org in select m.org_id from app_public.memberships m where m.user_id = v_user.id loop
+    perform app_private.append_audit_event(v_org.org_id, 'account_deleted', 'users', v_user.id, '{}', null, null, '{}'::jsonb,
+      v_user.id, null, null, (app_private.audit_actor()).request_id, (app_private.audit_actor()).client_ip);
+  end loop;
+  delete from app_private.sessions s where s.user_id = v_user.id;
+  delete from app_public.memberships m where m.user_id = v_user.id;
+  delete from app_private.user_secrets s where s.user_id = v_user.id;
+  delete from app_private.user_mfa s where s.user_id = v_user.id;
+  delete from app_private.mfa_recovery_codes s where s.user_id = v_user.id;
+  delete from app_public.sso_identities s where s.user_id = v_user.id;
+  delete from app_private.password_reset_tokens t where t.user_id = v_user.id;
+  delete from app_private.email_verification_tokens t where t.user_id = v_user.id;
+  delete from app_private.mail_outbox o where o.user_id = v_user.id;
+  update app_public.users u
+     set email = 'deleted-' || replace(u.id::text, '-', '') || '@deleted.quire.invalid', full_name = 'Deleted user',
+         is_active = false, deleted_at = now(), last_login_at = null
+   where u.id = v_user.id;
+end;
+$$;
+comment on function app_private.delete_account(uuid) is
+  'Deletes a person''s account (memberships, sessions, secrets, 2FA, SSO links), keeping an anonymous tombstone row; TAKEN (CONFLICT) while they are the last owner of an organization.';
+grant execute on function app_private.delete_account(uuid) to :DATABASE_AUTHENTICATOR;
+
+-- ==================================================================================================================
+-- Retention
+--
+-- What each tier keeps, in days (NULL: forever); an organization may keep jobs and sync runs for less (settings
+-- jobRetentionDays, syncRunRetentionDays); audit retention is an operator's (app_admin.set_tier_retention), never
+-- an organization admin's. Jobs are removed only when they left nothing behind (a summary is content, kept with
+-- its job); usage rows are the per-summary details, the monthly totals stay.
+-- ==================================================================================================================
+
+create table if not exists app_private.tier_retention (
+  tier app_public.subscription_tier primary key,
+  jobs_days int not null check (jobs_days >= 1),
+  usage_days int not null check (usage_days >= 1),
+  sync_runs_days int not null check (sync_runs_days >= 1),
+  audit_days int check (audit_days >= 30)
+);
+comment on table app_private.tier_retention is 'Per tier: days finished jobs, usage details, sync runs and audit events are kept (audit NULL: forever).';
+alter table app_private.tier_retention enable row level security;
+alter table app_private.tier_retention force row level security;
+drop policy if exists as_definer on app_private.tier_retention;
+create policy as_definer on app_private.tier_retention to :DATABASE_OWNER
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
+
+select set_config('quire.definer', 'on', true);
+insert into app_private.tier_retention (tier, jobs_days, usage_days, sync_runs_days, audit_days) values
+  ('free', 90, 400, 90, 365), ('basic', 365, 800, 180, 1095), ('premium', 730, 1200, 365, null)
+  on conflict (tier) do nothing;
+select set_config('quire.definer', '', true);
+
+create or replace function app_admin.set_tier_retention(tier app_public.subscription_tier, jobs_days int, usage_days int, sync_runs_days int, audit_days int)
+  returns void
+  language sql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    update app_private.tier_retention r
+       set jobs_days = set_tier_retention.jobs_days, usage_days = set_tier_retention.usage_days,
+           sync_runs_days = set_tier_retention.sync_runs_days, audit_days = set_tier_retention.audit_days
+     where r.tier = set_tier_retention.tier
+  $$;
+comment on function app_admin.set_tier_retention(app_public.subscription_tier, int, int, int, int) is
+  E'Sets how many days a tier keeps finished jobs, usage details, sync runs and audit events (NULL: forever; at least 30).\nExample: select app_admin.set_tier_retention(''free'', 90, 400, 90, 365);';
+
+-- The two retention settings an organization's admins may shorten, beside trashRetentionDays.
+create or replace function app_private.valid_org_settings(settings jsonb) returns boolean
+  language sql immutable parallel safe
+  set search_path = pg_catalog, pg_temp
+  as $$
+    select jsonb_typeof(settings) = 'object'
+      and not exists (
+        select 1 from jsonb_each(settings) as s(key, value)
+        where not (
+          (s.key in ('timezone', 'locale', 'summaryLanguage') and jsonb_typeof(s.value) = 'string'
+            and char_length(s.value #>> '{}') between 1 and 64)
+          or (s.key = 'defaultTemplateId' and jsonb_typeof(s.value) in ('string', 'null'))
+          or (s.key in ('trashRetentionDays', 'jobRetentionDays', 'syncRunRetentionDays') and jsonb_typeof(s.value) = 'number'
+            and (s.value #>> '{}') ~ '^[0-9]{1,4}$' and (s.value #>> '{}')::int between 1 and 3650)
+        )
+      )
+  $$;
+
+-- Days an organization keeps a kind of data: its own setting when shorter than its tier's, else the tier's.
+create or replace function app_private.retention_days(org_id uuid, kind text) returns int
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select case retention_days.kind
+             when 'jobs' then least(r.jobs_days, (o.settings ->> 'jobRetentionDays')::int)
+             when 'usage' then r.usage_days
+             when 'sync_runs' then least(r.sync_runs_days, (o.settings ->> 'syncRunRetentionDays')::int)
+             when 'audit' then r.audit_days
+           end
+      from app_public.organizations o join app_private.tier_retention r on r.tier = o.tier
+     where o.id = retention_days.org_id
+  $$;
+comment on function app_private.retention_days(uuid, text) is 'Days an organization keeps jobs, usage, sync_runs or audit events (NULL: forever).';
+
+-- One pass of retention; each kind at most `max_count` rows a pass, so a pass stays short. Returns what it removed.
+create or replace function app_private.apply_retention(max_count int) returns table (kind text, removed bigint)
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_org record;
+  v_jobs bigint := 0;
+  v_usage bigint := 0;
+  v_runs bigint := 0;
+  v_audit bigint := 0;
+  v_count bigint;
+  v_now timestamptz := app_private.clock_now();
+begin
+  for v_org in select o.id from app_public.organizations o order by o.id loop
+    with gone as (
+      delete from app_public.usage_records u where u.org_id = v_org.id and u.id in (
+        select x.id from app_public.usage_records x
+         where x.org_id = v_org.id and x.created_at < v_now - make_interval(days => app_private.retention_days(v_org.id, 'usage'))
+         limit max_count)
+      returning 1)
+    select count(*) into v_count from gone;
+    v_usage := v_usage + v_count;
+    with gone as (
+      delete from app_public.integration_sync_runs r where r.org_id = v_org.id and r.id in (
+        select x.id from app_public.integration_sync_runs x
+         where x.org_id = v_org.id and x.finished_at < v_now - make_interval(days => app_private.retention_days(v_org.id, 'sync_runs'))
+         limit max_count)
+      returning 1)
+    select count(*) into v_count from gone;
+    v_runs := v_runs + v_count;
+    -- A job goes once it left nothing: no summary, no sync run, no export, no usage row.
+    with gone as (
+      delete from app_public.jobs j where j.org_id = v_org.id and j.id in (
+        select x.id from app_public.jobs x
+         where x.org_id = v_org.id and x.finished_at < v_now - make_interval(days => app_private.retention_days(v_org.id, 'jobs'))
+           and not exists (select 1 from app_public.summaries s where s.org_id = x.org_id and s.job_id = x.id)
+           and not exists (select 1 from app_public.integration_sync_runs r where r.org_id = x.org_id and r.job_id = x.id)
+           and not exists (select 1 from app_public.organization_exports e where e.org_id = x.org_id and e.job_id = x.id)
+           and not exists (select 1 from app_public.usage_records u where u.org_id = x.org_id and u.job_id = x.id)
+         limit max_count)
+      returning 1)
+    select count(*) into v_count from gone;
+    v_jobs := v_jobs + v_count;
+    if app_private.retention_days(v_org.id, 'audit') is not null then
+      v_audit := v_audit + app_admin.purge_audit_events(v_org.id, v_now - make_interval(days => app_private.retention_days(v_org.id, 'audit')));
+    end if;
+  end loop;
+  return query values ('jobs', v_jobs), ('usage_records', v_usage), ('sync_runs', v_runs), ('audit_events', v_audit);
+  -- Deployment-wide: sign-in records and whatever expired.
+  with gone as (delete from app_private.login_attempts a where a.attempted_at < v_now - interval '90 days' returning 1)
+  select count(*) into v_count from gone;
+  return query values ('login_attempts', v_count);
+  with gone as (
+    delete from app_private.sessions s
+     where coalesce(s.revoked_at, s.expires_at) < v_now - interval '30 days'
+       and not exists (select 1 from app_public.api_keys k where k.org_id = s.org_id and k.session_id = s.id)
+    returning 1)
+  select count(*) into v_count from gone;
+  return query values ('sessions', v_count);
+  with a as (delete from app_private.password_reset_tokens t where t.expires_at < v_now returning 1),
+       b as (delete from app_private.email_verification_tokens t where t.expires_at < v_now returning 1),
+       c as (delete from app_private.mfa_challenges t where t.expires_at < v_now returning 1),
+       d as (delete from app_private.sso_states t where t.expires_at < v_now returning 1),
+       e as (delete from app_private.sso_handoffs t where t.expires_at < v_now returning 1),
+       f as (delete from app_private.oauth_states t where t.expires_at < v_now returning 1),
+       g as (delete from app_private.mail_log t where t.queued_at < v_now - interval '7 days' returning 1)
+  select (select count(*) from a) + (select count(*) from b) + (select count(*) from c) + (select count(*) from d)
+       + (select count(*) from e) + (select count(*) from f) + (select count(*) from g) into v_count;
+  return query values ('expired_tokens', v_count);
+  with gone as (delete from app_public.organization_exports x where x.expires_at < v_now returning 1)
+  select count(*) into v_count from gone;
+  return query values ('exports', v_count);
+end;
+$$;
+comment on function app_private.apply_retention(int) is
+  'Removes, per organization, usage details, finished sync runs, finished jobs that left nothing behind and audit events past their retention (purged with an anchor), then sign-in attempts past 90 days, sessions ended 30 days ago, expired tokens and expired exports; returns the count of each kind.';
+
+-- ==================================================================================================================
+-- The worker's grants
+-- ==================================================================================================================
+
+grant execute on function app_private.apply_retention(int) to :DATABASE_AUTHENTICATOR;
+grant execute on function app_private.organizations_due_for_erasure(int) to :DATABASE_AUTHENTICATOR;
+grant execute on function app_private.integrations_to_revoke(uuid) to :DATABASE_AUTHENTICATOR;
+grant execute on function app_private.erase_organization(uuid, text) to :DATABASE_AUTHENTICATOR;
