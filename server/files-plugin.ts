@@ -4,7 +4,7 @@
 // an unknown one answer NOT_FOUND alike), then the store signs a URL: an S3 presigned GET, or the local backend's
 // signed /api/v1/files/download route. Either stops working after FILE_URL_TTL_SECONDS.
 import type pg from "pg";
-import { context, lambda } from "postgraphile/grafast";
+import { context, lambda, SafeError } from "postgraphile/grafast";
 import { extendSchema, gql } from "postgraphile/utils";
 import { asCaller } from "../db/as-caller.ts";
 import { QuireError } from "../lib/quire-error.ts";
@@ -27,6 +27,9 @@ export function makeFilesPlugin(pool: pg.Pool, store: ObjectStore) {
       const url = await store.signedUrl(object.storage_key, { filename: object.name, contentType: object.content_type });
       return { url: url.url, expiresAt: url.expiresAt.toISOString() };
     } catch (error) {
+      if (error instanceof StorageError && error.code === "UNAVAILABLE") {
+        throw new SafeError("File storage is unavailable; try again shortly.", { code: "UNAVAILABLE" });
+      }
       if (error instanceof StorageError) throw new QuireError("NTFND", "No such file.");
       throw error;
     }

@@ -322,15 +322,25 @@ export function uploadRoute({ config, pool, addressOf, store }: UploadRouteOptio
   };
 
   /**
-   * After a failed upload: the reservation is released (its object queued for the worker) and the object deleted at
-   * once. Either may fail while storage or the database is down; the queue, or else the worker's sweep of stale
-   * reservations, then removes the object later.
+   * After a failed upload: the reservation is released, its object queued for the worker, and the object deleted at
+   * once — but only when the reservation was still there. None means the document's transaction committed after all
+   * (its COMMIT's answer was lost) and the object is the file's now; a release that fails leaves the object to the
+   * worker's sweep, which deletes it only if its reservation outlived the hour.
    */
   const abandonOriginal = async (key: string, settings: Record<string, string>, req: Request) => {
-    await asCaller(pool, settings, (client) => client.query("select app_hidden.release_upload($1)", [key])).catch((error: unknown) =>
-      req.log?.warn({ err: error }, "releasing an upload's reservation failed; the worker sweeps it"),
-    );
-    await store.delete([key]).catch((error: unknown) => req.log?.warn({ err: error }, "deleting a failed upload's object failed; the worker retries"));
+    let released: boolean;
+    try {
+      released = await asCaller(
+        pool,
+        settings,
+        async (client) => (await client.query<{ released: boolean }>("select app_hidden.release_upload($1) as released", [key])).rows[0]!.released,
+      );
+    } catch (error) {
+      req.log?.warn({ err: error }, "releasing an upload's reservation failed; the worker sweeps it");
+      return;
+    }
+    if (released)
+      await store.delete([key]).catch((error: unknown) => req.log?.warn({ err: error }, "deleting a failed upload's object failed; the worker retries"));
   };
 
   return async (req, res) => {

@@ -77,17 +77,22 @@ export function createS3Store(config: S3StorageConfig): ObjectStore {
     async signedUrl(key: string, download: DownloadOptions): Promise<SignedUrl> {
       checkKey(key);
       const expiresAt = new Date(Date.now() + config.urlTtlSeconds * 1000);
-      const url = await getSignedUrl(
-        client,
-        new GetObjectCommand({
-          Bucket: config.bucket,
-          Key: key,
-          ResponseContentDisposition: attachmentDisposition(download.filename),
-          ResponseContentType: download.contentType,
-        }),
-        { expiresIn: config.urlTtlSeconds },
-      );
-      return { url, expiresAt };
+      try {
+        const url = await getSignedUrl(
+          client,
+          new GetObjectCommand({
+            Bucket: config.bucket,
+            Key: key,
+            ResponseContentDisposition: attachmentDisposition(download.filename),
+            ResponseContentType: download.contentType,
+          }),
+          { expiresIn: config.urlTtlSeconds },
+        );
+        return { url, expiresAt };
+      } catch (error) {
+        // No credentials to sign with (the default chain found none), for one.
+        throw unavailable("sign", error);
+      }
     },
     close() {
       client.destroy();

@@ -1,5 +1,5 @@
 --! Previous: sha1:2ba39890ce95266c560f37af296541c7e11bd405
---! Hash: sha1:4f469f7495fe5174f476d63fbfc1a7ce92702fd3
+--! Hash: sha1:3f81090bada94e7838d53bbee90177d65b1afd75
 --! Message: an organization's data: export, erasure, account deletion and retention
 
 -- An organization's data: export, erasure, account deletion and retention
@@ -461,6 +461,8 @@ begin
     jsonb_build_object('slug', v_org.slug, 'reason', erase_organization.reason, 'documents', v_documents, 'files', v_files,
                        'requested_by', v_org.deletion_requested_by),
     null, null, null, null, null);
+  -- Uploads under way: their objects may be stored already (the cascade would forget their keys).
+  perform app_private.release_pending_upload(v_org.id, p.storage_key, true) from app_private.pending_uploads p where p.org_id = v_org.id;
   -- Exports first: their rows reference jobs, which go with the organization too.
   delete from app_public.organization_exports e where e.org_id = v_org.id;
   delete from app_public.files f where f.org_id = v_org.id;
@@ -706,6 +708,139 @@ end;
 $$;
 comment on function app_private.apply_retention(int) is
   'Removes, per organization, usage details, finished sync runs, finished jobs that left nothing behind and audit events past their retention (purged with an anchor), then sign-in attempts past 90 days, sessions ended 30 days ago, expired tokens and expired exports; returns the count of each kind.';
+
+-- ==================================================================================================================
+-- The trash and history, after an attacker's review
+-- ==================================================================================================================
+
+-- A trashed document is read-only to what a person edits, not to the bookkeeping of other rows: deleting its author,
+-- its trasher or its integration sets a reference to NULL, which is an UPDATE too and must go through.
+create or replace function app_private.tg_documents__trashed_read_only() returns trigger
+  language plpgsql volatile
+  set search_path = pg_catalog, pg_temp
+  as $$
+begin
+  if old.trashed_at is not null and new.trashed_at is not null
+     and (new.title, new.content, new.format, new.metadata, new.external_url) is distinct from (old.title, old.content, old.format, old.metadata, old.external_url) then
+    raise exception 'The document is in the trash; restore it first.' using errcode = 'NTFND';
+  end if;
+  return new;
+end;
+$$;
+comment on function app_private.tg_documents__trashed_read_only() is
+  'Trigger: refuses changes to what a person edits of a document in the trash (NTFND); references other rows clear still go through.';
+
+drop trigger if exists _050_trashed_read_only on app_public.documents;
+create trigger _050_trashed_read_only before update of title, content, format, metadata, external_url on app_public.documents
+  for each row when (old.trashed_at is not null) execute procedure app_private.tg_documents__trashed_read_only();
+
+-- Trashing also cancels the unfinished jobs about the document's summaries (a publication).
+create or replace function app_private.tg_documents__trash() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_actor record := app_private.audit_actor();
+  v_job_id uuid;
+begin
+  update app_public.summaries s set trashed_at = new.trashed_at where s.org_id = new.org_id and s.document_id = new.id;
+  update app_public.files f set trashed_at = new.trashed_at where f.org_id = new.org_id and f.document_id = new.id;
+  update app_public.document_revisions r set trashed_at = new.trashed_at where r.org_id = new.org_id and r.document_id = new.id;
+  if new.trashed_at is not null then
+    for v_job_id in
+      update app_public.jobs j
+         set status = 'cancelled', finished_at = now(), error_code = 'DOCUMENT_DELETED', error_message = 'The document was moved to the trash.'
+       where j.org_id = new.org_id and j.status in ('queued', 'running')
+         and (j.document_id = new.id
+              or j.summary_id in (select s.id from app_public.summaries s where s.org_id = new.org_id and s.document_id = new.id))
+      returning j.id
+    loop
+      perform graphile_worker.remove_job(v_job_id::text);
+    end loop;
+  end if;
+  perform app_private.append_audit_event(
+    new.org_id, case when new.trashed_at is null then 'document_restored' else 'document_trashed' end, 'documents', new.id,
+    '{trashed_at}', null, null, jsonb_build_object('title', new.title),
+    v_actor.user_id, v_actor.session_id, v_actor.job_id, v_actor.request_id, v_actor.client_ip);
+  return null;
+end;
+$$;
+
+-- Emptying the trash goes in batches (each well within a request's statement timeout): the caller repeats while
+-- the answer is not 0.
+drop function if exists app_public.empty_trash();
+create or replace function app_public.empty_trash(max_count int default 200) returns int
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_count int;
+  v_actor record;
+begin
+  perform app_private.require_role('admin', 'Only admins and owners empty the trash.', 'Sign in to empty the trash.');
+  if empty_trash.max_count is null or empty_trash.max_count not between 1 and 1000 then
+    raise exception 'maxCount is 1 to 1000.' using errcode = 'BADIN';
+  end if;
+  v_count := app_private.delete_trashed(app_public.current_org_id(), 'infinity', empty_trash.max_count);
+  if v_count > 0 then
+    v_actor := app_private.audit_actor();
+    perform app_private.append_audit_event(
+      app_public.current_org_id(), 'trash_emptied', 'documents', null, '{}', null, null, jsonb_build_object('documents', v_count),
+      v_actor.user_id, v_actor.session_id, v_actor.job_id, v_actor.request_id, v_actor.client_ip);
+  end if;
+  return v_count;
+end;
+$$;
+comment on function app_public.empty_trash(int) is
+  E'@resultFieldName deletedCount\nDeletes for good up to maxCount (default 200, at most 1000) documents of the trash, oldest first, with their summaries, revisions and files; returns how many (admins and owners). Call again until it answers 0.';
+grant execute on function app_public.empty_trash(int) to :DATABASE_AUTHENTICATED;
+
+-- Revisions count against the storage allowance like files: history is data the organization keeps.
+create or replace function app_private.tg_document_revisions__count() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  if tg_op = 'INSERT' then
+    insert into app_private.storage_usage as u (org_id, bytes) values (new.org_id, octet_length(new.content))
+    on conflict (org_id) do update set bytes = u.bytes + excluded.bytes;
+  else
+    update app_private.storage_usage u set bytes = greatest(u.bytes - octet_length(old.content), 0) where u.org_id = old.org_id;
+  end if;
+  return null;
+end;
+$$;
+comment on function app_private.tg_document_revisions__count() is 'Trigger (after insert or delete on document_revisions): counts revisions'' content in storage_usage.bytes.';
+
+drop trigger if exists _500_count on app_public.document_revisions;
+create trigger _500_count after insert or delete on app_public.document_revisions
+  for each row execute function app_private.tg_document_revisions__count();
+
+select set_config('quire.definer', 'on', true);
+insert into app_private.storage_usage as u (org_id, bytes)
+  select r.org_id, sum(octet_length(r.content)) from app_public.document_revisions r group by r.org_id
+  on conflict (org_id) do update set bytes = u.bytes + excluded.bytes;
+select set_config('quire.definer', '', true);
+
+-- An abandoned upload's caller learns whether the reservation was still there: only then is the object its to delete
+-- (none means the document's transaction committed after all, and the object is the file's).
+drop function if exists app_hidden.release_upload(text);
+create or replace function app_hidden.release_upload(storage_key text) returns boolean
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  perform app_private.require_role('member', 'Viewers cannot upload files.', 'Sign in to upload files.');
+  return app_private.release_pending_upload(app_public.current_org_id(), release_upload.storage_key, true);
+end;
+$$;
+comment on function app_hidden.release_upload(text) is
+  'Abandons an upload: gives its reserved room back and queues its object for deletion; false when there was no such reservation (the upload committed).';
+grant execute on function app_hidden.release_upload(text) to :DATABASE_AUTHENTICATED;
 
 -- ==================================================================================================================
 -- The worker's grants

@@ -25,20 +25,32 @@ const referencing = async (table: string, column: string) => ({
   b: await count(`${table} where org_id = $1 and ${column} is not null`, [b.orgId]),
 });
 
-test("a member deletes a document: its job keeps its record with no document, its usage stays with no summary", async () => {
+test("a document deleted for good: its job keeps its record with no document, its usage stays with no summary", async () => {
   const [doc] = await query<{ id: string }>(db.name, "select id from app_public.documents where org_id = $1", [a.orgId], "root");
   expect(await referencing("app_public.jobs", "document_id")).toEqual({ a: 1, b: 1 });
   expect(await referencing("app_public.usage_records", "summary_id")).toEqual({ a: 1, b: 1 });
-  const client = await beginAs(db.name, a.members.member, a.orgId);
+  // A member moves it to the trash (deleting rows is not theirs: the API role may not delete documents at all) …
+  const member = await beginAs(db.name, a.members.member, a.orgId);
   try {
-    // The member may delete documents but not update jobs or usage: the trigger clears them as the owner.
-    expect((await client.query("delete from app_public.documents where id = $1", [doc!.id])).rowCount).toBe(1);
-    await client.query("savepoint own_update");
-    await expect(client.query("update app_public.jobs set document_id = null")).rejects.toMatchObject({ code: "42501" });
-    await client.query("rollback to savepoint own_update");
-    await client.query("commit");
+    await member.query("savepoint direct");
+    await expect(member.query("delete from app_public.documents where id = $1", [doc!.id])).rejects.toMatchObject({ code: "42501" });
+    await member.query("rollback to savepoint direct");
+    await member.query("select app_public.delete_document($1)", [doc!.id]);
+    await member.query("savepoint own_update");
+    await expect(member.query("update app_public.jobs set document_id = null")).rejects.toMatchObject({ code: "42501" });
+    await member.query("rollback to savepoint own_update");
+    await member.query("commit");
   } finally {
-    await client.end();
+    await member.end();
+  }
+  expect(await referencing("app_public.jobs", "document_id")).toEqual({ a: 1, b: 1 });
+  // … and an admin empties the trash: the trigger clears the job's reference as the owner.
+  const admin = await beginAs(db.name, a.members.admin, a.orgId);
+  try {
+    expect((await admin.query<{ n: number }>("select app_public.empty_trash() as n")).rows).toEqual([{ n: 1 }]);
+    await admin.query("commit");
+  } finally {
+    await admin.end();
   }
   expect(await referencing("app_public.jobs", "document_id")).toEqual({ a: 0, b: 1 });
   expect(await count("app_public.jobs where org_id = $1 and kind = 'summarize'", [a.orgId])).toBe(1);

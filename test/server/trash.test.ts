@@ -191,6 +191,7 @@ describe("the trash", () => {
     const bTrashed = await create(b.members.member.accessToken, "Bravo's trash", "kept");
     await trash(b.members.member.accessToken, bTrashed);
     expect(codeOf(await fx.gql(a.members.member.accessToken, "mutation { emptyTrash(input: {}) { deletedCount } }"))).toBe("FORBIDDEN");
+    expect(codeOf(await fx.gql(a.members.admin.accessToken, "mutation { emptyTrash(input: { maxCount: 0 }) { deletedCount } }"))).toBe("BAD_INPUT");
     const emptied = (await fx.gql(a.members.admin.accessToken, "mutation { emptyTrash(input: {}) { deletedCount } }")).data as {
       emptyTrash: { deletedCount: number };
     };
@@ -208,6 +209,62 @@ describe("the trash", () => {
     expect(await auditActions(a.orgId, id)).toEqual(expect.arrayContaining(["document_trashed", "delete"]));
     const [event] = await query(fx.db.name, "select details from app_public.audit_events where org_id = $1 and action = 'trash_emptied'", [a.orgId], "root");
     expect(event).toEqual({ details: { documents: emptied.emptyTrash.deletedCount } });
+  });
+
+  test("a trashed document does not stop its author, its trasher or its integration from being deleted", async () => {
+    const t = await createTenant(fx.db, "Trash Refs");
+    const [imported] = await query<{ id: string }>(
+      fx.db.name,
+      `insert into app_public.documents (org_id, title, content, source, external_id, integration_id, author_id)
+       select org_id, 'Imported', 'From Notion.', 'notion', 'page-refs', id, $2 from app_public.integrations where org_id = $1 returning id`,
+      [t.orgId, t.members.member.userId],
+      "root",
+    );
+    await trash(t.members.admin.accessToken, imported!.id);
+    // What a person edits stays refused in the trash, even for the owner role's bookkeeping …
+    await expect(query(fx.db.name, "update app_public.documents set title = 'x' where id = $1", [imported!.id], "root")).rejects.toMatchObject({
+      code: "NTFND",
+    });
+    // … but references other rows clear go through.
+    await query(fx.db.name, "delete from app_public.integrations where org_id = $1", [t.orgId], "root");
+    await query(fx.db.name, "delete from app_private.sessions where user_id = $1", [t.members.admin.userId], "root");
+    await query(fx.db.name, "delete from app_public.memberships where user_id = $1", [t.members.admin.userId], "root");
+    await query(fx.db.name, "delete from app_public.api_keys where created_by = $1", [t.members.admin.userId], "root");
+    await query(fx.db.name, "delete from app_public.users where id = $1", [t.members.admin.userId], "root");
+    const [row] = await query(
+      fx.db.name,
+      "select integration_id, trashed_by, trashed_at is not null as trashed from app_public.documents where id = $1",
+      [imported!.id],
+      "root",
+    );
+    expect(row).toEqual({ integration_id: null, trashed_by: null, trashed: true });
+  });
+
+  test("trashing cancels the unfinished publication of the document's summary", async () => {
+    const t = await createTenant(fx.db, "Trash Publish");
+    const [job] = await query<{ id: string }>(
+      fx.db.name,
+      `insert into app_public.jobs (org_id, kind, status, integration_id, summary_id, requested_by)
+       select s.org_id, 'publish', 'queued', i.id, s.id, $2 from app_public.summaries s join app_public.integrations i on i.org_id = s.org_id
+        where s.org_id = $1 returning id`,
+      [t.orgId, t.members.member.userId],
+      "root",
+    );
+    await trash(t.members.member.accessToken, await fixtureDocument(t));
+    const [after] = await query(fx.db.name, "select status, error_code from app_public.jobs where id = $1", [job!.id], "root");
+    expect(after).toEqual({ status: "cancelled", error_code: "DOCUMENT_DELETED" });
+  });
+
+  test("revisions count against the organization's storage", async () => {
+    const storage = async () =>
+      Number(
+        ((await fx.gql(b.members.viewer.accessToken, "{ organizationStorage { usedBytes } }")).data as { organizationStorage: { usedBytes: string } })
+          .organizationStorage.usedBytes,
+      );
+    const before = await storage();
+    const id = await create(b.members.member.accessToken, "Counted", "x".repeat(1000));
+    await edit(b.members.member.accessToken, id, { content: "y" });
+    expect(await storage()).toBe(before + 1000);
   });
 
   test("the scheduled purge deletes what was trashed longer ago than the organization's trashRetentionDays (default 30)", async () => {
