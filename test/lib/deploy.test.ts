@@ -32,6 +32,7 @@ async function exposedFamilies(): Promise<Map<string, Family>> {
   metrics.recordGraphqlOperation("Probe", "query", 0.01);
   metrics.recordGraphqlError("Probe", "query", "INTERNAL");
   metrics.recordSignIn("success");
+  metrics.recordRetention("succeeded", { jobs: 1 });
   // Only what the gauges read of a pg.Pool.
   const pool = {
     totalCount: 1,
