@@ -1,5 +1,5 @@
 --! Previous: sha1:2ba39890ce95266c560f37af296541c7e11bd405
---! Hash: sha1:3f81090bada94e7838d53bbee90177d65b1afd75
+--! Hash: sha1:f62642ccaa3f954d48466eddc25c1f6d9e29bce1
 --! Message: an organization's data: export, erasure, account deletion and retention
 
 -- An organization's data: export, erasure, account deletion and retention
@@ -87,8 +87,15 @@ declare
 begin
   perform app_private.require_role('owner', 'Only owners export the organization''s data.', 'Sign in to export.');
   v_org_id := app_public.current_org_id();
+  -- The organization's row serializes the check below: two requests at once make one export, not two.
+  perform 1 from app_public.organizations o where o.id = v_org_id for update;
   if exists (select 1 from app_public.jobs j where j.org_id = v_org_id and j.kind = 'export' and j.status in ('queued', 'running')) then
     raise exception 'An export of this organization is already under way.' using errcode = 'TAKEN';
+  end if;
+  -- Archives count against storage: a full allowance makes no more of them.
+  if (select coalesce(u.bytes, 0) + coalesce(u.reserved_bytes, 0) from app_private.storage_usage u where u.org_id = v_org_id)
+     >= (select a.storage_bytes from app_public.organizations o join app_private.tier_allowances a on a.tier = o.tier where o.id = v_org_id) then
+    raise exception 'The organization''s storage allowance is used up; delete older exports or files first.' using errcode = 'QUOTA';
   end if;
   insert into app_public.jobs (org_id, kind, requested_by) values (v_org_id, 'export', app_public.current_user_id()) returning * into v_job;
   perform app_private.enqueue_job(v_job, 'export_organization');
@@ -129,6 +136,8 @@ create or replace function app_hidden.export_page(table_name text, after_id uuid
 declare
   v_org_id uuid := app_public.current_org_id();
   v_omitted text[];
+  -- A page holds at most this much row text (and always one row): documents and revisions are megabytes each.
+  v_max_bytes bigint := 16 * 1024 * 1024;
 begin
   if v_org_id is null or app_public.current_job_kind() is distinct from 'export' then
     raise exception 'Only an export job reads export pages.' using errcode = 'DNIED';
@@ -137,8 +146,9 @@ begin
     return query select to_jsonb(o) from app_public.organizations o where o.id = v_org_id and export_page.after_id is null;
     return;
   elsif export_page.table_name = 'users' then
+    -- A person's sign-in times are theirs across organizations: not this one's to export.
     return query
-      select to_jsonb(u) from app_public.users u
+      select to_jsonb(u) - 'last_login_at' from app_public.users u
        where u.id in (select m.user_id from app_public.memberships m where m.org_id = v_org_id)
          and (export_page.after_id is null or u.id > export_page.after_id)
        order by u.id limit least(greatest(export_page.max_count, 1), 10000);
@@ -149,18 +159,23 @@ begin
     raise exception 'Not an exported table.' using errcode = 'BADIN';
   end if;
   return query execute format(
-    'select to_jsonb(t) - $3 from app_public.%I t where t.org_id = $1 and ($2::uuid is null or t.id > $2) order by t.id limit $4',
+    'select x.row from (
+       select to_jsonb(p) - $3 as row, p.id, row_number() over (order by p.id) as n,
+              sum(octet_length(p::text)) over (order by p.id) as running
+         from (select t.* from app_public.%I t where t.org_id = $1 and ($2::uuid is null or t.id > $2) order by t.id limit $4) p) x
+      where x.n = 1 or x.running <= $5
+      order by x.id',
     export_page.table_name)
-    using v_org_id, export_page.after_id, v_omitted, least(greatest(export_page.max_count, 1), 10000);
+    using v_org_id, export_page.after_id, v_omitted, least(greatest(export_page.max_count, 1), 10000), v_max_bytes;
 end;
 $$;
 comment on function app_hidden.export_page(text, uuid, int) is
-  'Up to `max_count` rows (as JSON) of one exported table of the export job''s organization, after `after_id` in id order: organizations, users (its members) or any table of app_hidden.export_tables().';
+  'Up to `max_count` rows (as JSON, at most 16 MiB of them but always one) of one exported table of the export job''s organization, after `after_id` in id order: organizations, users (its members) or any table of app_hidden.export_tables(). An empty page is the end.';
 grant execute on function app_hidden.export_page(text, uuid, int) to :DATABASE_AUTHENTICATED;
 
 -- The originals an export copies: key, name and id of each file of the organization (trashed ones too).
 create or replace function app_hidden.export_files(after_id uuid, max_count int)
-  returns table (id uuid, storage_key text, name text, bytes bigint)
+  returns table (id uuid, storage_key text, name text, bytes bigint, sha256 text)
   language plpgsql stable security definer
   set search_path = pg_catalog, pg_temp
   set quire.definer = 'on'
@@ -170,12 +185,12 @@ begin
     raise exception 'Only an export job reads export pages.' using errcode = 'DNIED';
   end if;
   return query
-    select f.id, f.storage_key, f.name, f.bytes from app_public.files f
+    select f.id, f.storage_key, f.name, f.bytes, f.sha256 from app_public.files f
      where f.org_id = app_public.current_org_id() and (export_files.after_id is null or f.id > export_files.after_id)
      order by f.id limit least(greatest(export_files.max_count, 1), 10000);
 end;
 $$;
-comment on function app_hidden.export_files(uuid, int) is 'Up to `max_count` files of the export job''s organization after `after_id`, with their storage keys.';
+comment on function app_hidden.export_files(uuid, int) is 'Up to `max_count` files of the export job''s organization (the trash included) after `after_id`, with their storage keys and hashes.';
 grant execute on function app_hidden.export_files(uuid, int) to :DATABASE_AUTHENTICATED;
 
 -- The export job's last step: the archive's row (kept 7 days), the job's success and the owner's email, together.
@@ -305,6 +320,8 @@ $$;
 
 alter table app_public.organizations add column if not exists deletion_scheduled_for timestamptz;
 alter table app_public.organizations add column if not exists deletion_requested_by uuid references app_public.users on delete set null;
+alter table app_public.organizations add column if not exists deletion_by_operator boolean not null default false;
+comment on column app_public.organizations.deletion_by_operator is 'True when an operator scheduled the erasure (app_admin.delete_organization): owners cannot cancel it.';
 comment on column app_public.organizations.deletion_scheduled_for is 'When the organization and all its data will be erased (deleteOrganization); NULL when no erasure is scheduled.';
 comment on column app_public.organizations.deletion_requested_by is 'Who scheduled the erasure.';
 comment on constraint organizations_deletion_requested_by_fkey on app_public.organizations is E'@fieldName deletionRequester\n@foreignFieldName organizationDeletionsRequested';
@@ -398,6 +415,9 @@ declare
   v_org app_public.organizations;
 begin
   perform app_private.require_role('owner', 'Only owners cancel the organization''s deletion.', 'Sign in first.');
+  if exists (select 1 from app_public.organizations o where o.id = app_public.current_org_id() and o.deletion_by_operator) then
+    raise exception 'The erasure was scheduled by the service''s operators; ask them to cancel it.' using errcode = 'DNIED';
+  end if;
   update app_public.organizations o set deletion_scheduled_for = null, deletion_requested_by = null
    where o.id = app_public.current_org_id() and o.deletion_scheduled_for is not null and o.deletion_scheduled_for > now()
   returning * into v_org;
@@ -439,6 +459,19 @@ create or replace function app_private.integrations_to_revoke(org_id uuid)
   $$;
 comment on function app_private.integrations_to_revoke(uuid) is 'The sealed access tokens of an organization''s integrations, to revoke them before it is erased.';
 
+-- Organizations erased, with the tier whose audit retention their surviving audit log keeps.
+create table if not exists app_private.erased_organizations (
+  org_id uuid primary key,
+  tier app_public.subscription_tier not null,
+  erased_at timestamptz not null default now()
+);
+comment on table app_private.erased_organizations is 'Organizations erased, and the tier whose audit retention applies to the audit log they leave behind.';
+alter table app_private.erased_organizations enable row level security;
+alter table app_private.erased_organizations force row level security;
+drop policy if exists as_definer on app_private.erased_organizations;
+create policy as_definer on app_private.erased_organizations to :DATABASE_OWNER
+  using (current_setting('quire.definer', true) = 'on') with check (current_setting('quire.definer', true) = 'on');
+
 -- Erases one organization now: records the erasure in its audit chain (which outlives it), then deletes it, every
 -- row of it cascading (files' and exports' objects are queued by their triggers, sessions and secrets go with it).
 create or replace function app_private.erase_organization(org_id uuid, reason text) returns boolean
@@ -450,23 +483,31 @@ declare
   v_org app_public.organizations;
   v_files int;
   v_documents int;
+  v_service_users uuid[];
 begin
   select * into v_org from app_public.organizations o where o.id = erase_organization.org_id for update;
-  if not found then
+  -- Locked now: a cancel that committed after the task listed the organization is seen here.
+  if not found or v_org.deletion_scheduled_for is null or v_org.deletion_scheduled_for > now() then
     return false;
   end if;
   select count(*) into v_files from app_public.files f where f.org_id = v_org.id;
   select count(*) into v_documents from app_public.documents d where d.org_id = v_org.id;
+  select coalesce(array_agg(k.user_id), '{}') into v_service_users from app_public.api_keys k where k.org_id = v_org.id;
   perform app_private.append_audit_event(v_org.id, 'organization_erased', 'organizations', v_org.id, '{}', null, null,
     jsonb_build_object('slug', v_org.slug, 'reason', erase_organization.reason, 'documents', v_documents, 'files', v_files,
-                       'requested_by', v_org.deletion_requested_by),
+                       'requested_by', v_org.deletion_requested_by, 'by_operator', v_org.deletion_by_operator),
     null, null, null, null, null);
+  -- Its audit log outlives it, for its tier's audit retention (apply_retention purges it from this record).
+  insert into app_private.erased_organizations (org_id, tier, erased_at) values (v_org.id, v_org.tier, now())
+    on conflict on constraint erased_organizations_pkey do nothing;
   -- Uploads under way: their objects may be stored already (the cascade would forget their keys).
   perform app_private.release_pending_upload(v_org.id, p.storage_key, true) from app_private.pending_uploads p where p.org_id = v_org.id;
   -- Exports first: their rows reference jobs, which go with the organization too.
   delete from app_public.organization_exports e where e.org_id = v_org.id;
   delete from app_public.files f where f.org_id = v_org.id;
   delete from app_public.organizations o where o.id = v_org.id;
+  -- Its API keys' service accounts belonged to it alone.
+  delete from app_public.users u where u.id = any(v_service_users) and u.is_service;
   return true;
 end;
 $$;
@@ -483,7 +524,7 @@ create or replace function app_admin.delete_organization(org_id uuid, grace inte
 declare
   v_due timestamptz := now() + coalesce(delete_organization.grace, interval '0');
 begin
-  update app_public.organizations o set deletion_scheduled_for = v_due where o.id = delete_organization.org_id;
+  update app_public.organizations o set deletion_scheduled_for = v_due, deletion_by_operator = true where o.id = delete_organization.org_id;
   if not found then
     raise exception 'No such organization.' using errcode = 'NTFND';
   end if;
@@ -521,13 +562,18 @@ begin
   if not found then
     raise exception 'No such account.' using errcode = 'NTFND';
   end if;
+  -- Each organization's owner rows are locked first, in one order, so two owners leaving at once (or a demotion
+  -- racing this) cannot both pass the check and leave the organization with none.
   for v_org in
-    select o.slug from app_public.memberships m join app_public.organizations o on o.id = m.org_id
-     where m.user_id = v_user.id and m.role = 'owner'
-       and not exists (select 1 from app_public.memberships other join app_public.users ou on ou.id = other.user_id and ou.deleted_at is null
-                        where other.org_id = m.org_id and other.role = 'owner' and other.user_id <> v_user.id)
+    select m.org_id, o.slug from app_public.memberships m join app_public.organizations o on o.id = m.org_id
+     where m.user_id = v_user.id and m.role = 'owner' order by m.org_id
   loop
-    raise exception 'You are the last owner of %: make someone else an owner, or delete the organization, first.', v_org.slug using errcode = 'TAKEN';
+    perform 1 from app_public.memberships x where x.org_id = v_org.org_id and x.role = 'owner' order by x.id for update;
+    if not exists (select 1 from app_public.memberships other join app_public.users ou on ou.id = other.user_id
+                    where other.org_id = v_org.org_id and other.role = 'owner' and other.user_id <> v_user.id
+                      and ou.is_active and ou.deleted_at is null) then
+      raise exception 'You are the last owner of %: make someone else an owner, or delete the organization, first.', v_org.slug using errcode = 'TAKEN';
+    end if;
   end loop;
   for v_org in select m.org_id from app_public.memberships m where m.user_id = v_user.id loop
     perform app_private.append_audit_event(v_org.org_id, 'account_deleted', 'users', v_user.id, '{}', null, null, '{}'::jsonb,
@@ -564,7 +610,7 @@ grant execute on function app_private.delete_account(uuid) to :DATABASE_AUTHENTI
 create table if not exists app_private.tier_retention (
   tier app_public.subscription_tier primary key,
   jobs_days int not null check (jobs_days >= 1),
-  usage_days int not null check (usage_days >= 1),
+  usage_days int not null check (usage_days >= 62),
   sync_runs_days int not null check (sync_runs_days >= 1),
   audit_days int check (audit_days >= 30)
 );
@@ -593,7 +639,7 @@ create or replace function app_admin.set_tier_retention(tier app_public.subscrip
      where r.tier = set_tier_retention.tier
   $$;
 comment on function app_admin.set_tier_retention(app_public.subscription_tier, int, int, int, int) is
-  E'Sets how many days a tier keeps finished jobs, usage details, sync runs and audit events (NULL: forever; at least 30).\nExample: select app_admin.set_tier_retention(''free'', 90, 400, 90, 365);';
+  E'Sets how many days a tier keeps finished jobs, usage details (at least 62: the allowance counts this month''s), sync runs and audit events (NULL: forever; at least 30).\nExample: select app_admin.set_tier_retention(''free'', 90, 400, 90, 365);';
 
 -- The two retention settings an organization's admins may shorten, beside trashRetentionDays.
 create or replace function app_private.valid_org_settings(settings jsonb) returns boolean
@@ -630,57 +676,95 @@ create or replace function app_private.retention_days(org_id uuid, kind text) re
   $$;
 comment on function app_private.retention_days(uuid, text) is 'Days an organization keeps jobs, usage, sync_runs or audit events (NULL: forever).';
 
--- One pass of retention; each kind at most `max_count` rows a pass, so a pass stays short. Returns what it removed.
-create or replace function app_private.apply_retention(max_count int) returns table (kind text, removed bigint)
+-- Retention runs one organization per transaction (the task drives it), so no lock is held across organizations and
+-- the audit sealer never waits on a whole pass. Deletes made by retention are recorded in the audit log by id alone
+-- (quire.retention): removing data must not copy it into a log kept longer; and they leave the monthly usage totals
+-- as they were (the allowance counts this month's).
+create or replace function app_private.retention_organizations() returns setof uuid
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select o.id from app_public.organizations o
+    union
+    select e.org_id from app_private.erased_organizations e
+  $$;
+comment on function app_private.retention_organizations() is 'Every organization retention applies to: those that exist, and the erased ones whose audit log remains.';
+
+create or replace function app_private.apply_retention_to(org_id uuid, max_count int) returns table (kind text, removed bigint)
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
   set quire.definer = 'on'
   as $$
 declare
-  v_org record;
-  v_jobs bigint := 0;
-  v_usage bigint := 0;
-  v_runs bigint := 0;
-  v_audit bigint := 0;
-  v_count bigint;
   v_now timestamptz := app_private.clock_now();
+  v_tier app_public.subscription_tier;
+  v_audit_days int;
+  v_count bigint;
 begin
-  for v_org in select o.id from app_public.organizations o order by o.id loop
+  perform set_config('quire.retention', 'on', true);
+  select o.tier into v_tier from app_public.organizations o where o.id = apply_retention_to.org_id;
+  if not found then
+    -- Erased: only its audit log is left.
+    select r.audit_days into v_audit_days
+      from app_private.erased_organizations e join app_private.tier_retention r on r.tier = e.tier
+     where e.org_id = apply_retention_to.org_id;
+  else
+    v_audit_days := app_private.retention_days(apply_retention_to.org_id, 'audit');
     with gone as (
-      delete from app_public.usage_records u where u.org_id = v_org.id and u.id in (
+      delete from app_public.usage_records u where u.org_id = apply_retention_to.org_id and u.id in (
         select x.id from app_public.usage_records x
-         where x.org_id = v_org.id and x.created_at < v_now - make_interval(days => app_private.retention_days(v_org.id, 'usage'))
-         limit max_count)
+         where x.org_id = apply_retention_to.org_id
+           and x.created_at < v_now - make_interval(days => app_private.retention_days(apply_retention_to.org_id, 'usage'))
+         limit apply_retention_to.max_count)
       returning 1)
     select count(*) into v_count from gone;
-    v_usage := v_usage + v_count;
+    return query values ('usage_records', v_count);
     with gone as (
-      delete from app_public.integration_sync_runs r where r.org_id = v_org.id and r.id in (
+      delete from app_public.integration_sync_runs r where r.org_id = apply_retention_to.org_id and r.id in (
         select x.id from app_public.integration_sync_runs x
-         where x.org_id = v_org.id and x.finished_at < v_now - make_interval(days => app_private.retention_days(v_org.id, 'sync_runs'))
-         limit max_count)
+         where x.org_id = apply_retention_to.org_id
+           and x.finished_at < v_now - make_interval(days => app_private.retention_days(apply_retention_to.org_id, 'sync_runs'))
+         limit apply_retention_to.max_count)
       returning 1)
     select count(*) into v_count from gone;
-    v_runs := v_runs + v_count;
+    return query values ('sync_runs', v_count);
     -- A job goes once it left nothing: no summary, no sync run, no export, no usage row.
     with gone as (
-      delete from app_public.jobs j where j.org_id = v_org.id and j.id in (
+      delete from app_public.jobs j where j.org_id = apply_retention_to.org_id and j.id in (
         select x.id from app_public.jobs x
-         where x.org_id = v_org.id and x.finished_at < v_now - make_interval(days => app_private.retention_days(v_org.id, 'jobs'))
+         where x.org_id = apply_retention_to.org_id
+           and x.finished_at < v_now - make_interval(days => app_private.retention_days(apply_retention_to.org_id, 'jobs'))
            and not exists (select 1 from app_public.summaries s where s.org_id = x.org_id and s.job_id = x.id)
            and not exists (select 1 from app_public.integration_sync_runs r where r.org_id = x.org_id and r.job_id = x.id)
            and not exists (select 1 from app_public.organization_exports e where e.org_id = x.org_id and e.job_id = x.id)
            and not exists (select 1 from app_public.usage_records u where u.org_id = x.org_id and u.job_id = x.id)
-         limit max_count)
+         limit apply_retention_to.max_count)
       returning 1)
     select count(*) into v_count from gone;
-    v_jobs := v_jobs + v_count;
-    if app_private.retention_days(v_org.id, 'audit') is not null then
-      v_audit := v_audit + app_admin.purge_audit_events(v_org.id, v_now - make_interval(days => app_private.retention_days(v_org.id, 'audit')));
-    end if;
-  end loop;
-  return query values ('jobs', v_jobs), ('usage_records', v_usage), ('sync_runs', v_runs), ('audit_events', v_audit);
-  -- Deployment-wide: sign-in records and whatever expired.
+    return query values ('jobs', v_count);
+    with gone as (
+      delete from app_public.organization_exports x where x.org_id = apply_retention_to.org_id and x.expires_at < v_now returning 1)
+    select count(*) into v_count from gone;
+    return query values ('exports', v_count);
+  end if;
+  if v_audit_days is not null then
+    return query values ('audit_events', app_admin.purge_audit_events(apply_retention_to.org_id, v_now - make_interval(days => v_audit_days)));
+  end if;
+end;
+$$;
+comment on function app_private.apply_retention_to(uuid, int) is
+  'Removes one organization''s usage details, finished sync runs, finished jobs that left nothing behind, expired exports (at most `max_count` of each) and audit events past their retention (purged behind an anchor); for an erased organization, its audit events only. Returns the count of each kind.';
+
+create or replace function app_private.apply_retention_everywhere() returns table (kind text, removed bigint)
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_now timestamptz := app_private.clock_now();
+  v_count bigint;
+begin
   with gone as (delete from app_private.login_attempts a where a.attempted_at < v_now - interval '90 days' returning 1)
   select count(*) into v_count from gone;
   return query values ('login_attempts', v_count);
@@ -701,13 +785,116 @@ begin
   select (select count(*) from a) + (select count(*) from b) + (select count(*) from c) + (select count(*) from d)
        + (select count(*) from e) + (select count(*) from f) + (select count(*) from g) into v_count;
   return query values ('expired_tokens', v_count);
-  with gone as (delete from app_public.organization_exports x where x.expires_at < v_now returning 1)
-  select count(*) into v_count from gone;
-  return query values ('exports', v_count);
 end;
 $$;
-comment on function app_private.apply_retention(int) is
-  'Removes, per organization, usage details, finished sync runs, finished jobs that left nothing behind and audit events past their retention (purged with an anchor), then sign-in attempts past 90 days, sessions ended 30 days ago, expired tokens and expired exports; returns the count of each kind.';
+comment on function app_private.apply_retention_everywhere() is
+  'Removes sign-in attempts past 90 days, sessions ended 30 days ago (an API key''s stays with its key) and expired tokens; returns the count of each kind.';
+
+-- The audit trigger, with retention's deletes recorded by id alone.
+create or replace function app_private.tg__audit() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+declare
+  v_old jsonb := case when tg_op <> 'INSERT' then to_jsonb(old) end;
+  v_new jsonb := case when tg_op <> 'DELETE' then to_jsonb(new) end;
+  v_row jsonb := coalesce(v_new, v_old);
+  v_org uuid := case when tg_table_name = 'organizations' then (v_row->>'id')::uuid else (v_row->>'org_id')::uuid end;
+  v_changed text[];
+  v_action text := lower(tg_op);
+  v_details jsonb := '{}';
+  v_actor record;
+begin
+  if tg_table_name <> 'organizations' and not exists (select 1 from app_public.organizations o where o.id = v_org) then
+    return null;
+  end if;
+  if tg_op = 'UPDATE' then
+    select coalesce(array_agg(n.key order by n.key), '{}') into v_changed
+      from jsonb_each(v_new) n where n.key <> 'updated_at' and n.value is distinct from v_old->n.key;
+    if cardinality(v_changed) = 0 then
+      return null;
+    end if;
+    select jsonb_object_agg(o.key, o.value) into v_old from jsonb_each(v_old) o where o.key = any(v_changed);
+    select jsonb_object_agg(n.key, n.value) into v_new from jsonb_each(v_new) n where n.key = any(v_changed);
+    if tg_table_name = 'memberships' and 'role' = any(v_changed) then
+      v_action := 'role_change';
+    elsif tg_table_name = 'integrations' and 'status' = any(v_changed) then
+      v_action := case v_new->>'status' when 'connected' then 'integration_connect' when 'disconnected' then 'integration_disconnect' else v_action end;
+    end if;
+  else
+    select coalesce(array_agg(r.key order by r.key), '{}') into v_changed from jsonb_each(v_row) r where r.value <> 'null'::jsonb;
+    if tg_table_name = 'integrations' then
+      v_action := case tg_op when 'INSERT' then 'integration_connect' else 'integration_disconnect' end;
+    end if;
+  end if;
+  if tg_nargs > 0 then
+    v_old := v_old - tg_argv;
+    v_new := v_new - tg_argv;
+  end if;
+  if tg_op = 'DELETE' and current_setting('quire.retention', true) = 'on' then
+    v_old := null;
+    v_changed := '{}';
+    v_details := '{"retention": true}';
+  end if;
+  v_actor := app_private.audit_actor();
+  insert into app_public.audit_events (
+    org_id, occurred_at, actor_user_id, actor_session_id, actor_job_id, db_role, action, table_name, record_id,
+    changed_columns, old_values, new_values, details, request_id, client_ip
+  ) values (
+    v_org, now(), v_actor.user_id, v_actor.session_id, v_actor.job_id, session_user, v_action, tg_table_name,
+    (v_row->>'id')::uuid, v_changed, v_old, v_new, v_details, v_actor.request_id, v_actor.client_ip
+  );
+  return null;
+end;
+$$;
+
+-- Usage counters, left alone by retention's deletes (they are this and past months' totals, the allowance's basis).
+create or replace function app_private.tg_usage_records__count() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  if tg_op = 'INSERT' then
+    insert into app_private.usage_counters as c (org_id, month_start, summaries, prompt_tokens, completion_tokens)
+    values (new.org_id, app_private.month_start(new.created_at), 1, new.prompt_tokens, new.completion_tokens)
+    on conflict (org_id, month_start) do update
+      set summaries = c.summaries + 1, prompt_tokens = c.prompt_tokens + excluded.prompt_tokens,
+          completion_tokens = c.completion_tokens + excluded.completion_tokens;
+  elsif current_setting('quire.retention', true) is distinct from 'on' then
+    update app_private.usage_counters c
+       set summaries = greatest(c.summaries - 1, 0), prompt_tokens = greatest(c.prompt_tokens - old.prompt_tokens, 0),
+           completion_tokens = greatest(c.completion_tokens - old.completion_tokens, 0)
+     where c.org_id = old.org_id and c.month_start = app_private.month_start(old.created_at);
+  end if;
+  return null;
+end;
+$$;
+
+-- Export archives count against storage, like files.
+create or replace function app_private.tg_organization_exports__count() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+begin
+  if tg_op = 'INSERT' then
+    insert into app_private.storage_usage as u (org_id, bytes) values (new.org_id, new.bytes)
+    on conflict (org_id) do update set bytes = u.bytes + excluded.bytes;
+  elsif tg_op = 'UPDATE' then
+    update app_private.storage_usage u set bytes = greatest(u.bytes - old.bytes + new.bytes, 0) where u.org_id = new.org_id;
+  else
+    update app_private.storage_usage u set bytes = greatest(u.bytes - old.bytes, 0) where u.org_id = old.org_id;
+  end if;
+  return null;
+end;
+$$;
+comment on function app_private.tg_organization_exports__count() is 'Trigger (after insert, update of bytes, or delete on organization_exports): keeps storage_usage.bytes.';
+
+drop trigger if exists _500_count on app_public.organization_exports;
+create trigger _500_count after insert or update of bytes or delete on app_public.organization_exports
+  for each row execute function app_private.tg_organization_exports__count();
 
 -- ==================================================================================================================
 -- The trash and history, after an attacker's review
@@ -846,7 +1033,9 @@ grant execute on function app_hidden.release_upload(text) to :DATABASE_AUTHENTIC
 -- The worker's grants
 -- ==================================================================================================================
 
-grant execute on function app_private.apply_retention(int) to :DATABASE_AUTHENTICATOR;
+grant execute on function app_private.retention_organizations() to :DATABASE_AUTHENTICATOR;
+grant execute on function app_private.apply_retention_to(uuid, int) to :DATABASE_AUTHENTICATOR;
+grant execute on function app_private.apply_retention_everywhere() to :DATABASE_AUTHENTICATOR;
 grant execute on function app_private.organizations_due_for_erasure(int) to :DATABASE_AUTHENTICATOR;
 grant execute on function app_private.integrations_to_revoke(uuid) to :DATABASE_AUTHENTICATOR;
 grant execute on function app_private.erase_organization(uuid, text) to :DATABASE_AUTHENTICATOR;

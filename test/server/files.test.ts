@@ -136,10 +136,10 @@ describe("local backend (the default)", () => {
     expect(row!.storage_key).toMatch(new RegExp(`^orgs/${a.orgId}/files/[0-9a-f-]{36}$`));
     expect(await readFile(join(storageDirOf(fx.db.name), row!.storage_key))).toEqual(Buffer.from(original));
     expect(await counts(a.orgId)).toEqual({ ...before, documents: before.documents + 1, files: before.files + 1 });
-    // The fixture's file (20 bytes) and revision count too.
+    // The fixture's file (20 bytes), revision and export archive (10240 bytes) count too.
     const usage = await fx.gql(a.members.viewer.accessToken, "{ organizationStorage { usedBytes reservedBytes allowanceBytes } }");
     expect(usage.data).toEqual({
-      organizationStorage: { usedBytes: String(20 + "An earlier draft.".length + bytes), reservedBytes: "0", allowanceBytes: String(1024 ** 3) },
+      organizationStorage: { usedBytes: String(20 + "An earlier draft.".length + 10240 + bytes), reservedBytes: "0", allowanceBytes: String(1024 ** 3) },
     });
   });
 

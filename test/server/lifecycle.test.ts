@@ -212,6 +212,14 @@ describe("exportOrganization", () => {
     expect(JSON.stringify(mail!.email)).not.toMatch(/token=/);
   });
 
+  test("two exports asked at once make one job; the other answers CONFLICT", async () => {
+    const t = await createTenant(fx.db, "Life Twice");
+    const ask = () => fx.gql(t.members.owner.accessToken, "mutation { exportOrganization(input: {}) { job { rowId } } }");
+    const answers = await Promise.all([ask(), ask()]);
+    expect(answers.map((a) => codeOf(a)).sort()).toEqual(["CONFLICT", null].sort());
+    expect(await count("app_public.jobs where org_id = $1 and kind = 'export' and status <> 'succeeded'", [t.orgId])).toBeLessThanOrEqual(1);
+  });
+
   test("one export at a time: CONFLICT while one is queued or running", async () => {
     const [queued] = await query<{ id: string }>(
       fx.db.name,
@@ -252,6 +260,19 @@ describe("deleteOrganization", () => {
     expect(actions.map((r) => r.action)).toEqual(["organization_deletion_scheduled", "organization_deletion_cancelled"]);
   });
 
+  test("an erasure an operator scheduled cannot be cancelled by an owner", async () => {
+    const t = await createTenant(fx.db, "Life Operator");
+    await query(fx.db.name, "select app_admin.delete_organization($1, '7 days')", [t.orgId]);
+    expect(codeOf(await fx.gql(t.members.owner.accessToken, "mutation { cancelOrganizationDeletion(input: {}) { clientMutationId } }"))).toBe("FORBIDDEN");
+    const [org] = await query(
+      fx.db.name,
+      "select deletion_scheduled_for is not null as scheduled from app_public.organizations where id = $1",
+      [t.orgId],
+      "root",
+    );
+    expect(org).toEqual({ scheduled: true });
+  });
+
   test("when due, the worker erases every row and object of the organization; its audit chain records it and verifies", async () => {
     const victim = await createTenant(fx.db, "Life Doomed");
     const uploaded = await upload(victim, "doomed.md", "# Doomed\n");
@@ -287,13 +308,28 @@ describe("deleteOrganization", () => {
       [victim.orgId],
       "root",
     );
-    expect(erased!.details).toMatchObject({ slug: victim.slug, reason: "scheduled deletion", files: 2 });
+    expect(erased!.details).toMatchObject({ slug: victim.slug, reason: "scheduled deletion", files: 2, by_operator: true });
+    // Its API keys' service accounts went with it; its audit log is kept under its tier's retention.
+    expect(
+      await count("app_public.users where email like 'api-key-%' and id in (select user_id from app_public.memberships where org_id = $1)", [victim.orgId]),
+    ).toBe(0);
+    expect(await count("app_private.erased_organizations where org_id = $1 and tier = 'free'", [victim.orgId])).toBe(1);
     const [verdict] = await query(fx.db.name, "select valid, problem from app_admin.verify_audit_chain($1)", [victim.orgId]);
     expect(verdict).toEqual({ valid: true, problem: null });
   });
 });
 
 describe("deleteMyAccount", () => {
+  test("two owners deleting their accounts at once: one goes, the other is told it is the last owner", async () => {
+    const t = await createTenant(fx.db, "Life Two Owners");
+    await query(fx.db.name, "update app_public.memberships set role = 'owner' where org_id = $1 and user_id = $2", [t.orgId, t.members.admin.userId], "root");
+    const leave = (token: string) =>
+      fx.gql(token, "mutation ($p: String!) { deleteMyAccount(input: { password: $p }) { success } }", { p: "correct horse battery staple" });
+    const answers = await Promise.all([leave(t.members.owner.accessToken), leave(t.members.admin.accessToken)]);
+    expect(answers.map((a) => codeOf(a)).sort()).toEqual(["CONFLICT", null].sort());
+    expect(await count("app_public.memberships where org_id = $1 and role = 'owner'", [t.orgId])).toBe(1);
+  });
+
   test("not while the last owner; otherwise the account goes and what the person wrote stays, attributed to a deleted user", async () => {
     const t = await createTenant(fx.db, "Life Leaver");
     const owner = t.members.owner;

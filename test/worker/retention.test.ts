@@ -13,10 +13,14 @@ import { createTenant, type Tenant } from "../support/tenants.ts";
 let db: TestDatabase;
 let free: Tenant;
 let premium: Tenant;
+let erased: Tenant;
 beforeAll(async () => {
   db = await createTestDatabase();
   free = await createTenant(db, "Keep Free");
   premium = await createTenant(db, "Keep Premium");
+  erased = await createTenant(db, "Keep Erased");
+  await query(db.name, "select app_admin.delete_organization($1)", [erased.orgId]);
+  await query(db.name, "select app_private.erase_organization($1, 'test')", [erased.orgId]);
   await query(db.name, "select app_admin.set_tier($1, 'premium')", [premium.slug]);
   await query(db.name, "select app_admin.seal_audit_events()");
   await query(db.name, "insert into app_private.login_attempts (email, ip, succeeded) values ('someone@example.com', '127.0.0.1', false)", [], "root");
@@ -33,6 +37,9 @@ test("past the free tier's windows, a run removes what the tiers no longer keep,
     premiumAudit: await count("app_public.audit_events where org_id = $1", [premium.orgId]),
   };
   expect(before.freeJobs).toBe(3); // a summary's, an import's and an export's
+  const counters = await query(db.name, "select summaries, prompt_tokens from app_private.usage_counters where org_id = $1", [free.orgId], "root");
+  expect(counters).toEqual([{ summaries: 1, prompt_tokens: "10" }]);
+  expect(await count("app_public.audit_events where org_id = $1", [erased.orgId])).toBeGreaterThan(0);
   // 410 days on: past every free window (usage 400 days), inside every premium one (usage 1200, audit forever).
   await query(db.name, "update app_private.clock set offset_by = interval '410 days'", [], "root");
   const metrics = createMetrics();
@@ -63,6 +70,19 @@ test("past the free tier's windows, a run removes what the tiers no longer keep,
   expect(await count("app_public.audit_events where org_id = $1 and seq is not null and occurred_at < now()", [free.orgId])).toBe(0);
   const [verdict] = await query(db.name, "select valid, problem from app_admin.verify_audit_chain($1)", [free.orgId]);
   expect(verdict).toEqual({ valid: true, problem: null });
+
+  // Retention's deletes leave the monthly totals, and are recorded by id alone (no copy of what was removed).
+  expect(await query(db.name, "select summaries, prompt_tokens from app_private.usage_counters where org_id = $1", [free.orgId], "root")).toEqual(counters);
+  const deletions = await query<{ old_values: unknown; details: unknown }>(
+    db.name,
+    "select old_values, details from app_public.audit_events where org_id = $1 and action = 'delete' and table_name in ('jobs', 'usage_records', 'integration_sync_runs')",
+    [free.orgId],
+    "root",
+  );
+  expect(deletions.length).toBeGreaterThanOrEqual(3);
+  for (const event of deletions) expect(event).toEqual({ old_values: null, details: { retention: true } });
+  // The erased organization's surviving audit log goes after its tier's retention too.
+  expect(await count("app_public.audit_events where org_id = $1 and seq is not null", [erased.orgId])).toBe(0);
 
   // The premium organization keeps its usage and its whole audit log.
   expect(await count("app_public.usage_records where org_id = $1", [premium.orgId])).toBe(before.premiumUsage);
