@@ -201,7 +201,7 @@ export async function createQuireServer({
   });
   // The local backend's signed download links: the token is the credential, so the anonymous limit applies.
   if (config.storage.backend === "local") {
-    app.get(localDownloadPath, authenticateHttp(tokens, "rest", apiKeys), limit, fileDownloadRoute(store, downloadUrlKey(config.jwt.secret)));
+    app.get(localDownloadPath, authenticateHttp(tokens, "rest", apiKeys), limit, fileDownloadRoute(store, downloadUrlKey(config.jwt.secret), pool));
   }
   app.use("/graphql", authenticateHttp(tokens, "graphql", apiKeys), limit, ...strictUtf8Body(config.http.maxRequestBytes));
   const listener = createNotificationListener({

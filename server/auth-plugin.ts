@@ -131,9 +131,10 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
         }
         input DeleteMyAccountInput {
           """
-          Your current password: a session alone does not delete an account.
+          Your current password: a session alone does not delete an account. An account without a password (single
+          sign-on only) leaves it out and must have signed in within the last 10 minutes.
           """
-          password: String!
+          password: String
         }
         type DeleteMyAccountPayload {
           success: Boolean!
@@ -298,8 +299,8 @@ export function makeAuthPlugin(config: Config, sessions: Sessions, tokens: Token
             deleteMyAccount: (_$root, args) =>
               sideEffect([args.getRaw("input"), context()], async ([input, ctx]) => {
                 const { sessionId, userId } = signedInClaims(ctx);
-                const password = String((input as { password: string }).password);
-                await onBehalfOf(originOf(ctx), () => sessions.deleteAccount(sessionId, userId, password));
+                const given = (input as { password?: string | null }).password;
+                await onBehalfOf(originOf(ctx), () => sessions.deleteAccount(sessionId, userId, given == null ? null : String(given)));
                 return { success: true };
               }),
             requestPasswordReset: (_$root, args) =>

@@ -55,8 +55,11 @@ export interface Sessions {
   resendVerificationEmail(sessionId: string): Promise<boolean>;
   /** Verifies the current password, sets the new one, ends the person's other sessions; returns how many ended. */
   changePassword(sessionId: string, currentPassword: string, newPassword: string): Promise<number>;
-  /** Deletes the session's person's account after checking their password (app_private.delete_account). */
-  deleteAccount(sessionId: string, userId: string, password: string): Promise<void>;
+  /**
+   * Deletes the session's person's account (app_private.delete_account) after checking their password, or, for an
+   * account without one, that the session is a single sign-on of the last 10 minutes.
+   */
+  deleteAccount(sessionId: string, userId: string, password: string | null): Promise<void>;
   /** Queues a reset email when the address has an account; says nothing either way. */
   requestPasswordReset(email: string): Promise<void>;
   /** Spends a reset token and sets the new password; every session of the person ends. */
@@ -306,7 +309,13 @@ export function createSessions({ config, logger, pool, hasher, tokens }: Session
     },
 
     async deleteAccount(sessionId, userId, password) {
-      await verifySessionPassword(pool, hasher, sessionId, password, invalidCredentials);
+      const { rows } = await pool.query<{ proof: string | null }>("select app_private.account_deletion_proof($1) as proof", [sessionId]);
+      const proof = rows[0]?.proof ?? null;
+      if (proof === null) throw new QuireError("LOGIN", "Your session has ended; sign in again.");
+      if (proof === "password") await verifySessionPassword(pool, hasher, sessionId, password ?? "", invalidCredentials);
+      else if (proof === "sign_in_again") {
+        throw new QuireError("DNIED", "Your account signs in with single sign-on: sign in again, then delete it within 10 minutes.");
+      }
       await recorded("select app_private.delete_account($1)", [userId]);
     },
 

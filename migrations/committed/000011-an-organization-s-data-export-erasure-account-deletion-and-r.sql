@@ -1,5 +1,5 @@
 --! Previous: sha1:2ba39890ce95266c560f37af296541c7e11bd405
---! Hash: sha1:f62642ccaa3f954d48466eddc25c1f6d9e29bce1
+--! Hash: sha1:e99647884d483af29bbd82417fbae78d6dd10d2b
 --! Message: an organization's data: export, erasure, account deletion and retention
 
 -- An organization's data: export, erasure, account deletion and retention
@@ -1028,6 +1028,46 @@ $$;
 comment on function app_hidden.release_upload(text) is
   'Abandons an upload: gives its reserved room back and queues its object for deletion; false when there was no such reservation (the upload committed).';
 grant execute on function app_hidden.release_upload(text) to :DATABASE_AUTHENTICATED;
+
+-- ==================================================================================================================
+-- Loose ends of the life cycle
+-- ==================================================================================================================
+
+-- Whether a stored object still belongs to a live row: a file not in the trash, or an unexpired export. The local
+-- backend's download route asks before sending, so a link issued before a trash, an erasure or an expiry stops
+-- working at once rather than when it expires.
+create or replace function app_private.stored_object_live(storage_key text) returns boolean
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select exists (select 1 from app_public.files f
+                    where f.storage_key = stored_object_live.storage_key and f.trashed_at is null
+                      and f.org_id = (substring(stored_object_live.storage_key from '^orgs/([0-9a-f-]{36})/'))::uuid)
+        or exists (select 1 from app_public.organization_exports e
+                    where e.storage_key = stored_object_live.storage_key and e.expires_at > now()
+                      and e.org_id = (substring(stored_object_live.storage_key from '^orgs/([0-9a-f-]{36})/'))::uuid)
+  $$;
+comment on function app_private.stored_object_live(text) is 'Whether the object is still a live file''s (not in the trash) or an unexpired export''s: the local download route''s last check.';
+grant execute on function app_private.stored_object_live(text) to :DATABASE_AUTHENTICATOR;
+
+-- What proves it is the person deleting their account: their password, or, for an account without one (single
+-- sign-on only), a single sign-on from the last 10 minutes. NULL when the session is not live.
+create or replace function app_private.account_deletion_proof(session_id uuid) returns text
+  language sql stable security definer
+  set search_path = pg_catalog, pg_temp
+  set quire.definer = 'on'
+  as $$
+    select case when sec.password_hash is not null then 'password'
+                when s.auth_method = 'sso' and s.created_at > now() - interval '10 minutes' then 'recent_sso'
+                else 'sign_in_again' end
+      from app_private.sessions s
+      left join app_private.user_secrets sec on sec.user_id = s.user_id
+     where s.id = account_deletion_proof.session_id and s.revoked_at is null and s.expires_at > now()
+  $$;
+comment on function app_private.account_deletion_proof(uuid) is
+  'For deleteMyAccount: password (check it), recent_sso (an account without a password signed in with SSO in the last 10 minutes) or sign_in_again; NULL for a session that is not live.';
+grant execute on function app_private.account_deletion_proof(uuid) to :DATABASE_AUTHENTICATOR;
 
 -- ==================================================================================================================
 -- The worker's grants

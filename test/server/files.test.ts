@@ -245,6 +245,10 @@ describe("local backend (the default)", () => {
     const [row] = await query<{ storage_key: string }>(fx.db.name, "select storage_key from app_public.files where id = $1", [answer.body.file!.id], "root");
     const path = join(storageDirOf(fx.db.name), row!.storage_key);
     expect((await readFile(path)).toString()).toBe("to be deleted");
+    const link = (
+      (await fx.gql(a.members.viewer.accessToken, downloadUrl, { id: answer.body.file!.id })).data as { fileDownloadUrl: { url: string } }
+    ).fileDownloadUrl.url.replace(/^https?:\/\/[^/]+/, fx.app.url);
+    expect((await fetch(link)).status).toBe(200);
     expect(
       codeOf(
         await fx.gql(a.members.member.accessToken, "mutation ($id: UUID!) { deleteDocument(input: { documentId: $id }) { document { rowId } } }", {
@@ -252,8 +256,13 @@ describe("local backend (the default)", () => {
         }),
       ),
     ).toBeNull();
-    // In the trash, the original is kept (a restore brings it back).
+    // In the trash, the original is kept (a restore brings it back), but a link issued before stops at once.
     expect((await readFile(path)).toString()).toBe("to be deleted");
+    const refused = await fetch(link);
+    expect({ status: refused.status, body: await refused.json() }).toEqual({
+      status: 404,
+      body: { error: { code: "NOT_FOUND", message: "The file no longer exists." } },
+    });
     const emptied = await fx.gql(a.members.admin.accessToken, "mutation { emptyTrash(input: {}) { deletedCount } }");
     expect(emptied.data).toEqual({ emptyTrash: { deletedCount: 1 } });
     expect(await query(fx.db.name, "select storage_key from app_private.storage_deletions", [], "root")).toContainEqual({ storage_key: row!.storage_key });

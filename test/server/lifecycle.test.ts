@@ -330,6 +330,24 @@ describe("deleteMyAccount", () => {
     expect(await count("app_public.memberships where org_id = $1 and role = 'owner'", [t.orgId])).toBe(1);
   });
 
+  test("an account without a password (single sign-on only) is deleted from a sign-in of the last 10 minutes", async () => {
+    const t = await createTenant(fx.db, "Life SSO");
+    const person = t.members.member;
+    await query(fx.db.name, "delete from app_private.user_secrets where user_id = $1", [person.userId], "root");
+    await query(
+      fx.db.name,
+      "update app_private.sessions set auth_method = 'sso', created_at = now() - interval '20 minutes' where id = $1",
+      [person.sessionId],
+      "root",
+    );
+    const leave = () => fx.gql(person.accessToken, "mutation { deleteMyAccount(input: {}) { success } }");
+    expect(codeOf(await leave())).toBe("FORBIDDEN");
+    await query(fx.db.name, "update app_private.sessions set created_at = now() where id = $1", [person.sessionId], "root");
+    expect(await leave()).toEqual({ data: { deleteMyAccount: { success: true } } });
+    // A password account that sends none is refused like a wrong password.
+    expect(codeOf(await fx.gql(t.members.viewer.accessToken, "mutation { deleteMyAccount(input: {}) { success } }"))).toBe("INVALID_CREDENTIALS");
+  });
+
   test("not while the last owner; otherwise the account goes and what the person wrote stays, attributed to a deleted user", async () => {
     const t = await createTenant(fx.db, "Life Leaver");
     const owner = t.members.owner;
