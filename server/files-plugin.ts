@@ -9,6 +9,7 @@ import { extendSchema, gql } from "postgraphile/utils";
 import { asCaller } from "../db/as-caller.ts";
 import { QuireError } from "../lib/quire-error.ts";
 import { StorageError, type ObjectStore } from "../lib/storage/object-store.ts";
+import { callerSettings } from "./request-origin.ts";
 
 interface FileRow {
   readonly storage_key: string;
@@ -19,9 +20,7 @@ interface FileRow {
 export function makeFilesPlugin(pool: pg.Pool, store: ObjectStore) {
   /** Reads the object as the caller with `sql` (NOT_FOUND when it is not theirs to download) and signs its URL. */
   const signed = async (ctx: Grafast.Context, sql: string, id: string) => {
-    if (!ctx.quireAuth || !ctx.pgSettings) throw new QuireError("LOGIN", "Sign in first.");
-    const settings = ctx.pgSettings as Record<string, string>;
-    const [object] = await asCaller(pool, settings, async (client) => (await client.query<FileRow>(sql, [id])).rows);
+    const [object] = await asCaller(pool, callerSettings(ctx), async (client) => (await client.query<FileRow>(sql, [id])).rows);
     if (!object) throw new QuireError("NTFND", "No such file.");
     try {
       const url = await store.signedUrl(object.storage_key, { filename: object.name, contentType: object.content_type });

@@ -13,6 +13,7 @@ import { openIntegration, type IntegrationSession } from "../lib/integrations/cr
 import { IntegrationError } from "../lib/integrations/errors.ts";
 import { codeChallenge, codeVerifier, state as newState } from "../lib/integrations/oauth.ts";
 import { QuireError } from "../lib/quire-error.ts";
+import { callerSettings } from "./request-origin.ts";
 import { upstreamError } from "./upstream-errors.ts";
 
 type Ctx = Grafast.Context;
@@ -43,10 +44,6 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
     if (!connector || !config.integrations.sealingKeys) throw new QuireError("BADIN", `${provider} is not configured on this server.`);
     return connector;
   };
-  const settingsOf = (ctx: Ctx) => {
-    if (!ctx.quireAuth || !ctx.pgSettings) throw new QuireError("LOGIN", "Sign in first.");
-    return ctx.pgSettings as Record<string, string>;
-  };
   /** The integration's provider, read as the caller (NOT_FOUND when it is not theirs). */
   const providerOf = async (settings: Record<string, string>, integrationId: string): Promise<IntegrationProvider> => {
     const rows = await asCaller(
@@ -67,7 +64,7 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
 
   /** Runs `fn` with the integration's connector and tokens, as the caller; provider failures become clear codes. */
   const browse = async <T>(ctx: Ctx, integrationId: string, fn: (connector: Connector, session: IntegrationSession) => Promise<T>): Promise<T> => {
-    const settings = settingsOf(ctx);
+    const settings = callerSettings(ctx);
     const connector = connectorFor(await providerOf(settings, integrationId));
     const session = await sessionFor(settings, integrationId, connector);
     try {
@@ -140,7 +137,7 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
             startIntegration(_$root: Step, fieldArgs: { getRaw(path: string[]): Step }) {
               const $input = fieldArgs.getRaw(["input"]) as Step<{ provider: IntegrationProvider; returnTo: string }>;
               const $url = sideEffect([$input, context()], async ([input, ctx]) => {
-                const settings = settingsOf(ctx);
+                const settings = callerSettings(ctx);
                 const connector = connectorFor(input.provider);
                 const returnTo = allowedReturnTo(input.returnTo, config);
                 if (!returnTo) throw new QuireError("BADIN", "returnTo must be a relative path or a URL on an allowed frontend origin.");
@@ -156,7 +153,7 @@ export function makeIntegrationsPlugin({ config, pool, connectors }: Integration
             disconnectIntegration(_$root: Step, fieldArgs: { getRaw(path: string[]): Step }) {
               const $input = fieldArgs.getRaw(["input"]) as Step<{ integrationId: string }>;
               const $id = sideEffect([$input, context()], async ([input, ctx]) => {
-                const settings = settingsOf(ctx);
+                const settings = callerSettings(ctx);
                 const [{ role } = { role: null }] = await asCaller(
                   pool,
                   settings,

@@ -29,6 +29,12 @@ export function signedInClaims(ctx: Grafast.Context) {
   return ctx.quireAuth;
 }
 
+/** The PostgreSQL settings of a signed-in request, for work done as the caller outside its transaction (asCaller). */
+export function callerSettings(ctx: Grafast.Context): Record<string, string> {
+  if (!ctx.quireAuth || !ctx.pgSettings) throw new QuireError("LOGIN", "Sign in first.");
+  return ctx.pgSettings as Record<string, string>;
+}
+
 /**
  * Runs `work` (calls into Sessions or TwoFactor) on behalf of a request: the statements that write sessions then
  * carry its client address, request id and user agent as transaction settings, which the audit and session

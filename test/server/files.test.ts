@@ -12,6 +12,7 @@ import type { Config } from "../../lib/config.ts";
 import { downloadUrlKey, signDownload } from "../../lib/storage/local-store.ts";
 import { startQuireWorker } from "../../worker/runner.ts";
 import { query, silentLogger, storageDirOf, testConfig } from "../support/database.ts";
+import { until } from "../support/poll.ts";
 import { startS3Server, type S3TestServer } from "../support/s3-server.ts";
 import { codeOf, startTestServer, useQuireServer, type TestServer } from "../support/server.ts";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.ts";
@@ -95,12 +96,9 @@ async function drainDeletions(config: Config): Promise<void> {
   const pool: pg.Pool = createPool({ url: config.database.url, max: 4, applicationName: "quire-test-worker" }, silentLogger);
   const worker = await startQuireWorker({ config, logger: silentLogger, pool });
   try {
-    let left = 1;
-    for (let i = 0; i < 200 && left > 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      [{ left } = { left: 0 }] = await query<{ left: number }>(fx.db.name, "select count(*)::int as left from app_private.storage_deletions", [], "root");
-    }
-    expect(left).toBe(0);
+    const left = async () =>
+      (await query<{ left: number }>(fx.db.name, "select count(*)::int as left from app_private.storage_deletions", [], "root"))[0]!.left;
+    expect(await until(left, (n) => n === 0, "the objects' deletion")).toBe(0);
   } finally {
     await worker.stop();
     await pool.end();

@@ -9,6 +9,7 @@ import { createPool } from "../../db/pool.ts";
 import { startQuireWorker, type QuireWorker } from "../../worker/runner.ts";
 import { query, testConfig } from "../support/database.ts";
 import { capturingLogger, type Line } from "../support/logs.ts";
+import { until } from "../support/poll.ts";
 import { codeOf, useQuireServer } from "../support/server.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
@@ -34,15 +35,6 @@ afterAll(async () => {
 
 const count = async (sql: string, values: unknown[] = []) =>
   (await query<{ n: number }>(fx.db.name, `select count(*)::int as n from ${sql}`, values, "root"))[0]!.n;
-
-async function until<T>(read: () => Promise<T>, done: (value: T) => boolean, what: string): Promise<T> {
-  for (let i = 0; i < 400; i++) {
-    const value = await read();
-    if (done(value)) return value;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 async function upload(t: Tenant, name: string, data: string) {
   const form = new FormData();

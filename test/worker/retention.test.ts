@@ -8,6 +8,7 @@ import { createPool } from "../../db/pool.ts";
 import { createMetrics } from "../../lib/metrics.ts";
 import { startQuireWorker } from "../../worker/runner.ts";
 import { createTestDatabase, query, silentLogger, type TestDatabase } from "../support/database.ts";
+import { until } from "../support/poll.ts";
 import { createTenant, type Tenant } from "../support/tenants.ts";
 
 let db: TestDatabase;
@@ -47,9 +48,11 @@ test("past the free tier's windows, a run removes what the tiers no longer keep,
   const worker = await startQuireWorker({ config: db.config, logger: silentLogger, pool, metrics });
   try {
     await query(db.name, "select graphile_worker.add_job('apply_retention', '{}'::json, job_key => 'apply_retention')", [], "root");
-    for (let i = 0; i < 200 && !(await metrics.render()).includes('quire_retention_runs_total{outcome="succeeded"} 1'); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await until(
+      () => metrics.render(),
+      (text) => text.includes('quire_retention_runs_total{outcome="succeeded"} 1'),
+      "the retention run",
+    );
   } finally {
     await worker.stop();
     await pool.end();
