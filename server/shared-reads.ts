@@ -14,6 +14,9 @@
 // the same set, since the caller is always one of the members (enter_context joins the membership). The only
 // computed columns (documents_content_length, documents_excerpt) are pure. A policy or computed column that reads
 // current_user_id() some other way would make this module wrong: keep this list in step with the migrations.
+// Three tables do read it: a person's own questions, answers and answer_citations (`asked_by = current_user_id()`).
+// A shared transaction refuses any query that names one of them (NotSharable), so its group falls back to each
+// caller's own transaction: what one person asked is never answered from another's read.
 //
 // Why the claims are not trusted for that. The group key is the claims' organization and role (and the database
 // role), but a token's role claim can be stale (a role change does not end the session) and a session can end at
@@ -63,6 +66,9 @@ interface Caller {
 /** Asked of the shared transaction's client for a nested transaction or the raw connection: not a plain read. */
 class NotSharable extends Error {}
 
+/** Tables whose read policy depends on the user, not only the organization and role: their reads are never shared. */
+const perUserTables = /\bapp_public"?\s*\.\s*"?(questions|answers|answer_citations)\b/i;
+
 /** The settings that decide what RLS shows: organization, member role and database role. Null: not shared. */
 function groupKeyOf(settings: Settings | null): string | null {
   const org = settings?.["jwt.claims.org_id"];
@@ -82,6 +88,7 @@ function sharingClient(client: NodePostgresPgClient): NodePostgresPgClient {
   const answers = new Map<string, Promise<PgClientResult<unknown>>>();
   const shared: NodePostgresPgClient = {
     async query<TData>(opts: PgClientQuery): Promise<PgClientResult<TData>> {
+      if (perUserTables.test(opts.text)) throw new NotSharable("a read of a person's own rows is not shared");
       const key = JSON.stringify([opts.text, opts.values ?? [], opts.arrayMode ?? false]);
       let answer = answers.get(key);
       if (!answer) answers.set(key, (answer = client.query<unknown>(opts)));

@@ -1,5 +1,6 @@
 // The allowance's running counters (app_private.usage_counters, app_private.jobs_in_flight) always equal the
-// aggregates they replace: through job inserts, status changes, usage rows and deletions.
+// aggregates they replace: through job inserts, status changes, usage rows and deletions. Requests count summaries and
+// answers, not embeddings (whose tokens count all the same).
 import { createTestDatabase, query, type TestDatabase } from "../support/database.ts";
 import { createTenant } from "../support/tenants.ts";
 
@@ -17,7 +18,7 @@ const root = <R extends Record<string, unknown>>(sql: string, params: unknown[] 
 async function compare(orgId: string) {
   const [row] = await root<{ counted: unknown; aggregated: unknown }>(
     `select (select row(u.summaries, u.jobs_in_flight, u.prompt_tokens, u.completion_tokens)::text from app_private.usage_of($1) u) as counted,
-            (select row((select count(*)::int from app_public.usage_records r where r.org_id = $1 and r.created_at >= app_private.month_start(now())),
+            (select row((select count(*)::int from app_public.usage_records r where r.org_id = $1 and r.kind <> 'embedding' and r.created_at >= app_private.month_start(now())),
                         (select count(*)::int from app_public.jobs j where j.org_id = $1 and j.status in ('queued', 'running')),
                         (select coalesce(sum(prompt_tokens), 0) from app_public.usage_records r where r.org_id = $1 and r.created_at >= app_private.month_start(now())),
                         (select coalesce(sum(completion_tokens), 0) from app_public.usage_records r where r.org_id = $1 and r.created_at >= app_private.month_start(now())))::text) as aggregated`,

@@ -141,6 +141,38 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     [org!.id, `workspace-${slug}`, `${name} workspace`, members.admin.userId],
     "root",
   );
+  // The document's one chunk, the owner's question answered from it with a citation, and its usage (an answer's and
+  // an embedding's); the organization's own model with a sealed key (bytes only: nothing opens it).
+  await query(
+    db.name,
+    `with c as (insert into app_public.document_chunks (org_id, document_id, document_revision, ordinal, heading, content)
+                values ($1::uuid, $2::uuid, 1, 0, null, $4) returning id),
+          j as (insert into app_public.jobs (org_id, kind, status, requested_by, attempts, finished_at)
+                values ($1::uuid, 'answer', 'succeeded', $3::uuid, 1, now()) returning id),
+          q as (insert into app_public.questions (org_id, asked_by, job_id, question)
+                select $1::uuid, $3::uuid, j.id, 'How does it work?' from j returning id, job_id),
+          a as (insert into app_public.answers (org_id, question_id, job_id, asked_by, content, provider, model, prompt_tokens,
+                                                completion_tokens, latency_ms, sources)
+                select $1::uuid, q.id, q.job_id, $3::uuid, $4 || ' [1]', 'extractive', 'extractive-v1', 12, 6, 1,
+                       jsonb_build_array(jsonb_build_object('chunkId', c.id, 'documentId', $2::uuid, 'documentRevision', 1))
+                  from q, c returning id, job_id),
+          t as (insert into app_public.answer_citations (org_id, answer_id, asked_by, ordinal, marker, document_id, document_revision, chunk_id, quote)
+                select $1::uuid, a.id, $3::uuid, 0, 1, $2::uuid, 1, c.id, $4 from a, c)
+     insert into app_public.usage_records (org_id, job_id, kind, provider, model, prompt_tokens, completion_tokens)
+     select $1::uuid, a.job_id, 'answer', 'extractive', 'extractive-v1', 12, 6 from a
+     union all select $1::uuid, null, 'embedding', 'openai', 'text-embedding-3-small', 8, 0`,
+    [org!.id, document!.id, members.owner.userId, `How ${name} works.`],
+    "root",
+  );
+  await query(
+    db.name,
+    `with s as (insert into app_public.llm_settings (org_id, provider, model, has_api_key, updated_by)
+                values ($1, 'openai', 'gpt-4o-mini', true, $2) returning org_id, id)
+     insert into app_private.llm_secrets (org_id, settings_id, key_id, secret_nonce, secret_ciphertext)
+     select s.org_id, s.id, 'fixture', '\\x00'::bytea, '\\x00'::bytea from s`,
+    [org!.id, members.admin.userId],
+    "root",
+  );
   await query(
     db.name,
     "insert into app_public.templates (org_id, name, body, created_by) values ($1, $2, $3, $4)",
