@@ -3,7 +3,8 @@
 // its frequency in the document (stop-words of English, French, German and Spanish ignored; Chinese and Japanese
 // counted as character pairs), a sentence the mean score of its words with a bonus for coming early, and the best
 // sentences are given in their original order. It reads the prompt, minus the document, for what it can honour:
-// a number of sentences or words, bullet points, or action items.
+// a number of sentences or words, bullet points, or action items. Asked to stream (onDelta), it hands its summary
+// over a few words at a time, as a model would, so streaming works (and is tested) offline too.
 import { cancelledError, estimateTokens, type LlmProvider } from "./provider.ts";
 
 export interface ExtractiveOptions {
@@ -20,11 +21,12 @@ export function createExtractiveProvider(options: ExtractiveOptions = {}): LlmPr
     name: "extractive",
     model: extractiveModel,
     contextTokens: options.contextTokens ?? 1_000_000,
-    async complete({ prompt, sourceText, maxOutputTokens, signal }) {
+    async complete({ prompt, sourceText, maxOutputTokens, signal, onDelta }) {
       if (signal?.aborted) throw cancelledError();
       const started = performance.now();
       const instructions = sourceText.trim() ? prompt.split(sourceText).join(" ") : prompt;
       const text = summarize(sourceText, readHints(instructions), Math.max(1, Math.floor(maxOutputTokens)));
+      if (onDelta) for (const piece of inPieces(text)) onDelta(piece);
       return {
         text,
         promptTokens: estimateTokens(prompt),
@@ -36,6 +38,12 @@ export function createExtractiveProvider(options: ExtractiveOptions = {}): LlmPr
     },
   };
 }
+
+/**
+ * `text` in pieces of up to five words, each with the whitespace after it, so that they join into exactly `text` (a
+ * summary, which never starts or ends with whitespace).
+ */
+const inPieces = (text: string): string[] => text.match(/(?:\S+\s*){1,5}/g) ?? [];
 
 // ---- What the prompt asks for -------------------------------------------------------------------------------------
 

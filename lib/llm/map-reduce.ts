@@ -44,6 +44,11 @@ export interface StagedSummaryOptions {
   render(content: string): string;
   readonly maxOutputTokens: number;
   readonly signal?: AbortSignal;
+  /**
+   * The final summary's text as the model writes it (see CompletionRequest.onDelta): given to the last call only,
+   * whose answer is the result, never to the calls for pieces or partial summaries. Default: none.
+   */
+  readonly onDelta?: (text: string) => void;
 }
 
 /** The final completion, with tokens and latency summed over all calls. */
@@ -61,7 +66,7 @@ const cutMarker = "\n\n[…the remaining partial summaries were cut to fit the m
  * cut, with a marker saying so, to what fits, and summarized once more.
  */
 export async function summarizeInStages(options: StagedSummaryOptions): Promise<StagedCompletion> {
-  const { provider, render, maxOutputTokens, signal } = options;
+  const { provider, render, maxOutputTokens, signal, onDelta } = options;
   const budget = provider.contextTokens - maxOutputTokens;
   const fits = (text: string) => estimateTokens(render(text)) <= budget;
 
@@ -81,8 +86,9 @@ export async function summarizeInStages(options: StagedSummaryOptions): Promise<
   };
 
   const completions: Completion[] = [];
-  const summarize = async (text: string) => {
-    const completion = await provider.complete({ prompt: render(text), sourceText: text, maxOutputTokens, signal });
+  const summarize = async (text: string, last = false) => {
+    const request = { prompt: render(text), sourceText: text, maxOutputTokens, signal };
+    const completion = await provider.complete(last && onDelta ? { ...request, onDelta } : request);
     completions.push(completion);
     return completion;
   };
@@ -94,7 +100,7 @@ export async function summarizeInStages(options: StagedSummaryOptions): Promise<
     const joined = partials.join("\n\n");
     content = joined.length <= content.length * minimumShrink ? joined : `${piecesThatFit(joined, cutMarker)[0] ?? ""}${cutMarker}`;
   }
-  const last = await summarize(content);
+  const last = await summarize(content, true);
   return {
     ...last,
     promptTokens: completions.reduce((sum, c) => sum + c.promptTokens, 0),

@@ -26,6 +26,18 @@ export interface CompletionRequest {
   readonly maxOutputTokens: number;
   /** The worker's abort signal (shutdown); combined with the provider's own timeout. */
   readonly signal?: AbortSignal;
+  /**
+   * Called with the answer's text as the model writes it. When set, the hosted providers stream the answer (Server-Sent
+   * Events) and the extractive one hands its text over in a few pieces; the Completion is returned as without it.
+   * The contract: pieces come in order, none is empty, and joined they are exactly the Completion's `text`, so the
+   * answer's leading and trailing whitespace is never delivered (whitespace is held back until text follows it).
+   * Every piece is delivered before complete() settles, none after. When the request fails after pieces were
+   * delivered they are not a summary and the caller discards them: withRetries throws such a failure instead of
+   * retrying it (a second attempt would not repeat the same text), for the job to start over on its next run. What
+   * onDelta throws ends the request (the stream is cancelled) and complete() throws it as it is. Default: none (one
+   * answer, not streamed).
+   */
+  readonly onDelta?: (text: string) => void;
 }
 
 export interface Completion {
@@ -49,10 +61,10 @@ export interface LlmProvider {
 export const llmErrorCodes = [
   "LLM_TIMEOUT", // the service did not answer within the timeout
   "LLM_RATE_LIMITED", // 429: too many requests or tokens for the account
-  "LLM_UNAVAILABLE", // 5xx (Anthropic's 529 overloaded included) or the service could not be reached
+  "LLM_UNAVAILABLE", // 5xx (Anthropic's 529 overloaded included), the service could not be reached or its answer broke off
   "LLM_REJECTED", // 400, 404, 413, 422…: the request itself was refused (unknown model, prompt too long)
   "LLM_AUTH", // 401/403: the API key is missing, wrong or not allowed to use the model
-  "LLM_BAD_RESPONSE", // a 2xx that is not the API's JSON, an answer without text, or a redirect
+  "LLM_BAD_RESPONSE", // a 2xx that is not the API's JSON or event stream, an answer without text, or a redirect
   "LLM_CANCELLED", // the caller's signal aborted (worker shutdown)
 ] as const;
 export type LlmErrorCode = (typeof llmErrorCodes)[number];

@@ -3,7 +3,8 @@
 // - withRetries: a few quick retries of one provider call inside the run, with exponential backoff and full jitter,
 //   or the wait the service asked for (Retry-After) when that is short. A Retry-After longer than maxDelayMs is not
 //   waited out here (it would hold a worker slot): the error is thrown at once, for the job to be rescheduled. A
-//   cancelled request (worker shutdown) stops at once.
+//   cancelled request (worker shutdown) stops at once, and so does a streamed request that fails after some of its
+//   text was delivered (onDelta): its subscriber has seen text that another attempt would not repeat word for word.
 // - nextRunDelayMs: when those run out, the summarize task puts its job back in the queue due later (without using
 //   up an attempt), so an outage of the provider is ridden out for up to LLM_RETRY_WINDOW_SECONDS from the job's first
 //   transient failure: backoff that doubles with the time it has been failing (capped by LLM_RETRY_MAX_DELAY_SECONDS),
@@ -36,7 +37,10 @@ export function retryDelayMs(error: LlmError, retry: number, options: RetryOptio
   return Math.floor(random() * Math.min(maxDelayMs, baseDelayMs * 2 ** retry));
 }
 
-/** `provider`, with retryable LlmErrors retried; the last error is thrown once retries run out. */
+/**
+ * `provider`, with retryable LlmErrors retried; the last error is thrown once retries run out. A failure after a
+ * piece of text was delivered to the request's onDelta is thrown as it is (still retryable, for the job's next run).
+ */
 export function withRetries(provider: LlmProvider, options: RetryOptions = {}): LlmProvider {
   const { maxRetries = 3, sleep = defaultSleep } = options;
   return {
@@ -44,13 +48,23 @@ export function withRetries(provider: LlmProvider, options: RetryOptions = {}): 
     model: provider.model,
     contextTokens: provider.contextTokens,
     async complete(request) {
-      const { signal } = request;
+      const { signal, onDelta } = request;
+      let delivered = false;
+      const attempt = onDelta
+        ? {
+            ...request,
+            onDelta: (text: string) => {
+              delivered = true;
+              onDelta(text);
+            },
+          }
+        : request;
       for (let retry = 0; ; retry++) {
         try {
-          return await provider.complete(request);
+          return await provider.complete(attempt);
         } catch (error) {
           if (signal?.aborted) throw cancelledError();
-          if (!(error instanceof LlmError) || !error.retryable || retry >= maxRetries) throw error;
+          if (delivered || !(error instanceof LlmError) || !error.retryable || retry >= maxRetries) throw error;
           const wait = retryDelayMs(error, retry, options);
           if (wait === null) throw error;
           try {
