@@ -76,6 +76,11 @@ export function createAnthropicProvider(options: AnthropicOptions): LlmProvider 
 
 async function jsonAnswer(exchange: Exchange, body: object): Promise<Answer> {
   const { body: json, latencyMs } = await postJson({ ...exchange, body });
+  return answerOf(json, latencyMs);
+}
+
+/** A whole (not streamed) answer's text, usage and model. */
+function answerOf(json: unknown, latencyMs: number): Answer {
   const answer = json as { model?: unknown; content?: Array<{ type?: unknown; text?: unknown }>; usage?: Usage } | null;
   const blocks = Array.isArray(answer?.content) ? answer.content : [];
   const text = blocks
@@ -111,7 +116,7 @@ async function streamedAnswer(exchange: Exchange, body: object, onDelta: (text: 
   let input: Usage | undefined;
   let outputTokens: unknown;
   let answered: string | undefined;
-  const { latencyMs } = await postEventStream({
+  const { latencyMs, json } = await postEventStream({
     ...exchange,
     body: { ...body, stream: true },
     onEvent(event) {
@@ -143,6 +148,12 @@ async function streamedAnswer(exchange: Exchange, body: object, onDelta: (text: 
       return false;
     },
   });
+  if (json !== undefined) {
+    // The server did not stream: its whole answer is one delta.
+    const whole = answerOf(json, latencyMs);
+    onDelta(whole.text);
+    return whole;
+  }
   if (!text.text()) throw new LlmError("LLM_BAD_RESPONSE", `The ${service} answered without any text.`);
   return { text: text.text(), usage: { ...input, output_tokens: outputTokens }, model: answered, latencyMs };
 }

@@ -175,7 +175,7 @@ const abbreviations = new Set(
 );
 
 /** Sentences of a paragraph: after . ! ? … followed by a space and not a lowercase letter, or after 。！？. */
-function splitSentences(paragraph: string): string[] {
+export function splitSentences(paragraph: string): string[] {
   const sentences: string[] = [];
   let start = 0;
   for (const match of paragraph.matchAll(/([.!?…]+)["'”’)\]]*(?=\s+(\S))|[。！？]+[」』）”’"]*/gu)) {
@@ -218,7 +218,7 @@ const unspaced = /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}]+/gu;
 const kanaOnly = /^[\p{Script=Hiragana}ー]+$/u;
 
 /** The content terms of a text: lowercased words without stop-words and one-letter words, and CJK character pairs. */
-function termsOf(text: string): string[] {
+export function termsOf(text: string): string[] {
   const terms: string[] = [];
   for (const [word] of text.toLowerCase().matchAll(/[\p{L}\p{N}]+(?:['’][\p{L}]+)*/gu)) {
     let spaced = word;

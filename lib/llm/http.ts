@@ -38,6 +38,12 @@ export async function postJson(options: PostJsonOptions): Promise<JsonAnswer> {
   const { response, limit, started } = await send(options, "application/json");
   const { status } = response;
   if (status < 200 || status >= 300) throw await statusError(response, limit, options);
+  const { json, latencyMs } = await jsonBody(response, limit, started, options);
+  return { body: json, latencyMs };
+}
+
+/** A 2xx answer's body read whole (bounded) and parsed as JSON. */
+async function jsonBody(response: Response, limit: Deadline, started: number, options: PostJsonOptions): Promise<{ json: unknown; latencyMs: number }> {
   let text: string;
   try {
     text = await readBody(response, options.maxResponseBytes ?? completionResponseMaxBytes, "refuse");
@@ -46,9 +52,9 @@ export async function postJson(options: PostJsonOptions): Promise<JsonAnswer> {
   }
   const latencyMs = Math.round(performance.now() - started);
   try {
-    return { body: JSON.parse(text) as unknown, latencyMs };
+    return { json: JSON.parse(text) as unknown, latencyMs };
   } catch {
-    throw new LlmError("LLM_BAD_RESPONSE", `The ${options.service} answered with something other than JSON.`, { status });
+    throw new LlmError("LLM_BAD_RESPONSE", `The ${options.service} answered with something other than JSON.`, { status: response.status });
   }
 }
 
@@ -65,13 +71,16 @@ export interface PostEventStreamOptions extends PostJsonOptions {
 export interface StreamAnswer {
   /** From sending the request to the event that completed the answer. */
   readonly latencyMs: number;
+  /** Set when the server answered one JSON document instead of a stream (it ignored `stream: true`): that document. */
+  readonly json?: unknown;
 }
 
 /**
  * POSTs `body` as JSON and reads the 2xx answer as Server-Sent Events (text/event-stream), handing each to `onEvent`
  * until one completes the answer. A status other than 2xx is the same LlmError as postJson's, and so are a timeout
- * (the whole stream counts), a cancel (the body read stops at once) and a stream past `maxResponseBytes`. A 2xx that
- * is not an event stream is LLM_BAD_RESPONSE; a stream that breaks off or ends before its last event is
+ * (the whole stream counts), a cancel (the body read stops at once) and a stream past `maxResponseBytes`. A 2xx JSON
+ * answer (a server that does not stream) is returned parsed, as `json`; any other 2xx that is not an event stream is
+ * LLM_BAD_RESPONSE; a stream that breaks off or ends before its last event is
  * LLM_UNAVAILABLE (retryable: the answer was cut, not wrong).
  */
 export async function postEventStream(options: PostEventStreamOptions): Promise<StreamAnswer> {
@@ -79,7 +88,10 @@ export async function postEventStream(options: PostEventStreamOptions): Promise<
   const { response, limit, started } = await send(options, "text/event-stream");
   const { status } = response;
   if (status < 200 || status >= 300) throw await statusError(response, limit, options);
-  if (!response.body || !/^text\/event-stream\b/i.test(response.headers.get("content-type") ?? "")) {
+  const contentType = response.headers.get("content-type") ?? "";
+  // A server that does not stream (some OpenAI-compatible ones ignore `stream: true`) answers one JSON document.
+  if (/^application\/json\b/i.test(contentType)) return { ...(await jsonBody(response, limit, started, options)) };
+  if (!response.body || !/^text\/event-stream\b/i.test(contentType)) {
     await response.body?.cancel().catch(() => undefined);
     throw new LlmError("LLM_BAD_RESPONSE", `The ${service} answered with something other than an event stream.`, { status });
   }
@@ -156,8 +168,9 @@ async function statusError(response: Response, limit: Deadline, options: PostJso
   } catch (error) {
     return failure(error, limit, options, "answer");
   }
-  const detail = serviceMessage(jsonOrUndefined(text), options.secrets);
   const [code, what] = statusMeaning(status);
+  // A refused key's message often quotes part of the key ("Incorrect API key provided: sk-…wxyz"): it is not kept.
+  const detail = code === "LLM_AUTH" ? undefined : serviceMessage(jsonOrUndefined(text), options.secrets);
   const retryAfter = status === 408 || status === 429 || status >= 500 ? retryAfterMs(response.headers) : undefined;
   return new LlmError(code, `The ${options.service} ${what} (HTTP ${status})${detail ? `: ${detail}` : "."}`, {
     status,

@@ -69,6 +69,11 @@ export function createOpenAiProvider(options: OpenAiOptions): LlmProvider {
 
 async function jsonAnswer(exchange: Exchange, body: object): Promise<Answer> {
   const { body: json, latencyMs } = await postJson({ ...exchange, body });
+  return answerOf(json, latencyMs);
+}
+
+/** A whole (not streamed) answer's text, usage and model. */
+function answerOf(json: unknown, latencyMs: number): Answer {
   const answer = json as {
     model?: unknown;
     choices?: Array<{ message?: { content?: unknown; refusal?: unknown } }>;
@@ -92,7 +97,7 @@ async function streamedAnswer(exchange: Exchange, body: object, onDelta: (text: 
   const text = streamedText(service, onDelta);
   let usage: Usage | undefined;
   let answered: string | undefined;
-  const { latencyMs } = await postEventStream({
+  const { latencyMs, json } = await postEventStream({
     ...exchange,
     body: { ...body, stream: true, stream_options: { include_usage: true } },
     onEvent(event) {
@@ -113,6 +118,12 @@ async function streamedAnswer(exchange: Exchange, body: object, onDelta: (text: 
       return false;
     },
   });
+  if (json !== undefined) {
+    // The server did not stream: its whole answer is one delta.
+    const whole = answerOf(json, latencyMs);
+    onDelta(whole.text);
+    return whole;
+  }
   if (!text.text()) throw new LlmError("LLM_BAD_RESPONSE", `The ${service} answered without any text.`);
   return { text: text.text(), usage, model: answered, latencyMs };
 }

@@ -183,8 +183,17 @@ describe("OpenAI-compatible", () => {
     expect(error.message).toBe("The OpenAI-compatible service is rate limiting requests (HTTP 429): Slow down");
   });
 
-  test("a 2xx that is not an event stream (a server ignoring stream: true) is LLM_BAD_RESPONSE, not retried", async () => {
-    const server = await serve(() => ({ json: openAiAnswer("whole") }));
+  test("a server ignoring stream: true answers one JSON document: its text is one delta and the completion as without streaming", async () => {
+    const server = await serve(() => ({ json: openAiAnswer("  The whole answer.  ", { prompt_tokens: 9, completion_tokens: 3 }) }));
+    const { request, deltas } = streaming();
+    const completion = await openAi(server).complete(request);
+    expect(deltas).toEqual(["The whole answer."]);
+    expect(completion).toMatchObject({ text: "The whole answer.", promptTokens: 9, completionTokens: 3, model: "gpt-test-2025" });
+    expect(server.requests).toHaveLength(1);
+  });
+
+  test("a 2xx that is neither an event stream nor JSON is LLM_BAD_RESPONSE, not retried", async () => {
+    const server = await serve(() => ({ raw: "<html>hello</html>", headers: { "content-type": "text/html" } }));
     const error = await failure(withRetries(openAi(server), { baseDelayMs: 1 }).complete(streaming().request));
     expect(error).toMatchObject({ code: "LLM_BAD_RESPONSE", retryable: false, status: 200 });
     expect(error.message).toBe("The OpenAI-compatible service answered with something other than an event stream.");
