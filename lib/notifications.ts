@@ -1,11 +1,13 @@
-// The server's one LISTEN connection. Everything that reacts to PostgreSQL NOTIFY shares it: ended sessions close
-// their WebSockets (quire_session_ended), and jobs, documents and summaries reach subscribers (quire_live). It is a
+// A process's one LISTEN connection. In the server, everything that reacts to PostgreSQL NOTIFY shares it: ended
+// sessions close their WebSockets (quire_session_ended), jobs, documents and summaries reach subscribers
+// (quire_live), and streamed LLM text reaches jobProgress (quire_job_progress); in a worker, cancelled jobs stop their
+// LLM requests (quire_job_cancelled). It is a
 // client of its own, outside the pool, so a busy pool never delays a notification. When PostgreSQL drops it, it
 // reconnects with jittered exponential backoff (reset once a connection is listening again), and tells whoever
 // needs to know both that notifications may have been missed and when it is listening again, so they can catch up
 // from what the database kept (the live-event outbox, the sessions table).
 import pg from "pg";
-import type { Logger } from "../lib/logger.ts";
+import type { Logger } from "./logger.ts";
 
 export interface NotificationListener {
   /** Calls `handler` with the payload of every NOTIFY on `channel` (channels are fixed before `start`). */
@@ -109,7 +111,9 @@ export function createNotificationListener({
     next.on("end", () => onLoss(new Error("connection ended"), "the LISTEN connection was closed; reconnecting"));
     try {
       await next.connect();
-      for (const channel of handlers.keys()) await next.query(`listen ${next.escapeIdentifier(channel)}`);
+      // Every channel in one round trip (a simple query of several statements).
+      const channels = [...handlers.keys()].map((channel) => `listen ${next.escapeIdentifier(channel)}`);
+      if (channels.length > 0) await next.query(channels.join("; "));
     } catch (error) {
       onLoss(error, "the LISTEN connection could not be made; retrying");
       throw error;

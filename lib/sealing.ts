@@ -67,6 +67,8 @@ export const sealContexts = {
   totp: (userId: string): SealContext => ({ orgId: "", integrationId: userId, provider: "totp", purpose: "mfa_secret" }),
   /** An organization's identity-provider client secret: bound to the organization. */
   oidc: (orgId: string): SealContext => ({ orgId, integrationId: orgId, provider: "oidc", purpose: "client_secret" }),
+  /** An organization's own LLM API key: bound to the organization. */
+  llm: (orgId: string): SealContext => ({ orgId, integrationId: orgId, provider: "llm", purpose: "api_key" }),
 } as const;
 
 /** A sealed value, as stored: key_id, *_nonce and *_ciphertext of app_private.integration_secrets. */

@@ -18,7 +18,8 @@
 import { SafeError } from "postgraphile/grafast";
 import { isDatabaseUnavailable } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { NotificationListener } from "./notifications.ts";
+import type { NotificationListener } from "../lib/notifications.ts";
+import { isUuid } from "../lib/uuid.ts";
 
 export type LiveEntity = "job" | "document" | "summary" | "integration";
 
@@ -66,8 +67,6 @@ export interface LiveEvents {
  */
 export const liveEventsInterrupted = () =>
   new SafeError("Live updates were interrupted; subscribe again with `since` set to the last seq you received.", { code: "UNAVAILABLE" });
-
-const isUuid = (v: unknown): v is string => typeof v === "string" && /^[0-9a-f-]{36}$/i.test(v);
 
 /** The notification payload, or null when it is not one of ours (never trusted beyond its shape). */
 function parseEvent(payload: string): LiveEvent | null {

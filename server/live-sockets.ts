@@ -9,7 +9,7 @@
 import type pg from "pg";
 import type { WebSocket } from "ws";
 import type { Logger } from "../lib/logger.ts";
-import type { NotificationListener } from "./notifications.ts";
+import type { NotificationListener } from "../lib/notifications.ts";
 import type { AccessClaims } from "../lib/tokens.ts";
 
 /** graphql-ws's code for "unauthorized"; clients treat it as "authenticate again". */

@@ -3,7 +3,7 @@
 // holds a bounded queue, reading the rest from the outbox, losing nothing.
 import { silentLogger } from "../support/database.ts";
 import { createLiveEvents, type LiveEvent, type Outbox } from "../../server/live-events.ts";
-import type { NotificationListener } from "../../server/notifications.ts";
+import type { NotificationListener } from "../../lib/notifications.ts";
 
 const orgId = "00000000-0000-4000-8000-000000000001";
 const event = (seq: number): LiveEvent => ({
