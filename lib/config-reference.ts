@@ -354,6 +354,25 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
     example: "128000",
   },
   LLM_MAX_OUTPUT_TOKENS: { section: "LLM", meaning: "Longest answer asked for." },
+  LLM_ALLOWED_MODELS: {
+    section: "LLM",
+    meaning:
+      "Comma-separated models an organization's settings or a template may choose on the deployment's key (an organization's own key may use any). Unset: any model — set it when the deployment pays.",
+  },
+  EMBEDDINGS_BASE_URL: {
+    section: "LLM",
+    meaning:
+      "An OpenAI-compatible embeddings API root (OpenAI, Ollama, vLLM…), without `/embeddings`. Set: document chunks are embedded and retrieval for questions fuses full-text rank with vector similarity. Unset: full-text only.",
+  },
+  EMBEDDINGS_API_KEY: { section: "LLM", meaning: "Bearer key for the embeddings API, when it needs one." },
+  EMBEDDINGS_MODEL: { section: "LLM", meaning: "The embedding model." },
+  EMBEDDINGS_DIMENSIONS: { section: "LLM", meaning: "Dimensions asked of the model (models that can shorten their vectors); unset: the model's own." },
+  EMBEDDINGS_TIMEOUT_SECONDS: { section: "LLM", meaning: "How long one embeddings request may take." },
+  ANSWER_PASSAGES: { section: "LLM", meaning: "Passages retrieved and given to the model for each question (at most 50)." },
+  PROGRESS_INTERVAL_MS: {
+    section: "Live updates",
+    meaning: "How long the worker gathers streamed LLM text before sending it to `jobProgress` subscribers in one notification.",
+  },
   LIVE_EVENT_RETENTION_HOURS: { section: "Live updates", meaning: "How long live events stay replayable with `since`." },
   LIVE_RECONNECT_BASE_MS: {
     section: "Live updates",

@@ -167,6 +167,22 @@ const envSchema = z.object({
   LLM_RETRY_WINDOW_SECONDS: intText(0, 86400).default(900),
   LLM_RETRY_MAX_DELAY_SECONDS: intText(1, 3600).default(60),
   LLM_RETRY_AFTER_MAX_SECONDS: intText(1, 86400).default(600),
+  LLM_ALLOWED_MODELS: z
+    .string()
+    .refine((v) => v.split(",").every((m) => /^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$/.test(m.trim())), {
+      message: "must be a comma-separated list of model names",
+    })
+    .optional(),
+  EMBEDDINGS_BASE_URL: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), { message: "must be an http(s) URL" })
+    .optional(),
+  EMBEDDINGS_API_KEY: z.string().min(1).optional(),
+  EMBEDDINGS_MODEL: z.string().min(1).max(200).default("text-embedding-3-small"),
+  EMBEDDINGS_DIMENSIONS: intText(1, 4096).optional(),
+  EMBEDDINGS_TIMEOUT_SECONDS: intText(1, 600).default(30),
+  ANSWER_PASSAGES: intText(1, 50).default(8),
+  PROGRESS_INTERVAL_MS: intText(10, 5000).default(75),
   JOB_MAX_ATTEMPTS: intText(1, 25).default(3),
   SEALING_KEYS: z.string().min(1).optional(),
   PUBLIC_URL: z
@@ -394,6 +410,11 @@ export interface Config {
     /** The model's context window in tokens; null: the provider's default. Longer documents are summarized in stages. */
     readonly contextTokens: number | null;
     readonly maxOutputTokens: number;
+    /**
+     * LLM_ALLOWED_MODELS: the models organizations and templates may choose on the deployment's key (their own key may
+     * use any); null: any.
+     */
+    readonly allowedModels: readonly string[] | null;
     /** Retries of one LLM call on timeouts, 429 and 5xx, with backoff (Retry-After honoured up to 30 s). */
     readonly maxRetries: number;
     /**
@@ -408,6 +429,22 @@ export interface Config {
       /** LLM_RETRY_AFTER_MAX_SECONDS (default 600): cap on a Retry-After honoured. */
       readonly retryAfterMaxMs: number;
     };
+  };
+  /** EMBEDDINGS_*: an OpenAI-compatible /embeddings endpoint for hybrid retrieval; null (no EMBEDDINGS_BASE_URL): full-text only. */
+  readonly embeddings: {
+    readonly baseUrl: string;
+    readonly apiKey: string | null;
+    /** EMBEDDINGS_MODEL (default text-embedding-3-small). */
+    readonly model: string;
+    /** EMBEDDINGS_DIMENSIONS; null: the model's own. */
+    readonly dimensions: number | null;
+    readonly timeoutMs: number;
+  } | null;
+  readonly answers: {
+    /** ANSWER_PASSAGES (default 8): passages retrieved and given to the model per question. */
+    readonly passages: number;
+    /** PROGRESS_INTERVAL_MS (default 75): how long streamed text is gathered before it is sent to subscribers. */
+    readonly progressIntervalMs: number;
   };
   readonly jobs: {
     /** Runs of a job before it fails for good (a worker crash or an exhausted LLM retry each use one). */
@@ -682,6 +719,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: e.LLM_TIMEOUT_SECONDS * 1000,
       contextTokens: e.LLM_CONTEXT_TOKENS ?? null,
       maxOutputTokens: e.LLM_MAX_OUTPUT_TOKENS,
+      allowedModels: e.LLM_ALLOWED_MODELS ? e.LLM_ALLOWED_MODELS.split(",").map((m) => m.trim()) : null,
       maxRetries: e.LLM_MAX_RETRIES,
       retry: {
         windowMs: e.LLM_RETRY_WINDOW_SECONDS * 1000,
@@ -689,6 +727,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         retryAfterMaxMs: e.LLM_RETRY_AFTER_MAX_SECONDS * 1000,
       },
     },
+    embeddings: e.EMBEDDINGS_BASE_URL
+      ? {
+          baseUrl: e.EMBEDDINGS_BASE_URL.replace(/\/+$/, ""),
+          apiKey: e.EMBEDDINGS_API_KEY ?? null,
+          model: e.EMBEDDINGS_MODEL,
+          dimensions: e.EMBEDDINGS_DIMENSIONS ?? null,
+          timeoutMs: e.EMBEDDINGS_TIMEOUT_SECONDS * 1000,
+        }
+      : null,
+    answers: { passages: e.ANSWER_PASSAGES, progressIntervalMs: e.PROGRESS_INTERVAL_MS },
     jobs: { maxAttempts: e.JOB_MAX_ATTEMPTS, liveEventRetentionHours: e.LIVE_EVENT_RETENTION_HOURS },
     integrations: {
       sealingKeys: sealingKeys ?? (devSecrets ? parseSealingKeys(`dev:${devSecrets.sealingKey}`) : null),

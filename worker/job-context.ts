@@ -10,6 +10,7 @@
 // and whose job another worker took over — can never change the job again: its transactions throw RunSuperseded.
 import type { JobHelpers } from "graphile-worker";
 import type { PoolClient } from "pg";
+import { isUuid } from "../lib/uuid.ts";
 
 /** The graphile-worker payload of a Quire job: its id and the secret that opens its RLS context. */
 export interface JobTicket {
@@ -17,11 +18,9 @@ export interface JobTicket {
   readonly token: string;
 }
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 export const isJobTicket = (payload: unknown): payload is JobTicket => {
   const p = payload as Partial<JobTicket> | null;
-  return typeof p?.jobId === "string" && uuidPattern.test(p.jobId) && typeof p.token === "string" && p.token.length > 0;
+  return isUuid(p?.jobId) && typeof p.token === "string" && p.token.length > 0;
 };
 
 /** A transaction of a run that another run of the same job has superseded: it changed nothing. */

@@ -8,7 +8,8 @@
 // - A start that finds the job no longer queued or running (cancelled, finished, a duplicate delivery) does nothing.
 // - The work's failures become the job's outcome (JobOutcome): failed now, retried with graphile-worker's backoff
 //   (an attempt used), put back in the queue due later without using an attempt (an outage ridden out), or put back
-//   due at once because the worker is stopping (SIGTERM aborts the run). A JobFailure fails the job with its code.
+//   due at once because the worker is stopping (SIGTERM aborts the run). A JobFailure fails the job with its code;
+//   a JobCancelled (the job was cancelled meanwhile) ends the run with nothing left to do.
 // - Anything else is unexpected: it is rethrown for graphile-worker's retry, and on the last attempt the job is
 //   marked failed (INTERNAL) first (best effort: the database may be what failed), so it does not stay running.
 import { randomUUID } from "node:crypto";
@@ -49,6 +50,17 @@ export class JobFailure extends Error {
     super(message);
     this.name = "JobFailure";
     this.code = code;
+  }
+}
+
+/**
+ * The job was cancelled while the run worked (its LLM request aborted): the job is cancelled already, so the run
+ * stops changing nothing.
+ */
+export class JobCancelled extends Error {
+  constructor(jobId: string) {
+    super(`job ${jobId} was cancelled`);
+    this.name = "JobCancelled";
   }
 }
 
@@ -124,6 +136,10 @@ export function makeJobTask<Name extends JobTaskName, Started>(name: Name, deps:
       return;
     } catch (error) {
       if (error instanceof RunSuperseded) throw error;
+      if (error instanceof JobCancelled) {
+        helpers.logger.info(`${name}: job ${ticket.jobId} was cancelled; its run stopped`);
+        return;
+      }
       const known =
         error instanceof JobFailure
           ? { kind: "fail" as const, code: error.code, message: error.message }

@@ -24,6 +24,10 @@ import { createConnectors } from "../lib/integrations/connectors.ts";
 import { createObjectStore } from "../lib/storage/index.ts";
 import { createLlmProvider } from "../lib/llm/index.ts";
 import { makeTaskList, schedules } from "./task-list.ts";
+import { createCancellations } from "./cancellations.ts";
+import { organizationLlm } from "./organization-llm.ts";
+import { createEmbeddingsClient } from "../lib/llm/embeddings.ts";
+import { createNotificationListener } from "../lib/notifications.ts";
 
 export interface QuireWorker {
   readonly workerId: string;
@@ -50,9 +54,29 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
   const held = trackHeldJobs(events, config.worker.heartbeatSeconds);
   metrics.observePool("worker", pool);
   const store = createObjectStore(config);
+  // Its own LISTEN connection, for cancellations; a first failure is retried in the background (a cancellation missed
+  // meanwhile only lets a run finish, its result dropped).
+  const listener = createNotificationListener({
+    url: config.database.url,
+    logger,
+    retryBaseMs: config.live.reconnectBaseMs,
+    retryMaxMs: config.live.reconnectMaxMs,
+    applicationName: "quire-worker-listener",
+  });
+  const cancellations = createCancellations(listener);
+  await listener.start().catch(() => undefined);
   const taskList = makeTaskList({
     mailer: createMailer(config, logger),
-    llm: createLlmProvider(config.llm, metrics),
+    organizationLlm: organizationLlm({
+      deployment: config.llm,
+      defaultProvider: createLlmProvider(config.llm, metrics),
+      keys: config.integrations.sealingKeys,
+      metrics,
+    }),
+    cancellations,
+    progressIntervalMs: config.answers.progressIntervalMs,
+    embeddings: config.embeddings ? createEmbeddingsClient(config.embeddings) : null,
+    answerPassages: config.answers.passages,
     role: config.database.authenticatedRole,
     runnerId: workerId,
     maxOutputTokens: config.llm.maxOutputTokens,
@@ -84,17 +108,22 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     gracefulShutdownAbortTimeout: config.shutdownTimeoutMs,
     // graphile-worker puts whole jobs (payloads: job tokens, emails with their links) in its log lines' metadata.
     logger: workerLogger(logger.child({ workerId })),
+  }).catch(async (error: unknown) => {
+    await listener.close();
+    throw error;
   });
   const metricsServer =
     !shared && config.metrics.port !== null
       ? await startMetricsServer({ metrics, host: config.http.host, port: config.metrics.port, logger }).catch(async (error: unknown) => {
           await runner.stop();
+          await listener.close();
           throw error;
         })
       : null;
   const heartbeat = await startHeartbeat(pool, workerId, config.worker, held, logger).catch(async (error: unknown) => {
     await runner.stop();
     await metricsServer?.close();
+    await listener.close();
     throw error;
   });
   const sealer = startAuditSealer(pool, config.worker.auditSealIntervalMs, logger);
@@ -113,6 +142,7 @@ export async function startQuireWorker({ config, logger, pool, metrics: shared }
     async stop() {
       stopping = true;
       await runner.stop().catch((error: unknown) => logger.warn({ err: error, workerId }, "the job runner had stopped already"));
+      await listener.close();
       await sealer.stop();
       await heartbeat.stop();
       await metricsServer?.close();

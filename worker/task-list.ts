@@ -5,7 +5,7 @@ import { SpanKind } from "@opentelemetry/api";
 import { parseCronItems, type ParsedCronItem, type Task, type TaskList } from "graphile-worker";
 import type { AuditCheckpointSettings } from "../lib/audit-checkpoints.ts";
 import type { Connectors } from "../lib/integrations/connectors.ts";
-import type { LlmProvider } from "../lib/llm/provider.ts";
+import type { EmbeddingsClient } from "../lib/llm/embeddings.ts";
 import type { RescheduleOptions } from "../lib/llm/retry.ts";
 import type { SealingKeys } from "../lib/sealing.ts";
 import type { Mailer } from "../lib/mailer.ts";
@@ -27,11 +27,24 @@ import { makePublishIntegration } from "./tasks/publish_integration.ts";
 import { makeResealSecrets } from "./tasks/reseal_secrets.ts";
 import { makeSendEmail } from "./tasks/send_email.ts";
 import { makeSummarize } from "./tasks/summarize.ts";
+import { makeAnswerQuestion } from "./tasks/answer_question.ts";
+import { makeChunkDocument } from "./tasks/chunk_document.ts";
+import type { Cancellations } from "./cancellations.ts";
+import type { OrganizationLlm } from "./organization-llm.ts";
 import { makeSyncIntegration } from "./tasks/sync_integration.ts";
 
 export interface TaskDependencies {
   readonly mailer: Mailer;
-  readonly llm: LlmProvider;
+  /** The model each LLM job uses: its organization's, its template's, or the deployment's (LLM_*). */
+  readonly organizationLlm: OrganizationLlm;
+  /** Where a running job hears it was cancelled (its LLM request is aborted). */
+  readonly cancellations: Cancellations;
+  /** PROGRESS_INTERVAL_MS: how long streamed LLM text is gathered before it is sent to jobProgress subscribers. */
+  readonly progressIntervalMs: number;
+  /** EMBEDDINGS_*: the embedding provider; null: retrieval is full-text only. */
+  readonly embeddings: EmbeddingsClient | null;
+  /** ANSWER_PASSAGES: passages given to the model per question. */
+  readonly answerPassages: number;
   /** DATABASE_AUTHENTICATED_ROLE: the role tasks take on in a job's RLS context. */
   readonly role: string;
   /** This process's heartbeat id. */
@@ -80,6 +93,8 @@ export function makeTaskList(deps: TaskDependencies): TaskList {
   const tasks: TaskList = {
     send_email: makeSendEmail(deps.mailer) as TaskList[string],
     summarize: makeSummarize(deps) as TaskList[string],
+    answer_question: makeAnswerQuestion({ ...deps, passages: deps.answerPassages }) as TaskList[string],
+    chunk_document: makeChunkDocument(deps) as TaskList[string],
     prune_live_events: makePruneLiveEvents(deps.liveEventRetentionHours) as TaskList[string],
     import_integration: makeImportIntegration(deps),
     sync_integration: makeSyncIntegration(deps),

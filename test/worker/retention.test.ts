@@ -37,9 +37,10 @@ test("past the free tier's windows, a run removes what the tiers no longer keep,
     premiumUsage: await count("app_public.usage_records where org_id = $1", [premium.orgId]),
     premiumAudit: await count("app_public.audit_events where org_id = $1", [premium.orgId]),
   };
-  expect(before.freeJobs).toBe(3); // a summary's, an import's and an export's
+  expect(before.freeJobs).toBe(4); // a summary's, an import's, an export's and an answer's
   const counters = await query(db.name, "select summaries, prompt_tokens from app_private.usage_counters where org_id = $1", [free.orgId], "root");
-  expect(counters).toEqual([{ summaries: 1, prompt_tokens: "10" }]);
+  // The summary and the answer (10 and 12 tokens), and the embeddings' tokens (8).
+  expect(counters).toEqual([{ summaries: 2, prompt_tokens: "30" }]);
   expect(await count("app_public.audit_events where org_id = $1", [erased.orgId])).toBeGreaterThan(0);
   // 410 days on: past every free window (usage 400 days), inside every premium one (usage 1200, audit forever).
   await query(db.name, "update app_private.clock set offset_by = interval '410 days'", [], "root");
@@ -69,6 +70,10 @@ test("past the free tier's windows, a run removes what the tiers no longer keep,
   expect(await count("app_public.jobs where org_id = $1 and kind = 'import'", [free.orgId])).toBe(0);
   expect(await count("app_public.jobs where org_id = $1 and kind = 'summarize'", [free.orgId])).toBe(1);
   expect(await count("app_public.summaries where org_id = $1", [free.orgId])).toBe(1);
+  // The answer job goes once its usage has; the question and its answer stay, without it.
+  expect(await count("app_public.jobs where org_id = $1 and kind = 'answer'", [free.orgId])).toBe(0);
+  expect(await count("app_public.questions where org_id = $1 and job_id is null", [free.orgId])).toBe(1);
+  expect(await count("app_public.answers where org_id = $1 and job_id is null", [free.orgId])).toBe(1);
   // Its sealed events were purged behind an anchor: the chain verifies from there.
   expect(await count("app_public.audit_events where org_id = $1 and seq is not null and occurred_at < now()", [free.orgId])).toBe(0);
   const [verdict] = await query(db.name, "select valid, problem from app_admin.verify_audit_chain($1)", [free.orgId]);

@@ -26,9 +26,12 @@ interface Row {
   refresh_ciphertext: Buffer | null;
 }
 
-/** A 2FA secret (kind totp, owner a person) or an identity-provider client secret (kind oidc, owner an organization). */
+/**
+ * A 2FA secret (kind totp, owner a person), an identity-provider client secret (kind oidc, owner an organization) or
+ * an organization's LLM API key (kind llm).
+ */
 interface PersonOrOrgSecret {
-  kind: "totp" | "oidc";
+  kind: "totp" | "oidc" | "llm";
   owner_id: string;
   key_id: string;
   secret_nonce: Buffer;

@@ -19,13 +19,15 @@
 // short by the worker's shutdown puts the job back in the queue due at once, its attempt not counted either.
 import { randomUUID } from "node:crypto";
 import type { Task } from "graphile-worker";
-import { LlmError, type LlmProvider } from "../../lib/llm/provider.ts";
+import { LlmError } from "../../lib/llm/provider.ts";
 import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
 import { nextRunDelayMs, type RescheduleOptions } from "../../lib/llm/retry.ts";
 import { RunSuperseded, type JobTicket } from "../job-context.ts";
 import { addToLogContext } from "../../lib/log-context.ts";
 import { isShuttingDown } from "../job-lifecycle.ts";
 import { JobFailure, makeJobTask, type JobOutcome, type JobTaskDependencies } from "../job-task.ts";
+import { withLlmRun, type LlmRunDependencies } from "../llm-run.ts";
+import type { OrganizationLlm, OrganizationLlmRow } from "../organization-llm.ts";
 
 declare global {
   namespace GraphileWorker {
@@ -35,8 +37,9 @@ declare global {
   }
 }
 
-export interface SummarizeDependencies extends JobTaskDependencies {
-  readonly llm: LlmProvider;
+export interface SummarizeDependencies extends JobTaskDependencies, LlmRunDependencies {
+  /** The model of the job's organization (or template, or the deployment's). */
+  readonly organizationLlm: OrganizationLlm;
   /** LLM_MAX_OUTPUT_TOKENS. */
   readonly maxOutputTokens: number;
   /** LLM_RETRY_*: how long and how often a job is put back in the queue after transient LLM failures. */
@@ -44,6 +47,8 @@ export interface SummarizeDependencies extends JobTaskDependencies {
 }
 
 interface Work {
+  readonly orgId: string;
+  readonly llm: OrganizationLlmRow;
   readonly revision: number;
   readonly content: string;
   /** The rendered prompt with `marker` where the document's content goes. */
@@ -52,7 +57,7 @@ interface Work {
 }
 
 /** What app_private.start_summary_job answers. */
-interface Started {
+interface Started extends OrganizationLlmRow {
   readonly outcome: "started" | "gone" | "document-gone";
   readonly org_id: string | null;
   readonly requested_by: string | null;
@@ -62,41 +67,38 @@ interface Started {
 }
 
 export function makeSummarize(deps: SummarizeDependencies): Task<"summarize"> {
-  const { llm, runnerId, maxOutputTokens, llmRetry } = deps;
+  const { organizationLlm, runnerId, maxOutputTokens, llmRetry } = deps;
   return makeJobTask("summarize", deps, {
     async start({ helpers, ticket, runId }): Promise<Work | null> {
       // A random marker stands for the content while the template is rendered, so each chunk can be put in its place.
       const marker = `\u0001content-${randomUUID()}\u0001`;
       const { rows } = await helpers.withPgClient((client) =>
-        client.query<Started>("select outcome, org_id, requested_by, revision, content, prompt from app_private.start_summary_job($1, $2, $3, $4, $5, $6)", [
-          ticket.jobId,
-          ticket.token,
-          runId,
-          runnerId,
-          helpers.job.locked_by ?? null,
-          marker,
-        ]),
+        client.query<Started>(
+          `select outcome, org_id, requested_by, revision, content, prompt, llm_provider, llm_model, llm_key_id, llm_nonce, llm_ciphertext
+             from app_private.start_summary_job($1, $2, $3, $4, $5, $6)`,
+          [ticket.jobId, ticket.token, runId, runnerId, helpers.job.locked_by ?? null, marker],
+        ),
       );
       const started = rows[0]!;
       if (started.outcome === "gone") return null;
       // From here on the job's log lines name its organization and requester.
       addToLogContext({ orgId: started.org_id!, ...(started.requested_by ? { userId: started.requested_by } : {}) });
       if (started.outcome === "document-gone") throw new JobFailure("DOCUMENT_DELETED", "The document was deleted.");
-      return { revision: started.revision!, content: started.content!, prompt: started.prompt!, marker };
+      return { orgId: started.org_id!, llm: started, revision: started.revision!, content: started.content!, prompt: started.prompt!, marker };
     },
 
-    async work({ helpers, ticket, runId }, work) {
+    async work(run, work) {
+      const { helpers, ticket, runId } = run;
       const { prompt, marker } = work;
       // Templates may place the content once (checked when saved); one saved before that rule would multiply the
       // document in every LLM call, so it fails at once rather than spend the organization's allowance.
       if (prompt.split(marker).length > 2) throw new JobFailure("BAD_TEMPLATE", "The template uses {{document.content}} more than once.");
-      const completion = await summarizeInStages({
-        provider: llm,
-        content: work.content,
-        render: (content) => prompt.split(marker).join(content),
-        maxOutputTokens,
-        ...(helpers.abortSignal ? { signal: helpers.abortSignal } : {}),
-      });
+      const provider = await organizationLlm(work.orgId, work.llm);
+      // The last call's text streams to the job's jobProgress subscribers.
+      const charge = { kind: "summary" as const, provider: provider.name, model: provider.model, prompt: () => prompt.split(marker).join(work.content) };
+      const completion = await withLlmRun(run, work.orgId, deps, charge, ({ signal, onDelta }) =>
+        summarizeInStages({ provider, content: work.content, render: (content) => prompt.split(marker).join(content), maxOutputTokens, signal, onDelta }),
+      );
       const { rows } = await helpers.withPgClient((client) =>
         client.query<{ outcome: "succeeded" | "superseded" | "gone" }>(
           "select app_private.finish_summary_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as outcome",

@@ -1,0 +1,89 @@
+// Streamed LLM text on its way to subscribers, without a row per token: a run's deltas are gathered and sent every
+// `intervalMs` (default 75) as one NOTIFY on quire_job_progress, which every server hears and hands to the job's
+// jobProgress subscribers (server/job-progress.ts). Each notification says where its text starts (offset, in
+// characters of the text so far) and which run wrote it, so a server can tell a restart (a new run starts at 0) from
+// a gap. NOTIFY payloads are limited to 8000 bytes: text is sent in pieces of at most 1000 characters, which JSON
+// escaping keeps under 6000 bytes. Progress is best effort: a failed NOTIFY is logged and the next one goes on; the
+// stored result, written once at the end, is what counts.
+import type { PoolClient } from "pg";
+
+export const jobProgressChannel = "quire_job_progress";
+
+/** Characters of text per notification (a character is at most 6 bytes once JSON-escaped). */
+const maxPieceChars = 1000;
+
+/** What one notification carries. */
+export interface ProgressMessage {
+  readonly jobId: string;
+  readonly orgId: string;
+  /** The run that wrote it: a new run's text replaces the previous run's. */
+  readonly runId: string;
+  /** Numbers the run's notifications from 0. */
+  readonly seq: number;
+  /** Where `text` starts in the run's text so far, in UTF-16 units. */
+  readonly offset: number;
+  readonly text: string;
+}
+
+export interface ProgressStreamOptions {
+  readonly jobId: string;
+  readonly orgId: string;
+  readonly runId: string;
+  /** Runs `sql` with `values` on a connection (the task's helpers.withPgClient). */
+  readonly withPgClient: <T>(fn: (client: PoolClient) => Promise<T>) => Promise<T>;
+  /** How long deltas are gathered before they are sent. Default 75 ms. */
+  readonly intervalMs?: number;
+  /** Told of a failed send (never the text). */
+  readonly onError?: (error: unknown) => void;
+}
+
+export interface ProgressStream {
+  /** Hands a delta over (the provider's onDelta). */
+  readonly onDelta: (text: string) => void;
+  /** Sends what is gathered, then stops; resolves once every notification was sent (or failed). */
+  close(): Promise<void>;
+}
+
+export function streamProgress(options: ProgressStreamOptions): ProgressStream {
+  const { jobId, orgId, runId, withPgClient, intervalMs = 75, onError } = options;
+  let pending = "";
+  let offset = 0;
+  let seq = 0;
+  let timer: NodeJS.Timeout | null = null;
+  let sending: Promise<void> = Promise.resolve();
+
+  const flush = () => {
+    timer = null;
+    if (!pending) return;
+    const text = pending;
+    pending = "";
+    const messages: string[] = [];
+    for (let i = 0; i < text.length;) {
+      let end = Math.min(text.length, i + maxPieceChars);
+      // Never between the two halves of a surrogate pair.
+      if (end < text.length && /[\ud800-\udbff]/.test(text[end - 1]!)) end--;
+      const piece: ProgressMessage = { jobId, orgId, runId, seq: seq++, offset, text: text.slice(i, end) };
+      offset += end - i;
+      messages.push(JSON.stringify(piece));
+      i = end;
+    }
+    sending = sending.then(() =>
+      withPgClient(async (client) => {
+        for (const message of messages) await client.query("select pg_notify($1, $2)", [jobProgressChannel, message]);
+      }).catch((error: unknown) => onError?.(error)),
+    );
+  };
+
+  return {
+    onDelta(text) {
+      if (!text) return;
+      pending += text;
+      timer ??= setTimeout(flush, intervalMs);
+    },
+    async close() {
+      if (timer) clearTimeout(timer);
+      flush();
+      await sending;
+    },
+  };
+}
