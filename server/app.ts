@@ -19,9 +19,10 @@ import { createApiKeys } from "./api-keys.ts";
 import { authenticateHttp } from "./bearer-auth.ts";
 import { healthRouter } from "./health.ts";
 import { createLiveEvents } from "./live-events.ts";
+import { createJobProgress } from "./job-progress.ts";
 import { startLiveNumberer } from "./live-numberer.ts";
 import { createLiveSockets } from "./live-sockets.ts";
-import { createNotificationListener } from "./notifications.ts";
+import { createNotificationListener } from "../lib/notifications.ts";
 import { oauthCallback, oauthCallbackPath } from "./oauth-callback.ts";
 import { createSso, ssoCallbackPath } from "./sso.ts";
 import { graphiqlPaths, makePreset } from "./preset.ts";
@@ -212,6 +213,7 @@ export async function createQuireServer({
   });
   const liveSockets = createLiveSockets({ listener, pool, logger });
   const liveEvents = createLiveEvents(listener, logger, { outageGraceMs: config.live.outageGraceMs });
+  const jobProgress = createJobProgress(listener, logger);
   // Numbers and announces the live events changes append (on this server's pool; one numberer works at a time).
   const numberer = startLiveNumberer(pool, config.live.numberIntervalMs, logger);
   const requestClients = trackCheckedOut(pool);
@@ -224,7 +226,22 @@ export async function createQuireServer({
   const sso = createSso({ config, pool, logger });
   app.get(ssoCallbackPath, sso.callback);
   const pgl = postgraphile(
-    makePreset({ config, logger, pool, tokens, apiKeys, addressOf, liveSockets, liveEvents, connectors, metrics, countRequest: limiter.count, sso, store }),
+    makePreset({
+      config,
+      logger,
+      pool,
+      tokens,
+      apiKeys,
+      addressOf,
+      liveSockets,
+      liveEvents,
+      jobProgress,
+      connectors,
+      metrics,
+      countRequest: limiter.count,
+      sso,
+      store,
+    }),
   );
   const serv = pgl.createServ(grafserv);
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'
@@ -303,6 +320,7 @@ export async function createQuireServer({
       clearInterval(sweep);
       for (const socket of upgraded) socket.destroy();
       liveEvents.close();
+      jobProgress.close();
       await liveSockets.close();
       await listener.close();
       await limiter.close();

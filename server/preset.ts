@@ -22,6 +22,9 @@ import type { LiveEvents } from "./live-events.ts";
 import { makeIntegrationsPlugin } from "./integrations-plugin.ts";
 import { makeFilesPlugin } from "./files-plugin.ts";
 import { makeLivePlugin } from "./live-plugin.ts";
+import { makeJobProgressPlugin } from "./progress-plugin.ts";
+import type { JobProgress } from "./job-progress.ts";
+import { makeLlmSettingsPlugin } from "./llm-settings-plugin.ts";
 import type { LiveSockets } from "./live-sockets.ts";
 import { clientAddress, type ClientAddress } from "./client-address.ts";
 import { makeMaskError, RequestErrorCodesPlugin, ServiceStatusPlugin } from "./errors.ts";
@@ -54,6 +57,8 @@ export interface PresetOptions {
   readonly liveSockets?: LiveSockets;
   /** Where subscriptions get their organization's events (none when only printing the schema). */
   readonly liveEvents?: LiveEvents;
+  /** Where jobProgress subscriptions get the text being written (none when only printing the schema). */
+  readonly jobProgress?: JobProgress;
   /** The Notion and Confluence clients (default: made from config). */
   readonly connectors?: Connectors;
   /** Where GraphQL operations, their errors and sign-ins are counted (none when only printing the schema). */
@@ -84,6 +89,12 @@ const idleLiveEvents: LiveEvents = {
   close: () => undefined,
 };
 
+const idleJobProgress: JobProgress = {
+  subscribe: () => Promise.reject(new Error("this server does not serve subscriptions")),
+  size: 0,
+  close: () => undefined,
+};
+
 export function makePreset({
   config,
   logger,
@@ -93,6 +104,7 @@ export function makePreset({
   addressOf = clientAddress(config.http.trustedProxies),
   liveSockets,
   liveEvents = idleLiveEvents,
+  jobProgress = idleJobProgress,
   connectors = createConnectors(config),
   metrics,
   countRequest = countNothing,
@@ -119,6 +131,8 @@ export function makePreset({
       makeTwoFactorPlugin(createTwoFactor({ config, pool, hasher })),
       makeSsoPlugin(sso),
       makeLivePlugin(liveEvents),
+      makeJobProgressPlugin(jobProgress),
+      makeLlmSettingsPlugin(config),
       makeIntegrationsPlugin({ config, pool, connectors }),
       makeFilesPlugin(pool, store),
       RequestErrorCodesPlugin,
@@ -134,7 +148,7 @@ export function makePreset({
       }),
       ...(graphqlMetrics ? [graphqlMetrics.plugin] : []),
     ],
-    // Subscriptions listen through the server's own LISTEN connection (server/notifications.ts), not PostGraphile's.
+    // Subscriptions listen through the server's own LISTEN connection (lib/notifications.ts), not PostGraphile's.
     pgServices: [makePgService({ pool, schemas: ["app_public"], pubsub: false })],
     grafast: {
       context: makeContext({

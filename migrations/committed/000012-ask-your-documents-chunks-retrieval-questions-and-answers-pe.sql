@@ -1,5 +1,5 @@
 --! Previous: sha1:e99647884d483af29bbd82417fbae78d6dd10d2b
---! Hash: sha1:a048ec86cca3dfbba9a5f5463b18fb6ef6812a35
+--! Hash: sha1:cac8bb685f07f74a37c6da114f89c2dd2b3bd67e
 --! Message: Ask your documents: chunks, retrieval, questions and answers, per-organization LLM settings, prices and costs
 
 -- Ask your documents: retrieval chunks, questions and answers with citations, per-organization LLM settings, prices
@@ -39,7 +39,7 @@ create or replace function app_private.valid_org_settings(settings jsonb) return
 
 -- The text-search configuration of an organization's chunks: its searchLanguage, else simple (no stemming, no
 -- stop-words: right for any language, best for none).
-create or replace function app_private.search_config(org_id uuid) returns regconfig
+create or replace function app_hidden.search_config(org_id uuid) returns regconfig
   language sql stable security definer
   set search_path = pg_catalog, pg_temp
   set quire.definer = 'on'
@@ -47,7 +47,8 @@ create or replace function app_private.search_config(org_id uuid) returns regcon
     select coalesce((select (o.settings ->> 'searchLanguage')::regconfig from app_public.organizations o where o.id = search_config.org_id),
                     'simple'::regconfig)
   $$;
-comment on function app_private.search_config(uuid) is 'The organization''s text-search configuration (settings.searchLanguage, default simple).';
+comment on function app_hidden.search_config(uuid) is 'The organization''s text-search configuration (settings.searchLanguage, default simple).';
+grant execute on function app_hidden.search_config(uuid) to :DATABASE_AUTHENTICATED;
 
 -- ==================================================================================================================
 -- Chunks: the retrieval unit
@@ -154,8 +155,8 @@ create or replace function app_private.tg_organizations__search_language() retur
   set quire.definer = 'on'
   as $$
 begin
-  update app_public.document_chunks c set language = app_private.search_config(new.id)
-   where c.org_id = new.id and c.language is distinct from app_private.search_config(new.id);
+  update app_public.document_chunks c set language = app_hidden.search_config(new.id)
+   where c.org_id = new.id and c.language is distinct from app_hidden.search_config(new.id);
   return null;
 end;
 $$;
@@ -204,7 +205,7 @@ begin
   delete from app_public.document_chunks c where c.org_id = v_org_id and c.document_id = replace_document_chunks.document_id;
   insert into app_public.document_chunks (org_id, document_id, document_revision, ordinal, heading, content, language, embedding, embedding_model)
   select v_org_id, replace_document_chunks.document_id, replace_document_chunks.revision, (c ->> 'ordinal')::int,
-         nullif(c ->> 'heading', ''), c ->> 'content', app_private.search_config(v_org_id),
+         nullif(c ->> 'heading', ''), c ->> 'content', app_hidden.search_config(v_org_id),
          case when jsonb_typeof(c -> 'embedding') = 'array' then array(select jsonb_array_elements_text(c -> 'embedding')::real) end,
          case when jsonb_typeof(c -> 'embedding') = 'array' then replace_document_chunks.embedding_model end
     from jsonb_array_elements(replace_document_chunks.chunks) as c;
@@ -241,7 +242,7 @@ $$;
 -- ==================================================================================================================
 
 -- Cosine similarity of two vectors of the same length (null otherwise, or when either has no length).
-create or replace function app_private.cosine_similarity(a real[], b real[]) returns double precision
+create or replace function app_hidden.cosine_similarity(a real[], b real[]) returns double precision
   language sql immutable parallel safe strict
   set search_path = pg_catalog, pg_temp
   as $$
@@ -250,12 +251,12 @@ create or replace function app_private.cosine_similarity(a real[], b real[]) ret
          from unnest(a, b) as v(x, y))
     end
   $$;
-comment on function app_private.cosine_similarity(real[], real[]) is 'Cosine similarity of two equally long vectors; null when lengths differ.';
-grant execute on function app_private.cosine_similarity(real[], real[]) to :DATABASE_AUTHENTICATED;
+comment on function app_hidden.cosine_similarity(real[], real[]) is 'Cosine similarity of two equally long vectors; null when lengths differ.';
+grant execute on function app_hidden.cosine_similarity(real[], real[]) to :DATABASE_AUTHENTICATED;
 
 -- Any of the query's words, as a tsquery in `config`: a question's words are matched one by one (a chunk with more
 -- of them ranks higher), not all at once as a search box does.
-create or replace function app_private.any_word_query(config regconfig, query text) returns tsquery
+create or replace function app_hidden.any_word_query(config regconfig, query text) returns tsquery
   language sql immutable parallel safe
   set search_path = pg_catalog, pg_temp
   as $$
@@ -263,8 +264,8 @@ create or replace function app_private.any_word_query(config regconfig, query te
                                            from unnest(tsvector_to_array(to_tsvector(config, left(query, 2000)))) as w
                                           limit 64), ' | '), '')::tsquery
   $$;
-comment on function app_private.any_word_query(regconfig, text) is 'A tsquery matching any of the (normalized) words of `query`, at most 64, as prefixes.';
-grant execute on function app_private.any_word_query(regconfig, text) to :DATABASE_AUTHENTICATED;
+comment on function app_hidden.any_word_query(regconfig, text) is 'A tsquery matching any of the (normalized) words of `query`, at most 64, as prefixes.';
+grant execute on function app_hidden.any_word_query(regconfig, text) to :DATABASE_AUTHENTICATED;
 
 drop type if exists app_hidden.retrieved_chunk cascade;
 create type app_hidden.retrieved_chunk as (
@@ -286,7 +287,7 @@ create or replace function app_hidden.retrieve_chunks(query text, query_embeddin
   set search_path = pg_catalog, pg_temp
   as $$
     with q as (
-      select app_private.any_word_query(app_private.search_config(app_public.current_org_id()), retrieve_chunks.query) as tsq
+      select app_hidden.any_word_query(app_hidden.search_config(app_public.current_org_id()), retrieve_chunks.query) as tsq
     ),
     candidates as (
       select c.id, c.document_id, c.document_revision, d.title, c.heading, c.content, c.search, c.embedding
@@ -306,7 +307,7 @@ create or replace function app_hidden.retrieve_chunks(query text, query_embeddin
     by_vector as (
       select c.id, s.similarity, row_number() over (order by s.similarity desc, c.id) as position
         from candidates c
-       cross join lateral (select app_private.cosine_similarity(c.embedding, retrieve_chunks.query_embedding) as similarity) s
+       cross join lateral (select app_hidden.cosine_similarity(c.embedding, retrieve_chunks.query_embedding) as similarity) s
        where retrieve_chunks.query_embedding is not null and s.similarity is not null
        order by s.similarity desc, c.id
        limit 50
@@ -344,8 +345,8 @@ create or replace function app_public.search_documents(query text) returns setof
   set search_path = pg_catalog, pg_temp
   as $$
     select r.chunk_id, r.document_id, r.title, r.heading,
-           ts_headline(app_private.search_config(app_public.current_org_id()), r.content,
-                       app_private.any_word_query(app_private.search_config(app_public.current_org_id()), search_documents.query),
+           ts_headline(app_hidden.search_config(app_public.current_org_id()), r.content,
+                       app_hidden.any_word_query(app_hidden.search_config(app_public.current_org_id()), search_documents.query),
                        'StartSel=«, StopSel=», MaxFragments=2, MaxWords=30, MinWords=8, FragmentDelimiter=" … "'),
            r.score
       from app_hidden.retrieve_chunks(search_documents.query, null, null, 50) r
@@ -366,7 +367,7 @@ grant execute on function app_public.search_documents(text) to :DATABASE_AUTHENT
 create table if not exists app_public.llm_settings (
   id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
-  provider text not null check (provider in ('extractive', 'openai', 'anthropic')),
+  provider text check (provider in ('extractive', 'openai', 'anthropic')),
   model text check (char_length(model) between 1 and 200 and model ~ '^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$'),
   has_api_key boolean not null default false,
   updated_by uuid default app_public.current_user_id() references app_public.users on delete set null,
@@ -383,6 +384,7 @@ comment on table app_public.llm_settings is
   E'@primaryKey id\n@behavior -insert -update -delete\nThe organization''s own language model: provider, model and whether it has its own API key (sealed, never shown). Without one, the deployment''s model is used. Set with setLlmSettings (admins).';
 comment on constraint llm_settings_pkey on app_public.llm_settings is '@behavior -single -update -delete';
 comment on constraint llm_settings_updated_by_fkey on app_public.llm_settings is E'@fieldName updater\n@foreignFieldName llmSettingsUpdated';
+comment on column app_public.llm_settings.provider is 'extractive, openai or anthropic; null: the deployment''s provider (with this organization''s model or key).';
 comment on column app_public.llm_settings.model is 'Null: the provider''s default model.';
 
 drop trigger if exists _100_timestamps on app_public.llm_settings;
@@ -438,8 +440,8 @@ declare
   v_keep boolean;
 begin
   perform app_private.require_role('admin', 'Only admins can change the organization''s language model.');
-  if set_llm_settings.provider is null or set_llm_settings.provider not in ('extractive', 'openai', 'anthropic') then
-    raise exception 'The provider must be extractive, openai or anthropic.' using errcode = 'BADIN';
+  if set_llm_settings.provider is not null and set_llm_settings.provider not in ('extractive', 'openai', 'anthropic') then
+    raise exception 'The provider must be extractive, openai, anthropic or none (the deployment''s).' using errcode = 'BADIN';
   end if;
   if set_llm_settings.model is not null and (char_length(set_llm_settings.model) not between 1 and 200
        or set_llm_settings.model !~ '^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$') then
@@ -447,7 +449,7 @@ begin
   end if;
   select * into v_old from app_public.llm_settings s where s.org_id = v_org_id for update;
   v_keep := set_llm_settings.keep_key and set_llm_settings.secret_ciphertext is null
-            and v_old.has_api_key and v_old.provider = set_llm_settings.provider;
+            and v_old.has_api_key and v_old.provider is not distinct from set_llm_settings.provider;
   if set_llm_settings.keep_key and set_llm_settings.secret_ciphertext is null and not coalesce(v_keep, false) then
     raise exception 'There is no stored API key for this provider to keep: give one.' using errcode = 'BADIN';
   end if;
@@ -565,7 +567,7 @@ create or replace function app_private.job_llm(org_id uuid, template_model text 
     select s.provider, coalesce(job_llm.template_model, s.model), x.key_id, x.secret_nonce, x.secret_ciphertext
       from (select 1) one
       left join app_public.llm_settings s on s.org_id = job_llm.org_id
-      left join app_private.llm_secrets x on x.org_id = s.org_id and x.settings_id = s.id
+      left join app_private.llm_secrets x on x.org_id = s.org_id and x.settings_id = s.id and s.has_api_key
   $$;
 comment on function app_private.job_llm(uuid, text) is 'The provider, model and sealed key an organization''s job uses (provider null: the deployment''s).';
 
@@ -731,7 +733,7 @@ begin
            count(*) filter (where u.cost_usd is null)
       from app_public.usage_records u
      where u.org_id = app_public.current_org_id()
-       and u.created_at >= coalesce(organization_usage_lines.since, app_private.month_start(now()))
+       and u.created_at >= coalesce(organization_usage_lines.since, date_trunc('month', now(), 'UTC'))
        and u.created_at < coalesce(organization_usage_lines.until, now())
      group by 1, 2, 3, 4
      order by 1, 2, 3, 4;
@@ -772,13 +774,13 @@ create table if not exists app_public.questions (
   id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   asked_by uuid not null default app_public.current_user_id() references app_public.users on delete cascade,
-  job_id uuid not null,
+  job_id uuid,
   question text not null check (char_length(question) between 1 and 2000),
   document_ids uuid[] check (cardinality(document_ids) between 1 and 50),
   created_at timestamptz not null default now(),
   primary key (org_id, id),
   unique (org_id, job_id),
-  foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade
+  foreign key (org_id, job_id) references app_public.jobs (org_id, id)
 );
 
 create index if not exists questions_id_idx on app_public.questions (id);
@@ -789,13 +791,14 @@ comment on table app_public.questions is
 comment on constraint questions_pkey on app_public.questions is '@behavior -single -update -delete';
 comment on constraint questions_org_id_job_id_fkey on app_public.questions is E'@fieldName job\n@foreignFieldName question';
 comment on constraint questions_asked_by_fkey on app_public.questions is E'@fieldName asker\n@foreignFieldName questionsAsked';
+comment on column app_public.questions.job_id is 'The job that answers it; null once retention has removed that job (the question and answer stay).';
 comment on column app_public.questions.document_ids is 'The documents the question was limited to; null: all of them.';
 
 create table if not exists app_public.answers (
   id uuid not null default gen_random_uuid(),
   org_id uuid not null default app_public.current_org_id() references app_public.organizations on delete cascade,
   question_id uuid not null,
-  job_id uuid not null,
+  job_id uuid,
   asked_by uuid not null references app_public.users on delete cascade,
   content text not null check (octet_length(content) between 1 and 131072),
   provider text not null,
@@ -809,8 +812,16 @@ create table if not exists app_public.answers (
   unique (org_id, question_id),
   unique (org_id, job_id),
   foreign key (org_id, question_id) references app_public.questions (org_id, id) on delete cascade,
-  foreign key (org_id, job_id) references app_public.jobs (org_id, id) on delete cascade
+  foreign key (org_id, job_id) references app_public.jobs (org_id, id)
 );
+
+-- A question and its answer outlive the job that answered it (retention removes old jobs).
+drop trigger if exists _800_clear_questions_job_id on app_public.jobs;
+create trigger _800_clear_questions_job_id before delete on app_public.jobs
+  for each row execute procedure app_private.tg__clear_references('app_public.questions', 'job_id');
+drop trigger if exists _800_clear_answers_job_id on app_public.jobs;
+create trigger _800_clear_answers_job_id before delete on app_public.jobs
+  for each row execute procedure app_private.tg__clear_references('app_public.answers', 'job_id');
 
 create index if not exists answers_id_idx on app_public.answers (id);
 create index if not exists answers_org_id_asked_by_idx on app_public.answers (org_id, asked_by);
@@ -1136,3 +1147,21 @@ comment on constraint llm_settings_org_id_fkey on app_public.llm_settings is E'@
 comment on constraint questions_org_id_fkey on app_public.questions is E'@fieldName organization\n@foreignFieldName questions';
 comment on constraint answers_org_id_fkey on app_public.answers is E'@fieldName organization\n@foreignFieldName answers';
 comment on constraint answer_citations_org_id_fkey on app_public.answer_citations is E'@fieldName organization\n@foreignFieldName answerCitations';
+
+-- An export holds what the organization wrote: chunks are cut again from its documents, so they stay out.
+create or replace function app_hidden.export_tables() returns table (table_name text, omitted text[])
+  language sql stable
+  set search_path = pg_catalog, pg_temp
+  as $$
+    select c.relname::text,
+           array_remove(array[
+             case when c.relname = 'documents' then 'search' end,
+             case when c.relname in ('files', 'organization_exports') then 'storage_key' end,
+             case when c.relname = 'api_keys' then 'secret_hash' end,
+             case when c.relname = 'audit_events' then 'append_order' end], null)
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = 'app_public' and c.relkind = 'r' and c.relname not in ('live_events', 'document_chunks')
+       and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)
+     order by c.relname
+  $$;
+comment on function app_hidden.export_tables() is 'The tables an organization export holds (chunks aside), and the columns it leaves out of each.';

@@ -182,3 +182,58 @@ test("in a shared batch, a revoked session reads nothing (representative or not)
     for (const r of results) if (r.status === "rejected") expect(r.reason).toMatchObject({ code: "LOGIN" });
   }
 });
+
+test("a person's own questions and answers are never read for another subscriber of the same organization and role", async () => {
+  const t = await createTenant(fx.db, "Asking");
+  const asker = t.members.member;
+  const colleague = await addMember(t, "member");
+  // An answer job of the asker's, with its question and answer (rows as the worker writes them).
+  const [job] = await query<{ id: string }>(
+    fx.db.name,
+    `with j as (insert into app_public.jobs (org_id, kind, status, requested_by) values ($1, 'answer', 'running', $2) returning id),
+          q as (insert into app_public.questions (org_id, asked_by, job_id, question) select $1, $2, j.id, 'My private question?' from j returning id, job_id)
+     insert into app_public.answers (org_id, question_id, job_id, asked_by, content, provider, model, prompt_tokens, completion_tokens, latency_ms)
+     select $1, q.id, q.job_id, $2, 'My private answer.', 'extractive', 'extractive-v1', 1, 1, 0 from q returning job_id as id`,
+    [t.orgId, asker.userId],
+    "root",
+  );
+  const jobUpdated = `subscription ($id: UUID, $since: BigInt) { jobUpdated(jobId: $id, since: $since) { job { status question { question answer { content } } } } }`;
+  interface JobEvent {
+    job: { status: string; question: { question: string; answer: { content: string } | null } | null } | null;
+  }
+  const [last] = await query<{ seq: string }>(
+    fx.db.name,
+    "select coalesce(max(seq), 0) as seq from app_public.live_events where org_id = $1",
+    [t.orgId],
+    "root",
+  );
+  // From the last event on: the change below is delivered however late the subscriptions start.
+  const subs = [asker, colleague].map((m) => subscribe<JobEvent>(app.url, m.accessToken, jobUpdated, { id: job!.id, since: last!.seq }));
+  try {
+    await query(fx.db.name, "update app_public.jobs set status = 'succeeded', finished_at = now() where id = $1", [job!.id], "root");
+    const [mine, theirs] = await Promise.all(subs.map((s) => s.waitFor((e) => e.job?.status === "succeeded")));
+    expect(mine!.job!.question).toEqual({ question: "My private question?", answer: { content: "My private answer." } });
+    expect(theirs!.job!.question).toBeNull();
+  } finally {
+    await Promise.all(subs.map((s) => s.close()));
+  }
+  // In one batch, the identical read of the per-person table is refused by the shared transaction and each caller
+  // runs it alone, as itself.
+  const config = testConfig(fx.db.name);
+  const settingsOf = (m: Member) =>
+    pgSettingsFor(
+      config,
+      { userId: m.userId, orgId: t.orgId, sessionId: m.sessionId, role: m.role, expiresAt: new Date(Date.now() + 60_000) },
+      randomUUID(),
+      null,
+    );
+  const shared = shareReads(makeWithPgClient(app.pool), endedSessionsIn(app.pool));
+  const read = (m: Member) =>
+    shared(settingsOf(m), async (client) => {
+      const { rows } = await client.query<{ question: string }>({ text: 'select question from "app_public"."questions" order by question', values: [] });
+      return rows.map((r) => r.question);
+    });
+  const batch = counts();
+  expect(await Promise.all([read(asker), read(colleague)])).toEqual([["My private question?"], []]);
+  expect(since(batch)).toMatchObject({ shared: 1, fallbacks: 2 });
+});

@@ -257,7 +257,8 @@ describe("who may ask, and how much", () => {
   test("beyond the monthly allowance: QUOTA_EXCEEDED, nothing queued; organizationUsage reports it", async () => {
     const q = await createTenant(db, "Quota");
     await query(db.name, "update app_public.organizations set tier = 'premium' where id = $1", [q.orgId], "root");
-    await query(db.name, "select app_admin.set_tier_allowance('premium', 2, 1000000)");
+    // The fixture's summary and answer count against it, and the first summary below.
+    await query(db.name, "select app_admin.set_tier_allowance('premium', 3, 1000000)");
     const documentId = await createDocument(q.members.member.accessToken);
     const first = await summarize(q.members.member.accessToken, documentId);
     expect(first.errors).toBeUndefined();
@@ -273,11 +274,12 @@ describe("who may ask, and how much", () => {
     );
     expect(usage.data!.organizationUsage).toEqual({
       tier: "premium",
-      summaries: 2,
+      // The fixture's summary (10 + 5 tokens), answer (12 + 6) and embeddings (8), and the first summary (42 + 7).
+      summaries: 3,
       jobsInFlight: 0,
-      promptTokens: "52",
-      completionTokens: "12",
-      summaryAllowance: 2,
+      promptTokens: "72",
+      completionTokens: "18",
+      summaryAllowance: 3,
       tokenAllowance: "1000000",
     });
   });
@@ -528,7 +530,7 @@ describe("documents and jobs without a worker", () => {
     expect(emptied.data).toEqual({ emptyTrash: { deletedCount: 2 } });
     expect((await query(db2.name, "select document_id from app_public.jobs where id = $1", [jobId], "root"))[0]).toEqual({ document_id: null });
     expect(await count2("app_public.summaries where org_id = $1", [u.orgId])).toBe(0);
-    expect(await count2("app_public.usage_records where org_id = $1", [u.orgId])).toBe(1);
+    expect(await count2("app_public.usage_records where org_id = $1 and kind = 'summary'", [u.orgId])).toBe(1);
   });
 
   test("a worker killed mid-job: the job runs again on a live worker within seconds, and makes exactly one summary", async () => {

@@ -142,7 +142,8 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
     "root",
   );
   // The document's one chunk, the owner's question answered from it with a citation, and its usage (an answer's and
-  // an embedding's); the organization's own model with a sealed key (bytes only: nothing opens it).
+  // an embedding's); the organization's model settings, which leave the deployment's model in use, with a key
+  // sealing that is not in use (has_api_key false; bytes only: nothing opens it).
   await query(
     db.name,
     `with c as (insert into app_public.document_chunks (org_id, document_id, document_revision, ordinal, heading, content)
@@ -167,7 +168,7 @@ export async function createTenant(db: TestDatabase, name: string): Promise<Tena
   await query(
     db.name,
     `with s as (insert into app_public.llm_settings (org_id, provider, model, has_api_key, updated_by)
-                values ($1, 'openai', 'gpt-4o-mini', true, $2) returning org_id, id)
+                values ($1, null, null, false, $2) returning org_id, id)
      insert into app_private.llm_secrets (org_id, settings_id, key_id, secret_nonce, secret_ciphertext)
      select s.org_id, s.id, 'fixture', '\\x00'::bytea, '\\x00'::bytea from s`,
     [org!.id, members.admin.userId],
