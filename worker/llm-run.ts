@@ -4,10 +4,13 @@
 // job was cancelled ends the run with JobCancelled: the job is cancelled already and nothing is stored, but text
 // that was streamed was read, so the run is charged for it (estimated tokens: the prompt and the text so far;
 // app_private.charge_cancelled_run, once per job) — cancelling is never a way around the allowance.
+import type { JobHelpers } from "graphile-worker";
 import { estimateTokens, LlmError } from "../lib/llm/provider.ts";
+import { nextRunDelayMs, type RescheduleOptions } from "../lib/llm/retry.ts";
+import { isShuttingDown } from "./job-lifecycle.ts";
 import type { Cancellations } from "./cancellations.ts";
 import { streamProgress } from "./job-progress.ts";
-import { JobCancelled, type JobRun } from "./job-task.ts";
+import { JobCancelled, type JobOutcome, type JobRun } from "./job-task.ts";
 
 export interface LlmRunDependencies {
   readonly cancellations: Cancellations;
@@ -72,4 +75,17 @@ export async function withLlmRun<T>(run: JobRun, orgId: string, deps: LlmRunDepe
     watch.release();
     await progress.close();
   }
+}
+
+/**
+ * What an LLM error means for an LLM job: the worker stopping puts it back at once; an error that will not change
+ * (auth, rejected, bad response) fails it; a passing one (timeouts, 429, 5xx) puts it back due later, within
+ * LLM_RETRY_WINDOW_SECONDS (lib/llm/retry.ts). Null for anything else: unexpected.
+ */
+export function llmOutcome(error: unknown, helpers: JobHelpers, llmRetry: RescheduleOptions): JobOutcome | null {
+  if (!(error instanceof LlmError)) return null;
+  const { code, message } = error;
+  if (code === "LLM_CANCELLED" || isShuttingDown(helpers)) return { kind: "stopping", code, message };
+  if (!error.retryable) return { kind: "fail", code, message };
+  return { kind: "later", code, message, delayMs: (failingForMs) => nextRunDelayMs(error, failingForMs, llmRetry) };
 }

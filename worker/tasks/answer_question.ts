@@ -16,13 +16,12 @@ import { citationsOf } from "../../lib/answers/citations.ts";
 import { buildAnswerPrompt } from "../../lib/answers/prompt.ts";
 import type { SourceChunk } from "../../lib/answers/sources.ts";
 import type { EmbeddingsClient } from "../../lib/llm/embeddings.ts";
-import { estimateTokens, LlmError, type Completion, type LlmProvider } from "../../lib/llm/provider.ts";
-import { nextRunDelayMs, type RescheduleOptions } from "../../lib/llm/retry.ts";
+import { estimateTokens, type Completion, type LlmProvider } from "../../lib/llm/provider.ts";
+import type { RescheduleOptions } from "../../lib/llm/retry.ts";
 import { addToLogContext } from "../../lib/log-context.ts";
 import { RunSuperseded, type JobTicket } from "../job-context.ts";
-import { isShuttingDown } from "../job-lifecycle.ts";
-import { makeJobTask, type JobOutcome, type JobTaskDependencies } from "../job-task.ts";
-import { withLlmRun, type LlmCall, type LlmRunDependencies } from "../llm-run.ts";
+import { makeJobTask, type JobTaskDependencies } from "../job-task.ts";
+import { llmOutcome, withLlmRun, type LlmCall, type LlmRunDependencies } from "../llm-run.ts";
 import type { OrganizationLlm, OrganizationLlmRow } from "../organization-llm.ts";
 
 declare global {
@@ -177,13 +176,7 @@ export function makeAnswerQuestion(deps: AnswerQuestionDependencies): Task<"answ
       );
     },
 
-    outcome(error, { helpers }): JobOutcome | null {
-      if (!(error instanceof LlmError)) return null;
-      const { code, message } = error;
-      if (code === "LLM_CANCELLED" || isShuttingDown(helpers)) return { kind: "stopping", code, message };
-      if (!error.retryable) return { kind: "fail", code, message };
-      return { kind: "later", code, message, delayMs: (failingForMs) => nextRunDelayMs(error, failingForMs, llmRetry) };
-    },
+    outcome: (error, { helpers }) => llmOutcome(error, helpers, llmRetry),
 
     internalMessage: "The question could not be answered.",
   });

@@ -19,14 +19,12 @@
 // short by the worker's shutdown puts the job back in the queue due at once, its attempt not counted either.
 import { randomUUID } from "node:crypto";
 import type { Task } from "graphile-worker";
-import { LlmError } from "../../lib/llm/provider.ts";
 import { summarizeInStages } from "../../lib/llm/map-reduce.ts";
-import { nextRunDelayMs, type RescheduleOptions } from "../../lib/llm/retry.ts";
+import type { RescheduleOptions } from "../../lib/llm/retry.ts";
 import { RunSuperseded, type JobTicket } from "../job-context.ts";
 import { addToLogContext } from "../../lib/log-context.ts";
-import { isShuttingDown } from "../job-lifecycle.ts";
-import { JobFailure, makeJobTask, type JobOutcome, type JobTaskDependencies } from "../job-task.ts";
-import { withLlmRun, type LlmRunDependencies } from "../llm-run.ts";
+import { JobFailure, makeJobTask, type JobTaskDependencies } from "../job-task.ts";
+import { llmOutcome, withLlmRun, type LlmRunDependencies } from "../llm-run.ts";
 import type { OrganizationLlm, OrganizationLlmRow } from "../organization-llm.ts";
 
 declare global {
@@ -125,14 +123,7 @@ export function makeSummarize(deps: SummarizeDependencies): Task<"summarize"> {
       );
     },
 
-    outcome(error, { helpers }): JobOutcome | null {
-      if (!(error instanceof LlmError)) return null;
-      const { code, message } = error;
-      // The worker is stopping: another one takes the job at once.
-      if (code === "LLM_CANCELLED" || isShuttingDown(helpers)) return { kind: "stopping", code, message };
-      if (!error.retryable) return { kind: "fail", code, message };
-      return { kind: "later", code, message, delayMs: (failingForMs) => nextRunDelayMs(error, failingForMs, llmRetry) };
-    },
+    outcome: (error, { helpers }) => llmOutcome(error, helpers, llmRetry),
 
     internalMessage: "The summary could not be made.",
   });
