@@ -1,5 +1,5 @@
-// Streamed LLM text on its way to subscribers, without a row per token: a run's deltas are gathered and sent every
-// `intervalMs` (default 75) as one NOTIFY on quire_job_progress, which every server hears and hands to the job's
+// Streamed LLM text on its way to subscribers, without a row per token: a run's first delta is sent at once, and
+// what follows is gathered and sent at most every `intervalMs` (default 75) as one NOTIFY on quire_job_progress, which every server hears and hands to the job's
 // jobProgress subscribers (server/job-progress.ts). Each notification says where its text starts (offset, in
 // characters of the text so far) and which run wrote it, so a server can tell a restart (a new run starts at 0) from
 // a gap. NOTIFY payloads are limited to 8000 bytes: text is sent in pieces of at most 1000 characters, which JSON
@@ -50,6 +50,7 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
   let offset = 0;
   let seq = 0;
   let timer: NodeJS.Timeout | null = null;
+  let lastSentAt = -Infinity;
   let sending: Promise<void> = Promise.resolve();
 
   const flush = () => {
@@ -78,7 +79,19 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
     onDelta(text) {
       if (!text) return;
       pending += text;
-      timer ??= setTimeout(flush, intervalMs);
+      if (timer) return;
+      // Leading edge: after a quiet interval (the first delta included) the text goes at once; then at most one
+      // notification per interval, gathering what came meanwhile.
+      const wait = lastSentAt + intervalMs - performance.now();
+      if (wait <= 0) {
+        lastSentAt = performance.now();
+        flush();
+      } else {
+        timer = setTimeout(() => {
+          lastSentAt = performance.now();
+          flush();
+        }, wait);
+      }
     },
     async close() {
       if (timer) clearTimeout(timer);
