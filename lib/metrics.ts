@@ -13,7 +13,7 @@ import type { Logger } from "./logger.ts";
 import { timedQuery } from "./timed-query.ts";
 
 export interface MetricsOptions {
-  /** Distinct GraphQL operation names kept as labels; later new names count as `other`. Default 200. */
+  /** Distinct GraphQL operation names, and distinct LLM model names, kept as labels; later new names count as `other`. Default 200. */
   readonly maxOperationNames?: number;
 }
 
@@ -198,7 +198,7 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
   let subscriptions: (() => number) | null = null;
   new Gauge({
     name: "quire_live_subscriptions",
-    help: "GraphQL subscriptions to live events open on this server.",
+    help: "GraphQL subscriptions open on this server: live events (jobUpdated, documentChanged, integrationChanged) and jobProgress.",
     registers,
     collect() {
       if (subscriptions) this.set(subscriptions());
@@ -252,8 +252,17 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
     return name;
   };
 
+  // Model names come from organizations' settings and templates too: the first `maxOperationNames` distinct ones are
+  // kept, later ones are `other`, so no organization can grow the registry without bound.
+  const modelNames = new Set<string>();
+  const modelLabel = (model: string) => {
+    if (modelNames.has(model)) return model;
+    if (modelNames.size >= maxOperationNames) return "other";
+    modelNames.add(model);
+    return model;
+  };
   const recordLlmCall = (provider: LlmProvider, outcome: string, seconds: number, completion: Completion | null) => {
-    const labels = { provider: provider.name, model: provider.model };
+    const labels = { provider: provider.name, model: modelLabel(provider.model) };
     llmCalls.inc({ ...labels, outcome });
     llmDuration.observe({ ...labels, outcome }, seconds);
     if (completion) {

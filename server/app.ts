@@ -217,7 +217,7 @@ export async function createQuireServer({
   // Numbers and announces the live events changes append (on this server's pool; one numberer works at a time).
   const numberer = startLiveNumberer(pool, config.live.numberIntervalMs, logger);
   const requestClients = trackCheckedOut(pool);
-  metrics.observeSubscriptions(() => liveEvents.size);
+  metrics.observeSubscriptions(() => liveEvents.size + jobProgress.size);
   metrics.observeSharedReads(() => sharedReadCounts);
   // A first failure is logged and retried in the background; until it listens, nothing live is heard here.
   await listener.start().catch(() => undefined);

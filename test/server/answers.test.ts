@@ -171,6 +171,16 @@ describe("chunks and search", () => {
   });
 });
 
+test("hostile search text never breaks the query: quotes, backslashes, tsquery operators, only stop-words, nothing", async () => {
+  const search = `query ($q: String!) { searchDocuments(query: $q, first: 3) { totalCount } }`;
+  for (const q of ["'", "\\", "a\\b'c", "&|!():*<->", "' | '' :* ", "http://h/x\\y?z='1'", "   ", "the and of", "🙂 漢字 ñ", "x".repeat(2000)]) {
+    const body = await gql(a.members.member.accessToken, search, { q });
+    expect({ q, errors: body.errors }).toEqual({ q, errors: undefined });
+  }
+  expect(codeOf(await gql(a.members.member.accessToken, search, { q: "x".repeat(2001) }))).toBe("BAD_INPUT");
+  expect(codeOf(await gql(a.members.member.accessToken, search, { q: "nul\u0000byte" }))).toBe("BAD_INPUT");
+});
+
 describe("the trash", () => {
   test("a trashed document's passages go at once and come back, cut again, with a restore", async () => {
     const id = await createDocument(a.members.member.accessToken, "Trashable", "Something to find in the trash: zanzibar.");

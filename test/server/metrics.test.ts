@@ -324,3 +324,21 @@ test("the queue gauge reports how long the oldest due job of each task has waite
     await pool.end();
   }
 });
+
+test("LLM model labels are bounded: past the limit, new model names (organizations choose them) count as other", async () => {
+  const metrics = createMetrics({ maxOperationNames: 2 });
+  const call = (model: string) =>
+    metrics
+      .measureLlm({
+        name: "openai",
+        model,
+        contextTokens: 1000,
+        complete: async () => ({ text: "ok", promptTokens: 1, completionTokens: 1, provider: "openai", model, latencyMs: 0 }),
+      })
+      .complete({ prompt: "p", sourceText: "", maxOutputTokens: 1 });
+  for (const model of ["m1", "m2", "m3", "m4", "m1"]) await call(model);
+  const text = await metrics.render();
+  const models = [...text.matchAll(/^quire_llm_calls_total\{[^}]*model="([^"]+)"/gm)].map((m) => m[1]);
+  expect(new Set(models)).toEqual(new Set(["m1", "m2", "other"]));
+  expect(text).toMatch(/quire_llm_calls_total\{[^}]*model="other"[^}]*\} 2/);
+});
