@@ -379,6 +379,10 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
     meaning: "First delay before the server's LISTEN connection reconnects; doubled per failed attempt, jittered, reset once it listens again.",
   },
   LIVE_RECONNECT_MAX_MS: { section: "Live updates", meaning: "The longest such delay." },
+  LIVE_CONNECTION_INIT_SECONDS: {
+    section: "Live updates",
+    meaning: "How long a new WebSocket may take to send graphql-ws's `connection_init` before it is closed with 4408.",
+  },
   LIVE_OUTAGE_GRACE_SECONDS: {
     section: "Live updates",
     meaning: "How long subscriptions wait for a lost LISTEN connection (then catch up from the outbox) before ending with `UNAVAILABLE`.",

@@ -224,6 +224,7 @@ const envSchema = z.object({
   LIVE_RECONNECT_BASE_MS: intText(10, 60_000).default(250),
   LIVE_RECONNECT_MAX_MS: intText(10, 600_000).default(10_000),
   LIVE_OUTAGE_GRACE_SECONDS: intText(1, 3600).default(30),
+  LIVE_CONNECTION_INIT_SECONDS: intText(1, 60).default(3),
   LIVE_NUMBER_INTERVAL_MS: intText(1, 60_000).default(10),
 });
 
@@ -502,6 +503,8 @@ export interface Config {
     readonly reconnectMaxMs: number;
     /** LIVE_OUTAGE_GRACE_SECONDS (default 30): how long subscriptions wait for it before ending with UNAVAILABLE. */
     readonly outageGraceMs: number;
+    /** LIVE_CONNECTION_INIT_SECONDS (default 3): how long a new WebSocket may take to send connection_init (4408 after). */
+    readonly connectionInitMs: number;
     /**
      * LIVE_NUMBER_INTERVAL_MS (default 10): how often the server numbers and announces committed live events
      * (server/live-numberer.ts); an event reaches subscribers about half of it after its change commits.
@@ -776,6 +779,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       reconnectBaseMs: e.LIVE_RECONNECT_BASE_MS,
       reconnectMaxMs: Math.max(e.LIVE_RECONNECT_MAX_MS, e.LIVE_RECONNECT_BASE_MS),
       outageGraceMs: e.LIVE_OUTAGE_GRACE_SECONDS * 1000,
+      connectionInitMs: e.LIVE_CONNECTION_INIT_SECONDS * 1000,
       numberIntervalMs: e.LIVE_NUMBER_INTERVAL_MS,
     },
   };

@@ -247,7 +247,7 @@ export async function createQuireServer({
   // Not grafserv's own upgrade handler, which would accept a WebSocket from any web page and leaves its sockets'
   // errors unhandled (server/websocket.ts): Origin is checked first, then Quire's endpoint takes the connection.
   await serv.addTo(app, httpServer, false);
-  const websockets = createWebSocketEndpoint(serv, { maxMessageBytes: config.http.maxRequestBytes, logger });
+  const websockets = createWebSocketEndpoint(serv, { maxMessageBytes: config.http.maxRequestBytes, connectionInitMs: config.live.connectionInitMs, logger });
   const onUpgrade = checkUpgradeOrigin(origins, (req, socket, head) => {
     if (serv.shouldHandleUpgrade(req, socket, head)) websockets.handleUpgrade(req, socket, head);
     else socket.destroy();

@@ -20,6 +20,8 @@ export interface WebSocketEndpointOptions {
   readonly maxMessageBytes: number;
   /** How often an idle connection is pinged, and how long a pong may take before it is dropped (default 12 s). */
   readonly keepaliveMs?: number;
+  /** How long a new connection may take to send connection_init before it is closed with 4408 (default 3 s). */
+  readonly connectionInitMs?: number;
   readonly logger: Logger;
 }
 
@@ -46,8 +48,11 @@ function keepAlive(socket: WebSocket, intervalMs: number): void {
   socket.once("close", () => clearInterval(timer));
 }
 
-export function createWebSocketEndpoint(serv: GrafservBase, { maxMessageBytes, keepaliveMs = 12_000, logger }: WebSocketEndpointOptions): WebSocketEndpoint {
-  const graphqlWs = makeServer(makeGraphQLWSConfig(serv));
+export function createWebSocketEndpoint(
+  serv: GrafservBase,
+  { maxMessageBytes, keepaliveMs = 12_000, connectionInitMs = 3_000, logger }: WebSocketEndpointOptions,
+): WebSocketEndpoint {
+  const graphqlWs = makeServer({ ...makeGraphQLWSConfig(serv), connectionInitWaitTimeout: connectionInitMs });
   // perMessageDeflate stays off (ws's server default): inflating is where a small frame becomes a large message.
   const wss = new WebSocketServer({ noServer: true, maxPayload: maxMessageBytes, perMessageDeflate: false });
   wss.on("error", (error) => logger.warn({ err: error }, "WebSocket server error"));

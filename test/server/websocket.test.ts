@@ -6,7 +6,9 @@ import { randomBytes } from "node:crypto";
 import WebSocket from "ws";
 import { useQuireServer } from "../support/server.ts";
 
-const fx = useQuireServer();
+// A loaded machine can take seconds between the upgrade and the bad frame: graphql-ws's wait for connection_init
+// (4408 after it) must not end the connection before the frame is judged.
+const fx = useQuireServer({ env: { LIVE_CONNECTION_INIT_SECONDS: "60" } });
 const server = fx.app;
 
 /** A raw TCP connection that completes a WebSocket handshake on /graphql, as a hostile client would. */
