@@ -5,6 +5,7 @@
 // a gap. NOTIFY payloads are limited to 8000 bytes: text is sent in pieces of at most 1000 characters, which JSON
 // escaping keeps under 6000 bytes. Progress is best effort: a failed NOTIFY is logged and the next one goes on; the
 // stored result, written once at the end, is what counts.
+import { context } from "@opentelemetry/api";
 import type { PoolClient } from "pg";
 
 export const jobProgressChannel = "quire_job_progress";
@@ -51,6 +52,7 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
   let seq = 0;
   let timer: NodeJS.Timeout | null = null;
   let lastSentAt = -Infinity;
+  const runContext = context.active();
   let sending: Promise<void> = Promise.resolve();
 
   const flush = () => {
@@ -68,10 +70,15 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
       messages.push(JSON.stringify(piece));
       i = end;
     }
+    // Sent in the run's trace context, not the LLM call's whose delta triggered it: the call's span holds its request.
     sending = sending.then(() =>
-      withPgClient(async (client) => {
-        for (const message of messages) await client.query("select pg_notify($1, $2)", [jobProgressChannel, message]);
-      }).catch((error: unknown) => onError?.(error)),
+      context
+        .with(runContext, () =>
+          withPgClient(async (client) => {
+            for (const message of messages) await client.query("select pg_notify($1, $2)", [jobProgressChannel, message]);
+          }),
+        )
+        .catch((error: unknown) => onError?.(error)),
     );
   };
 
