@@ -357,7 +357,7 @@ export const configReference: Readonly<Record<ConfigVariable, VariableReference>
   LLM_ALLOWED_MODELS: {
     section: "LLM",
     meaning:
-      "Comma-separated models an organization's settings or a template may choose on the deployment's key (an organization's own key may use any). Unset: any model — set it when the deployment pays.",
+      "Comma-separated models an organization's settings or a template may choose on the deployment's provider and endpoint (whatever key is sent; an organization's own key for another provider may use any). Unset: any model — set it when the deployment pays.",
   },
   EMBEDDINGS_BASE_URL: {
     section: "LLM",

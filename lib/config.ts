@@ -412,8 +412,8 @@ export interface Config {
     readonly contextTokens: number | null;
     readonly maxOutputTokens: number;
     /**
-     * LLM_ALLOWED_MODELS: the models organizations and templates may choose on the deployment's key (their own key may
-     * use any); null: any.
+     * LLM_ALLOWED_MODELS: the models organizations and templates may choose on the deployment's provider and endpoint,
+     * whatever key is sent (their own key for another provider may use any); null: any.
      */
     readonly allowedModels: readonly string[] | null;
     /** Retries of one LLM call on timeouts, 429 and 5xx, with backoff (Retry-After honoured up to 30 s). */

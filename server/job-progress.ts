@@ -148,7 +148,7 @@ export function createJobProgress(listener: NotificationListener, logger: Logger
     if (offset < end) {
       text = text.slice(end - offset);
       offset = end;
-    } else if (offset > end) {
+    } else if (offset > end && !job.truncated) {
       // Pieces were missed (this server started listening mid-way): keep from here on.
       job.base = offset;
       setText(job, "");

@@ -17,12 +17,16 @@ const statusOf =
   (ctx: Ctx, jobId: string): JobStatus =>
   () =>
     ctx.withPgClient(ctx.pgSettings ?? null, async (client) => {
-      // An answer is its asker's: its job is followed only by whoever can read its question (the per-person policy).
-      const { rows } = await client.query<{ status: Awaited<ReturnType<JobStatus>> }>({
-        text: `select j.status from app_public.jobs j
-                where j.id = $1 and (j.kind <> 'answer' or exists (select 1 from app_public.questions q where q.job_id = j.id))`,
+      // An answer is its asker's: its job is followed only by whoever can read its question (the per-person policy,
+      // read apart so the job's own read stays shareable between subscribers).
+      const { rows } = await client.query<{ status: Awaited<ReturnType<JobStatus>>; kind: string }>({
+        text: "select status, kind from app_public.jobs where id = $1",
         values: [jobId],
       });
+      if (rows[0]?.kind === "answer") {
+        const asked = await client.query({ text: "select 1 from app_public.questions where job_id = $1", values: [jobId] });
+        if (asked.rows.length === 0) return null;
+      }
       return rows[0]?.status ?? null;
     });
 

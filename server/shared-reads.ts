@@ -15,8 +15,8 @@
 // computed columns (documents_content_length, documents_excerpt) are pure. A policy or computed column that reads
 // current_user_id() some other way would make this module wrong: keep this list in step with the migrations.
 // Three tables do read it: a person's own questions, answers and answer_citations (`asked_by = current_user_id()`).
-// A shared transaction refuses any query that names one of them (NotSharable), so its group falls back to each
-// caller's own transaction: what one person asked is never answered from another's read.
+// A shared transaction refuses any query that names one of them (NotSharable): that caller reads again in its own
+// transaction, the others keep the shared results. What one person asked is never answered from another's read.
 //
 // Why the claims are not trusted for that. The group key is the claims' organization and role (and the database
 // role), but a token's role claim can be stale (a role change does not end the session) and a session can end at
@@ -65,6 +65,9 @@ interface Caller {
 
 /** Asked of the shared transaction's client for a nested transaction or the raw connection: not a plain read. */
 class NotSharable extends Error {}
+
+/** The result of a caller whose read was not sharable: it reads again on its own. */
+const notShared = Symbol("not shared");
 
 /** Tables whose read policy depends on the user, not only the organization and role: their reads are never shared. */
 const perUserTables = /\bapp_public"?\s*\.\s*"?(questions|answers|answer_citations)\b/i;
@@ -137,9 +140,13 @@ export function shareReads(withPgClient: WithPgClient<NodePostgresPgClient>, end
         const sharing = sharingClient(client);
         // The callbacks' queries queue on the one connection; a failed one aborts the transaction for all.
         const settled = await Promise.allSettled(group.map(async (c) => c.callback(sharing)));
-        const failed = settled.find((s) => s.status === "rejected");
-        if (failed) throw failed.reason;
-        return { results: settled.map((s) => (s as PromiseFulfilledResult<unknown>).value), sameRole: new Set(rows.map((r) => r.user_id)) };
+        // A read refused as not sharable changed nothing in the transaction: only its caller reads again alone.
+        const failed = settled.find((s) => s.status === "rejected" && !(s.reason instanceof NotSharable));
+        if (failed) throw (failed as PromiseRejectedResult).reason;
+        return {
+          results: settled.map((s) => (s.status === "fulfilled" ? s.value : notShared)),
+          sameRole: new Set(rows.map((r) => r.user_id)),
+        };
       });
       ended = await endedSessions(others.map((c) => c.settings["jwt.claims.session_id"]!));
     } catch {
@@ -148,9 +155,17 @@ export function shareReads(withPgClient: WithPgClient<NodePostgresPgClient>, end
       group.forEach(alone);
       return;
     }
-    representative.resolve(outcome.results[0]);
+    if (outcome.results[0] === notShared) {
+      sharedReadCounts.fallbacks++;
+      alone(representative);
+    } else {
+      representative.resolve(outcome.results[0]);
+    }
     others.forEach((caller, i) => {
-      if (outcome.sameRole.has(caller.settings["jwt.claims.user_id"]!) && !ended.has(caller.settings["jwt.claims.session_id"]!)) {
+      if (outcome.results[i + 1] === notShared) {
+        sharedReadCounts.fallbacks++;
+        alone(caller);
+      } else if (outcome.sameRole.has(caller.settings["jwt.claims.user_id"]!) && !ended.has(caller.settings["jwt.claims.session_id"]!)) {
         caller.resolve(outcome.results[i + 1]);
       } else {
         sharedReadCounts.fallbacks++;

@@ -55,18 +55,23 @@ export async function withLlmRun<T>(run: JobRun, orgId: string, deps: LlmRunDepe
   } catch (error) {
     if (watch.cancelled() && (error instanceof LlmError || signal.aborted)) {
       if (streamed) {
-        await helpers.withPgClient((client) =>
-          client.query("select app_private.charge_cancelled_run($1, $2, $3, $4, $5, $6, $7, $8)", [
-            ticket.jobId,
-            ticket.token,
-            runId,
-            charge.kind,
-            charge.provider,
-            charge.model,
-            estimateTokens(charge.prompt()),
-            estimateTokens(streamed),
-          ]),
-        );
+        // Best effort: a failed charge is logged, and the run still ends as cancelled.
+        await helpers
+          .withPgClient((client) =>
+            client.query("select app_private.charge_cancelled_run($1, $2, $3, $4, $5, $6, $7, $8)", [
+              ticket.jobId,
+              ticket.token,
+              runId,
+              charge.kind,
+              charge.provider,
+              charge.model,
+              estimateTokens(charge.prompt()),
+              estimateTokens(streamed),
+            ]),
+          )
+          .catch((chargeError: unknown) =>
+            helpers.logger.error(`job ${ticket.jobId}: the cancelled run could not be charged (${chargeError instanceof Error ? chargeError.name : "error"})`),
+          );
       }
       throw new JobCancelled(ticket.jobId);
     }

@@ -38,12 +38,15 @@ export function organizationLlm(options: OrganizationLlmOptions): OrganizationLl
   const { deployment, defaultProvider, keys, metrics, maxCached = 200 } = options;
   const cache = new Map<string, LlmProvider>();
   const allowed = deployment.allowedModels === null ? null : new Set([...deployment.allowedModels, ...(deployment.model ? [deployment.model] : [])]);
-  /** The deployment pays for what runs on its key: only the models the operator allows (LLM_ALLOWED_MODELS). */
-  const allowedOnDeploymentKey = (model: string) => {
+  /**
+   * The deployment's endpoint (LLM_BASE_URL) serves only the models the operator allows (LLM_ALLOWED_MODELS), whatever
+   * key is sent: the deployment pays for its own key, and a self-hosted server or gateway may not check keys at all.
+   */
+  const allowedOnDeployment = (model: string) => {
     if (allowed && !allowed.has(model)) {
       throw new LlmError(
         "LLM_REJECTED",
-        `The model ${model} is not available on this deployment's key: choose another, or set the organization's own API key.`,
+        `The model ${model} is not available on this deployment's endpoint: choose another (or another provider, with the organization's own key).`,
       );
     }
   };
@@ -68,7 +71,7 @@ export function organizationLlm(options: OrganizationLlmOptions): OrganizationLl
     // The deployment's provider, its key, and at most another model (the organization's, or its template's).
     if (row.llm_provider === null && row.llm_ciphertext === null) {
       if (row.llm_model === null) return defaultProvider;
-      allowedOnDeploymentKey(row.llm_model);
+      allowedOnDeployment(row.llm_model);
       return build(`deployment|${row.llm_model}`, { ...deployment, model: row.llm_model });
     }
     let apiKey: string | null = null;
@@ -84,7 +87,9 @@ export function organizationLlm(options: OrganizationLlmOptions): OrganizationLl
     // The deployment's base URL and key serve its own provider only: another provider is reached at its public API,
     // with the organization's key alone.
     const sameProvider = providerName === deployment.provider;
-    if (apiKey === null && sameProvider && row.llm_model !== null) allowedOnDeploymentKey(row.llm_model);
+    // The deployment's endpoint serves only its allowed models, whatever key is sent (a self-hosted server or a
+    // gateway may not check keys at all).
+    if (sameProvider && row.llm_model !== null) allowedOnDeployment(row.llm_model);
     apiKey ??= sameProvider ? deployment.apiKey : null;
     const llm: LlmOptions = {
       ...deployment,

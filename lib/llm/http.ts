@@ -204,8 +204,11 @@ const tooLarge = (limit: number) =>
 /** A completion's text, refused (LLM_BAD_RESPONSE) when it is longer than a summary may be stored. */
 export function boundedCompletion(text: string, service: string): string {
   if (Buffer.byteLength(text) > summaryMaxBytes) throw textTooLarge(service);
-  return text;
+  return withoutNul(text);
 }
+
+/** The text without NUL characters, which PostgreSQL's text cannot hold (a model can be made to write them). */
+const withoutNul = (text: string) => text.replaceAll("\u0000", "");
 
 const textTooLarge = (service: string) =>
   new LlmError("LLM_BAD_RESPONSE", `The ${service} answered with more than ${summaryMaxBytes} bytes of text, more than a summary may be.`);
@@ -222,7 +225,8 @@ export function streamedText(service: string, onDelta: (text: string) => void) {
   let held = "";
   return {
     /** Takes the next piece of the answer as the service sent it. */
-    add(piece: string): void {
+    add(given: string): void {
+      const piece = withoutNul(given);
       // Until the first delivered text, everything held is whitespace to drop.
       const pending = text ? held + piece : piece.trimStart();
       const end = pending.trimEnd().length;

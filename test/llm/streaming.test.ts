@@ -457,3 +457,13 @@ test("createLlmProvider's wrappers (retries, tracing, metrics) pass onDelta thro
   expect(deltas.length).toBeGreaterThan(1);
   expect(deltas.join("")).toBe(completion.text);
 });
+
+test("NUL characters a model writes are dropped (PostgreSQL text cannot hold them), streamed or not", async () => {
+  const streamed = await serve(() => ({ sse: openAiStream(["A\u0000 b", "\u0000c."]) }));
+  const { request, deltas } = streaming();
+  const completion = await openAi(streamed).complete(request);
+  expect(completion.text).toBe("A bc.");
+  expect(deltas.join("")).toBe("A bc.");
+  const whole = await serve(() => ({ json: openAiAnswer("x\u0000y") }));
+  expect((await openAi(whole).complete({ ...request, onDelta: undefined })).text).toBe("xy");
+});

@@ -43,16 +43,19 @@ test("without settings, the deployment's model; an allowed model on its key; any
   expect((await refusal(choose(orgA, { ...none, llm_provider: "openai", llm_model: "costly-model" }))).code).toBe("LLM_REJECTED");
 });
 
-test("the organization's own key opens any model, for that organization only; elsewhere it is LLM_AUTH without the key", async () => {
+test("the organization's own key opens any model of another provider, for that organization only; elsewhere it is LLM_AUTH without the key", async () => {
   const sealed = await seal(keys, "sk-org-a-secret", sealContexts.llm(orgA));
   const row: OrganizationLlmRow = {
-    llm_provider: "openai",
+    llm_provider: "anthropic",
     llm_model: "costly-model",
     llm_key_id: sealed.keyId,
     llm_nonce: sealed.nonce,
     llm_ciphertext: sealed.ciphertext,
   };
   expect((await choose(orgA, row)).model).toBe("costly-model");
+  // On the deployment's endpoint, the operator's allowed models hold whatever key is sent.
+  expect((await refusal(choose(orgA, { ...row, llm_provider: "openai" }))).code).toBe("LLM_REJECTED");
+  expect((await choose(orgA, { ...row, llm_provider: "openai", llm_model: "cheap-model" })).model).toBe("cheap-model");
   const copied = await refusal(choose(orgB, row));
   expect(copied.code).toBe("LLM_AUTH");
   expect(copied.message).not.toContain("sk-org-a-secret");

@@ -66,6 +66,10 @@ export function makeChunkDocument({ embeddings }: ChunkDocumentDependencies): Ta
       embedded?.promptTokens ?? 0,
     ]);
     const count = written.rows[0]?.written;
+    // The document changed meanwhile: its chunks were not kept, but the provider was paid for their embeddings.
+    if ((count === null || count === undefined) && embedded) {
+      await helpers.query("select app_private.record_embedding_usage($1, $2, $3, $4)", [document.org_id, "openai", embedded.model, embedded.promptTokens]);
+    }
     helpers.logger.debug(
       count === null || count === undefined
         ? `chunk_document: document ${documentId} changed meanwhile; its next run cuts it`
