@@ -482,6 +482,32 @@ describe("the organization's model, templates' models and costs", () => {
     );
     await settled((job.data!.summarizeDocument as { job: { rowId: string } }).job.rowId);
     expect((fake.requests.at(-1)!.body as { model: string }).model).toBe("pinned-model");
+    // The model is part of the template's version: changing it makes a new one, which later summaries pin.
+    const changed = await gql(
+      a.members.admin.accessToken,
+      'mutation ($id: UUID!) { updateTemplate(input: { rowId: $id, patch: { model: "other-model" } }) { template { version } } }',
+      { id: templateId },
+    );
+    expect(changed.errors).toBeUndefined();
+    expect((changed.data!.updateTemplate as { template: { version: number } }).template.version).toBe(2);
+    const versions = await root<{ version: number; model: string }>(
+      "select version, model from app_public.template_versions where template_id = $1 order by version",
+      [templateId],
+    );
+    expect(versions).toEqual([
+      { version: 1, model: "pinned-model" },
+      { version: 2, model: "other-model" },
+    ]);
+    const again = await gql(
+      a.members.member.accessToken,
+      "mutation ($d: UUID!, $t: UUID) { summarizeDocument(input: { documentId: $d, templateId: $t }) { job { rowId } } }",
+      {
+        d: docId,
+        t: templateId,
+      },
+    );
+    await settled((again.data!.summarizeDocument as { job: { rowId: string } }).job.rowId);
+    expect((fake.requests.at(-1)!.body as { model: string }).model).toBe("other-model");
   });
 
   test("usage rows are costed at the operator's price; organizationUsageLines and the billing report add them up", async () => {
