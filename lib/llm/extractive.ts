@@ -43,7 +43,7 @@ export function createExtractiveProvider(options: ExtractiveOptions = {}): LlmPr
  * `text` in pieces of up to five words, each with the whitespace after it, so that they join into exactly `text` (a
  * summary, which never starts or ends with whitespace).
  */
-const inPieces = (text: string): string[] => text.match(/(?:\S+\s*){1,5}/g) ?? [];
+export const inPieces = (text: string): string[] => text.match(/(?:\S+\s*){1,5}/g) ?? [];
 
 // ---- What the prompt asks for -------------------------------------------------------------------------------------
 

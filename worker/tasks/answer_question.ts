@@ -16,6 +16,7 @@ import { citationsOf } from "../../lib/answers/citations.ts";
 import { buildAnswerPrompt } from "../../lib/answers/prompt.ts";
 import type { SourceChunk } from "../../lib/answers/sources.ts";
 import type { EmbeddingsClient } from "../../lib/llm/embeddings.ts";
+import { inPieces } from "../../lib/llm/extractive.ts";
 import { estimateTokens, type Completion, type LlmProvider } from "../../lib/llm/provider.ts";
 import type { RescheduleOptions } from "../../lib/llm/retry.ts";
 import { addToLogContext } from "../../lib/log-context.ts";
@@ -69,11 +70,6 @@ interface Retrieved {
   readonly content: string;
 }
 
-/** The extractive answer's text, handed over in pieces of a few words, as a streaming model would. */
-function streamText(text: string, onDelta: (text: string) => void): void {
-  for (const piece of text.match(/\S+\s*/g) ?? []) onDelta(piece);
-}
-
 export function makeAnswerQuestion(deps: AnswerQuestionDependencies): Task<"answer_question"> {
   const { organizationLlm, embeddings, runnerId, maxOutputTokens, llmRetry, passages = 8 } = deps;
 
@@ -87,7 +83,8 @@ export function makeAnswerQuestion(deps: AnswerQuestionDependencies): Task<"answ
     if (provider.name === "extractive") {
       const started = performance.now();
       const text = answerExtractively(question, sources);
-      streamText(text, call.onDelta);
+      // Handed over a few words at a time, as the extractive provider streams its summaries.
+      for (const piece of inPieces(text)) call.onDelta(piece);
       const prompt = buildAnswerPrompt(question, sources).prompt;
       const completion: Completion = {
         text,
