@@ -14,9 +14,8 @@
 import { isUuid } from "../lib/uuid.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { NotificationListener } from "../lib/notifications.ts";
+import { jobProgressChannel, progressPieceMaxChars, type ProgressNotification } from "../lib/progress-notification.ts";
 import { QuireError } from "../lib/quire-error.ts";
-
-export const jobProgressChannel = "quire_job_progress";
 
 /** One event of a jobProgress subscription. */
 export interface ProgressEvent {
@@ -54,23 +53,15 @@ export interface JobProgress {
   close(): void;
 }
 
-interface Piece {
-  readonly jobId: string;
-  readonly orgId: string;
-  readonly runId: string;
-  readonly offset: number;
-  readonly text: string;
-}
-
 const finished = new Set(["succeeded", "failed", "cancelled"]);
 
 /** A notification payload, or null when it is not one of ours (trusted for nothing beyond its shape). */
-function parsePiece(payload: string): Piece | null {
+function parsePiece(payload: string): ProgressNotification | null {
   try {
     const p = JSON.parse(payload) as Record<string, unknown>;
     if (!isUuid(p.jobId) || !isUuid(p.orgId) || !isUuid(p.runId)) return null;
     if (typeof p.offset !== "number" || !Number.isSafeInteger(p.offset) || p.offset < 0) return null;
-    if (typeof p.text !== "string" || p.text.length > 1000) return null;
+    if (typeof p.text !== "string" || p.text.length > progressPieceMaxChars) return null;
     return { jobId: p.jobId, orgId: p.orgId, runId: p.runId, offset: p.offset, text: p.text };
   } catch {
     return null;
@@ -78,13 +69,11 @@ function parsePiece(payload: string): Piece | null {
 }
 
 interface Subscriber {
-  readonly orgId: string;
   push(event: Omit<ProgressEvent, "sequence" | "jobId">): void;
   check(): void;
 }
 
 interface Job {
-  orgId: string;
   runId: string;
   /** Where `text` starts: 0 unless this server missed the beginning. */
   base: number;
@@ -119,7 +108,7 @@ export function createJobProgress(listener: NotificationListener, logger: Logger
       // Most recently written last: the first is the one to drop.
       jobs.delete(key);
     } else {
-      job = { orgId, runId, base: 0, text: "", truncated: false, updatedAt: Date.now(), subscribers: new Set() };
+      job = { runId, base: 0, text: "", truncated: false, updatedAt: Date.now(), subscribers: new Set() };
     }
     jobs.set(key, job);
     for (const [id, old] of jobs) {
@@ -129,7 +118,7 @@ export function createJobProgress(listener: NotificationListener, logger: Logger
     return job;
   };
 
-  const receive = (piece: Piece) => {
+  const receive = (piece: ProgressNotification) => {
     const job = jobOf(piece.orgId, piece.jobId, piece.runId);
     job.updatedAt = Date.now();
     if (job.runId !== piece.runId) {
@@ -216,7 +205,6 @@ export function createJobProgress(listener: NotificationListener, logger: Logger
       };
       let entry: Job | null = null;
       const subscriber: Subscriber = {
-        orgId,
         push: emit,
         check() {
           if (checking || ended) return;

@@ -19,8 +19,6 @@ export interface CancellationWatch {
 
 export interface Cancellations {
   watch(jobId: string): CancellationWatch;
-  /** Runs watching (for tests). */
-  readonly size: number;
 }
 
 export function createCancellations(listener: NotificationListener): Cancellations {
@@ -42,11 +40,6 @@ export function createCancellations(listener: NotificationListener): Cancellatio
           if (runs.size === 0 && watching.get(jobId) === runs) watching.delete(jobId);
         },
       };
-    },
-    get size() {
-      let n = 0;
-      for (const runs of watching.values()) n += runs.size;
-      return n;
     },
   };
 }

@@ -1,30 +1,12 @@
 // Streamed LLM text on its way to subscribers, without a row per token: a run's first delta is sent at once, and
 // what follows is gathered and sent at most every `intervalMs` (default 75) as one NOTIFY on quire_job_progress, which every server hears and hands to the job's
-// jobProgress subscribers (server/job-progress.ts). Each notification says where its text starts (offset, in
-// characters of the text so far) and which run wrote it, so a server can tell a restart (a new run starts at 0) from
-// a gap. NOTIFY payloads are limited to 8000 bytes: text is sent in pieces of at most 1000 characters, which JSON
-// escaping keeps under 6000 bytes. Progress is best effort: a failed NOTIFY is logged and the next one goes on; the
+// jobProgress subscribers (server/job-progress.ts). Each notification (lib/progress-notification.ts) says where its
+// text starts (offset, in characters of the text so far) and which run wrote it, so a server can tell a restart (a
+// new run starts at 0) from a gap. Progress is best effort: a failed NOTIFY is logged and the next one goes on; the
 // stored result, written once at the end, is what counts.
 import { context } from "@opentelemetry/api";
 import type { PoolClient } from "pg";
-
-export const jobProgressChannel = "quire_job_progress";
-
-/** Characters of text per notification (a character is at most 6 bytes once JSON-escaped). */
-const maxPieceChars = 1000;
-
-/** What one notification carries. */
-export interface ProgressMessage {
-  readonly jobId: string;
-  readonly orgId: string;
-  /** The run that wrote it: a new run's text replaces the previous run's. */
-  readonly runId: string;
-  /** Numbers the run's notifications from 0. */
-  readonly seq: number;
-  /** Where `text` starts in the run's text so far, in UTF-16 units. */
-  readonly offset: number;
-  readonly text: string;
-}
+import { jobProgressChannel, progressPieceMaxChars, type ProgressNotification } from "../lib/progress-notification.ts";
 
 export interface ProgressStreamOptions {
   readonly jobId: string;
@@ -49,7 +31,6 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
   const { jobId, orgId, runId, withPgClient, intervalMs = 75, onError } = options;
   let pending = "";
   let offset = 0;
-  let seq = 0;
   let timer: NodeJS.Timeout | null = null;
   let lastSentAt = -Infinity;
   const runContext = context.active();
@@ -62,10 +43,10 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
     pending = "";
     const messages: string[] = [];
     for (let i = 0; i < text.length;) {
-      let end = Math.min(text.length, i + maxPieceChars);
+      let end = Math.min(text.length, i + progressPieceMaxChars);
       // Never between the two halves of a surrogate pair.
       if (end < text.length && /[\ud800-\udbff]/.test(text[end - 1]!)) end--;
-      const piece: ProgressMessage = { jobId, orgId, runId, seq: seq++, offset, text: text.slice(i, end) };
+      const piece: ProgressNotification = { jobId, orgId, runId, offset, text: text.slice(i, end) };
       offset += end - i;
       messages.push(JSON.stringify(piece));
       i = end;

@@ -84,11 +84,9 @@ export function organizationLlm(options: OrganizationLlmOptions): OrganizationLl
         throw error;
       }
     }
-    // The deployment's base URL and key serve its own provider only: another provider is reached at its public API,
-    // with the organization's key alone.
+    // The deployment's base URL and key serve its own provider only (and only its allowed models, whatever key is
+    // sent): another provider is reached at its public API, with the organization's key alone.
     const sameProvider = providerName === deployment.provider;
-    // The deployment's endpoint serves only its allowed models, whatever key is sent (a self-hosted server or a
-    // gateway may not check keys at all).
     if (sameProvider && row.llm_model !== null) allowedOnDeployment(row.llm_model);
     apiKey ??= sameProvider ? deployment.apiKey : null;
     const llm: LlmOptions = {
