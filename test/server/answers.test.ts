@@ -149,6 +149,14 @@ describe("chunks and search", () => {
     expect(await chunked(id)).toBe(1);
   });
 
+  test("a heading longer than the column's bound is cut, never between the halves of an emoji", async () => {
+    const heading = `${"a".repeat(998)}🙂${"b".repeat(20)}`;
+    const id = await createDocument(a.members.member.accessToken, "Long heading", `# ${heading}\n\nSome text under it.`);
+    expect(await chunked(id)).toBe(1);
+    const [row] = await root<{ heading: string }>("select heading from app_public.document_chunks where document_id = $1", [id]);
+    expect(row!.heading).toBe(`${"a".repeat(998)}…`);
+  });
+
   test("searchDocuments finds passages with their document, heading and highlight, only in the caller's organization", async () => {
     const id = await createDocument(a.members.member.accessToken, "Vacation policy", "# Leave\n\nEmployees get twenty-five vacation days a year.");
     await createDocument(b.members.member.accessToken, "Bolt vacation", "Bolt staff get twelve vacation days.");

@@ -27,6 +27,12 @@ export interface ChunkDocumentDependencies {
 /** Longest heading path stored (the column's bound). */
 const headingMaxChars = 1000;
 
+/** How embedding usage rows name the provider: EMBEDDINGS_* speaks OpenAI's /embeddings API. */
+const embeddingProvider = "openai";
+
+/** The first `max` UTF-16 units of `text`, one fewer rather than half of a surrogate pair (PostgreSQL refuses it). */
+const clipped = (text: string, max: number) => text.slice(0, /[\ud800-\udbff]/.test(text[max - 1]!) ? max - 1 : max);
+
 interface Document {
   readonly org_id: string | null;
   readonly revision: number | null;
@@ -52,7 +58,7 @@ export function makeChunkDocument({ embeddings }: ChunkDocumentDependencies): Ta
     if (!document?.org_id || document.revision === null || document.content === null) return;
     const chunks = chunkDocument(document.content, { format: document.format ?? "markdown" }).map((chunk) => ({
       ...chunk,
-      heading: chunk.heading && chunk.heading.length > headingMaxChars ? `${chunk.heading.slice(0, headingMaxChars - 1)}…` : chunk.heading,
+      heading: chunk.heading && chunk.heading.length > headingMaxChars ? `${clipped(chunk.heading, headingMaxChars - 1)}…` : chunk.heading,
     }));
     // Past the month's tokens, the chunks go without embeddings: retrieval is full-text for them until the next edit.
     const embedded =
@@ -62,16 +68,21 @@ export function makeChunkDocument({ embeddings }: ChunkDocumentDependencies): Ta
       document.revision,
       JSON.stringify(chunks.map((chunk, i) => ({ ...chunk, ...(embedded ? { embedding: embedded.vectors[i] } : {}) }))),
       embedded?.model ?? null,
-      "openai",
+      embeddingProvider,
       embedded?.promptTokens ?? 0,
     ]);
-    const count = written.rows[0]?.written;
+    const count = written.rows[0]?.written ?? null;
     // The document changed meanwhile: its chunks were not kept, but the provider was paid for their embeddings.
-    if ((count === null || count === undefined) && embedded) {
-      await helpers.query("select app_private.record_embedding_usage($1, $2, $3, $4)", [document.org_id, "openai", embedded.model, embedded.promptTokens]);
+    if (count === null && embedded) {
+      await helpers.query("select app_private.record_embedding_usage($1, $2, $3, $4)", [
+        document.org_id,
+        embeddingProvider,
+        embedded.model,
+        embedded.promptTokens,
+      ]);
     }
     helpers.logger.debug(
-      count === null || count === undefined
+      count === null
         ? `chunk_document: document ${documentId} changed meanwhile; its next run cuts it`
         : `chunk_document: document ${documentId} revision ${document.revision}: ${count} chunks`,
     );
