@@ -3,6 +3,7 @@
 // text cleaned and stripped of secrets, Retry-After in each spelling services use, and a network failure read by
 // shape. Each client keeps its own error vocabulary (LlmError, IntegrationError) and policy (retries, redirects);
 // the mechanics live here once.
+import { pairSafeEnd } from "./unicode.ts";
 
 /** The longest service-provided text put into an error message. */
 const detailMaxChars = 200;
@@ -96,7 +97,7 @@ export function serviceMessage(body: unknown, secrets: readonly string[]): strin
   for (const secret of secrets) if (secret.length >= 4) clean = clean.split(secret).join("[redacted]");
   clean = clean.replace(/\b(Bearer|Basic)\s+\S+/gi, "$1 [redacted]");
   clean = clean.replace(/[\p{Cc}\s]+/gu, " ").trim();
-  return clean.length > detailMaxChars ? `${clean.slice(0, detailMaxChars - 1).replace(/[\uD800-\uDBFF]$/, "")}…` : clean;
+  return clean.length > detailMaxChars ? `${clean.slice(0, pairSafeEnd(clean, detailMaxChars - 1))}…` : clean;
 }
 
 /** How long the service asks to be left alone, in ms: OpenAI's `retry-after-ms`, or Retry-After as seconds or an HTTP date. */

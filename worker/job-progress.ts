@@ -7,6 +7,7 @@
 import { context } from "@opentelemetry/api";
 import type { PoolClient } from "pg";
 import { jobProgressChannel, progressPieceMaxChars, type ProgressNotification } from "../lib/progress-notification.ts";
+import { inUtf16Pieces } from "../lib/unicode.ts";
 
 export interface ProgressStreamOptions {
   readonly jobId: string;
@@ -41,16 +42,11 @@ export function streamProgress(options: ProgressStreamOptions): ProgressStream {
     if (!pending) return;
     const text = pending;
     pending = "";
-    const messages: string[] = [];
-    for (let i = 0; i < text.length;) {
-      let end = Math.min(text.length, i + progressPieceMaxChars);
-      // Never between the two halves of a surrogate pair.
-      if (end < text.length && /[\ud800-\udbff]/.test(text[end - 1]!)) end--;
-      const piece: ProgressNotification = { jobId, orgId, runId, offset, text: text.slice(i, end) };
-      offset += end - i;
-      messages.push(JSON.stringify(piece));
-      i = end;
-    }
+    const messages = inUtf16Pieces(text, progressPieceMaxChars).map((piece) => {
+      const message: ProgressNotification = { jobId, orgId, runId, offset, text: piece };
+      offset += piece.length;
+      return JSON.stringify(message);
+    });
     // Sent in the run's trace context, not the LLM call's whose delta triggered it: the call's span holds its request.
     sending = sending.then(() =>
       context

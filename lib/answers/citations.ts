@@ -4,6 +4,7 @@
 // A marker that names no source is removed from the answer, as is one past the 50th cited source: a marker the
 // reader cannot follow is worse than none.
 import { matchTerms, oneLine, sentenceSpans, sharedTerms, type SentenceSpan, type SourceChunk } from "./sources.ts";
+import { pairSafeEnd } from "../unicode.ts";
 
 export interface Citation {
   /** The source's number, n of [n]: it is sources[n - 1]. */
@@ -142,7 +143,7 @@ function quoteFrom(claim: string, content: string): string {
  */
 function clip(text: string, max: number): string {
   if (text.length <= max) return text;
-  let cut = text.slice(0, /[\uD800-\uDBFF]/.test(text[max - 1]!) ? max - 1 : max);
+  let cut = text.slice(0, pairSafeEnd(text, max));
   const space = cut.search(/\s\S*$/);
   if (!/\s/.test(text[cut.length]!) && space > max / 2) cut = cut.slice(0, space);
   return cut.trimEnd();

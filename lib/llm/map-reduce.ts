@@ -2,6 +2,7 @@
 // sentence, then whitespace boundaries), each piece is summarized with the same template (map), and the joined
 // partial summaries are summarized again (reduce), in as many rounds as it takes to fit.
 import { estimateTokens, LlmError, type Completion, type LlmProvider } from "./provider.ts";
+import { pairSafeEnd } from "../unicode.ts";
 
 /** Where a piece may end, best first: after a blank line, after a sentence's end, after any whitespace. */
 const boundaries: readonly RegExp[] = [/\n[ \t]*\n\s*/g, /[.!?…]+["'”’)\]]*\s+|[。！？]+[」』）”’"]*\s*/gu, /\s+/g];
@@ -32,8 +33,7 @@ function cutPoint(text: string, maxChars: number): number {
     for (const match of window.matchAll(boundary)) end = match.index + match[0].length;
     if (end > 0) return end;
   }
-  const code = text.charCodeAt(maxChars - 1);
-  return code >= 0xd800 && code <= 0xdbff ? maxChars - 1 : maxChars;
+  return pairSafeEnd(text, maxChars);
 }
 
 export interface StagedSummaryOptions {

@@ -9,6 +9,7 @@
 import type { Task } from "graphile-worker";
 import type { EmbeddingsClient } from "../../lib/llm/embeddings.ts";
 import { chunkDocument, type DocumentChunk } from "../../lib/retrieval/chunks.ts";
+import { pairSafeEnd } from "../../lib/unicode.ts";
 import { isUuid } from "../../lib/uuid.ts";
 
 declare global {
@@ -29,9 +30,6 @@ const headingMaxChars = 1000;
 
 /** How embedding usage rows name the provider: EMBEDDINGS_* speaks OpenAI's /embeddings API. */
 const embeddingProvider = "openai";
-
-/** The first `max` UTF-16 units of `text`, one fewer rather than half of a surrogate pair (PostgreSQL refuses it). */
-const clipped = (text: string, max: number) => text.slice(0, /[\ud800-\udbff]/.test(text[max - 1]!) ? max - 1 : max);
 
 interface Document {
   readonly org_id: string | null;
@@ -58,7 +56,8 @@ export function makeChunkDocument({ embeddings }: ChunkDocumentDependencies): Ta
     if (!document?.org_id || document.revision === null || document.content === null) return;
     const chunks = chunkDocument(document.content, { format: document.format ?? "markdown" }).map((chunk) => ({
       ...chunk,
-      heading: chunk.heading && chunk.heading.length > headingMaxChars ? `${clipped(chunk.heading, headingMaxChars - 1)}…` : chunk.heading,
+      heading:
+        chunk.heading && chunk.heading.length > headingMaxChars ? `${chunk.heading.slice(0, pairSafeEnd(chunk.heading, headingMaxChars - 1))}…` : chunk.heading,
     }));
     // Past the month's tokens, the chunks go without embeddings: retrieval is full-text for them until the next edit.
     const embedded =

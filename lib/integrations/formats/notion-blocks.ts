@@ -2,6 +2,7 @@
 // nesting, rich text items ≤ 2000 characters); only safe links are kept.
 import { normalizeSpans, parseMarkdown, plainText, renderMarkdown, safeHref, span, trimSpans, type ListItem, type MdBlock, type Span } from "./markdown.ts";
 import { array, record, text, type JsonRecord } from "../types.ts";
+import { inUtf16Pieces } from "../../unicode.ts";
 
 /** Blocks that are pages of their own: not read as content, never deleted when a page is rewritten. */
 export const separatePages: ReadonlySet<string> = new Set(["child_page", "child_database"]);
@@ -307,23 +308,11 @@ const maxRichTextItems = 100;
 /** Characters per block, so a block of multi-byte text stays far below Notion's 500 KB payload limit. */
 const maxBlockChars = 40_000;
 
-/** `value` in pieces of at most `size` UTF-16 units, never splitting a surrogate pair. */
-function chunks(value: string, size: number): string[] {
-  const out: string[] = [];
-  for (let start = 0; start < value.length;) {
-    let end = Math.min(value.length, start + size);
-    if (end < value.length && /[\uD800-\uDBFF]/.test(value[end - 1]!)) end--;
-    out.push(value.slice(start, end));
-    start = end;
-  }
-  return out;
-}
-
 export function richTextOf(spans: readonly Span[]): RichText[] {
   const out: RichText[] = [];
   for (const s of normalizeSpans(spans)) {
     const href = s.href && s.href.length <= maxTextChars ? s.href : null;
-    for (const content of chunks(s.text, maxTextChars)) {
+    for (const content of inUtf16Pieces(s.text, maxTextChars)) {
       out.push({
         type: "text",
         text: { content, link: href ? { url: href } : null },
@@ -373,7 +362,7 @@ function mdBlocksToNodes(blocks: readonly MdBlock[]): BlockNode[] {
         });
       case "code": {
         const language = toNotionLanguage(block.language);
-        return chunks(block.text, maxBlockChars).map((part) => node("code", { rich_text: richTextOf([span(part)]), language }));
+        return inUtf16Pieces(block.text, maxBlockChars).map((part) => node("code", { rich_text: richTextOf([span(part)]), language }));
       }
       case "quote": {
         const [first, ...rest] = block.blocks;
