@@ -79,6 +79,20 @@ const oldestJobsSql = `
    where j.is_available and j.run_at <= now()
    group by t.identifier`;
 
+/**
+ * A label for names that come from outside: each of the first `max` distinct names is its own label; later new names,
+ * and names longer than `maxLength`, are `other`.
+ */
+function boundedLabels(max: number, maxLength = Infinity): (name: string) => string {
+  const seen = new Set<string>();
+  return (name) => {
+    if (seen.has(name)) return name;
+    if (seen.size >= max || name.length > maxLength) return "other";
+    seen.add(name);
+    return name;
+  };
+}
+
 export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}): Metrics {
   // Registered now rather than on the first scrape: the CPU counters count from their registration.
   const processMetrics = defaultMetrics();
@@ -243,24 +257,12 @@ export function createMetrics({ maxOperationNames = 200 }: MetricsOptions = {}):
   });
 
   // Operation names come from clients: the first `maxOperationNames` distinct ones are kept, later ones are `other`.
-  const operationNames = new Set<string>();
-  const operationLabel = (name: string | null) => {
-    if (name === null) return "anonymous";
-    if (operationNames.has(name)) return name;
-    if (operationNames.size >= maxOperationNames || name.length > 100) return "other";
-    operationNames.add(name);
-    return name;
-  };
+  const operationName = boundedLabels(maxOperationNames, 100);
+  const operationLabel = (name: string | null) => (name === null ? "anonymous" : operationName(name));
 
-  // Model names come from organizations' settings and templates too: the first `maxOperationNames` distinct ones are
-  // kept, later ones are `other`, so no organization can grow the registry without bound.
-  const modelNames = new Set<string>();
-  const modelLabel = (model: string) => {
-    if (modelNames.has(model)) return model;
-    if (modelNames.size >= maxOperationNames) return "other";
-    modelNames.add(model);
-    return model;
-  };
+  // Model names come from organizations' settings and templates too: bounded the same way, so no organization can
+  // grow the registry without bound.
+  const modelLabel = boundedLabels(maxOperationNames);
   const recordLlmCall = (provider: LlmProvider, outcome: string, seconds: number, completion: Completion | null) => {
     const labels = { provider: provider.name, model: modelLabel(provider.model) };
     llmCalls.inc({ ...labels, outcome });

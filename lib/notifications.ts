@@ -1,8 +1,8 @@
 // A process's one LISTEN connection. In the server, everything that reacts to PostgreSQL NOTIFY shares it: ended
 // sessions close their WebSockets (quire_session_ended), jobs, documents and summaries reach subscribers
 // (quire_live), and streamed LLM text reaches jobProgress (quire_job_progress); in a worker, cancelled jobs stop their
-// LLM requests (quire_job_cancelled). It is a
-// client of its own, outside the pool, so a busy pool never delays a notification. When PostgreSQL drops it, it
+// LLM requests (quire_job_cancelled). It is a client of its own, outside the pool, so a busy pool never delays a
+// notification. When PostgreSQL drops it, it
 // reconnects with jittered exponential backoff (reset once a connection is listening again), and tells whoever
 // needs to know both that notifications may have been missed and when it is listening again, so they can catch up
 // from what the database kept (the live-event outbox, the sessions table).
