@@ -155,20 +155,24 @@ test("a subscriber whose session ends is closed and gets nothing more, while the
   }
 });
 
+/** The request settings of `m`, a member of `t`, as the server computes them for a subscription. */
+const settingsOf = (t: Tenant, m: Member) =>
+  pgSettingsFor(
+    testConfig(fx.db.name),
+    { userId: m.userId, orgId: t.orgId, sessionId: m.sessionId, role: m.role, expiresAt: new Date(Date.now() + 60_000) },
+    randomUUID(),
+    null,
+  );
+
+/** A sharing withPgClient on the server's pool, as server/context.ts makes for WebSocket reads. */
+const sharedReads = () => shareReads(makeWithPgClient(app.pool), endedSessionsIn(app.pool));
+
 test("in a shared batch, a revoked session reads nothing (representative or not) and the others read as themselves", async () => {
   const t = await createTenant(fx.db, "Batch");
   const members = [await addMember(t, "member"), await addMember(t, "member"), await addMember(t, "member")];
-  const config = testConfig(fx.db.name);
-  const settingsOf = (m: Member) =>
-    pgSettingsFor(
-      config,
-      { userId: m.userId, orgId: t.orgId, sessionId: m.sessionId, role: m.role, expiresAt: new Date(Date.now() + 60_000) },
-      randomUUID(),
-      null,
-    );
-  const shared = shareReads(makeWithPgClient(app.pool), endedSessionsIn(app.pool));
+  const shared = sharedReads();
   const read = (m: Member) =>
-    shared(settingsOf(m), async (client) => {
+    shared(settingsOf(t, m), async (client) => {
       const { rows } = await client.query<{ title: string }>({ text: "select title from app_public.documents order by title", values: [] });
       return rows.map((r) => r.title);
     });
@@ -219,17 +223,9 @@ test("a person's own questions and answers are never read for another subscriber
   }
   // In one batch, the identical read of the per-person table is refused by the shared transaction and each caller
   // runs it alone, as itself.
-  const config = testConfig(fx.db.name);
-  const settingsOf = (m: Member) =>
-    pgSettingsFor(
-      config,
-      { userId: m.userId, orgId: t.orgId, sessionId: m.sessionId, role: m.role, expiresAt: new Date(Date.now() + 60_000) },
-      randomUUID(),
-      null,
-    );
-  const shared = shareReads(makeWithPgClient(app.pool), endedSessionsIn(app.pool));
+  const shared = sharedReads();
   const read = (m: Member) =>
-    shared(settingsOf(m), async (client) => {
+    shared(settingsOf(t, m), async (client) => {
       const { rows } = await client.query<{ question: string }>({ text: 'select question from "app_public"."questions" order by question', values: [] });
       return rows.map((r) => r.question);
     });
